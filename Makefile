@@ -1,0 +1,87 @@
+# sandbox.h - build, test, fuzz, demo.  `make test` is the test command; `make demo`
+# runs the quickstart against a freshly started dev cluster.
+CC      ?= cc
+CLANG   ?= clang
+PYTHON  ?= python3
+B       := build
+CSTD    := -std=c99 -D_POSIX_C_SOURCE=200809L
+WARN    := -Wall -Wextra -Werror -pedantic -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+           -Wcast-qual -Wwrite-strings -Wundef -Wformat=2
+SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+CFLAGS  ?= -g -O1
+ALLFLAGS = $(CSTD) $(WARN) $(CFLAGS) -I. -Itests
+LDLIBS  := -pthread
+FUZZ_SECONDS ?= 60
+STATE   ?= $(B)/devcluster
+PREFIX  ?= /usr/local
+
+export ASAN_OPTIONS  := detect_leaks=1:abort_on_error=0:detect_stack_use_after_return=1
+export UBSAN_OPTIONS := print_stacktrace=1:halt_on_error=1
+
+UNIT_SRCS := $(sort $(wildcard tests/test_*.c))
+UNIT_BINS := $(patsubst tests/%.c,$(B)/%,$(UNIT_SRCS))
+FUZZ_SRCS := $(sort $(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_NAMES := $(patsubst tests/fuzz/fuzz_%.c,%,$(FUZZ_SRCS))
+REPLAY_BINS := $(patsubst %,$(B)/replay_%,$(FUZZ_NAMES))
+EXAMPLE_SRCS := $(sort $(wildcard examples/*.c))
+EXAMPLE_BINS := $(patsubst examples/%.c,$(B)/%,$(EXAMPLE_SRCS))
+
+.PHONY: all test unit fuzz examples demo bench clean install devcluster-up devcluster-down
+
+all: $(UNIT_BINS) $(REPLAY_BINS) $(EXAMPLE_BINS)
+
+$(B):
+	@mkdir -p $(B)
+
+# Unit and end-to-end suites: each test_*.c includes the implementation, built with ASan+UBSan.
+$(B)/test_%: tests/test_%.c sandbox.h tests/test.h $(wildcard tests/*.h) | $(B)
+	$(CC) $(ALLFLAGS) $(SAN) $< -o $@ $(LDLIBS)
+
+# Fuzz targets replayed over their corpus (no libFuzzer needed): make test runs these.
+$(B)/replay_%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c sandbox.h | $(B)
+	$(CC) $(ALLFLAGS) $(SAN) tests/fuzz/replay.c $< -o $@ $(LDLIBS)
+
+# libFuzzer builds (clang only).
+$(B)/fuzz_%: tests/fuzz/fuzz_%.c sandbox.h | $(B)
+	$(CLANG) $(CSTD) -g -O1 -I. -fsanitize=fuzzer,address,undefined $< -o $@ $(LDLIBS)
+
+$(B)/%: examples/%.c sandbox.h | $(B)
+	$(CC) $(ALLFLAGS) $< -o $@ $(LDLIBS)
+
+examples: $(EXAMPLE_BINS)
+
+SUITES = compile="sh tests/compile/run.sh" \
+         $(foreach t,$(UNIT_BINS),$(notdir $(t))="$(t)") \
+         $(foreach f,$(FUZZ_NAMES),replay_$(f)="$(B)/replay_$(f) tests/fuzz/corpus/$(f)") \
+         devcluster="$(PYTHON) tests/pyrun.py tests/devcluster devcluster"
+
+test: all
+	@sh tests/run.sh $(SUITES)
+
+# Run each libFuzzer target for FUZZ_SECONDS on a copy of its corpus; findings land in build/.
+fuzz: $(patsubst %,$(B)/fuzz_%,$(FUZZ_NAMES))
+	@set -e; for f in $(FUZZ_NAMES); do \
+	  mkdir -p $(B)/corpus_$$f; cp -r tests/fuzz/corpus/$$f/. $(B)/corpus_$$f/; \
+	  dict=""; [ -f tests/fuzz/$$f.dict ] && dict="-dict=tests/fuzz/$$f.dict"; \
+	  echo "fuzz $$f for $(FUZZ_SECONDS)s"; \
+	  $(B)/fuzz_$$f $$dict -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	     -artifact_prefix=$(B)/crash_$$f- $(B)/corpus_$$f 2>&1 | \
+	     grep -E 'stat::number_of_executed_units|stat::average_exec_per_sec|ERROR|SUMMARY|Done' ; \
+	  ! ls $(B)/crash_$$f-* >/dev/null 2>&1 || { echo "fuzz $$f found a crash"; exit 1; }; \
+	done
+
+devcluster-up:
+	@$(PYTHON) tests/devcluster/cluster.py up --state $(STATE)
+
+devcluster-down:
+	@$(PYTHON) tests/devcluster/cluster.py down --state $(STATE)
+
+install:
+	install -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
+	install -m 644 sandbox.h $(DESTDIR)$(PREFIX)/include/sandbox.h
+	printf 'prefix=%s\nincludedir=$${prefix}/include\n\nName: sandbox.h\nDescription: agent sandboxes on Kubernetes from C (single header)\nVersion: %s\nCflags: -I$${includedir}\nLibs: -pthread\n' \
+	  "$(PREFIX)" "$$(sed -n 's/^#define SANDBOX_VERSION_STRING "\(.*\)"/\1/p' sandbox.h)" \
+	  > $(DESTDIR)$(PREFIX)/lib/pkgconfig/sandbox.pc
+
+clean:
+	rm -rf $(B)

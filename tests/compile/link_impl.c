@@ -1,0 +1,3 @@
+/* Two-translation-unit link test, part 2: the implementation. */
+#define SANDBOX_IMPLEMENTATION
+#include "sandbox.h"

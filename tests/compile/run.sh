@@ -1,0 +1,39 @@
+#!/bin/sh
+# The compile matrix: every build that must stay warning-free. Prints one line
+# per build and the closing "compile: N passed, N failed" line.
+set -u
+OUT=${OUT:-build/compile}
+mkdir -p "$OUT"
+WARN="-Wall -Wextra -Werror -pedantic -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wcast-qual -Wwrite-strings -Wundef -Wformat=2"
+WARNXX="-Wall -Wextra -Werror -pedantic -Wshadow -Wcast-qual -Wundef -Wformat=2"
+pass=0; fail=0
+try() { # name, command...
+    name=$1; shift
+    if "$@" >"$OUT/$name.log" 2>&1; then
+        pass=$((pass + 1)); echo "ok   $name"
+    else
+        fail=$((fail + 1)); echo "FAIL $name: $*"; sed 's/^/    /' "$OUT/$name.log" | head -n 20
+    fi
+}
+for cc in gcc clang; do
+    command -v $cc >/dev/null 2>&1 || { echo "SKIP $cc: not installed"; continue; }
+    for std in c99 c11; do
+        try "$cc-$std" $cc -std=$std $WARN -I. tests/compile/impl.c -o "$OUT/$cc-$std" -pthread
+        try "$cc-$std-O2" $cc -std=$std -O2 $WARN -I. -c tests/compile/impl.c -o "$OUT/$cc-$std-O2.o"
+    done
+    try "$cc-link2tu" $cc -std=c99 $WARN -I. tests/compile/link_decl.c tests/compile/link_impl.c -o "$OUT/$cc-link" -pthread
+    try "$cc-static2tu" $cc -std=c99 $WARN -I. tests/compile/static_a.c tests/compile/static_b.c -o "$OUT/$cc-static" -pthread
+    try "$cc-twice" $cc -std=c99 $WARN -I. -c tests/compile/twice.c -o "$OUT/$cc-twice.o"
+done
+for cxx in g++ clang++; do
+    command -v $cxx >/dev/null 2>&1 || { echo "SKIP $cxx: not installed"; continue; }
+    for std in c++11 c++17; do
+        try "$cxx-$std" $cxx -std=$std $WARNXX -I. tests/compile/impl.cc -o "$OUT/$cxx-$std" -pthread
+    done
+done
+# The programs built above must also run (links resolved, SBX_STATIC copies independent).
+for b in gcc-c99 gcc-link gcc-static; do
+    [ -x "$OUT/$b" ] && try "run-$b" "$OUT/$b"
+done
+echo "compile: $pass passed, $fail failed"
+[ $fail -eq 0 ]
