@@ -1,0 +1,833 @@
+"""The `pods/NAME/portforward` subresource of the dev cluster emulator.
+
+The real `kubectl port-forward` talks to it, either over SPDY/3.1 (a POST
+upgrade, used by kubectl <= 1.30, by the fallback path and with
+KUBECTL_PORT_FORWARD_WEBSOCKETS=false) or over SPDY tunnelled in WebSocket
+binary messages (a GET upgrade, the default of kubectl >= 1.31). Only the
+Python standard library and zlib are used.
+
+Interface (the API server calls this):
+
+    serve(conn, rfile, method, headers, resolve, pod_key, registry,
+          faults=None, log=None)
+
+      conn      the accepted socket (plain or TLS)
+      rfile     buffered binary reader positioned just after the request
+                headers; every upgraded byte is read from it
+      method    "GET" (WebSocket) or "POST" (SPDY)
+      headers   request headers, names in lower case
+      resolve   resolve(port) -> (host, port) for every data stream; raise
+                TargetError(text) when the pod is gone or the port is not
+                allowed: the text is written on the stream's error stream
+      pod_key   ("namespace", "name") or ("namespace", "name", "uid")
+      registry  a TunnelRegistry; the tunnel is registered while it lives
+      faults    optional dict, read live (see FAULT KEYS)
+      log       optional callable receiving one dict per event:
+                {"event": "portforward.reject", ...},
+                {"event": "portforward.open", ...} and
+                {"event": "portforward.close", "frames_in": {...},
+                 "frames_out": {...}, "bytes_in": N, "bytes_out": N,
+                 "streams": [...], "reason": ...}
+
+    serve() writes the HTTP answer itself (101, or 400 with a Kubernetes
+    Status body), runs the tunnel on the calling thread and returns when the
+    tunnel ends. On return the connection has been shut down and closed, every
+    target socket is closed and every thread it started has been joined. The
+    caller must not use the connection again (BaseHTTPRequestHandler: set
+    self.close_connection = True).
+
+FAULT KEYS (faults dict, looked up at the moment they matter):
+
+    no_websocket      truthy: answer the WebSocket upgrade with 400 (kubectl
+                      >= 1.31 then falls back to SPDY silently)
+    no_spdy           truthy: answer the SPDY upgrade with 400 (if both are
+                      rejected kubectl prints "error upgrading connection")
+    no_protocol_header truthy: answer 101 without the negotiated protocol
+                      header (SPDY: kubectl exits "unable to negotiate
+                      protocol"; WebSocket: kubectl falls back to SPDY)
+    error_text        string: one-shot (popped from the dict) - the next data
+                      stream gets this text on its error stream instead of a
+                      connection to the target (kubectl prints it and exits 1
+                      with "lost connection to pod")
+    kill_after_bytes  int: close the upgraded connection once this many
+                      payload bytes (both directions together) went through
+    no_error_fin      truthy: when the target closes, FIN only the data
+                      stream and never the error stream (kubectl then never
+                      closes the local connection)
+
+Protocol facts relied on: /work/shared/reference/kubectl.md sections 3-6.
+"""
+
+import base64
+import errno as _errno
+import hashlib
+import json
+import os
+import socket
+import struct
+import threading
+import time
+import zlib
+
+__all__ = ["TargetError", "TunnelRegistry", "serve", "SPDY3_DICTIONARY"]
+
+
+class TargetError(Exception):
+    """The text of this exception goes on the error stream of a data stream."""
+
+
+# --------------------------------------------------------------------------
+# SPDY/3 header compression dictionary (SPDY/3 draft, section 2.6.10.1):
+# length-prefixed header names and common values, then a run of plain text.
+
+def _build_dictionary():
+    words = (
+        "options head post put delete trace accept accept-charset "
+        "accept-encoding accept-language accept-ranges age allow "
+        "authorization cache-control connection content-base "
+        "content-encoding content-language content-length content-location "
+        "content-md5 content-range content-type date etag expect expires "
+        "from host if-match if-modified-since if-none-match if-range "
+        "if-unmodified-since last-modified location max-forwards pragma "
+        "proxy-authenticate proxy-authorization range referer retry-after "
+        "server te trailer transfer-encoding upgrade user-agent vary via "
+        "warning www-authenticate method get status"
+    ).split() + ["200 OK"] + "version HTTP/1.1 url public set-cookie keep-alive origin".split()
+    text = (
+        "100101201202205206300302303304305306307402405406407408409410411412"
+        "413414415416417502504505"
+        "203 Non-Authoritative Information204 No Content"
+        "301 Moved Permanently400 Bad Request401 Unauthorized403 Forbidden"
+        "404 Not Found500 Internal Server Error501 Not Implemented"
+        "503 Service Unavailable"
+        "Jan Feb Mar Apr May Jun Jul Aug Sept Oct Nov Dec 00:00:00 "
+        "Mon, Tue, Wed, Thu, Fri, Sat, Sun, GMT"
+        "chunked,text/html,image/png,image/jpg,image/gif,application/xml,"
+        "application/xhtml+xml,text/plain,text/javascript,"
+        "publicprivatemax-age=gzip,deflate,sdch"
+        "charset=utf-8charset=iso-8859-1,utf-,*,enq=0."
+    )
+    parts = [struct.pack(">I", len(w)) + w.encode("ascii") for w in words]
+    return b"".join(parts) + text.encode("ascii")
+
+
+SPDY3_DICTIONARY = _build_dictionary()
+assert len(SPDY3_DICTIONARY) == 1423, len(SPDY3_DICTIONARY)
+assert zlib.adler32(SPDY3_DICTIONARY) == 0xE3C6A7C2, hex(zlib.adler32(SPDY3_DICTIONARY))
+
+# --------------------------------------------------------------------------
+# constants
+
+SPDY_VERSION = 3
+TYPE_NAMES = {1: "SYN_STREAM", 2: "SYN_REPLY", 3: "RST_STREAM", 4: "SETTINGS",
+              6: "PING", 7: "GOAWAY", 8: "HEADERS", 9: "WINDOW_UPDATE"}
+SYN_STREAM, SYN_REPLY, RST_STREAM, SETTINGS, PING, GOAWAY, HEADERS, WINDOW_UPDATE = (
+    1, 2, 3, 4, 6, 7, 8, 9)
+FLAG_FIN = 0x01
+RST_PROTOCOL_ERROR = 1
+RST_INVALID_STREAM = 2
+RST_REFUSED_STREAM = 3
+
+WS_PROTOCOL = "SPDY/3.1+portforward.k8s.io"
+WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+SPDY_PROTOCOL = "portforward.k8s.io"
+
+MAX_DATA = 32 * 1024          # kubectl.md section 4: keep DATA frames <= 32 KiB
+MAX_FRAME = 16 * 1024 * 1024  # refuse absurd frames from a broken client
+CONNECT_TIMEOUT = 5.0
+JOIN_TIMEOUT = 5.0
+MAX_LOGGED_STREAMS = 256
+
+
+# --------------------------------------------------------------------------
+# registry
+
+class TunnelRegistry:
+    """Live upgraded port-forward connections, by pod. Thread-safe."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._tunnels = {}  # id(tunnel) -> (pod_key, tunnel)
+
+    def add(self, pod_key, tunnel):
+        with self._lock:
+            self._tunnels[id(tunnel)] = (tuple(pod_key), tunnel)
+
+    def remove(self, tunnel):
+        with self._lock:
+            self._tunnels.pop(id(tunnel), None)
+
+    def _match(self, pod_key):
+        with self._lock:
+            items = list(self._tunnels.values())
+        if pod_key is None:
+            return [t for _, t in items]
+        want = tuple(pod_key)[:2]
+        return [t for k, t in items if k[:2] == want]
+
+    def count(self, pod_key=None):
+        """How many tunnels are open for this pod (or in total)."""
+        return len(self._match(pod_key))
+
+    def kill(self, pod_key=None):
+        """Close the upgraded connections of one pod (or all); returns how many.
+
+        kubectl sees the drop and exits 1 with `error: lost connection to pod`.
+        The serve() calls owning those tunnels return shortly afterwards."""
+        tunnels = self._match(pod_key)
+        for t in tunnels:
+            t.abort("killed")
+        return len(tunnels)
+
+    def wait_empty(self, pod_key=None, timeout=5.0):
+        """Wait until no tunnel of this pod (or none at all) is registered."""
+        deadline = time.monotonic() + timeout
+        while self._match(pod_key):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
+
+# --------------------------------------------------------------------------
+# HTTP answers
+
+def _status_body(message, code=400, reason="BadRequest"):
+    return json.dumps({
+        "kind": "Status", "apiVersion": "v1", "metadata": {},
+        "status": "Failure", "message": message, "reason": reason,
+        "code": code}).encode()
+
+
+def _reject(conn, message, code=400, reason="BadRequest"):
+    body = _status_body(message, code, reason)
+    head = ("HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
+            "Content-Length: %d\r\nConnection: close\r\n\r\n"
+            % (code, "Bad Request" if code == 400 else "Error", len(body)))
+    try:
+        conn.sendall(head.encode() + body)
+    except OSError:
+        pass
+
+
+def _shutdown_close(sock):
+    if sock is None:
+        return
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    try:
+        sock.close()
+    except OSError:
+        pass
+
+
+def _tokens(value):
+    return [t.strip() for t in (value or "").split(",") if t.strip()]
+
+
+def _go_dial_error(host, port, exc):
+    """Render a connect failure the way Go's net package words it."""
+    if isinstance(exc, socket.timeout):
+        what = "i/o timeout"
+    elif getattr(exc, "errno", None):
+        what = "connect: " + os.strerror(exc.errno).lower()
+    else:
+        what = str(exc)
+    h = "[%s]" % host if ":" in host else host
+    return "dial tcp %s:%d: %s" % (h, port, what)
+
+
+# --------------------------------------------------------------------------
+# byte transports under the SPDY framer
+
+class _SpdyIO:
+    """SPDY bytes directly on the upgraded connection."""
+
+    def __init__(self, conn, rfile):
+        self.conn = conn
+        self.rfile = rfile
+
+    def read_exact(self, n):
+        if n == 0:
+            return b""
+        data = self.rfile.read(n)
+        if data is None or len(data) < n:
+            raise EOFError("connection closed")
+        return data
+
+    def wrap(self, frame):
+        return frame
+
+
+class _WebSocketIO:
+    """SPDY bytes carried as the payloads of WebSocket binary messages."""
+
+    def __init__(self, conn, rfile, send_raw):
+        self.conn = conn
+        self.rfile = rfile
+        self.buf = bytearray()
+        self.pos = 0
+        self.send_raw = send_raw  # send_raw(bytes): writes under the tunnel's lock
+        self.closed = False
+
+    def _read(self, n):
+        data = self.rfile.read(n)
+        if data is None or len(data) < n:
+            raise EOFError("connection closed")
+        return data
+
+    def _frame(self):
+        b0, b1 = self._read(2)
+        opcode = b0 & 0x0F
+        masked = b1 & 0x80
+        length = b1 & 0x7F
+        if length == 126:
+            length = struct.unpack(">H", self._read(2))[0]
+        elif length == 127:
+            length = struct.unpack(">Q", self._read(8))[0]
+        if length > MAX_FRAME:
+            raise EOFError("websocket frame too large")
+        mask = self._read(4) if masked else None
+        payload = self._read(length) if length else b""
+        if mask and payload:
+            reps = (length + 3) // 4
+            key = int.from_bytes(mask * reps, "little")
+            val = int.from_bytes(payload, "little")
+            payload = (val ^ key).to_bytes(reps * 4, "little")[:length]
+        return opcode, payload
+
+    def read_exact(self, n):
+        while len(self.buf) - self.pos < n:
+            if self.closed:
+                raise EOFError("websocket closed")
+            opcode, payload = self._frame()
+            if opcode in (0x0, 0x1, 0x2):
+                if self.pos > 65536:
+                    del self.buf[:self.pos]
+                    self.pos = 0
+                self.buf += payload
+            elif opcode == 0x8:  # close: answer it, then the stream ends
+                self.closed = True
+                try:
+                    self.send_raw(self._header(0x8, len(payload[:2])) + payload[:2])
+                except OSError:
+                    pass
+            elif opcode == 0x9:  # ping
+                self.send_raw(self._header(0xA, len(payload)) + payload)
+            # 0xA pong and anything else: ignored
+        out = bytes(self.buf[self.pos:self.pos + n])
+        self.pos += n
+        return out
+
+    @staticmethod
+    def _header(opcode, n):
+        if n < 126:
+            return struct.pack(">BB", 0x80 | opcode, n)
+        if n < 65536:
+            return struct.pack(">BBH", 0x80 | opcode, 126, n)
+        return struct.pack(">BBQ", 0x80 | opcode, 127, n)
+
+    def wrap(self, frame):
+        return self._header(0x2, len(frame)) + frame
+
+
+# --------------------------------------------------------------------------
+# streams
+
+class _Stream:
+    __slots__ = ("sid", "kind", "port", "requestid", "headers", "lock",
+                 "sock", "pending", "remote_fin", "local_fin", "reset",
+                 "target_eof", "failed", "error", "thread")
+
+    def __init__(self, sid, headers):
+        self.sid = sid
+        self.headers = headers
+        self.kind = headers.get("streamtype", "")
+        self.port = headers.get("port", "")
+        self.requestid = headers.get("requestid")
+        self.lock = threading.Lock()
+        self.sock = None
+        self.pending = []          # client bytes that arrived before connect
+        self.remote_fin = False    # client half-closed
+        self.local_fin = False     # we sent FIN
+        self.reset = False
+        self.target_eof = False
+        self.failed = False        # error text was sent instead of connecting
+        self.error = None          # paired error stream
+        self.thread = None
+
+
+class _Tunnel:
+    def __init__(self, conn, rfile, transport, resolve, pod_key, faults, log):
+        self.conn = conn
+        self.transport = transport
+        self.resolve = resolve
+        self.pod_key = tuple(pod_key)
+        self.faults = faults if faults is not None else {}
+        self.log = log
+        self.wlock = threading.Lock()
+        self.slock = threading.Lock()   # streams tables and counters
+        self.streams = {}
+        self.errors_by_rid = {}
+        self.threads = []
+        self.closing = False
+        self.reason = None
+        self.goaway = False
+        self.frames_in = {}
+        self.frames_out = {}
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.logged_streams = []
+        self.deflate = zlib.compressobj(9, zlib.DEFLATED, 15, 8,
+                                        zlib.Z_DEFAULT_STRATEGY, SPDY3_DICTIONARY)
+        self.inflate = zlib.decompressobj(zdict=SPDY3_DICTIONARY)
+        if transport == "ws":
+            self.io = _WebSocketIO(conn, rfile, self._send_raw)
+        else:
+            self.io = _SpdyIO(conn, rfile)
+
+    # ---- lifetime
+
+    def abort(self, reason):
+        """Drop the upgraded connection and every target connection."""
+        with self.slock:
+            if self.reason is None:
+                self.reason = reason
+            self.closing = True
+            streams = list(self.streams.values())
+        try:
+            self.conn.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        for st in streams:
+            s = st.sock
+            if s is not None:
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def _count(self, table, name):
+        table[name] = table.get(name, 0) + 1
+
+    def _payload(self, direction, n):
+        limit = self.faults.get("kill_after_bytes")
+        with self.slock:
+            if direction == "in":
+                self.bytes_in += n
+            else:
+                self.bytes_out += n
+            total = self.bytes_in + self.bytes_out
+        if limit is not None and total >= int(limit):
+            self.abort("kill_after_bytes")
+            return False
+        return True
+
+    # ---- writing
+
+    def _send_raw(self, data):
+        with self.wlock:
+            self.conn.sendall(data)
+
+    def _send_control(self, ftype, flags, payload):
+        frame = struct.pack(">HHI", 0x8000 | SPDY_VERSION, ftype,
+                            (flags << 24) | len(payload)) + payload
+        with self.wlock:
+            self._count(self.frames_out, TYPE_NAMES[ftype])
+            self.conn.sendall(self.io.wrap(frame))
+
+    def _header_block(self, headers):
+        out = [struct.pack(">I", len(headers))]
+        for k, v in headers.items():
+            k = k.lower().encode()
+            v = v.encode()
+            out.append(struct.pack(">I", len(k)) + k + struct.pack(">I", len(v)) + v)
+        return b"".join(out)
+
+    def send_syn_reply(self, sid, headers=None):
+        raw = self._header_block(headers or {})
+        with self.wlock:  # compress and write in one critical section
+            block = self.deflate.compress(raw) + self.deflate.flush(zlib.Z_SYNC_FLUSH)
+            payload = struct.pack(">I", sid & 0x7FFFFFFF) + block
+            frame = struct.pack(">HHI", 0x8000 | SPDY_VERSION, SYN_REPLY,
+                                len(payload)) + payload
+            self._count(self.frames_out, "SYN_REPLY")
+            self.conn.sendall(self.io.wrap(frame))
+
+    def send_data(self, st, data, fin=False):
+        if st.reset:
+            return
+        frame = struct.pack(">II", st.sid & 0x7FFFFFFF,
+                            ((FLAG_FIN if fin else 0) << 24) | len(data))
+        with self.wlock:
+            self._count(self.frames_out, "DATA")
+            self.conn.sendall(self.io.wrap(frame + data))
+
+    def send_fin(self, st):
+        with st.lock:
+            if st.local_fin or st.reset:
+                return
+            st.local_fin = True
+        self.send_data(st, b"", fin=True)
+        self._maybe_done(st)
+
+    def send_rst(self, sid, status):
+        self._send_control(RST_STREAM, 0, struct.pack(">II", sid & 0x7FFFFFFF, status))
+
+    # ---- reading
+
+    def _parse_headers(self, block):
+        raw = self.inflate.decompress(block)
+        (count,) = struct.unpack_from(">I", raw, 0)
+        off = 4
+        headers = {}
+        for _ in range(count):
+            (n,) = struct.unpack_from(">I", raw, off)
+            off += 4
+            name = raw[off:off + n].decode("latin-1").lower()
+            off += n
+            (n,) = struct.unpack_from(">I", raw, off)
+            off += 4
+            value = raw[off:off + n].decode("latin-1")
+            off += n
+            headers[name] = value.split("\x00")[0] if "\x00" in value else value
+        return headers
+
+    def run(self):
+        read = self.io.read_exact
+        while True:
+            hdr = read(8)
+            w0, w1 = struct.unpack(">II", hdr)
+            flags = w1 >> 24
+            length = w1 & 0xFFFFFF
+            if w0 & 0x80000000:
+                ftype = w0 & 0xFFFF
+                payload = read(length)
+                self._count(self.frames_in, TYPE_NAMES.get(ftype, "TYPE_%d" % ftype))
+                if not self._control(ftype, flags, payload):
+                    return
+            else:
+                payload = read(length)
+                self._count(self.frames_in, "DATA")
+                self._data(w0 & 0x7FFFFFFF, flags, payload)
+            if self.closing:
+                return
+
+    def _control(self, ftype, flags, payload):
+        if ftype == SYN_STREAM:
+            sid = struct.unpack_from(">I", payload, 0)[0] & 0x7FFFFFFF
+            headers = self._parse_headers(payload[10:])
+            self._syn_stream(sid, flags, headers)
+        elif ftype in (SYN_REPLY, HEADERS):
+            self._parse_headers(payload[4:])  # keep the zlib context in step
+        elif ftype == RST_STREAM:
+            sid = struct.unpack_from(">I", payload, 0)[0] & 0x7FFFFFFF
+            self._rst(sid)
+        elif ftype == PING:
+            (pid,) = struct.unpack_from(">I", payload, 0)
+            if pid & 1:  # client-initiated: echo it
+                self._send_control(PING, 0, payload[:4])
+        elif ftype == GOAWAY:
+            self.goaway = True
+            with self.slock:
+                if self.reason is None:
+                    self.reason = "goaway"
+            # kubectl closes the connection right after; keep reading to EOF
+        # SETTINGS, WINDOW_UPDATE, unknown: nothing to do
+        return True
+
+    def _syn_stream(self, sid, flags, headers):
+        st = _Stream(sid, headers)
+        if len(self.logged_streams) < MAX_LOGGED_STREAMS:
+            self.logged_streams.append(dict(headers, id=sid))
+        if self.goaway:
+            self.send_rst(sid, RST_REFUSED_STREAM)
+            return
+        with self.slock:
+            self.streams[sid] = st
+            if st.kind == "error" and st.requestid is not None:
+                self.errors_by_rid[st.requestid] = st
+            elif st.kind == "data":
+                st.error = self.errors_by_rid.pop(st.requestid, None)
+        if flags & FLAG_FIN:
+            st.remote_fin = True
+        self.send_syn_reply(sid)
+        if st.kind == "data":
+            t = threading.Thread(target=self._pump, args=(st,),
+                                 name="pf-stream-%d" % sid, daemon=True)
+            st.thread = t
+            self.threads = [x for x in self.threads if x.is_alive()]
+            self.threads.append(t)
+            t.start()
+        elif st.kind != "error":
+            msg = "invalid stream type %r" % st.kind
+            self.send_data(st, msg.encode())
+            self.send_fin(st)
+
+    def _data(self, sid, flags, payload):
+        st = self.streams.get(sid)
+        if st is None:
+            return
+        if payload and st.kind == "data":
+            if not self._payload("in", len(payload)):
+                return
+            with st.lock:
+                sock = st.sock
+                if sock is None:
+                    if not st.failed and not st.reset:
+                        st.pending.append(payload)
+                    sock = None
+                    payload = None
+            if sock is not None:
+                try:
+                    sock.sendall(payload)
+                except OSError:
+                    pass  # target went away; its EOF is reported by the pump
+        if flags & FLAG_FIN:
+            with st.lock:
+                st.remote_fin = True
+                sock = st.sock
+            if sock is not None and st.kind == "data":
+                try:
+                    sock.shutdown(socket.SHUT_WR)
+                except OSError:
+                    pass
+            self._maybe_done(st)
+
+    def _rst(self, sid):
+        with self.slock:
+            st = self.streams.pop(sid, None)
+        if st is None:
+            return
+        with st.lock:
+            st.reset = True
+            st.pending = []
+            sock = st.sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def _maybe_done(self, st):
+        """Forget a stream once both sides have finished it."""
+        with st.lock:
+            done = st.reset or (st.remote_fin and st.local_fin)
+        if done:
+            with self.slock:
+                if self.streams.get(st.sid) is st:
+                    del self.streams[st.sid]
+
+    # ---- per data stream
+
+    def _fail(self, st, text):
+        with st.lock:
+            st.failed = True
+            st.pending = []
+        err = st.error
+        if err is not None and not err.reset:
+            try:
+                self.send_data(err, text.encode("utf-8", "replace"))
+            except OSError:
+                return
+        try:
+            if err is not None:
+                self.send_fin(err)
+            self.send_fin(st)
+        except OSError:
+            pass
+
+    def _pod_text(self):
+        ns, name = self.pod_key[0], self.pod_key[1]
+        text = "%s_%s" % (name, ns)
+        if len(self.pod_key) > 2 and self.pod_key[2]:
+            text += ", uid %s" % self.pod_key[2]
+        return text
+
+    def _pump(self, st):
+        sock = None
+        try:
+            try:
+                port = int(st.port)
+            except ValueError:
+                self._fail(st, "invalid port %r" % st.port)
+                return
+            text = None
+            if self.faults.get("error_text"):
+                text = self.faults.pop("error_text", None)
+            if text:
+                self._fail(st, str(text))
+                return
+            try:
+                host, tport = self.resolve(port)
+            except TargetError as e:
+                self._fail(st, str(e))
+                return
+            except Exception as e:  # a bug in resolve: still tell kubectl
+                self._fail(st, "error forwarding port %d to pod %s: %s"
+                           % (port, self._pod_text(), e))
+                return
+            try:
+                sock = socket.create_connection((host, tport), timeout=CONNECT_TIMEOUT)
+            except OSError as e:
+                self._fail(st, "error forwarding port %d to pod %s: %s"
+                           % (port, self._pod_text(), _go_dial_error(host, tport, e)))
+                return
+            sock.settimeout(None)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with st.lock:
+                if st.reset or self.closing:
+                    return
+                # flush what the client sent before the connect completed;
+                # holding the lock keeps later client bytes in order
+                try:
+                    for chunk in st.pending:
+                        sock.sendall(chunk)
+                    if st.remote_fin:
+                        sock.shutdown(socket.SHUT_WR)
+                except OSError:
+                    pass
+                st.pending = []
+                st.sock = sock
+            if self.closing:
+                return
+            recv = sock.recv
+            while True:
+                try:
+                    data = recv(MAX_DATA)
+                except OSError:
+                    data = b""
+                if not data:
+                    break
+                if st.reset or self.closing:
+                    return
+                if not self._payload("out", len(data)):
+                    return
+                self.send_data(st, data)
+            with st.lock:
+                st.target_eof = True
+            self.send_fin(st)
+            if st.error is not None and not self.faults.get("no_error_fin"):
+                self.send_fin(st.error)
+        except OSError:
+            # the upgraded connection is gone: end the whole tunnel
+            self.abort("write failed")
+        finally:
+            if sock is not None:
+                with st.lock:
+                    st.sock = None
+                _shutdown_close(sock)
+
+    # ---- teardown
+
+    def finish(self):
+        self.abort(self.reason or "eof")
+        deadline = time.monotonic() + JOIN_TIMEOUT
+        for t in self.threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        with self.slock:
+            streams = list(self.streams.values())
+            self.streams.clear()
+        for st in streams:
+            with st.lock:
+                sock, st.sock = st.sock, None
+            _shutdown_close(sock)
+        _shutdown_close(self.conn)
+
+    def summary(self):
+        return {
+            "event": "portforward.close",
+            "transport": self.transport,
+            "pod": list(self.pod_key[:2]),
+            "reason": self.reason,
+            "frames_in": dict(self.frames_in),
+            "frames_out": dict(self.frames_out),
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
+            "streams": list(self.logged_streams),
+            "threads_alive": sum(1 for t in self.threads if t.is_alive()),
+        }
+
+
+# --------------------------------------------------------------------------
+# entry point
+
+def serve(conn, rfile, method, headers, resolve, pod_key, registry,
+          faults=None, log=None):
+    """Answer a portforward upgrade on `conn` and run the tunnel until it ends.
+
+    See the module docstring for the arguments and the fault keys."""
+    faults = faults if faults is not None else {}
+    h = {k.lower(): v for k, v in headers.items()}
+    upgrade = _tokens(h.get("upgrade", "").lower())
+    emit = log if log is not None else (lambda rec: None)
+    pod = list(tuple(pod_key)[:2])
+
+    def reject(message, transport):
+        emit({"event": "portforward.reject", "transport": transport,
+              "method": method, "pod": pod, "message": message})
+        _reject(conn, message)
+        _shutdown_close(conn)
+
+    if "websocket" in upgrade:
+        offered = _tokens(h.get("sec-websocket-protocol", ""))
+        key = h.get("sec-websocket-key", "")
+        if method != "GET":
+            return reject("websocket upgrade requires GET", "ws")
+        if faults.get("no_websocket"):
+            return reject("unable to upgrade: websocket is disabled (fault no_websocket)", "ws")
+        if WS_PROTOCOL not in offered or not key:
+            return reject("unable to upgrade: requested protocols %s not supported, "
+                          "want %s" % (offered, WS_PROTOCOL), "ws")
+        accept = base64.b64encode(hashlib.sha1((key + WS_GUID).encode()).digest()).decode()
+        lines = ["HTTP/1.1 101 Switching Protocols", "Upgrade: websocket",
+                 "Connection: Upgrade", "Sec-WebSocket-Accept: " + accept]
+        if not faults.get("no_protocol_header"):
+            lines.append("Sec-WebSocket-Protocol: " + WS_PROTOCOL)
+        transport = "ws"
+    elif "spdy/3.1" in upgrade:
+        protos = _tokens(h.get("x-stream-protocol-version", ""))
+        if faults.get("no_spdy"):
+            return reject("unable to upgrade: SPDY is disabled (fault no_spdy)", "spdy")
+        if SPDY_PROTOCOL not in protos:
+            return reject("unable to upgrade: unable to negotiate protocol: client "
+                          "supports %s, server accepts %s" % (protos, [SPDY_PROTOCOL]),
+                          "spdy")
+        lines = ["HTTP/1.1 101 Switching Protocols", "Connection: Upgrade",
+                 "Upgrade: SPDY/3.1"]
+        if not faults.get("no_protocol_header"):
+            lines.append("X-Stream-Protocol-Version: " + SPDY_PROTOCOL)
+        transport = "spdy"
+    else:
+        return reject("Upgrade request required", "none")
+
+    try:
+        conn.settimeout(None)
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError:
+        pass
+    tunnel = _Tunnel(conn, rfile, transport, resolve, pod_key, faults, log)
+    registry.add(pod_key, tunnel)
+    try:
+        try:
+            conn.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        except OSError:
+            tunnel.reason = "write failed"
+            return
+        emit({"event": "portforward.open", "transport": transport, "pod": pod,
+              "session": h.get("kubectl-session")})
+        try:
+            tunnel.run()
+        except (EOFError, OSError, ValueError, struct.error, zlib.error) as e:
+            with tunnel.slock:
+                if tunnel.reason is None:
+                    tunnel.reason = "eof" if isinstance(e, EOFError) else "%s: %s" % (
+                        type(e).__name__, e)
+    finally:
+        try:
+            tunnel.finish()
+        finally:
+            registry.remove(tunnel)
+            emit(tunnel.summary())

@@ -1,0 +1,1034 @@
+"""Tests of the portforward subresource (portforward.py).
+
+Two groups:
+  * PortForwardProtocol*: a small SPDY client written here speaks both
+    transports to serve() directly; runs everywhere.
+  * PortForwardKubectl*: the real `kubectl port-forward` against a minimal
+    fake API server started inside the test; skipped (with the reason) when
+    kubectl is not on PATH.
+
+Run: python3 tests/pyrun.py tests/devcluster devcluster -k PortForward
+ or: python3 -m unittest tests.devcluster.test_portforward
+PF_BENCH_MB=100 makes the kubectl throughput test move 100 MB each way.
+"""
+
+import base64
+import hashlib
+import http.server
+import json
+import os
+import queue
+import re
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+import zlib
+
+from . import portforward as pf
+
+KUBECTL = shutil.which("kubectl")
+MB = 1024 * 1024
+BIG = 10 * MB
+BIG_DATA = os.urandom(BIG)
+BIG_SHA = hashlib.sha256(BIG_DATA).hexdigest()
+POD = ("default", "web-0")
+
+
+# --------------------------------------------------------------------------
+# targets on 127.0.0.1
+
+class Target:
+    """TCP server on 127.0.0.1: mode 'echo', 'source' (sends BIG_DATA then
+    closes) or 'sink' (reads to EOF, answers "<n> <sha256>\\n")."""
+
+    def __init__(self, mode):
+        self.mode = mode
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.sock.settimeout(0.1)
+        self.port = self.sock.getsockname()[1]
+        self.stop = False
+        self.accepted = 0
+        self.threads = []
+        self.t = threading.Thread(target=self._accept, daemon=True)
+        self.t.start()
+
+    def _accept(self):
+        while not self.stop:
+            try:
+                c, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            self.accepted += 1
+            c.settimeout(30)
+            c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            t = threading.Thread(target=self._handle, args=(c,), daemon=True)
+            self.threads.append(t)
+            t.start()
+
+    def _handle(self, c):
+        try:
+            if self.mode == "echo":
+                while True:
+                    d = c.recv(65536)
+                    if not d:
+                        break
+                    c.sendall(d)
+                c.shutdown(socket.SHUT_WR)
+            elif self.mode == "source":
+                c.sendall(BIG_DATA)
+                c.shutdown(socket.SHUT_WR)
+            elif self.mode == "sink":
+                h = hashlib.sha256()
+                n = 0
+                while True:
+                    d = c.recv(65536)
+                    if not d:
+                        break
+                    n += len(d)
+                    h.update(d)
+                c.sendall(("%d %s\n" % (n, h.hexdigest())).encode())
+                c.shutdown(socket.SHUT_WR)
+            elif self.mode == "hold":   # answer one line, keep the conn open
+                c.recv(1024)
+                c.sendall(b"held\n")
+                while c.recv(1024):
+                    pass
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+    def close(self):
+        self.stop = True
+        self.t.join(2)
+        self.sock.close()
+        for t in self.threads:
+            t.join(5)
+
+
+def refused_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+# --------------------------------------------------------------------------
+# minimal fake API server
+
+POD_PORTS = {8080: "echo", 8081: "source", 8082: "sink", 8083: "refused", 8084: "hold"}
+
+
+class FakeAPI:
+    def __init__(self, targets):
+        self.targets = targets
+        self.refused = refused_port()
+        self.registry = pf.TunnelRegistry()
+        self.faults = {}
+        self.events = []
+        self.requests = []
+        self.lock = threading.Lock()
+        self.conns = set()
+        fake = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def setup(self):
+                super().setup()
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                with fake.lock:
+                    fake.conns.add(self.connection)
+
+            def finish(self):
+                with fake.lock:
+                    fake.conns.discard(self.connection)
+                try:
+                    super().finish()
+                except OSError:
+                    pass
+
+            def log_message(self, *a):
+                pass
+
+            def do_GET(self):
+                fake.handle(self)
+
+            do_POST = do_GET
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = False
+        self.httpd.block_on_close = True
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever,
+                                       kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+
+    def log(self, rec):
+        with self.lock:
+            self.events.append(rec)
+
+    def event(self, name, timeout=5.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                got = [e for e in self.events if e["event"] == name]
+            if got:
+                return got
+            time.sleep(0.01)
+        return []
+
+    def resolve(self, port):
+        mode = POD_PORTS.get(port)
+        if mode is None:
+            raise pf.TargetError("pod web-0 does not expose port %d" % port)
+        if mode == "refused":
+            return "127.0.0.1", self.refused
+        return "127.0.0.1", self.targets[mode].port
+
+    def json(self, h, code, obj):
+        body = json.dumps(obj).encode()
+        h.send_response(code)
+        h.send_header("Content-Type", "application/json")
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        h.wfile.write(body)
+
+    def handle(self, h):
+        path = h.path.split("?")[0]
+        with self.lock:
+            self.requests.append((h.command, path))
+        if path == "/version":
+            return self.json(h, 200, {"major": "1", "minor": "32", "gitVersion": "v1.32.0",
+                                      "platform": "linux/amd64"})
+        if path == "/api":
+            return self.json(h, 200, {"kind": "APIVersions", "versions": ["v1"],
+                                      "serverAddressByClientCIDRs": [
+                                          {"clientCIDR": "0.0.0.0/0",
+                                           "serverAddress": "127.0.0.1:%d" % self.port}]})
+        if path == "/apis":
+            return self.json(h, 200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": []})
+        if path == "/api/v1":
+            return self.json(h, 200, {"kind": "APIResourceList", "groupVersion": "v1", "resources": [
+                {"name": "pods", "singularName": "pod", "namespaced": True, "kind": "Pod",
+                 "verbs": ["get", "list", "watch"], "shortNames": ["po"]},
+                {"name": "pods/portforward", "singularName": "", "namespaced": True,
+                 "kind": "PodPortForwardOptions", "verbs": ["create", "get"]}]})
+        if path == "/api/v1/namespaces/default/pods/web-0":
+            return self.json(h, 200, {
+                "kind": "Pod", "apiVersion": "v1",
+                "metadata": {"name": "web-0", "namespace": "default", "uid": "u-1",
+                             "resourceVersion": "1"},
+                "spec": {"containers": [{"name": "c", "image": "x"}]},
+                "status": {"phase": "Running", "podIP": "127.0.0.1"}})
+        if path == "/api/v1/namespaces/default/pods/web-0/portforward":
+            headers = {k.lower(): v for k, v in h.headers.items()}
+            pf.serve(h.connection, h.rfile, h.command, headers, self.resolve, POD,
+                     self.registry, self.faults, self.log)
+            h.close_connection = True
+            return
+        self.json(h, 404, {"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                           "message": "not found", "reason": "NotFound", "code": 404})
+
+    def close(self):
+        self.registry.kill()
+        self.registry.wait_empty(timeout=5)
+        self.httpd.shutdown()
+        with self.lock:
+            conns = list(self.conns)
+        for c in conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self.httpd.server_close()
+        self.thread.join(5)
+
+
+class Cluster:
+    """Targets plus fake API server; shared by a test class."""
+
+    def __init__(self):
+        self.targets = {m: Target(m) for m in ("echo", "source", "sink", "hold")}
+        self.api = FakeAPI(self.targets)
+
+    def close(self):
+        self.api.close()
+        for t in self.targets.values():
+            t.close()
+
+
+# --------------------------------------------------------------------------
+# the kubectl child
+
+class Kubectl:
+    def __init__(self, tmp, api_port, args, spdy=False):
+        kc = os.path.join(tmp, "kubeconfig")
+        with open(kc, "w") as f:
+            f.write("apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n"
+                    "    server: http://127.0.0.1:%d\ncontexts:\n- name: fake\n  context:\n"
+                    "    cluster: fake\ncurrent-context: fake\n" % api_port)
+        env = dict(os.environ)
+        env["KUBECACHEDIR"] = os.path.join(tmp, "cache")
+        env["HOME"] = tmp
+        env.pop("KUBECONFIG", None)
+        env.pop("KUBECTL_PORT_FORWARD_WEBSOCKETS", None)
+        if spdy:
+            env["KUBECTL_PORT_FORWARD_WEBSOCKETS"] = "false"
+        self.p = subprocess.Popen([KUBECTL, "--kubeconfig", kc] + list(args),
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, env=env, start_new_session=True)
+        self.out, self.err = [], []
+        self.cond = threading.Condition()
+        self.readers = [threading.Thread(target=self._read, args=(self.p.stdout, self.out),
+                                         daemon=True),
+                        threading.Thread(target=self._read, args=(self.p.stderr, self.err),
+                                         daemon=True)]
+        for t in self.readers:
+            t.start()
+
+    def _read(self, f, into):
+        for line in f:
+            with self.cond:
+                into.append(line.decode(errors="replace").rstrip("\n"))
+                self.cond.notify_all()
+        with self.cond:
+            self.cond.notify_all()
+
+    def wait_lines(self, regex, count=1, timeout=15.0):
+        rx = re.compile(regex)
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                got = [m for m in map(rx.match, self.out) if m]
+                if len(got) >= count:
+                    return got
+                left = deadline - time.monotonic()
+                if left <= 0 or (self.p.poll() is not None and not any(
+                        t.is_alive() for t in self.readers)):
+                    raise AssertionError("no %d line(s) %r; stdout=%r stderr=%r rc=%r" % (
+                        count, regex, self.out, self.err, self.p.poll()))
+                self.cond.wait(min(left, 0.1))
+
+    def ports(self, count=1):
+        return [int(m.group(1)) for m in
+                self.wait_lines(r"^Forwarding from 127\.0\.0\.1:(\d+) -> (\d+)$", count)]
+
+    def wait(self, timeout=10.0):
+        try:
+            rc = self.p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError("kubectl did not exit; stderr=%r" % self.err)
+        for t in self.readers:
+            t.join(5)
+        return rc
+
+    def interrupt(self, timeout=10.0):
+        self.p.send_signal(signal.SIGINT)
+        return self.wait(timeout)
+
+    def kill(self):
+        if self.p.poll() is None:
+            self.p.kill()
+            self.p.wait(5)
+        for t in self.readers:
+            t.join(5)
+
+    def stderr(self):
+        with self.cond:
+            return "\n".join(self.err)
+
+
+# --------------------------------------------------------------------------
+# local clients
+
+def connect(port, timeout=20.0):
+    c = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return c
+
+
+def read_all(c, limit=64 * MB):
+    chunks, n = [], 0
+    while n <= limit:
+        d = c.recv(1 << 20)
+        if not d:
+            break
+        chunks.append(d)
+        n += len(d)
+    return b"".join(chunks)
+
+
+def echo_roundtrip(port, data):
+    """Send data, half-close, read everything back (concurrently)."""
+    c = connect(port)
+    err = []
+
+    def send():
+        try:
+            c.sendall(data)
+            c.shutdown(socket.SHUT_WR)
+        except OSError as e:
+            err.append(e)
+    t = threading.Thread(target=send, daemon=True)
+    t.start()
+    try:
+        got = read_all(c)
+    finally:
+        t.join(20)
+        c.close()
+    if err:
+        raise err[0]
+    return got
+
+
+def download(port):
+    c = connect(port)
+    try:
+        t0 = time.monotonic()
+        got = read_all(c)
+        return got, time.monotonic() - t0
+    finally:
+        c.close()
+
+
+def upload(port, data):
+    c = connect(port)
+    try:
+        t0 = time.monotonic()
+        c.sendall(data)
+        c.shutdown(socket.SHUT_WR)
+        reply = read_all(c)
+        return reply.decode(), time.monotonic() - t0
+    finally:
+        c.close()
+
+
+def mbps(n, dt):
+    return n / MB / max(dt, 1e-9)
+
+
+# --------------------------------------------------------------------------
+# protocol tests with our own SPDY client (no kubectl needed)
+
+def _wsheader(opcode, n, fin=True, mask=b"\x01\x02\x03\x04"):
+    b0 = (0x80 if fin else 0) | opcode
+    if n < 126:
+        h = struct.pack(">BB", b0, 0x80 | n)
+    elif n < 65536:
+        h = struct.pack(">BBH", b0, 0x80 | 126, n)
+    else:
+        h = struct.pack(">BBQ", b0, 0x80 | 127, n)
+    return h + mask
+
+
+def _mask(data, mask=b"\x01\x02\x03\x04"):
+    return bytes(b ^ mask[i % 4] for i, b in enumerate(data))
+
+
+class SpdyClient:
+    """Client side of the portforward protocol, for tests."""
+
+    def __init__(self, port, ws=False, protocol=None, method=None):
+        self.ws = ws
+        self.c = connect(port, timeout=10)
+        path = "/api/v1/namespaces/default/pods/web-0/portforward"
+        if ws:
+            self.key = base64.b64encode(os.urandom(16)).decode()
+            hdrs = ["GET %s HTTP/1.1" % path, "Host: 127.0.0.1:%d" % port,
+                    "Connection: Upgrade", "Upgrade: websocket",
+                    "Sec-WebSocket-Key: " + self.key, "Sec-WebSocket-Version: 13",
+                    "Sec-WebSocket-Protocol: " + (protocol or pf.WS_PROTOCOL)]
+        else:
+            hdrs = ["POST %s HTTP/1.1" % path, "Host: 127.0.0.1:%d" % port,
+                    "Content-Length: 0", "Connection: Upgrade", "Upgrade: SPDY/3.1",
+                    "X-Stream-Protocol-Version: " + (protocol or "portforward.k8s.io")]
+        if method:
+            hdrs[0] = "%s %s HTTP/1.1" % (method, path)
+        self.c.sendall(("\r\n".join(hdrs) + "\r\n\r\n").encode())
+        self.rf = self.c.makefile("rb")
+        self.status_line = self.rf.readline().decode().strip()
+        self.headers = {}
+        while True:
+            line = self.rf.readline().decode()
+            if line in ("\r\n", "\n", ""):
+                break
+            k, v = line.split(":", 1)
+            self.headers[k.strip().lower()] = v.strip()
+        self.buf = b""
+        self.deflate = zlib.compressobj(9, zlib.DEFLATED, 15, 8, zlib.Z_DEFAULT_STRATEGY,
+                                        pf.SPDY3_DICTIONARY)
+        self.inflate = zlib.decompressobj(zdict=pf.SPDY3_DICTIONARY)
+        self.split = False
+        self.max_msg = 0
+
+    def body(self):
+        n = int(self.headers.get("content-length", "0"))
+        return self.rf.read(n)
+
+    def send(self, frame):
+        if not self.ws:
+            self.c.sendall(frame)
+            return
+        if self.split and len(frame) > 3:
+            # one frame spread over several messages, the middle one fragmented
+            a, b = 3, len(frame) // 2 + 1
+            parts = [(0x2, True, frame[:a]), (0x2, False, frame[a:b]), (0x0, True, frame[b:])]
+        else:
+            parts = [(0x2, True, frame)]
+        out = b""
+        for op, fin, p in parts:
+            out += _wsheader(op, len(p), fin) + _mask(p)
+        self.c.sendall(out)
+
+    def send_ws_raw(self, opcode, payload):
+        self.c.sendall(_wsheader(opcode, len(payload)) + _mask(payload))
+
+    def block(self, headers):
+        raw = struct.pack(">I", len(headers)) + b"".join(
+            struct.pack(">I", len(k)) + k.encode() + struct.pack(">I", len(v)) + v.encode()
+            for k, v in headers.items())
+        return self.deflate.compress(raw) + self.deflate.flush(zlib.Z_SYNC_FLUSH)
+
+    def control(self, ftype, flags, payload):
+        self.send(struct.pack(">HHI", 0x8003, ftype, (flags << 24) | len(payload)) + payload)
+
+    def syn_stream(self, sid, headers, fin=False):
+        payload = struct.pack(">IIBB", sid, 0, 0, 0) + self.block(headers)
+        self.control(pf.SYN_STREAM, 1 if fin else 0, payload)
+
+    def data(self, sid, payload, fin=False):
+        self.send(struct.pack(">II", sid, ((1 if fin else 0) << 24) | len(payload)) + payload)
+
+    def open_pair(self, rid, port):
+        """Like kubectl: error stream (half-closed at once), then data stream."""
+        esid, dsid = 4 * rid + 1, 4 * rid + 3
+        self.syn_stream(esid, {"streamtype": "error", "port": str(port), "requestid": str(rid)})
+        self.data(esid, b"", fin=True)
+        self.syn_stream(dsid, {"streamtype": "data", "port": str(port), "requestid": str(rid)})
+        return esid, dsid
+
+    def _fill(self, n):
+        while len(self.buf) < n:
+            if not self.ws:
+                d = self.c.recv(1 << 16)
+                if not d:
+                    raise EOFError
+                self.buf += d
+                continue
+            h = self.rf.read(2)
+            if len(h) < 2:
+                raise EOFError
+            op, ln = h[0] & 0x0F, h[1] & 0x7F
+            assert not (h[1] & 0x80), "server frames must not be masked"
+            if ln == 126:
+                ln = struct.unpack(">H", self.rf.read(2))[0]
+            elif ln == 127:
+                ln = struct.unpack(">Q", self.rf.read(8))[0]
+            p = self.rf.read(ln)
+            if op == 0x2:
+                self.max_msg = max(self.max_msg, ln)
+                self.buf += p
+            elif op == 0x8:
+                raise EOFError
+
+    def read_frame(self):
+        """-> ('ctl', type, flags, payload) or ('data', sid, flags, payload)."""
+        if not self.ws:
+            # plain SPDY reads go through rf too so nothing buffered is lost
+            h = self.rf.read(8)
+            if len(h) < 8:
+                raise EOFError
+            w0, w1 = struct.unpack(">II", h)
+            p = self.rf.read(w1 & 0xFFFFFF)
+        else:
+            self._fill(8)
+            w0, w1 = struct.unpack(">II", self.buf[:8])
+            n = w1 & 0xFFFFFF
+            self._fill(8 + n)
+            p, self.buf = self.buf[8:8 + n], self.buf[8 + n:]
+        if w0 & 0x80000000:
+            ftype = w0 & 0xFFFF
+            if ftype == pf.SYN_REPLY:
+                raw = self.inflate.decompress(p[4:])
+                assert raw[:4] == b"\0\0\0\0", raw
+            return ("ctl", ftype, w1 >> 24, p)
+        return ("data", w0 & 0x7FFFFFFF, w1 >> 24, p)
+
+    def collect(self, want_fin, timeout=10.0):
+        """Read frames until every stream id in want_fin has FIN'd.
+        Returns (data by stream, control frames, max DATA length)."""
+        self.c.settimeout(timeout)
+        data, ctl, biggest = {}, [], 0
+        pending = set(want_fin)
+        while pending:
+            kind, a, flags, p = self.read_frame()
+            if kind == "data":
+                data.setdefault(a, bytearray()).extend(p)
+                biggest = max(biggest, len(p))
+                if flags & 1:
+                    pending.discard(a)
+            else:
+                ctl.append((a, p))
+        return data, ctl, biggest
+
+    def close(self):
+        try:
+            self.c.close()
+        finally:
+            self.rf.close()
+
+
+class ProtocolBase:
+    ws = False
+
+    @classmethod
+    def setUpClass(cls):
+        cls.cluster = Cluster()
+        cls.api = cls.cluster.api
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.cluster.close()
+
+    def setUp(self):
+        self.api.faults.clear()
+        with self.api.lock:
+            self.api.events.clear()
+
+    def tearDown(self):
+        self.api.registry.kill()
+        self.assertTrue(self.api.registry.wait_empty(timeout=5))
+
+    def client(self, **kw):
+        c = SpdyClient(self.api.port, ws=self.ws, **kw)
+        self.addCleanup(c.close)
+        self.assertIn(" 101 ", c.status_line + " ")
+        return c
+
+    def closed_event(self):
+        ev = self.api.event("portforward.close")
+        self.assertTrue(ev, "no close event")
+        self.assertEqual(ev[-1]["threads_alive"], 0)
+        return ev[-1]
+
+    def test_upgrade_answer(self):
+        c = self.client()
+        if self.ws:
+            want = base64.b64encode(hashlib.sha1((c.key + pf.WS_GUID).encode()).digest()).decode()
+            self.assertEqual(c.headers.get("sec-websocket-accept"), want)
+            self.assertEqual(c.headers.get("sec-websocket-protocol"), pf.WS_PROTOCOL)
+            self.assertEqual(c.headers.get("upgrade", "").lower(), "websocket")
+        else:
+            self.assertEqual(c.headers.get("x-stream-protocol-version"), "portforward.k8s.io")
+            self.assertEqual(c.headers.get("upgrade"), "SPDY/3.1")
+        self.assertEqual(self.api.registry.count(POD), 1)
+        self.assertEqual(self.api.registry.count(("default", "other")), 0)
+
+    def test_echo_ping_halfclose_goaway(self):
+        c = self.client()
+        c.split = self.ws
+        esid, dsid = c.open_pair(0, 8080)
+        c.control(pf.PING, 0, struct.pack(">I", 1))
+        c.data(dsid, b"hello ")
+        c.data(dsid, b"world", fin=True)
+        data, ctl, _ = c.collect({esid, dsid})
+        self.assertEqual(bytes(data[dsid]), b"hello world")
+        self.assertEqual(bytes(data.get(esid, b"")), b"")
+        replies = sorted(struct.unpack(">I", p[:4])[0] for t, p in ctl if t == pf.SYN_REPLY)
+        self.assertEqual(replies, [esid, dsid])
+        self.assertIn((pf.PING, struct.pack(">I", 1)), ctl)
+        # second pair on the same connection: zlib contexts stay in step
+        esid, dsid = c.open_pair(1, 8080)
+        c.data(dsid, b"again", fin=True)
+        data, _, _ = c.collect({esid, dsid})
+        self.assertEqual(bytes(data[dsid]), b"again")
+        c.control(pf.GOAWAY, 0, struct.pack(">II", 0, 0))
+        c.c.shutdown(socket.SHUT_WR)
+        self.assertTrue(self.api.registry.wait_empty(timeout=5))
+        ev = self.closed_event()
+        self.assertEqual(ev["frames_in"].get("GOAWAY"), 1)
+        self.assertEqual(ev["frames_in"].get("SYN_STREAM"), 4)
+        self.assertEqual(ev["frames_out"].get("SYN_REPLY"), 4)
+        self.assertEqual(ev["transport"], "ws" if self.ws else "spdy")
+        self.assertEqual([s["streamtype"] for s in ev["streams"]], ["error", "data"] * 2)
+
+    def test_data_frames_at_most_32k(self):
+        c = self.client()
+        esid, dsid = c.open_pair(0, 8081)
+        c.data(dsid, b"", fin=True)
+        data, _, biggest = c.collect({esid, dsid}, timeout=20)
+        self.assertEqual(hashlib.sha256(bytes(data[dsid])).hexdigest(), BIG_SHA)
+        self.assertLessEqual(biggest, 32768)
+        self.assertGreater(biggest, 1024)
+        if self.ws:
+            self.assertLessEqual(c.max_msg, 32768 + 8)
+
+    def test_connection_refused_on_error_stream(self):
+        c = self.client()
+        esid, dsid = c.open_pair(0, 8083)
+        data, _, _ = c.collect({esid, dsid})
+        text = bytes(data[esid]).decode()
+        self.assertRegex(text, r"^error forwarding port 8083 to pod web-0_default: "
+                               r"dial tcp 127\.0\.0\.1:\d+: connect: connection refused$")
+        self.assertEqual(bytes(data.get(dsid, b"")), b"")
+
+    def test_target_error_and_error_text_fault(self):
+        c = self.client()
+        esid, dsid = c.open_pair(0, 9999)
+        data, _, _ = c.collect({esid, dsid})
+        self.assertEqual(bytes(data[esid]), b"pod web-0 does not expose port 9999")
+        self.api.faults["error_text"] = "kubelet says no"
+        esid, dsid = c.open_pair(1, 8080)
+        c.data(dsid, b"dropped")
+        data, _, _ = c.collect({esid, dsid})
+        self.assertEqual(bytes(data[esid]), b"kubelet says no")
+        self.assertNotIn("error_text", self.api.faults)  # one-shot
+        esid, dsid = c.open_pair(2, 8080)
+        c.data(dsid, b"ok", fin=True)
+        data, _, _ = c.collect({esid, dsid})
+        self.assertEqual(bytes(data[dsid]), b"ok")
+
+    def test_rst_stream_closes_target(self):
+        c = self.client()
+        esid, dsid = c.open_pair(0, 8084)
+        c.data(dsid, b"x")
+        c.c.settimeout(10)
+        while True:
+            kind, a, flags, p = c.read_frame()
+            if kind == "data" and a == dsid and p:
+                break
+        self.assertEqual(p, b"held\n")
+        c.control(pf.RST_STREAM, 0, struct.pack(">II", dsid, 5))
+        # the hold target sees EOF only if its connection was closed
+        deadline = time.monotonic() + 5
+        hold = self.cluster.targets["hold"]
+        while any(t.is_alive() for t in hold.threads) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.assertFalse(any(t.is_alive() for t in hold.threads))
+        esid, dsid = c.open_pair(1, 8080)   # the tunnel still works
+        c.data(dsid, b"after rst", fin=True)
+        data, _, _ = c.collect({dsid})
+        self.assertEqual(bytes(data[dsid]), b"after rst")
+
+    def test_no_error_fin_fault(self):
+        self.api.faults["no_error_fin"] = True
+        c = self.client()
+        esid, dsid = c.open_pair(0, 8080)
+        c.data(dsid, b"q", fin=True)
+        data, _, _ = c.collect({dsid})
+        self.assertEqual(bytes(data[dsid]), b"q")
+        c.c.settimeout(0.3)
+        with self.assertRaises(socket.timeout):
+            c.read_frame()
+
+    def test_registry_kill(self):
+        c = self.client()
+        c2 = self.client()
+        self.assertEqual(self.api.registry.count(POD), 2)
+        self.assertEqual(self.api.registry.kill(("default", "nosuch")), 0)
+        self.assertEqual(self.api.registry.kill(POD), 2)
+        c.c.settimeout(5)
+        with self.assertRaises((EOFError, ConnectionError)):
+            c.read_frame()
+        self.assertTrue(self.api.registry.wait_empty(POD, timeout=5))
+        self.assertEqual(self.api.event("portforward.close")[-1]["reason"], "killed")
+
+    def test_kill_after_bytes(self):
+        self.api.faults["kill_after_bytes"] = 100000
+        c = self.client()
+        esid, dsid = c.open_pair(0, 8081)
+        with self.assertRaises((EOFError, ConnectionError)):
+            c.collect({dsid})
+        ev = self.closed_event()
+        self.assertEqual(ev["reason"], "kill_after_bytes")
+        self.assertLess(ev["bytes_out"], 200000)
+
+
+class PortForwardProtocolSpdyTest(ProtocolBase, unittest.TestCase):
+    ws = False
+
+
+class PortForwardProtocolWebSocketTest(ProtocolBase, unittest.TestCase):
+    ws = True
+
+    def test_ws_ping_and_close(self):
+        c = self.client()
+        c.send_ws_raw(0x9, b"pp")
+        h = c.rf.read(2)
+        self.assertEqual(h, b"\x8a\x02")
+        self.assertEqual(c.rf.read(2), b"pp")
+        c.send_ws_raw(0x8, struct.pack(">H", 1000))
+        self.assertEqual(c.rf.read(4), b"\x88\x02\x03\xe8")
+        self.assertTrue(self.api.registry.wait_empty(timeout=5))
+
+
+class PortForwardUpgradeRejectTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.cluster = Cluster()
+        cls.api = cls.cluster.api
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.cluster.close()
+
+    def setUp(self):
+        self.api.faults.clear()
+
+    def status(self, c):
+        body = json.loads(c.body())
+        self.assertEqual(body["kind"], "Status")
+        self.assertEqual(body["code"], 400)
+        return body["message"]
+
+    def test_dictionary(self):
+        self.assertEqual(len(pf.SPDY3_DICTIONARY), 1423)
+        self.assertEqual(zlib.adler32(pf.SPDY3_DICTIONARY), 0xE3C6A7C2)
+
+    def test_no_upgrade_header(self):
+        c = socket.create_connection(("127.0.0.1", self.api.port), timeout=5)
+        self.addCleanup(c.close)
+        c.sendall(b"GET /api/v1/namespaces/default/pods/web-0/portforward HTTP/1.1\r\n"
+                  b"Host: x\r\n\r\n")
+        reply = read_all(c)
+        self.assertTrue(reply.startswith(b"HTTP/1.1 400 "), reply)
+        body = json.loads(reply.split(b"\r\n\r\n", 1)[1])
+        self.assertEqual((body["kind"], body["code"]), ("Status", 400))
+        self.assertEqual(self.api.registry.count(), 0)
+
+    def test_spdy_upgrade_by_get_is_accepted(self):
+        c = SpdyClient(self.api.port, ws=False, method="GET")
+        self.addCleanup(c.close)
+        self.assertIn(" 101 ", c.status_line + " ")
+        self.assertEqual(c.headers.get("x-stream-protocol-version"), "portforward.k8s.io")
+
+    def test_faults_reject(self):
+        self.api.faults["no_websocket"] = True
+        c = SpdyClient(self.api.port, ws=True)
+        self.addCleanup(c.close)
+        self.assertIn(" 400 ", c.status_line)
+        self.assertIn("no_websocket", self.status(c))
+        c = SpdyClient(self.api.port, ws=False)
+        self.addCleanup(c.close)
+        self.assertIn(" 101 ", c.status_line)
+        self.api.faults["no_spdy"] = True
+        c = SpdyClient(self.api.port, ws=False)
+        self.addCleanup(c.close)
+        self.assertIn(" 400 ", c.status_line)
+        self.assertIn("no_spdy", self.status(c))
+
+    def test_wrong_protocols(self):
+        c = SpdyClient(self.api.port, ws=True, protocol="v5.channel.k8s.io")
+        self.addCleanup(c.close)
+        self.assertIn(" 400 ", c.status_line)
+        self.assertIn("v5.channel.k8s.io", self.status(c))
+        c = SpdyClient(self.api.port, ws=False, protocol="v4.channel.k8s.io")
+        self.addCleanup(c.close)
+        self.assertIn(" 400 ", c.status_line)
+        self.assertIn("unable to negotiate protocol", self.status(c))
+
+    def test_no_protocol_header_fault(self):
+        self.api.faults["no_protocol_header"] = True
+        for ws in (True, False):
+            c = SpdyClient(self.api.port, ws=ws)
+            self.addCleanup(c.close)
+            self.assertIn(" 101 ", c.status_line + " ")
+            self.assertNotIn("sec-websocket-protocol", c.headers)
+            self.assertNotIn("x-stream-protocol-version", c.headers)
+
+
+# --------------------------------------------------------------------------
+# the real kubectl
+
+def _need_kubectl(test):
+    if KUBECTL is None:
+        raise unittest.SkipTest("kubectl is not on PATH; the real-kubectl tests need it")
+
+
+class KubectlBase:
+    spdy = False
+
+    @classmethod
+    def setUpClass(cls):
+        _need_kubectl(cls)
+        cls.cluster = Cluster()
+        cls.api = cls.cluster.api
+        cls.tmp = tempfile.TemporaryDirectory(prefix="pftest-")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.cluster.close()
+        cls.tmp.cleanup()
+
+    def setUp(self):
+        self.api.faults.clear()
+        with self.api.lock:
+            self.api.events.clear()
+
+    def tearDown(self):
+        self.api.registry.kill()
+        self.assertTrue(self.api.registry.wait_empty(timeout=5))
+
+    def kubectl(self, *ports, spdy=None):
+        k = Kubectl(self.tmp.name, self.api.port,
+                    ["port-forward", "pod/web-0"] + ["0:%d" % p for p in ports]
+                    + ["--address", "127.0.0.1"],
+                    spdy=self.spdy if spdy is None else spdy)
+        self.addCleanup(k.kill)
+        return k
+
+    def transport(self):
+        ev = self.api.event("portforward.open")
+        self.assertTrue(ev)
+        return ev[-1]["transport"]
+
+    def test_forward_transfer_sigint(self):
+        k = self.kubectl(8080, 8081, 8082)
+        lines = k.wait_lines(r"^Forwarding from 127\.0\.0\.1:(\d+) -> (\d+)$", 3)
+        self.assertEqual([int(m.group(2)) for m in lines], [8080, 8081, 8082])
+        echo, source, sink = [int(m.group(1)) for m in lines]
+        self.assertEqual(self.transport(), "spdy" if self.spdy else "ws")
+        size = int(os.environ.get("PF_BENCH_MB", "10")) * MB
+        data = BIG_DATA if size == BIG else os.urandom(size)
+        # download (source target sends BIG_DATA)
+        rounds = max(1, size // BIG)
+        t_down = 0.0
+        for _ in range(rounds):
+            got, dt = download(source)
+            self.assertEqual(len(got), BIG)
+            self.assertEqual(hashlib.sha256(got).hexdigest(), BIG_SHA)
+            t_down += dt
+        reply, t_up = upload(sink, data)
+        self.assertEqual(reply, "%d %s\n" % (len(data), hashlib.sha256(data).hexdigest()))
+        # half-close echo of 10 MB
+        self.assertEqual(echo_roundtrip(echo, BIG_DATA), BIG_DATA)
+        sys.stderr.write("\n[%s] %d MB down %.0f MB/s, %d MB up %.0f MB/s "
+                         % ("spdy" if self.spdy else "ws", rounds * 10, mbps(rounds * BIG, t_down),
+                            len(data) // MB, mbps(len(data), t_up)))
+        hc = k.wait_lines(r"^Handling connection for (\d+)$", rounds + 2)
+        self.assertEqual(k.interrupt(), 0, k.stderr())
+        self.assertEqual(k.stderr(), "")
+        self.assertTrue(self.api.registry.wait_empty(timeout=5))
+        ev = self.api.event("portforward.close")[-1]
+        self.assertEqual(ev["frames_in"].get("GOAWAY"), 1)
+        self.assertEqual(ev["frames_in"].get("SYN_STREAM"), 2 * len(hc))
+        self.assertEqual(ev["threads_alive"], 0)
+
+    def test_parallel_20(self):
+        k = self.kubectl(8080)
+        (port,) = k.ports()
+        blobs = [os.urandom(256 * 1024 + i) for i in range(20)]
+        results = [None] * 20
+
+        def one(i):
+            try:
+                results[i] = echo_roundtrip(port, blobs[i])
+            except Exception as e:  # reported below
+                results[i] = e
+        ts = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(20)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(30)
+        for i in range(20):
+            self.assertEqual(results[i], blobs[i], "connection %d" % i)
+        self.assertEqual(len(k.wait_lines(r"^Handling connection for %d$" % port, 20)), 20)
+        self.assertEqual(k.interrupt(), 0, k.stderr())
+
+    def test_error_text(self):
+        k = self.kubectl(8080)
+        (port,) = k.ports()
+        self.api.faults["error_text"] = "simulated kubelet failure 42"
+        c = connect(port, timeout=10)
+        self.assertEqual(read_all(c), b"")
+        c.close()
+        self.assertEqual(k.wait(), 1)
+        err = k.stderr()
+        self.assertIn("simulated kubelet failure 42", err)
+        self.assertIn("error: lost connection to pod", err)
+
+    def test_connection_refused(self):
+        k = self.kubectl(8083)
+        (port,) = k.ports()
+        c = connect(port, timeout=10)
+        self.assertEqual(read_all(c), b"")
+        c.close()
+        self.assertEqual(k.wait(), 1)
+        err = k.stderr()
+        self.assertRegex(err, r"error forwarding port 8083 to pod web-0_default: dial tcp "
+                              r"127\.0\.0\.1:\d+: connect: connection refused")
+        self.assertIn("error: lost connection to pod", err)
+
+    def test_registry_kill(self):
+        k = self.kubectl(8080)
+        (port,) = k.ports()
+        self.assertEqual(echo_roundtrip(port, b"before"), b"before")
+        self.assertEqual(self.api.registry.kill(POD), 1)
+        self.assertEqual(k.wait(), 1)
+        self.assertIn("error: lost connection to pod", k.stderr())
+
+    def test_kill_after_bytes(self):
+        self.api.faults["kill_after_bytes"] = MB
+        k = self.kubectl(8081)
+        (port,) = k.ports()
+        got, _ = download(port)
+        self.assertLess(len(got), BIG)
+        self.assertEqual(k.wait(), 1)
+        self.assertIn("error: lost connection to pod", k.stderr())
+
+
+class PortForwardKubectlWebSocketTest(KubectlBase, unittest.TestCase):
+    spdy = False
+
+    def test_no_websocket_falls_back_to_spdy(self):
+        self.api.faults["no_websocket"] = True
+        k = self.kubectl(8080)
+        (port,) = k.ports()
+        self.assertEqual(self.transport(), "spdy")
+        rej = self.api.event("portforward.reject")
+        self.assertEqual([e["transport"] for e in rej], ["ws"])
+        self.assertEqual(echo_roundtrip(port, BIG_DATA[:MB]), BIG_DATA[:MB])
+        self.assertEqual(k.interrupt(), 0, k.stderr())
+
+    def test_both_rejected(self):
+        self.api.faults.update(no_websocket=True, no_spdy=True)
+        k = self.kubectl(8080)
+        self.assertEqual(k.wait(), 1)
+        self.assertIn("error: error upgrading connection: unable to upgrade: SPDY is disabled",
+                      k.stderr())
+
+    def test_no_error_fin(self):
+        self.api.faults["no_error_fin"] = True
+        k = self.kubectl(8080)
+        (port,) = k.ports()
+        c = connect(port, timeout=10)
+        self.addCleanup(c.close)
+        c.sendall(b"ping")
+        c.shutdown(socket.SHUT_WR)
+        self.assertEqual(c.recv(100), b"ping")
+        c.settimeout(0.5)
+        with self.assertRaises(socket.timeout):
+            c.recv(100)   # kubectl waits for the error stream: no EOF
+        self.assertEqual(k.interrupt(), 0, k.stderr())
+
+
+class PortForwardKubectlSpdyTest(KubectlBase, unittest.TestCase):
+    spdy = True
+
+
+if __name__ == "__main__":
+    unittest.main()
