@@ -112,6 +112,11 @@ typedef struct sbx_sandbox_config {
     const char *claim_name;    /* default: "sandbox-claim-" + 8 random hex digits    */
     const char *const *labels;      /* NULL, or {"key","value", ..., NULL} on the claim */
     const char *const *annotations; /* likewise                                      */
+    const char *const *env;    /* {"NAME","value",...,NULL}: spec.env; forces a cold start and
+                                  needs the template's envVarsInjectionPolicy to allow it */
+    const char *const *pod_labels;      /* spec.additionalPodMetadata.labels (keys need an
+                                           allowed domain prefix, e.g. sandbox.users.io/) */
+    const char *const *pod_annotations; /* spec.additionalPodMetadata.annotations          */
     int ttl_seconds;           /* > 0: the claim expires (spec.lifecycle); default none */
     int ready_timeout_ms;      /* wait for Ready; default 180000                       */
     int tunnel_timeout_ms;     /* kubectl port-forward start-up; default 30000          */
