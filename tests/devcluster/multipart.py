@@ -270,15 +270,14 @@ class StreamingParser:
             if t == b"--":
                 self._emit(idx)
                 self._end_part()
-                del buf[:tail + 2]
                 self._state = _EPILOGUE
                 self.finished = True
                 buf.clear()
                 return False
             if t[0] in b" \t\r":
-                self._emit(idx)
+                self._emit(idx)          # the delimiter now starts at offset 0
                 self._end_part()
-                del buf[:tail]
+                del buf[:dl]
                 self._state = _TAIL
                 return True
             # Not a delimiter: the boundary text is a prefix of body data.

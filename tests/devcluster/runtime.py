@@ -103,9 +103,11 @@ Flavour `sandboxd`: the sandboxd Filesystem REST API (protocol.md 5.3)
 Go net/http conventions: canonical header names, `Date`, JSON bodies end with
 "\\n" and escape <, >, & as \\u003c...; unknown path -> 404 "404 page not found";
 wrong method -> plain 405 "Method Not Allowed" with `Allow`; GET routes also
-answer HEAD without a body; a non-clean decoded path (`.`/`..` segments, `//`)
--> 301 to the cleaned path (so `..` never reaches a handler); `/v1/files`
--> 301 `/v1/files/`; invalid percent-escapes -> 400.  Errors are JSON
+answer HEAD without a body; like Go's ServeMux the ESCAPED path is cleaned:
+literal `.`/`..` segments or `//` -> 301 to the cleaned path, whereas
+`%2E%2E` or `a%2F..%2Fb` reach the handler (its SanitizePath then confines
+them, 403 when they escape); `/v1/files` -> 301 `/v1/files/`; invalid
+percent-escapes -> 400.  Errors are JSON
 {"code","message"}.
 
   GET    /v1/files/{path}  file: 200 bytes (application/octet-stream, Last-Modified,
@@ -848,8 +850,10 @@ def parse_single_range(value, size):
     else:
         start = int(m.group(1))
         end = int(m.group(2)) if m.group(2) else size - 1
-        if end < start:
+        if m.group(2) and end < start:
             return None
+        if start >= size:
+            return "unsatisfiable"
         end = min(end, size - 1)
     if start >= size:
         return "unsatisfiable"
@@ -1563,28 +1567,33 @@ class SandboxdFlavor:
 
     # ---- dispatch --------------------------------------------------------------
     def handle(self, req, conn):
-        decoded = _go_unescape_path(req.raw_path)
-        if decoded is None:
+        raw = req.raw_path
+        if _go_unescape_path(raw) is None or not raw.startswith("/"):
             conn.closing = True
             conn.send_response(400, [("Content-Type", "text/plain; charset=utf-8")],
                                b"400 Bad Request")
             return
-        cleaned = _go_clean_url_path(decoded)
-        if cleaned != decoded:
+        # Go's ServeMux cleans the ESCAPED path: literal dot segments and "//"
+        # are redirected, while %2E%2E or a%2F.. reach the handler.
+        cleaned = _go_clean_url_path(raw)
+        if cleaned != raw:
             return self._redirect(req, conn, cleaned)
+        segs = raw.split("/")[1:]
+        useg = [_go_unescape_path(s) for s in segs]
         method = req.method
-        if decoded.startswith("/v1/files/"):
+        if len(segs) >= 3 and useg[0] == "v1" and useg[1] == "files":
             allow = ["DELETE", "GET", "HEAD", "PUT"]
             if method not in allow:
                 return self._plain(conn, 405, "Method Not Allowed\n", [("Allow", ", ".join(allow))])
-            p = decoded[len("/v1/files/"):]
+            p = _go_unescape_path("/".join(segs[2:]))
             if method in ("GET", "HEAD"):
                 return self.get_file(req, conn, p)
             if method == "PUT":
                 return self.put_file(req, conn, p)
             return self.delete_file(req, conn, p)
-        if decoded == "/v1/files":
-            return self._redirect(req, conn, "/v1/files/")
+        if useg == ["v1", "files"]:
+            return self._redirect(req, conn, raw + "/")
+        decoded = "/" + "/".join(useg)
         if decoded in ("/v1/health", "/v1/metadata"):
             if method not in ("GET", "HEAD"):
                 return self._plain(conn, 405, "Method Not Allowed\n", [("Allow", "GET, HEAD")])
