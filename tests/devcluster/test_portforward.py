@@ -300,12 +300,15 @@ class Kubectl:
             t.start()
 
     def _read(self, f, into):
-        for line in f:
+        try:
+            for line in f:
+                with self.cond:
+                    into.append(line.decode(errors="replace").rstrip("\n"))
+                    self.cond.notify_all()
+        finally:
+            f.close()
             with self.cond:
-                into.append(line.decode(errors="replace").rstrip("\n"))
                 self.cond.notify_all()
-        with self.cond:
-            self.cond.notify_all()
 
     def wait_lines(self, regex, count=1, timeout=15.0):
         rx = re.compile(regex)
