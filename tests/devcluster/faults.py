@@ -1,0 +1,129 @@
+"""Fault knobs and the request log of a dev cluster.
+
+`Faults` is one JSON object, set from command-line flags at start and changed
+at run time with `POST /_admin/faults` (a JSON merge patch: a key set to null
+is removed). Knobs (all optional):
+
+  controller_delay_ms   int   the controller sleeps this long before every
+                              reconcile step (slow controller)
+  cold_start_ms         int   a sandbox pod becomes Ready no sooner than this
+                              after its process was started
+  never_ready           bool  pods never turn Ready and claims are not served
+                              from the warm pool, so claims never get Ready
+  delete_claim_after_ms int   every claim the controller first sees while this
+                              is set is deleted this long after its creation
+  api_error_every       int   every Nth matching API request fails with
+                              `api_error_code` (default 500) and a Status body
+  api_error_code        int   500 | 503 | 504 | 409 | ...
+  api_429_every         int   every Nth matching API request gets 429
+                              TooManyRequests with `Retry-After: retry_after`
+  retry_after           int   seconds for Retry-After (default 1)
+  api_fault_match       str   regex on "METHOD path?query" selecting requests
+                              the two knobs above count (default: every
+                              /api and /apis request)
+  watch_drop_after      int   watch streams are cut (connection closed without
+                              the closing chunk) after this many events
+  watch_expired         int   the next N watches that name a resourceVersion
+                              (not "" / "0") get 410 Expired
+  watch_expired_http    bool  ... as a plain HTTP 410 Status instead of a 200
+                              stream whose only event is ERROR 410
+  bookmark_interval_ms  int   BOOKMARK period for allowWatchBookmarks=true
+                              watches (default 1000)
+  portforward           dict  passed to portforward.serve(faults=...)
+  runtime               dict  written to STATE/runtime-faults.json (atomic
+                              rename), which every runtime process re-reads
+
+`RequestLog` keeps the last N API requests (method, path+query, selected
+headers, status, duration) for `GET /_admin/requests`.
+"""
+import collections
+import threading
+import time
+
+from kube import merge_patch
+
+LOGGED_HEADERS = ("user-agent", "accept", "content-type", "content-length", "upgrade",
+                  "connection", "kubectl-command", "x-stream-protocol-version",
+                  "sec-websocket-protocol", "transfer-encoding", "x-forwarded-for")
+
+
+class Faults:
+    def __init__(self, initial=None, on_change=None):
+        self.lock = threading.Lock()
+        self.data = dict(initial or {})
+        self.counters = collections.Counter()
+        self.on_change = on_change or []
+
+    def snapshot(self):
+        with self.lock:
+            return dict(self.data)
+
+    def get(self, key, default=None):
+        with self.lock:
+            v = self.data.get(key, default)
+            return default if v is None else v
+
+    def get_float(self, key, default=0.0):
+        try:
+            return float(self.get(key, default))
+        except (TypeError, ValueError):
+            return default
+
+    def merge(self, patch):
+        with self.lock:
+            self.data = merge_patch(self.data, patch)
+            snap = dict(self.data)
+        for fn in self.on_change:
+            fn(snap, patch)
+        return snap
+
+    def tick(self, counter, every_key):
+        """Count one event for `counter`; True when it is the Nth one (N = data[every_key])."""
+        with self.lock:
+            every = self.data.get(every_key)
+            if not isinstance(every, int) or every <= 0:
+                return False
+            self.counters[counter] += 1
+            return self.counters[counter] % every == 0
+
+    def take(self, key):
+        """Decrement a countdown knob; True when one was available."""
+        with self.lock:
+            n = self.data.get(key)
+            if n is True:
+                return True
+            if not isinstance(n, int) or n <= 0:
+                return False
+            self.data[key] = n - 1
+            return True
+
+
+class RequestLog:
+    def __init__(self, limit=5000):
+        self.lock = threading.Lock()
+        self.items = collections.deque(maxlen=limit)
+        self.seq = 0
+
+    def add(self, method, target, headers, status, started, watch=False, note=None):
+        entry = {"method": method, "path": target, "status": status,
+                 "time": round(time.time(), 6),
+                 "ms": round((time.monotonic() - started) * 1000.0, 3),
+                 "headers": {k: headers[k] for k in LOGGED_HEADERS if k in headers},
+                 "authorization": bool(headers.get("authorization"))}
+        if watch:
+            entry["watch"] = True
+        if note:
+            entry["note"] = note
+        with self.lock:
+            self.seq += 1
+            entry["seq"] = self.seq
+            self.items.append(entry)
+
+    def since(self, seq=0, limit=None):
+        with self.lock:
+            out = [e for e in self.items if e["seq"] > seq]
+        return out[-limit:] if limit else out
+
+    def clear(self):
+        with self.lock:
+            self.items.clear()
