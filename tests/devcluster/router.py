@@ -53,7 +53,9 @@ Proxy steps, in upstream order
    ID); no Service, no Sandbox, no IP, or an API error -> 502.
 5. Forwarded request: same method, the RAW escaped path (%2F kept, dot
    segments kept) and the raw query; all client headers except Host,
-   Authorization, X-Sandbox-* and hop-by-hop headers (Connection, Keep-Alive,
+   Authorization, the five routing headers X-Sandbox-ID/-Namespace/-Port/
+   -Pod-IP/-Timeout (other X-Sandbox-* names such as X-Sandbox-UID pass, as in
+   upstream's code) and hop-by-hop headers (Connection, Keep-Alive,
    Proxy-Authenticate, Proxy-Authorization, TE, Trailers, Transfer-Encoding,
    Upgrade and every name listed in Connection); then, as httpx does, Host
    (<ip>:<port>, or <id>.<ns>.svc.<domain>:<port>; the port omitted when 80)

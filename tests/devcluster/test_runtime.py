@@ -564,6 +564,33 @@ class RuntimePythonFaults(RuntimeBase):
         self.set_faults({})
         self.assertEqual(self.req("GET", "/")[0], 200)
 
+    def test_close_after_bytes_redirect_status_fail_body_inplace_reload(self):
+        self.set_faults({"close_early": "body", "close_after_bytes": 10, "fail_paths": ["/"]})
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        got = b""
+        while True:
+            d = s.recv(4096)
+            if not d:
+                break
+            got += d
+        s.close()
+        head, _, body = got.partition(b"\r\n\r\n")
+        self.assertIn(b"content-length: 54", head)
+        self.assertEqual(body, b'{"status":')
+        # rewrite the same file in place (same inode): mtime/size change is noticed
+        with open(self.faults, "w") as f:
+            json.dump({"redirect": "http://elsewhere/x", "redirect_status": 302}, f)
+        st, hd, _ = self.req("GET", "/")
+        self.assertEqual((st, hd["location"]), (302, "http://elsewhere/x"))
+        with open(self.faults, "w") as f:
+            json.dump({"status_5xx": 502, "fail_body": "upstream gone"}, f)
+        st, hd, data = self.req("GET", "/")
+        self.assertEqual((st, data, hd["content-type"]), (502, b"upstream gone", "text/plain; charset=utf-8"))
+        with open(self.faults, "w") as f:
+            f.write("{not json")
+        self.assertEqual(self.req("GET", "/")[0], 200)  # unparsable -> ignored
+
     def test_reset_endpoint(self):
         self.run_cmd("true")
         st, _, data = self.req("POST", "/_runtime/reset")
