@@ -1957,6 +1957,7 @@ def main(argv=None):
     os.makedirs(args.base, exist_ok=True)
     base = os.path.abspath(args.base)
     spool = args.spool_dir or tempfile.gettempdir()
+    os.makedirs(spool, exist_ok=True)
     stats = Stats(args.flavor)
     faults = Faults(args.faults_file, log)
     if args.flavor == "python":

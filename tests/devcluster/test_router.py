@@ -301,6 +301,22 @@ class RouterTest(unittest.TestCase):
         finally:
             stop_proc(p)
 
+    def test_sigterm_exits_promptly(self):
+        p, ports = start_proc([sys.executable, ROUTER, "--host", "127.0.0.1", "--port", "0",
+                               "--api", "http://127.0.0.1:%d" % self.api.port, "--pod-cidr", self.cidr,
+                               "--quiet"])
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", ports[0], timeout=5)
+            c.request("GET", "/healthz")
+            c.getresponse().read()  # an open keep-alive connection must not delay the exit
+            t0 = time.monotonic()
+            p.terminate()
+            self.assertEqual(p.wait(5), 0)
+            self.assertLess(time.monotonic() - t0, 2)
+            c.close()
+        finally:
+            stop_proc(p)
+
     def test_proxy_to_runtime(self):
         h = self.rt_headers()
         st, hd, data = self.req("POST", "/execute", b'{"command":"echo routed"}',
