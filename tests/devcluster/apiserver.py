@@ -356,9 +356,9 @@ class ApiServer:
     def _out(self, res, version, obj, in_list=False):
         """Stored object -> reply object in `version` (a private copy)."""
         obj = self.registry.from_storage(res, version, deep(obj), self._lookup)
-        obj["apiVersion"] = res.api_version(version)
-        obj["kind"] = res.kind
-        return obj
+        obj.pop("apiVersion", None)
+        obj.pop("kind", None)
+        return dict({"apiVersion": res.api_version(version), "kind": res.kind}, **obj)
 
     def _in(self, res, version, obj):
         obj = self.registry.to_storage(res, version, obj, self._lookup)

@@ -237,10 +237,9 @@ class Controller:
                 return
         after = self.faults.get("delete_claim_after_ms")
         if isinstance(after, (int, float)) and after >= 0 and md["uid"] not in self.delete_scheduled:
+            # counted from the first observation (creationTimestamp has 1 s resolution)
             self.delete_scheduled.add(md["uid"])
-            created = parse_time(md.get("creationTimestamp")) or time.time()
-            self.queue.add(("deleteclaim", ns, name, md["uid"]),
-                           max(0.0, created + after / 1000.0 - time.time()))
+            self.queue.add(("deleteclaim", ns, name, md["uid"]), after / 1000.0)
         if self._claim_lifecycle(claim):
             return
         status = claim.get("status") or {}
