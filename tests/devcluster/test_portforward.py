@@ -34,6 +34,7 @@ import zlib
 from . import portforward as pf
 
 KUBECTL = shutil.which("kubectl")
+SHIM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "kubectl-shim", "kubectl")
 MB = 1024 * 1024
 BIG = 10 * MB
 BIG_DATA = os.urandom(BIG)
@@ -206,10 +207,60 @@ class FakeAPI:
         h.end_headers()
         h.wfile.write(body)
 
+    POD_SPEC = {"containers": [{"name": "c", "image": "x",
+                                "ports": [{"name": "echo", "containerPort": 8080}]}]}
+
+    def pod(self, name, phase="Running"):
+        return {"kind": "Pod", "apiVersion": "v1",
+                "metadata": {"name": name, "namespace": "default", "uid": "u-" + name,
+                             "resourceVersion": "1", "labels": {"app": "web"}},
+                "spec": self.POD_SPEC, "status": {"phase": phase, "podIP": "127.0.0.1"}}
+
+    def not_found(self, h, kind, name):
+        self.json(h, 404, {"kind": "Status", "apiVersion": "v1", "metadata": {},
+                           "status": "Failure", "message": '%s "%s" not found' % (kind, name),
+                           "reason": "NotFound", "details": {"name": name, "kind": kind},
+                           "code": 404})
+
     def handle(self, h):
-        path = h.path.split("?")[0]
+        path, _, query = h.path.partition("?")
         with self.lock:
-            self.requests.append((h.command, path))
+            self.requests.append((h.command, path, dict(h.headers.items())))
+        if path == "/stream":   # chunked, one event every 150 ms, send time inside
+            h.send_response(200)
+            h.send_header("Content-Type", "application/json")
+            h.send_header("Transfer-Encoding", "chunked")
+            h.end_headers()
+            for i in range(3):
+                ev = json.dumps({"i": i, "t": time.time()}).encode() + b"\n"
+                h.wfile.write(b"%x\r\n%s\r\n" % (len(ev), ev))
+                time.sleep(0.15)
+            h.wfile.write(b"0\r\n\r\n")
+            return
+        if path == "/echo-headers":
+            n = int(h.headers.get("Content-Length", "0"))
+            body = h.rfile.read(n) if n else b""
+            return self.json(h, 201 if h.command == "POST" else 200,
+                             {"method": h.command, "headers": list(h.headers.items()),
+                              "body": body.decode(errors="replace")})
+        m = re.fullmatch(r"/api/v1/namespaces/default/(pods|services)/([^/]+)", path)
+        if m and m.group(1) == "services":
+            if m.group(2) != "web":
+                return self.not_found(h, "services", m.group(2))
+            return self.json(h, 200, {
+                "kind": "Service", "apiVersion": "v1",
+                "metadata": {"name": "web", "namespace": "default"},
+                "spec": {"selector": {"app": "web"},
+                         "ports": [{"port": 80, "targetPort": 8080},
+                                   {"name": "n", "port": 90, "targetPort": "echo"}]}})
+        if m and m.group(2) == "pending-0":
+            return self.json(h, 200, self.pod("pending-0", "Pending"))
+        if m and m.group(2) != "web-0":
+            return self.not_found(h, "pods", m.group(2))
+        if path == "/api/v1/namespaces/default/pods":
+            items = [self.pod("web-0")] if "app%3Dweb" in query or "app=web" in query else []
+            return self.json(h, 200, {"kind": "PodList", "apiVersion": "v1",
+                                      "metadata": {"resourceVersion": "5"}, "items": items})
         if path == "/version":
             return self.json(h, 200, {"major": "1", "minor": "32", "gitVersion": "v1.32.0",
                                       "platform": "linux/amd64"})
@@ -227,12 +278,7 @@ class FakeAPI:
                 {"name": "pods/portforward", "singularName": "", "namespaced": True,
                  "kind": "PodPortForwardOptions", "verbs": ["create", "get"]}]})
         if path == "/api/v1/namespaces/default/pods/web-0":
-            return self.json(h, 200, {
-                "kind": "Pod", "apiVersion": "v1",
-                "metadata": {"name": "web-0", "namespace": "default", "uid": "u-1",
-                             "resourceVersion": "1"},
-                "spec": {"containers": [{"name": "c", "image": "x"}]},
-                "status": {"phase": "Running", "podIP": "127.0.0.1"}})
+            return self.json(h, 200, self.pod("web-0"))
         if path == "/api/v1/namespaces/default/pods/web-0/portforward":
             headers = {k.lower(): v for k, v in h.headers.items()}
             pf.serve(h.connection, h.rfile, h.command, headers, self.resolve, POD,
@@ -274,7 +320,7 @@ class Cluster:
 # the kubectl child
 
 class Kubectl:
-    def __init__(self, tmp, api_port, args, spdy=False):
+    def __init__(self, tmp, api_port, args, spdy=False, binary=None):
         kc = os.path.join(tmp, "kubeconfig")
         with open(kc, "w") as f:
             f.write("apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n"
@@ -287,7 +333,7 @@ class Kubectl:
         env.pop("KUBECTL_PORT_FORWARD_WEBSOCKETS", None)
         if spdy:
             env["KUBECTL_PORT_FORWARD_WEBSOCKETS"] = "false"
-        self.p = subprocess.Popen([KUBECTL, "--kubeconfig", kc] + list(args),
+        self.p = subprocess.Popen([binary or KUBECTL, "--kubeconfig", kc] + list(args),
                                   stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, env=env, start_new_session=True)
         self.out, self.err = [], []
@@ -1031,6 +1077,277 @@ class PortForwardKubectlWebSocketTest(KubectlBase, unittest.TestCase):
 
 class PortForwardKubectlSpdyTest(KubectlBase, unittest.TestCase):
     spdy = True
+
+
+# --------------------------------------------------------------------------
+# the kubectl shim (tests/kubectl-shim/kubectl): needs only python3
+
+class PortForwardShimTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.cluster = Cluster()
+        cls.api = cls.cluster.api
+        cls.tmp = tempfile.TemporaryDirectory(prefix="pfshim-")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.cluster.close()
+        cls.tmp.cleanup()
+
+    def setUp(self):
+        self.api.faults.clear()
+        with self.api.lock:
+            self.api.events.clear()
+            self.api.requests.clear()
+
+    def tearDown(self):
+        self.api.registry.kill()
+        self.assertTrue(self.api.registry.wait_empty(timeout=5))
+
+    def shim(self, *args, api_port=None):
+        k = Kubectl(self.tmp.name, api_port or self.api.port, list(args), binary=SHIM)
+        self.addCleanup(k.kill)
+        return k
+
+    def assert_quiet(self, k):
+        """Only the one-line shim notice on stderr."""
+        self.assertEqual(len(k.err), 1, k.err)
+        self.assertIn("shim", k.err[0])
+
+    def test_yaml_subset(self):
+        import importlib.machinery
+        import importlib.util
+        loader = importlib.machinery.SourceFileLoader("kubectl_shim", SHIM)
+        spec = importlib.util.spec_from_loader("kubectl_shim", loader)
+        mod = importlib.util.module_from_spec(spec)
+        loader.exec_module(mod)
+        doc = mod.parse_yaml(
+            "apiVersion: v1\nclusters:\n- name: c\n  cluster:\n"
+            "    server: http://127.0.0.1:1  # comment\n    insecure-skip-tls-verify: true\n"
+            "contexts:\n- name: x\n  context: {cluster: c, user: u, namespace: \"ns 1\"}\n"
+            "- context:\n    cluster: c\n  name: y\ncurrent-context: x\n"
+            "users:\n- name: u\n  user: {}\n- name: v\n  user:\n    token: 'a''b'\n")
+        self.assertEqual(doc["clusters"][0]["cluster"],
+                         {"server": "http://127.0.0.1:1", "insecure-skip-tls-verify": True})
+        self.assertEqual(doc["contexts"][0]["context"],
+                         {"cluster": "c", "user": "u", "namespace": "ns 1"})
+        self.assertEqual(doc["contexts"][1], {"context": {"cluster": "c"}, "name": "y"})
+        self.assertEqual(doc["users"], [{"name": "u", "user": {}},
+                                        {"name": "v", "user": {"token": "a'b"}}])
+        self.assertEqual(doc["current-context"], "x")
+
+    def test_port_forward_pod(self):
+        k = self.shim("port-forward", "pod/web-0", "0:8080", "0:8081", "--address", "127.0.0.1")
+        lines = k.wait_lines(r"^Forwarding from 127\.0\.0\.1:(\d+) -> (\d+)$", 2)
+        self.assertEqual([int(m.group(2)) for m in lines], [8080, 8081])
+        echo, source = [int(m.group(1)) for m in lines]
+        self.assertEqual(echo_roundtrip(echo, BIG_DATA), BIG_DATA)
+        got, dt = download(source)
+        self.assertEqual(hashlib.sha256(got).hexdigest(), BIG_SHA)
+        sys.stderr.write("\n[shim] 10 MB down %.0f MB/s " % mbps(BIG, dt))
+        self.assertEqual([m.group(1) for m in k.wait_lines(r"^Handling connection for (\d+)$", 2)],
+                         [str(echo), str(source)])
+        self.assertEqual(self.transport(), "spdy")
+        self.assertEqual(k.interrupt(), 0)
+        self.assert_quiet(k)
+        self.assertTrue(self.api.registry.wait_empty(timeout=5))
+        ev = self.api.event("portforward.close")[-1]
+        self.assertEqual(ev["frames_in"].get("GOAWAY"), 1)
+
+    def transport(self):
+        ev = self.api.event("portforward.open")
+        self.assertTrue(ev)
+        return ev[-1]["transport"]
+
+    def test_port_forward_svc(self):
+        k = self.shim("port-forward", "svc/web", "0:80", "0:90", "--address=127.0.0.1")
+        lines = k.wait_lines(r"^Forwarding from 127\.0\.0\.1:(\d+) -> (\d+)$", 2)
+        self.assertEqual([int(m.group(2)) for m in lines], [8080, 8080])
+        self.assertEqual(echo_roundtrip(int(lines[1].group(1)), b"svc"), b"svc")
+        self.assertEqual(k.interrupt(), 0)
+        paths = [r[1] for r in self.api.requests]
+        self.assertIn("/api/v1/namespaces/default/services/web", paths)
+        self.assertIn("/api/v1/namespaces/default/pods", paths)
+
+    def test_port_forward_errors(self):
+        cases = [
+            (["pod/nosuch", "0:8080"], 'Error from server (NotFound): pods "nosuch" not found'),
+            (["nosuch", "0:8080"], 'Error from server (NotFound): pods "nosuch" not found'),
+            (["pod/pending-0", "0:8080"],
+             "error: unable to forward port because pod is not running. Current status=Pending"),
+            (["svc/nosuch", "0:80"], 'Error from server (NotFound): services "nosuch" not found'),
+            (["svc/web", "0:81"], "error: Service web does not have a service port 81"),
+            (["deployment/web", "0:80"],
+             'error: the server doesn\'t have a resource type "deployment"'),
+        ]
+        procs = [(self.shim("port-forward", *args, "--address", "127.0.0.1"), want)
+                 for args, want in cases]
+        for k, want in procs:
+            self.assertEqual(k.wait(), 1)
+            self.assertEqual(k.err[-1], want)
+            self.assertEqual(k.out, [])
+        k = self.shim("port-forward", "pod/web-0", "0:8080", api_port=refused_port())
+        self.assertEqual(k.wait(), 1)
+        self.assertRegex(k.err[-1], r"^The connection to the server 127\.0\.0\.1:\d+ was "
+                                    r"refused - did you specify the right host or port\?$")
+
+    def test_port_forward_busy_port(self):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        self.addCleanup(s.close)
+        busy = s.getsockname()[1]
+        k = self.shim("port-forward", "pod/web-0", "%d:8080" % busy, "--address", "127.0.0.1")
+        self.assertEqual(k.wait(), 1)
+        self.assertEqual(k.err[-1], "error: unable to listen on any of the requested ports: "
+                                    "[{%d 8080}]" % busy)
+
+    def test_port_forward_error_text_and_kill(self):
+        k = self.shim("port-forward", "pod/web-0", "0:8080", "--address", "127.0.0.1")
+        (port,) = k.ports()
+        self.api.faults["error_text"] = "simulated kubelet failure 7"
+        c = connect(port, timeout=10)
+        self.assertEqual(read_all(c), b"")
+        c.close()
+        self.assertEqual(k.wait(), 1)
+        self.assertIn("an error occurred forwarding %d -> 8080: simulated kubelet failure 7"
+                      % port, k.stderr())
+        self.assertEqual(k.err[-1], "error: lost connection to pod")
+        k = self.shim("port-forward", "pod/web-0", "0:8080", "--address", "127.0.0.1")
+        k.ports()
+        self.assertEqual(self.api.registry.kill(POD), 1)
+        self.assertEqual(k.wait(), 1)
+        self.assertEqual(k.err[-1], "error: lost connection to pod")
+
+    def test_port_forward_parallel_and_no_error_fin(self):
+        k = self.shim("port-forward", "pod/web-0", "0:8080", "--address", "127.0.0.1")
+        (port,) = k.ports()
+        blobs = [os.urandom(100000 + i) for i in range(20)]
+        results = [None] * 20
+
+        def one(i):
+            try:
+                results[i] = echo_roundtrip(port, blobs[i])
+            except Exception as e:
+                results[i] = e
+        ts = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(20)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(30)
+        self.assertEqual(results, blobs)
+        self.api.faults["no_error_fin"] = True
+        c = connect(port, timeout=10)
+        self.addCleanup(c.close)
+        c.sendall(b"ping")
+        c.shutdown(socket.SHUT_WR)
+        self.assertEqual(c.recv(100), b"ping")
+        c.settimeout(0.5)
+        with self.assertRaises(socket.timeout):
+            c.recv(100)
+        self.assertEqual(k.interrupt(), 0)
+
+    def proxy(self, *extra, api_port=None):
+        k = self.shim("proxy", "--port=0", *extra, api_port=api_port)
+        m = k.wait_lines(r"^Starting to serve on (127\.0\.0\.1:(\d+)|(/.*))$")[0]
+        return k, m
+
+    def http(self, port, method, path, headers=(), body=b""):
+        c = connect(port, timeout=10)
+        try:
+            req = ["%s %s HTTP/1.1" % (method, path), "Connection: close"] + list(headers)
+            if body:
+                req.append("Content-Length: %d" % len(body))
+            c.sendall(("\r\n".join(req) + "\r\n\r\n").encode() + body)
+            raw = read_all(c)
+        finally:
+            c.close()
+        head, _, rest = raw.partition(b"\r\n\r\n")
+        return int(head.split()[1]), head.decode(), rest
+
+    def test_proxy(self):
+        k, m = self.proxy()
+        port = int(m.group(2))
+        code, head, body = self.http(port, "POST", "/echo-headers",
+                                     ["Host: 127.0.0.1:%d" % port, "X-Custom: yes",
+                                      "Authorization: Bearer other"], b"payload")
+        self.assertEqual(code, 201, head)
+        got = json.loads(body)
+        hdrs = {k.lower(): v for k, v in got["headers"]}
+        self.assertEqual(hdrs["host"], "127.0.0.1:%d" % self.api.port)
+        self.assertEqual(hdrs["x-forwarded-for"], "127.0.0.1")
+        self.assertEqual(hdrs["x-custom"], "yes")
+        self.assertEqual(hdrs["authorization"], "Bearer other")
+        self.assertIn("user-agent", hdrs)
+        self.assertNotIn("connection", hdrs)
+        self.assertEqual(got["body"], "payload")
+        code, _, body = self.http(port, "GET", "/api/v1/namespaces/default/pods/x/exec",
+                                  ["Host: localhost:%d" % port])
+        self.assertEqual((code, body), (403, b"Forbidden\n"))
+        for host in ("example.com", "[::1]:%d" % port):
+            code, _, body = self.http(port, "GET", "/version", ["Host: " + host])
+            self.assertEqual((code, body), (403, b"Forbidden\n"), host)
+        # keep-alive: two requests on one connection
+        c = connect(port, timeout=10)
+        self.addCleanup(c.close)
+        for _ in range(2):
+            c.sendall(b"GET /version HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            rf = c.makefile("rb")
+            status = rf.readline()
+            n = 0
+            while True:
+                line = rf.readline()
+                if line == b"\r\n":
+                    break
+                if line.lower().startswith(b"content-length:"):
+                    n = int(line.split(b":")[1])
+            self.assertIn(b" 200 ", status)
+            self.assertIn(b"v1.32", rf.read(n))
+            rf.close()
+        # chunked watch-like stream passes through unbuffered
+        c = connect(port, timeout=10)
+        self.addCleanup(c.close)
+        c.sendall(b"GET /stream HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        rf = c.makefile("rb")
+        head = b""
+        while not head.endswith(b"\r\n\r\n"):
+            head += rf.readline()
+        self.assertIn(b"Transfer-Encoding: chunked", head)
+        lat = []
+        for i in range(3):
+            size = int(rf.readline(), 16)
+            ev = json.loads(rf.read(size))
+            rf.readline()
+            lat.append(time.time() - ev["t"])
+            self.assertEqual(ev["i"], i)
+        self.assertEqual(rf.readline(), b"0\r\n")
+        rf.close()
+        self.assertLess(max(lat), 0.1, lat)   # events are 150 ms apart
+        self.assertEqual(k.p.poll(), None)
+        k.p.send_signal(signal.SIGINT)
+        self.assertEqual(k.wait(), -signal.SIGINT)
+        self.assert_quiet(k)
+
+    def test_proxy_unix_socket_and_api_down(self):
+        path = os.path.join(self.tmp.name, "proxy.sock")
+        k, m = self.proxy("--unix-socket=" + path)
+        self.assertEqual(m.group(1), path)
+        c = socket.socket(socket.AF_UNIX)
+        c.settimeout(10)
+        self.addCleanup(c.close)
+        c.connect(path)
+        c.sendall(b"GET /version HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        self.assertIn(b"v1.32", read_all(c))
+        k.p.send_signal(signal.SIGTERM)
+        self.assertEqual(k.wait(), -signal.SIGTERM)
+        dead = refused_port()
+        k, m = self.proxy(api_port=dead)
+        code, head, body = self.http(int(m.group(2)), "GET", "/version", ["Host: localhost"])
+        self.assertEqual(code, 500)
+        self.assertIn("text/plain", head)
+        self.assertEqual(body, b"dial tcp 127.0.0.1:%d: connect: connection refused\n" % dead)
+        k.kill()
+        self.assertIn("Error while proxying request: dial tcp 127.0.0.1:%d" % dead, k.stderr())
 
 
 if __name__ == "__main__":
