@@ -809,6 +809,8 @@ def serve(conn, rfile, method, headers, resolve, pod_key, registry,
     except OSError:
         pass
     tunnel = _Tunnel(conn, rfile, transport, resolve, pod_key, faults, log)
+    if registry is None:
+        registry = TunnelRegistry()   # a private one: nobody can kill this tunnel
     registry.add(pod_key, tunnel)
     try:
         try:
