@@ -49,6 +49,7 @@ import time
 import urllib.parse
 
 import httpio
+import tables
 from kube import (ApiError, bad_request, deep, jdump, json_patch, merge_patch,
                   not_found, parse_field_selector, parse_label_selector, status_object)
 from kube import DNS1123_SUBDOMAIN
@@ -391,7 +392,11 @@ class ApiServer:
             raise not_found(res, name)
         if sub == "scale":
             return self._reply(req, 200, self._scale(res, obj))
-        return self._reply(req, 200, self._out(res, version, obj))
+        out = self._out(res, version, obj)
+        if tables.wants_table(req.headers.get("accept")):
+            out = tables.table(res, [out], out["metadata"]["resourceVersion"],
+                               _q(req.query, "includeObject", "Metadata"))
+        return self._reply(req, 200, out)
 
     def _selectors(self, req, res):
         labels = parse_label_selector(_q(req.query, "labelSelector", ""))
@@ -404,6 +409,10 @@ class ApiServer:
     def _list(self, req, res, version, ns):
         labels, fields = self._selectors(req, res)
         items, rv = self.store.list(res, ns, labels, fields)
+        if tables.wants_table(req.headers.get("accept")):
+            return self._reply(req, 200, tables.table(
+                res, [self._out(res, version, o) for o in items], rv,
+                _q(req.query, "includeObject", "Metadata")))
         out = []
         for o in items:
             o = self._out(res, version, o)
@@ -655,6 +664,10 @@ class ApiServer:
         hs += req.extra_headers
         try:
             sock.sendall(httpio.response_head(200, hs))
+            # logged when the stream starts, so a test sees a watch that is still open
+            self.reqlog.add(req.method, req.target, req.headers, 200, time.monotonic(), True,
+                            "expired" if expired is not None else None)
+            req.logged = True
             out = httpio.ChunkedWriter(sock)
             if expired is not None:
                 req.log_note = "expired"
@@ -673,6 +686,8 @@ class ApiServer:
         next_bookmark = time.monotonic() + period
         sent = 0
         drop_after = self.faults.get("watch_drop_after")
+        table_include = _q(req.query, "includeObject", "Metadata") \
+            if tables.wants_table(req.headers.get("accept")) else None
         last_check = time.monotonic()
         while True:
             now = time.monotonic()
@@ -694,6 +709,8 @@ class ApiServer:
             if item:
                 typ, obj = item
                 o = self._out(res, version, obj)
+                if table_include is not None:
+                    o = tables.table(res, [o], o["metadata"]["resourceVersion"], table_include)
                 out.write((jdump({"type": typ, "object": o}) + "\n").encode())
                 sent += 1
                 if isinstance(drop_after, int) and drop_after > 0 and sent >= drop_after:

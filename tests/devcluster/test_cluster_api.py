@@ -458,7 +458,7 @@ class ClusterController(unittest.TestCase):
 
     def test_lifecycle_retain(self):
         w = self._expiring("exp-retain", "Retain")
-        evs = w.wait(lambda e: reason(e[-1]["object"]) == "ClaimExpired" and
+        evs = w.wait(lambda e: e and reason(e[-1]["object"]) == "ClaimExpired" and
                      not (e[-1]["object"]["status"].get("sandbox")), timeout=6)
         w.close()
         sbname = [e["object"]["status"]["sandbox"]["name"] for e in evs

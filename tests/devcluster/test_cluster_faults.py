@@ -181,12 +181,17 @@ class ClusterFaults(unittest.TestCase):
 
     def test_state_lists_processes(self):
         st = C.state_dump()
-        kinds = sorted(p["kind"] for p in st["processes"])
+        live = [p for p in st["processes"] if not p["terminating"]]
+        kinds = sorted(p["kind"] for p in live)
         self.assertEqual(kinds.count("router"), 1)
         self.assertGreaterEqual(kinds.count("runtime"), 2)
-        for p in st["processes"]:
+        pods = {(p["namespace"], p["name"]): p for p in st["pods"]}
+        for p in live:
             self.assertTrue(p["alive"])
             os.kill(p["pid"], 0)
+            pod = pods.get((p["namespace"], p["pod"]))
+            if pod and pod["podIP"]:
+                self.assertEqual(pod["podIP"], p["ip"])
 
 
 if __name__ == "__main__":
