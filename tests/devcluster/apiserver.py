@@ -369,7 +369,13 @@ class ApiServer:
         return self._send(req, code, obj, req.extra_headers)
 
     def _json_body(self, req):
-        data = req.body.read_all(MAX_BODY)
+        try:
+            data = req.body.read_all(MAX_BODY)
+        except httpio.BadRequest as e:
+            if "too large" in str(e):
+                raise ApiError(413, "Request entity too large: limit is %d" % MAX_BODY,
+                               "RequestEntityTooLarge")
+            raise
         if not data.strip():
             return None
         try:
@@ -640,7 +646,7 @@ class ApiServer:
         rv = _q(req.query, "resourceVersion")
         timeout = _q(req.query, "timeoutSeconds")
         try:
-            timeout = float(timeout) if timeout not in (None, "") else None
+            timeout = float(timeout) if timeout not in (None, "", "0") else None
         except ValueError:
             raise bad_request("invalid timeoutSeconds")
         bookmarks = _q(req.query, "allowWatchBookmarks", "") in TRUE

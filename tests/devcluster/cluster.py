@@ -84,6 +84,20 @@ def _write_atomic(path, text):
     os.replace(tmp, path)
 
 
+def _can_bind(ip, port):
+    """Whether this process may listen on a privileged port (the router's port 80)."""
+    import socket
+    s = socket.socket()
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((ip, port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
 def _cond(obj, ctype):
     for c in ((obj or {}).get("status") or {}).get("conditions") or []:
         if c.get("type") == ctype:
@@ -158,6 +172,7 @@ class Cluster:
         else:
             self.admin_url = self.api_url
         self.config["internal_api_url"] = self.admin_url
+        self.config["router_port80"] = _can_bind(self.ipblock.node_ip, 80)
         self.kubelet = Kubelet(self.store, self.registry, self.state_dir, self.ipblock,
                                self.faults, self.config, on_pod_gone=self._pod_gone, log=self.log)
         if "runtime" in self.faults.snapshot():
@@ -404,7 +419,8 @@ def cmd_up(args, argv):
             pass
     t0 = time.monotonic()
     logf = open(os.path.join(state, "cluster.log"), "ab")
-    child = subprocess.Popen([sys.executable, os.path.abspath(__file__), "serve"] + argv,
+    # -S: stdlib only, so skip site-packages (saves ~40 ms of start-up here)
+    child = subprocess.Popen([sys.executable, "-S", os.path.abspath(__file__), "serve"] + argv,
                              stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
                              start_new_session=True, close_fds=True)
     logf.close()

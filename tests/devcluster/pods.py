@@ -211,7 +211,7 @@ class Kubelet:
                if isinstance(e, dict) and e.get("name") and e.get("value") is not None}
         flavor = (md.get("annotations") or {}).get(FLAVOR_ANNOTATION)
         if "sandbox-router" in image and not flavor:
-            argv = [sys.executable, os.path.join(HERE, "router.py"), "--host", ip,
+            argv = [sys.executable, "-S", os.path.join(HERE, "router.py"), "--host", ip,
                     "--port", str(ports[0] if ports else 8080)]
             if self.config.get("router_port80", True):
                 argv += ["--port", "80"]
@@ -222,7 +222,7 @@ class Kubelet:
         if not flavor:
             flavor = "sandboxd" if "sandboxd" in image else "python"
         port = ports[0] if ports else (8080 if flavor == "sandboxd" else 8888)
-        argv = [sys.executable, os.path.join(HERE, "runtime.py"), "--host", ip,
+        argv = [sys.executable, "-S", os.path.join(HERE, "runtime.py"), "--host", ip,
                 "--port", str(port), "--base", "@BASE@", "--flavor", flavor,
                 "--faults-file", self.faults_path, "--spool-dir", "@SPOOL@"]
         timeout = env.get("SANDBOX_EXEC_TIMEOUT_SECONDS") or self.config.get("exec_timeout")

@@ -515,6 +515,23 @@ class ClusterController(unittest.TestCase):
         self.assertNotEqual(c["status"]["sandbox"]["podIPs"][0], ip1)
         C.delete(claims() + "/susp")
 
+    def test_sandboxd_flavour_selected_by_image(self):
+        C.api("POST", EXT + "/sandboxtemplates", {"metadata": {"name": "sbd-template"}, "spec": {
+            "podTemplate": {"spec": {"containers": [{
+                "name": "sandboxd", "image": "example.com/agent-sandbox/sandboxd:v1"}]}}}})
+        C.api("POST", EXT + "/sandboxwarmpools", {"metadata": {"name": "sbd-pool"}, "spec": {
+            "replicas": 0, "sandboxTemplateRef": {"name": "sbd-template"}}})
+        C.create_claim("sbd-claim", pool="sbd-pool")
+        C.wait_claim("sbd-claim", ready)
+        procs = {p["pod"]: p for p in C.processes()}
+        self.assertEqual((procs["sbd-claim"]["flavor"], procs["sbd-claim"]["port"]),
+                         ("sandboxd", 8080))
+        status, out = C.api("GET", PODS + "/sbd-claim:8080/proxy/v1/health")
+        self.assertEqual((status, out["status"]), (200, "ok"))
+        for p in (claims() + "/sbd-claim", EXT + "/sandboxwarmpools/sbd-pool",
+                  EXT + "/sandboxtemplates/sbd-template"):
+            C.delete(p)
+
     def test_crashed_pod_process_restarts(self):
         C.create_claim("crashy", pool="python-sandbox-coldpool")
         C.wait_claim("crashy", ready)
