@@ -469,9 +469,8 @@ class ApiServer:
     def _create(self, req, res, version, ns):
         obj = self._json_body(req)
         self._check_body_type(res, version, obj)
-        md = obj.setdefault("metadata", {}) if isinstance(obj.get("metadata"), dict) or \
-            "metadata" not in obj else None
-        if md is None:
+        md = obj.setdefault("metadata", {})
+        if not isinstance(md, dict):
             raise bad_request("metadata must be an object")
         if res.namespaced:
             if md.get("namespace") and ns and md["namespace"] != ns:

@@ -4,8 +4,6 @@ One cluster (started with `cluster.py up`, like `make devcluster-up`) serves
 every test of this module. Run:
     python3 tests/pyrun.py tests/devcluster devcluster -k ClusterApi
 """
-import json
-import re
 import time
 import unittest
 
