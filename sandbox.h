@@ -746,7 +746,9 @@ SBX__PRIVATE int sbx__pct_encode_segment(sbx__buf *b, const char *s, size_t n)
        exit, then SIGKILL to the group; reaps the child (waitpid on its pid
        only), joins the drainer, closes and frees everything. Idempotent.
        SBX_OK, or SBX_ERR_TIMEOUT when even SIGKILL did not end the child
-       within SBX__PROC_KILL_WAIT_MS: the drainer is then left to reap it.
+       within SBX__PROC_KILL_WAIT_MS (a process stuck in the kernel): the
+       detached drainer then reaps it and frees its state later, with the
+       allocator given to spawn (which must stay usable until then).
    void sbx__proc_describe(p, buf, cap) "running", "exited with status 1:
        error: lost connection to pod", "killed by signal 15", "not started".
    int sbx__proc_status(p)            raw wait status once reaped, else -1.
@@ -1000,7 +1002,7 @@ SBX__PRIVATE int sbx__proc_max_fd(void)
             if (v != self && v > maxfd) maxfd = v;
         }
         closedir(d);
-        if (any) return maxfd > INT_MAX - 256 ? INT_MAX : maxfd + 256;
+        if (any) return maxfd > INT_MAX - 257 ? INT_MAX - 1 : maxfd + 256;
     }
     lim = sysconf(_SC_OPEN_MAX);
     if (lim < 0 || lim > 65536) lim = 65536;
@@ -1260,8 +1262,9 @@ SBX__PRIVATE void *sbx__proc_drain(void *arg)
         if (r == 0 || errno != EINTR) break;
     }
     if (r != 0 && errno != ECHILD) {
-        /* No WNOWAIT here: collect directly (stop then only signals after
-           seeing `reaped`, which is set right below). */
+        /* A system without WNOWAIT: collect outside mu. Until `reaped` is
+           set below, a stop could signal a pid that was just recycled; that
+           window exists only on such systems. */
         do w = waitpid(st->pid, &status, 0);
         while (w < 0 && errno == EINTR);
         known = w == st->pid;
