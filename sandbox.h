@@ -1552,6 +1552,16 @@ fail:
     return rc;
 }
 
+/* Append s to the NUL-terminated buf, cutting at cap - 1 bytes. */
+SBX__PRIVATE void sbx__proc_cat(char *buf, size_t cap, const char *s)
+{
+    size_t n = strlen(buf), k = strlen(s);
+    if (n + 1 >= cap) return;
+    if (k > cap - 1 - n) k = cap - 1 - n;
+    memcpy(buf + n, s, k);
+    buf[n + k] = '\0';
+}
+
 SBX__PRIVATE int sbx__proc_wait_line(sbx__proc *p, const char *prefix, char *line, size_t cap,
                                      long long deadline, sbx_error *e)
 {
@@ -1573,7 +1583,7 @@ SBX__PRIVATE int sbx__proc_wait_line(sbx__proc *p, const char *prefix, char *lin
                         : st->recent[(st->recent_next + SBX__PROC_KEEP_LINES - st->nrecent + i - st->nkept) %
                                      SBX__PROC_KEEP_LINES];
         if (strncmp(l, prefix, plen) == 0) {
-            if (line && cap) snprintf(line, cap, "%s", l);
+            if (line && cap) sbx__proc_cat(line, cap, l);
             pthread_mutex_unlock(&st->mu);
             return SBX_OK;
         }
@@ -1586,7 +1596,7 @@ SBX__PRIVATE int sbx__proc_wait_line(sbx__proc *p, const char *prefix, char *lin
     st->wanting = 1;
     for (;;) {
         if (st->matched) {
-            if (line && cap) snprintf(line, cap, "%s", st->match);
+            if (line && cap) sbx__proc_cat(line, cap, st->match);
             st->wanting = 0;
             pthread_mutex_unlock(&st->mu);
             return SBX_OK;
@@ -1680,13 +1690,18 @@ SBX__PRIVATE void sbx__proc_describe(sbx__proc *p, char *buf, size_t cap)
     char what[64], err[256];
     int kind = 0, value = 0, exited;
     if (!buf || cap == 0) return;
+    buf[0] = '\0';
     if (!st) {
-        if (!p || !p->started) snprintf(buf, cap, "not started");
-        else if (p->stop_result != SBX_OK) snprintf(buf, cap, "did not end after SIGKILL (left to a reaper thread)");
-        else {
+        if (!p || !p->started) {
+            sbx__proc_cat(buf, cap, "not started");
+        } else if (p->stop_result != SBX_OK) {
+            sbx__proc_cat(buf, cap, "did not end after SIGKILL (left to a reaper thread)");
+        } else {
             sbx__proc_decode(p->status_known, p->wstatus, &kind, &value);
             sbx__proc_status_text(kind, value, what, sizeof what);
-            snprintf(buf, cap, "%s%s%s", what, p->errline[0] ? ": " : "", p->errline);
+            sbx__proc_cat(buf, cap, what);
+            if (p->errline[0]) sbx__proc_cat(buf, cap, ": ");
+            sbx__proc_cat(buf, cap, p->errline);
         }
         return;
     }
@@ -1695,11 +1710,13 @@ SBX__PRIVATE void sbx__proc_describe(sbx__proc *p, char *buf, size_t cap)
     sbx__proc_err_summary(st, err, sizeof err);
     pthread_mutex_unlock(&st->mu);
     if (!exited) {
-        snprintf(buf, cap, "running");
+        sbx__proc_cat(buf, cap, "running");
         return;
     }
     sbx__proc_status_text(kind, value, what, sizeof what);
-    snprintf(buf, cap, "%s%s%s", what, err[0] ? ": " : "", err);
+    sbx__proc_cat(buf, cap, what);
+    if (err[0]) sbx__proc_cat(buf, cap, ": ");
+    sbx__proc_cat(buf, cap, err);
 }
 
 SBX__PRIVATE int sbx__proc_status(sbx__proc *p)
