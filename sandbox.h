@@ -1361,6 +1361,63 @@ SBX__PRIVATE void sbx__proc_signal(struct sbx__proc_state *st, int sig)
 
 /* ---- the interface -------------------------------------------------------- */
 
+/* A fresh state with its lock and condition variable (CLOCK_MONOTONIC where
+   possible); NULL when out of memory or locks. */
+SBX__PRIVATE struct sbx__proc_state *sbx__proc_state_new(const sbx_allocator *al)
+{
+    pthread_condattr_t ca;
+    int rc;
+    struct sbx__proc_state *st = (struct sbx__proc_state *)sbx__malloc(al, sizeof *st);
+    if (!st) return NULL;
+    memset(st, 0, sizeof *st);
+    st->a = *al;
+    st->out_fd = st->err_fd = st->wake_rd = st->wake_wr = -1;
+    if (pthread_mutex_init(&st->mu, NULL) != 0) {
+        sbx__free(al, st);
+        return NULL;
+    }
+    rc = pthread_condattr_init(&ca);
+    if (rc == 0) {
+#if SBX__PROC_MONO_COND
+        st->mono = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) == 0;
+#endif
+        rc = pthread_cond_init(&st->cv, &ca);
+        pthread_condattr_destroy(&ca);
+    }
+    if (rc != 0) {
+        pthread_mutex_destroy(&st->mu);
+        sbx__free(al, st);
+        return NULL;
+    }
+    return st;
+}
+
+/* After fork: 0 when the child reached exec (its error pipe closed with no
+   report); else -1 with report = {step, errno}, step -1 meaning no exec
+   within SBX__PROC_EXEC_WAIT_MS. */
+SBX__PRIVATE int sbx__proc_exec_report(int fd, int report[2])
+{
+    size_t got = 0, want = 2 * sizeof(int);
+    long long dl = sbx__deadline(SBX__PROC_EXEC_WAIT_MS);
+    while (got < want) {
+        ssize_t r;
+        if (sbx__poll1(fd, POLLIN, dl) != 1) {
+            report[0] = -1;
+            report[1] = ETIMEDOUT;
+            return -1;
+        }
+        r = read(fd, (char *)report + got, want - got);
+        if (r > 0) got += (size_t)r;
+        else if (r == 0 || (errno != EINTR && errno != EAGAIN)) break;
+    }
+    if (got == 0) return 0;
+    if (got < want) {
+        report[0] = 0;
+        report[1] = EIO;
+    }
+    return -1;
+}
+
 SBX__PRIVATE int sbx__proc_spawn(sbx__proc *p, char *const argv[], char *const env_extra[],
                                  const sbx_allocator *a, sbx_error *e)
 {
@@ -1371,12 +1428,9 @@ SBX__PRIVATE int sbx__proc_spawn(sbx__proc *p, char *const argv[], char *const e
     char **envp = NULL;
     int outp[2] = {-1, -1}, errp[2] = {-1, -1}, execp[2] = {-1, -1}, wake[2] = {-1, -1};
     int devnull = -1, err = 0, report[2], rc, status;
-    size_t got = 0;
     const char *base;
     pid_t pid, w;
     pthread_attr_t attr;
-    pthread_condattr_t ca;
-    long long dl;
 
     if (!p) return sbx__fail(e, SBX_ERR_INVALID_ARG, "spawn: no process handle");
     if (p->st) return sbx__fail(e, SBX_ERR_INVALID_ARG, "spawn: a child is already running on this handle");
@@ -1398,36 +1452,11 @@ SBX__PRIVATE int sbx__proc_spawn(sbx__proc *p, char *const argv[], char *const e
         return sbx__fail_sys(e, SBX_ERR_SPAWN, err, "cannot run \"%s\"", argv[0]);
     }
     envp = sbx__proc_envp(&al, env_extra, &err);
-    st = (struct sbx__proc_state *)sbx__malloc(&al, sizeof *st);
-    if (!envp || !st) {
+    st = envp ? sbx__proc_state_new(&al) : NULL;
+    if (!st) {
         sbx__free(&al, path);
         sbx__free(&al, envp);
-        sbx__free(&al, st);
         return sbx__fail(e, SBX_ERR_NOMEM, "spawn %s: out of memory", p->name);
-    }
-    memset(st, 0, sizeof *st);
-    st->a = al;
-    st->out_fd = st->err_fd = st->wake_rd = st->wake_wr = -1;
-    if (pthread_mutex_init(&st->mu, NULL) != 0) {
-        sbx__free(&al, path);
-        sbx__free(&al, envp);
-        sbx__free(&al, st);
-        return sbx__fail(e, SBX_ERR_SYS, "spawn %s: pthread_mutex_init failed", p->name);
-    }
-    rc = pthread_condattr_init(&ca);
-    if (rc == 0) {
-#if SBX__PROC_MONO_COND
-        st->mono = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) == 0;
-#endif
-        rc = pthread_cond_init(&st->cv, &ca);
-        pthread_condattr_destroy(&ca);
-    }
-    if (rc != 0) {
-        pthread_mutex_destroy(&st->mu);
-        sbx__free(&al, path);
-        sbx__free(&al, envp);
-        sbx__free(&al, st);
-        return sbx__fail(e, SBX_ERR_SYS, "spawn %s: pthread_cond_init failed", p->name);
     }
 
     devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
@@ -1471,31 +1500,9 @@ SBX__PRIVATE int sbx__proc_spawn(sbx__proc *p, char *const argv[], char *const e
     path = NULL;
     envp = NULL;
 
-    /* exec succeeded when the error pipe closes without a report. */
-    dl = sbx__deadline(SBX__PROC_EXEC_WAIT_MS);
-    for (;;) {
-        ssize_t r;
-        int pr = sbx__poll1(execp[0], POLLIN, dl);
-        if (pr == 0) {
-            report[0] = -1;
-            report[1] = ETIMEDOUT;
-            got = sizeof report;
-            break;
-        }
-        r = read(execp[0], (char *)report + got, sizeof report - got);
-        if (r > 0) {
-            got += (size_t)r;
-            if (got == sizeof report) break;
-        } else if (r == 0 || (errno != EINTR && errno != EAGAIN)) {
-            break;
-        }
-    }
+    rc = sbx__proc_exec_report(execp[0], report);
     sbx__proc_close_fd(&execp[0]);
-    if (got > 0) {
-        if (got < sizeof report) {
-            report[0] = 0;
-            report[1] = EIO;
-        }
+    if (rc != 0) {
         if (report[0] < 0) kill(pid, SIGKILL); /* stuck before exec */
         do w = waitpid(pid, &status, 0);
         while (w < 0 && errno == EINTR);
