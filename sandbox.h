@@ -719,19 +719,1056 @@ SBX__PRIVATE int sbx__pct_encode_segment(sbx__buf *b, const char *s, size_t n)
 /* ======================================================================== */
 /* >>proc: child processes (kubectl proxy, kubectl port-forward)            */
 /* ======================================================================== */
-/* CONTRACT (implemented by the proc section):
+/* One child process (kubectl proxy / port-forward) plus a drainer thread that
+   reads its stdout and stderr for the child's whole life, so the child never
+   blocks on a full pipe nor dies of SIGPIPE on a closed one.
 
-   sbx__proc: one child with a drainer thread that reads its stdout and stderr
-   for its whole life, so the child never blocks or dies on a full or closed pipe.
-   int  sbx__proc_spawn(sbx__proc *p, char *const argv[], char *const env_extra[],
-                        const sbx_allocator *a, sbx_error *e);
-   int  sbx__proc_wait_line(sbx__proc *p, const char *prefix, char *line, size_t cap,
-                            long long deadline, sbx_error *e);
-   int  sbx__proc_running(sbx__proc *p);
-   int  sbx__proc_stop(sbx__proc *p, int first_signal, int grace_ms);   idempotent, reaps
-   void sbx__proc_describe(sbx__proc *p, char *buf, size_t cap);
-        "exited with status 1: error: lost connection to pod" / "killed by signal 9" / "running"
+   sbx__proc p;   zero it before the first spawn (a zeroed or stopped proc is
+                  safe to stop, describe and query). It must not move in memory
+                  while a child runs. One thread at a time uses a given proc.
+                  p->pid is the child's pid (0 when none).
+
+   int sbx__proc_spawn(p, argv, env_extra, a, e)
+       fork/exec argv (argv[0] is searched on the parent's PATH unless it holds
+       a '/'). The child gets environ plus env_extra ("K=V" replaces K, a bare
+       "K" removes it), stdin from /dev/null, stdout and stderr on pipes, its
+       own process group, default dispositions for the usual signals and an
+       empty signal mask, and no descriptor but 0, 1, 2 (inherited ones are
+       closed too). a may be NULL (default allocator). Returns SBX_OK, or
+       SBX_ERR_SPAWN with `cannot run "kubectl": No such file or directory`,
+       SBX_ERR_INVALID_ARG, SBX_ERR_NOMEM, SBX_ERR_SYS.
+   int sbx__proc_wait_line(p, prefix, line, cap, deadline, e)
+       Wait (deadline: sbx__now_ms clock) for a stdout line that starts with
+       prefix; copy it without its newline (cut to cap - 1 bytes) and return
+       SBX_OK. A line is found if it is among the first SBX__PROC_KEEP_LINES
+       lines, among the last SBX__PROC_KEEP_LINES, or printed during the wait
+       (the first match in that order). Fails with SBX_ERR_SPAWN when stdout
+       ends first ("kubectl exited with status 1: error: ..."), SBX_ERR_TIMEOUT,
+       SBX_ERR_CLOSED (no child).
+   int sbx__proc_running(p)           1 while the child has not exited.
+   int sbx__proc_stop(p, sig, grace_ms)
+       sig (if > 0) to the child's process group, up to grace_ms for it to
+       exit, then SIGKILL to the group; reaps the child (waitpid on its pid
+       only), joins the drainer, closes and frees everything. Idempotent.
+       SBX_OK, or SBX_ERR_TIMEOUT when even SIGKILL did not end the child
+       within SBX__PROC_KILL_WAIT_MS (a process stuck in the kernel): the
+       detached drainer then reaps it and frees its state later, with the
+       allocator given to spawn (which must stay usable until then).
+   void sbx__proc_describe(p, buf, cap) "running", "exited with status 1:
+       error: lost connection to pod", "killed by signal 15", "not started".
+   int sbx__proc_status(p)            raw wait status once reaped, else -1.
+   unsigned long long sbx__proc_stdout_lines(p)   lines the child printed.
+   size_t sbx__proc_stderr_tail(p, buf, cap)      the last stderr bytes.
 */
+
+#include <dirent.h>
+
+#ifndef SBX__PROC_KEEP_LINES
+#define SBX__PROC_KEEP_LINES 8        /* first and last stdout lines kept for wait_line */
+#endif
+#ifndef SBX__PROC_LINE_MAX
+#define SBX__PROC_LINE_MAX 512        /* bytes kept of one stdout line */
+#endif
+#ifndef SBX__PROC_ERR_TAIL
+#define SBX__PROC_ERR_TAIL 2048       /* last stderr bytes kept */
+#endif
+#ifndef SBX__PROC_KILL_WAIT_MS
+#define SBX__PROC_KILL_WAIT_MS 3000   /* after SIGKILL, wait this long for the reap */
+#endif
+#ifndef SBX__PROC_EXEC_WAIT_MS
+#define SBX__PROC_EXEC_WAIT_MS 30000  /* fork to exec, at most */
+#endif
+#ifndef SBX__PROC_EXIT_WAIT_MS
+#define SBX__PROC_EXIT_WAIT_MS 1000   /* after stdout EOF, wait for the exit status */
+#endif
+#ifndef SBX__PROC_STACK
+#define SBX__PROC_STACK (128u * 1024u) /* drainer thread stack */
+#endif
+
+/* pthread_cond_timedwait on CLOCK_MONOTONIC where the system has it. */
+#ifndef SBX__PROC_MONO_COND
+#if defined(__APPLE__) || !defined(_POSIX_CLOCK_SELECTION)
+#define SBX__PROC_MONO_COND 0
+#elif _POSIX_CLOCK_SELECTION > 0
+#define SBX__PROC_MONO_COND 1
+#else
+#define SBX__PROC_MONO_COND 0
+#endif
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+extern char **environ;
+#ifdef __cplusplus
+}
+#endif
+
+struct sbx__proc_state {
+    sbx_allocator a;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int mono;                   /* cv runs on CLOCK_MONOTONIC */
+    pid_t pid;
+    int out_fd, err_fd;         /* read ends, owned by the drainer */
+    int wake_rd, wake_wr;       /* stop -> drainer: give up the pipes */
+    /* drainer only */
+    char cur[SBX__PROC_LINE_MAX + 1];
+    size_t cur_len;
+    int cur_any;                /* bytes seen since the last newline */
+    /* guarded by mu */
+    int out_eof, err_eof;
+    int reaped;                 /* the child is collected; pid is no longer ours */
+    int status_known, wstatus;
+    int thread_done, orphaned;
+    unsigned long long out_lines, err_bytes;
+    char kept[SBX__PROC_KEEP_LINES][SBX__PROC_LINE_MAX + 1];   /* the first lines */
+    int nkept;
+    char recent[SBX__PROC_KEEP_LINES][SBX__PROC_LINE_MAX + 1]; /* ring of the later ones */
+    int nrecent, recent_next;
+    char want[SBX__PROC_LINE_MAX + 1];
+    size_t want_len;
+    int wanting, matched;
+    char match[SBX__PROC_LINE_MAX + 1];
+    char tail[SBX__PROC_ERR_TAIL];
+    size_t tail_pos, tail_len;
+};
+
+typedef struct sbx__proc {
+    struct sbx__proc_state *st; /* NULL: no child (never started or stopped) */
+    pthread_t thread;           /* the drainer, while st != NULL */
+    pid_t pid;                  /* the child, 0 when none */
+    int started;                /* a spawn succeeded at least once */
+    int status_known, wstatus;  /* recorded by stop */
+    int stop_result;
+    long long spawn_ms;
+    char name[64];              /* basename of argv[0], for messages */
+    char errline[256];          /* stderr summary recorded by stop */
+} sbx__proc;
+
+SBX__PRIVATE void sbx__proc_close_fd(int *fd)
+{
+    if (*fd >= 0) close(*fd);
+    *fd = -1;
+}
+
+/* Move a descriptor above 2 (the child dup2s onto 0-2), keeping FD_CLOEXEC. */
+SBX__PRIVATE int sbx__proc_fd_high(int *fd)
+{
+    int nfd;
+    if (*fd > 2) return 0;
+    nfd = fcntl(*fd, F_DUPFD_CLOEXEC, 3);
+    if (nfd < 0) return -1;
+    close(*fd);
+    *fd = nfd;
+    return 0;
+}
+
+SBX__PRIVATE int sbx__proc_pipe(int fds[2])
+{
+    if (sbx__pipe_cloexec(fds) != 0) {
+        fds[0] = fds[1] = -1;
+        return -1;
+    }
+    if (sbx__proc_fd_high(&fds[0]) != 0 || sbx__proc_fd_high(&fds[1]) != 0) {
+        int err = errno;
+        sbx__proc_close_fd(&fds[0]);
+        sbx__proc_close_fd(&fds[1]);
+        errno = err;
+        return -1;
+    }
+    return 0;
+}
+
+/* argv[0] resolved as execvp would: a name holding '/' is used as is, else
+   the first regular executable file on PATH. NULL with *err = ENOENT,
+   EACCES (found, not executable) or ENOMEM. */
+SBX__PRIVATE char *sbx__proc_which(const sbx_allocator *a, const char *name, int *err)
+{
+    const char *path, *p, *end;
+    size_t nlen = strlen(name), dlen;
+    int saw_eacces = 0;
+    struct stat sb;
+    if (strchr(name, '/')) {
+        char *r = sbx__strdup(a, name);
+        if (!r) *err = ENOMEM;
+        return r;
+    }
+    if (nlen == 0) {
+        *err = ENOENT;
+        return NULL;
+    }
+    path = getenv("PATH");
+    if (!path) path = "/usr/bin:/bin";
+    for (p = path;; p = end + 1) {
+        char *cand;
+        end = strchr(p, ':');
+        if (!end) end = p + strlen(p);
+        dlen = (size_t)(end - p);
+        if (dlen > (size_t)-1 - nlen - 3) {
+            *err = ENOMEM;
+            return NULL;
+        }
+        cand = (char *)sbx__malloc(a, dlen + nlen + 3);
+        if (!cand) {
+            *err = ENOMEM;
+            return NULL;
+        }
+        if (dlen == 0) {
+            memcpy(cand, "./", 2); /* an empty entry is the current directory */
+            dlen = 2;
+        } else {
+            memcpy(cand, p, dlen);
+            if (cand[dlen - 1] != '/') cand[dlen++] = '/';
+        }
+        memcpy(cand + dlen, name, nlen + 1);
+        if (stat(cand, &sb) == 0) {
+            if (S_ISREG(sb.st_mode)) {
+                if (access(cand, X_OK) == 0) return cand;
+                saw_eacces = 1;
+            }
+        } else if (errno == EACCES) {
+            saw_eacces = 1;
+        }
+        sbx__free(a, cand);
+        if (*end == '\0') break;
+    }
+    *err = saw_eacces ? EACCES : ENOENT;
+    return NULL;
+}
+
+SBX__PRIVATE size_t sbx__proc_keylen(const char *s)
+{
+    return strcspn(s, "=");
+}
+
+/* The child's environment: environ minus the names env_extra mentions, then
+   the env_extra entries holding '=' (the last one of a name wins). The array
+   points into the existing strings; free only the array. */
+SBX__PRIVATE char **sbx__proc_envp(const sbx_allocator *a, char *const extra[], int *err)
+{
+    size_t nenv = 0, nextra = 0, i, j, k = 0;
+    char **envp;
+    if (environ)
+        while (environ[nenv]) nenv++;
+    if (extra)
+        while (extra[nextra]) nextra++;
+    if (nenv > (size_t)-1 / sizeof(char *) - nextra - 1) {
+        *err = ENOMEM;
+        return NULL;
+    }
+    envp = (char **)sbx__malloc(a, (nenv + nextra + 1) * sizeof(char *));
+    if (!envp) {
+        *err = ENOMEM;
+        return NULL;
+    }
+    for (i = 0; i < nenv; i++) {
+        size_t kl = sbx__proc_keylen(environ[i]);
+        int drop = 0;
+        for (j = 0; j < nextra && !drop; j++)
+            drop = sbx__proc_keylen(extra[j]) == kl && memcmp(extra[j], environ[i], kl) == 0;
+        if (!drop) envp[k++] = environ[i];
+    }
+    for (i = 0; i < nextra; i++) {
+        size_t kl = sbx__proc_keylen(extra[i]);
+        int later = 0;
+        if (extra[i][kl] != '=') continue; /* a bare name only removes */
+        for (j = i + 1; j < nextra && !later; j++)
+            later = sbx__proc_keylen(extra[j]) == kl && memcmp(extra[j], extra[i], kl) == 0;
+        if (!later) envp[k++] = extra[i];
+    }
+    envp[k] = NULL;
+    return envp;
+}
+
+/* Highest descriptor the child must close: the highest one open now (read
+   from /proc/self/fd or /dev/fd) plus room for descriptors other threads may
+   open before fork; without a listing, the descriptor limit (capped). */
+SBX__PRIVATE int sbx__proc_max_fd(void)
+{
+    static const char *const dirs[] = {"/proc/self/fd", "/dev/fd"};
+    size_t i;
+    long lim;
+    for (i = 0; i < sizeof dirs / sizeof dirs[0]; i++) {
+        DIR *d = opendir(dirs[i]);
+        struct dirent *de;
+        int maxfd = -1, self, any = 0;
+        if (!d) continue;
+        self = dirfd(d);
+        while ((de = readdir(d)) != NULL) {
+            const char *s = de->d_name;
+            int v = 0, ok = *s != '\0';
+            for (; *s && ok; s++) {
+                if (*s < '0' || *s > '9' || v > (INT_MAX - 9) / 10) ok = 0;
+                else v = v * 10 + (*s - '0');
+            }
+            if (!ok) continue;
+            any = 1;
+            if (v != self && v > maxfd) maxfd = v;
+        }
+        closedir(d);
+        if (any) return maxfd > INT_MAX - 257 ? INT_MAX - 1 : maxfd + 256;
+    }
+    lim = sysconf(_SC_OPEN_MAX);
+    if (lim < 0 || lim > 65536) lim = 65536;
+    return (int)lim - 1;
+}
+
+/* Everything the child needs, prepared before fork. */
+struct sbx__proc_childctx {
+    const char *path;
+    char *const *argv;
+    char *const *envp;
+    int devnull, out_w, err_w, exec_w, maxfd;
+    sigset_t empty;
+    struct sigaction dfl;
+};
+
+/* The child between fork and exec: async-signal-safe calls only (no malloc,
+   no locks). Failures go to the parent as {step, errno} on the error pipe. */
+SBX__PRIVATE void sbx__proc_child(const struct sbx__proc_childctx *c)
+{
+    static const int sigs[] = {SIGHUP, SIGINT, SIGQUIT, SIGPIPE, SIGTERM, SIGALRM,
+                               SIGCHLD, SIGUSR1, SIGUSR2, SIGTSTP, SIGTTIN, SIGTTOU};
+    int report[2];
+    int fd, step = 1;
+    size_t i, off = 0;
+    if (setpgid(0, 0) == 0) {
+        step = 2;
+        for (i = 0; i < sizeof sigs / sizeof sigs[0]; i++) sigaction(sigs[i], &c->dfl, NULL);
+        sigprocmask(SIG_SETMASK, &c->empty, NULL);
+        if (dup2(c->devnull, 0) >= 0 && dup2(c->out_w, 1) >= 0 && dup2(c->err_w, 2) >= 0) {
+            for (fd = 3; fd <= c->maxfd; fd++)
+                if (fd != c->exec_w) close(fd);
+            step = 0;
+            execve(c->path, c->argv, c->envp);
+        }
+    }
+    report[0] = step;
+    report[1] = errno;
+    while (off < sizeof report) {
+        ssize_t w = write(c->exec_w, (const char *)report + off, sizeof report - off);
+        if (w > 0) off += (size_t)w;
+        else if (w < 0 && errno == EINTR) continue;
+        else break;
+    }
+    _exit(127);
+}
+
+/* ---- the drainer -------------------------------------------------------- */
+
+SBX__PRIVATE void sbx__proc_state_free(struct sbx__proc_state *st)
+{
+    sbx_allocator a = st->a;
+    sbx__proc_close_fd(&st->out_fd);
+    sbx__proc_close_fd(&st->err_fd);
+    sbx__proc_close_fd(&st->wake_rd);
+    sbx__proc_close_fd(&st->wake_wr);
+    pthread_cond_destroy(&st->cv);
+    pthread_mutex_destroy(&st->mu);
+    sbx__free(&a, st);
+}
+
+/* A complete stdout line is in st->cur (mu held). */
+SBX__PRIVATE void sbx__proc_line_done(struct sbx__proc_state *st)
+{
+    size_t n = st->cur_len;
+    if (n > 0 && st->cur[n - 1] == '\r') n--;
+    st->cur[n] = '\0';
+    st->out_lines++;
+    if (st->nkept < SBX__PROC_KEEP_LINES) {
+        memcpy(st->kept[st->nkept++], st->cur, n + 1);
+    } else {
+        memcpy(st->recent[st->recent_next], st->cur, n + 1);
+        st->recent_next = (st->recent_next + 1) % SBX__PROC_KEEP_LINES;
+        if (st->nrecent < SBX__PROC_KEEP_LINES) st->nrecent++;
+    }
+    if (st->wanting && !st->matched && n >= st->want_len &&
+        memcmp(st->cur, st->want, st->want_len) == 0) {
+        memcpy(st->match, st->cur, n + 1);
+        st->matched = 1;
+        pthread_cond_broadcast(&st->cv);
+    }
+    st->cur_len = 0;
+    st->cur_any = 0;
+}
+
+/* Split stdout bytes into lines; only the first SBX__PROC_LINE_MAX bytes of
+   a line are kept. Any byte value is accepted (mu held). */
+SBX__PRIVATE void sbx__proc_feed_out(struct sbx__proc_state *st, const char *p, size_t n)
+{
+    while (n > 0) {
+        const char *nl = (const char *)memchr(p, '\n', n);
+        size_t seg = nl ? (size_t)(nl - p) : n, room = SBX__PROC_LINE_MAX - st->cur_len;
+        if (seg > 0) st->cur_any = 1;
+        memcpy(st->cur + st->cur_len, p, seg < room ? seg : room);
+        st->cur_len += seg < room ? seg : room;
+        if (!nl) break;
+        sbx__proc_line_done(st);
+        p = nl + 1;
+        n -= seg + 1;
+    }
+}
+
+/* Keep the last SBX__PROC_ERR_TAIL stderr bytes in a ring (mu held). */
+SBX__PRIVATE void sbx__proc_feed_err(struct sbx__proc_state *st, const char *p, size_t n)
+{
+    st->err_bytes += n;
+    if (n >= SBX__PROC_ERR_TAIL) {
+        memcpy(st->tail, p + n - SBX__PROC_ERR_TAIL, SBX__PROC_ERR_TAIL);
+        st->tail_pos = 0;
+        st->tail_len = SBX__PROC_ERR_TAIL;
+        return;
+    }
+    while (n > 0) {
+        size_t k = SBX__PROC_ERR_TAIL - st->tail_pos;
+        if (k > n) k = n;
+        memcpy(st->tail + st->tail_pos, p, k);
+        st->tail_pos = (st->tail_pos + k) % SBX__PROC_ERR_TAIL;
+        st->tail_len = st->tail_len + k > SBX__PROC_ERR_TAIL ? SBX__PROC_ERR_TAIL : st->tail_len + k;
+        p += k;
+        n -= k;
+    }
+}
+
+/* The kept stderr bytes in order into out[SBX__PROC_ERR_TAIL]; *cut = 1 when
+   older bytes were dropped, so the first line may be a fragment (mu held). */
+SBX__PRIVATE size_t sbx__proc_tail_copy(const struct sbx__proc_state *st, char *out, int *cut)
+{
+    size_t start = (st->tail_pos + SBX__PROC_ERR_TAIL - st->tail_len) % SBX__PROC_ERR_TAIL;
+    size_t first = SBX__PROC_ERR_TAIL - start;
+    if (first > st->tail_len) first = st->tail_len;
+    memcpy(out, st->tail + start, first);
+    memcpy(out + first, st->tail, st->tail_len - first);
+    if (cut) *cut = st->err_bytes > st->tail_len;
+    return st->tail_len;
+}
+
+SBX__PRIVATE int sbx__proc_starts(const char *s, size_t n, const char *pre)
+{
+    size_t k = strlen(pre);
+    return n >= k && memcmp(s, pre, k) == 0;
+}
+
+/* The stderr line worth showing: the last one starting with "error:" or
+   "Error from server", else the last non-blank one. Copied into out (at most
+   cap - 1 bytes, control bytes shown as '?', tabs as spaces); returns its
+   length. `cut`: the first line is a fragment and is skipped. */
+SBX__PRIVATE size_t sbx__proc_pick_line(const char *s, size_t n, int cut, char *out, size_t cap)
+{
+    const char *best = NULL, *last = NULL;
+    size_t best_n = 0, last_n = 0, i = 0, k;
+    if (cap == 0) return 0;
+    if (cut) {
+        const char *nl = (const char *)memchr(s, '\n', n);
+        i = nl ? (size_t)(nl - s) + 1 : n;
+    }
+    while (i < n) {
+        const char *b = s + i, *nl = (const char *)memchr(b, '\n', n - i);
+        size_t len = nl ? (size_t)(nl - b) : n - i, t;
+        i += len + 1;
+        while (len > 0 && (b[len - 1] == '\r' || b[len - 1] == ' ' || b[len - 1] == '\t')) len--;
+        for (t = 0; t < len && (b[t] == ' ' || b[t] == '\t'); t++) {}
+        if (t == len) continue;
+        last = b;
+        last_n = len;
+        if (sbx__proc_starts(b, len, "error:") || sbx__proc_starts(b, len, "Error from server")) {
+            best = b;
+            best_n = len;
+        }
+    }
+    if (!best) {
+        best = last;
+        best_n = last_n;
+    }
+    if (best_n > cap - 1) best_n = cap - 1;
+    for (k = 0; k < best_n; k++) {
+        unsigned char c = (unsigned char)best[k];
+        out[k] = c == '\t' ? ' ' : (c < 0x20 || c == 0x7f) ? '?' : (char)c;
+    }
+    out[best_n] = '\0';
+    return best_n;
+}
+
+SBX__PRIVATE size_t sbx__proc_err_summary(const struct sbx__proc_state *st, char *out, size_t cap)
+{
+    char tail[SBX__PROC_ERR_TAIL];
+    int cut = 0;
+    size_t n = sbx__proc_tail_copy(st, tail, &cut);
+    return sbx__proc_pick_line(tail, n, cut, out, cap);
+}
+
+/* The drainer thread: reads both pipes until both end (or stop asks it to
+   give up), then waits for the child to exit and reaps it under mu, so
+   nobody can signal a pid that is no longer ours. */
+SBX__PRIVATE void *sbx__proc_drain(void *arg)
+{
+    struct sbx__proc_state *st = (struct sbx__proc_state *)arg;
+    char buf[8192];
+    int abandon = 0, r, status = 0, known = 0, orphan;
+    siginfo_t si;
+    pid_t w;
+    while (!abandon && (st->out_fd >= 0 || st->err_fd >= 0)) {
+        struct pollfd pf[3];
+        int *fdp[3];
+        int n = 0, i;
+        if (st->out_fd >= 0) { pf[n].fd = st->out_fd; fdp[n++] = &st->out_fd; }
+        if (st->err_fd >= 0) { pf[n].fd = st->err_fd; fdp[n++] = &st->err_fd; }
+        pf[n].fd = st->wake_rd;
+        fdp[n++] = NULL;
+        for (i = 0; i < n; i++) {
+            pf[i].events = POLLIN;
+            pf[i].revents = 0;
+        }
+        r = poll(pf, (nfds_t)n, -1); /* bounded by the child's life and by stop's wake-up */
+        if (r < 0) {
+            if (errno == EINTR || errno == EAGAIN) continue;
+            break;
+        }
+        for (i = 0; i < n; i++) {
+            ssize_t got;
+            int is_out;
+            if (!pf[i].revents) continue;
+            if (!fdp[i]) {
+                abandon = 1;
+                continue;
+            }
+            got = read(*fdp[i], buf, sizeof buf);
+            if (got < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)) continue;
+            is_out = fdp[i] == &st->out_fd;
+            pthread_mutex_lock(&st->mu);
+            if (got > 0) {
+                if (is_out) sbx__proc_feed_out(st, buf, (size_t)got);
+                else sbx__proc_feed_err(st, buf, (size_t)got);
+            } else { /* end of file, or an error that ends this pipe */
+                if (is_out) {
+                    if (st->cur_any) sbx__proc_line_done(st);
+                    st->out_eof = 1;
+                } else {
+                    st->err_eof = 1;
+                }
+                pthread_cond_broadcast(&st->cv);
+            }
+            pthread_mutex_unlock(&st->mu);
+            if (got <= 0) sbx__proc_close_fd(fdp[i]);
+        }
+    }
+    sbx__proc_close_fd(&st->out_fd);
+    sbx__proc_close_fd(&st->err_fd);
+    pthread_mutex_lock(&st->mu);
+    st->out_eof = st->err_eof = 1;
+    pthread_cond_broadcast(&st->cv);
+    pthread_mutex_unlock(&st->mu);
+
+    /* Wait for the exit without collecting it, then collect it under mu. */
+    for (;;) {
+        memset(&si, 0, sizeof si);
+        r = waitid(P_PID, (id_t)st->pid, &si, WEXITED | WNOWAIT);
+        if (r == 0 || errno != EINTR) break;
+    }
+    if (r != 0 && errno != ECHILD) {
+        /* A system without WNOWAIT: collect outside mu. Until `reaped` is
+           set below, a stop could signal a pid that was just recycled; that
+           window exists only on such systems. */
+        do w = waitpid(st->pid, &status, 0);
+        while (w < 0 && errno == EINTR);
+        known = w == st->pid;
+        pthread_mutex_lock(&st->mu);
+    } else {
+        pthread_mutex_lock(&st->mu);
+        if (r == 0) {
+            do w = waitpid(st->pid, &status, WNOHANG);
+            while (w < 0 && errno == EINTR);
+            known = w == st->pid;
+        }
+    }
+    st->reaped = 1; /* ECHILD: someone else collected it; it is gone either way */
+    st->status_known = known;
+    st->wstatus = status;
+    st->thread_done = 1;
+    orphan = st->orphaned;
+    pthread_cond_broadcast(&st->cv);
+    pthread_mutex_unlock(&st->mu);
+    if (orphan) sbx__proc_state_free(st);
+    return NULL;
+}
+
+/* Wait on st->cv until woken or `deadline` (mu held). 1 when the deadline passed. */
+SBX__PRIVATE int sbx__proc_cond_wait(struct sbx__proc_state *st, long long deadline)
+{
+    struct timespec ts;
+    long long now = sbx__now_ms(), left = deadline - now;
+    int r;
+    if (left <= 0) return 1;
+    if (left > 86400000LL) left = 86400000LL; /* a day per wait; callers loop */
+    if (st->mono) {
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+    } else {
+        clock_gettime(CLOCK_REALTIME, &ts);
+    }
+    ts.tv_sec += (time_t)(left / 1000);
+    ts.tv_nsec += (long)(left % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    r = pthread_cond_timedwait(&st->cv, &st->mu, &ts);
+    return r == ETIMEDOUT && sbx__now_ms() >= deadline;
+}
+
+/* A wait status as kind 0 unknown, 1 exited with `value`, 2 killed by signal `value`. */
+SBX__PRIVATE void sbx__proc_decode(int known, int wstatus, int *kind, int *value)
+{
+    *kind = 0;
+    *value = 0;
+    if (!known) return;
+    if (WIFEXITED(wstatus)) {
+        *kind = 1;
+        *value = WEXITSTATUS(wstatus);
+    } else if (WIFSIGNALED(wstatus)) {
+        *kind = 2;
+        *value = WTERMSIG(wstatus);
+    }
+}
+
+/* 1 when the child has exited (reaped, or a zombie not yet collected), with
+   how it ended in kind/value (see sbx__proc_decode). mu held. */
+SBX__PRIVATE int sbx__proc_exited(struct sbx__proc_state *st, int *kind, int *value)
+{
+    siginfo_t si;
+    *kind = *value = 0;
+    if (st->reaped) {
+        sbx__proc_decode(st->status_known, st->wstatus, kind, value);
+        return 1;
+    }
+    memset(&si, 0, sizeof si);
+    if (waitid(P_PID, (id_t)st->pid, &si, WEXITED | WNOHANG | WNOWAIT) != 0) return errno == ECHILD;
+    if (si.si_pid != st->pid) return 0;
+    *kind = si.si_code == CLD_EXITED ? 1 : 2;
+    *value = si.si_status;
+    return 1;
+}
+
+SBX__PRIVATE void sbx__proc_status_text(int kind, int value, char *buf, size_t cap)
+{
+    if (kind == 1) snprintf(buf, cap, "exited with status %d", value);
+    else if (kind == 2) snprintf(buf, cap, "killed by signal %d", value);
+    else snprintf(buf, cap, "exited (status unknown)");
+}
+
+/* Send sig to the child's group (and to the child itself if the group is
+   gone). Only while not reaped, under mu: the pid is still ours. */
+SBX__PRIVATE void sbx__proc_signal(struct sbx__proc_state *st, int sig)
+{
+    if (st->reaped || st->pid <= 0) return;
+    if (kill(-st->pid, sig) != 0 || sig == SIGKILL) kill(st->pid, sig);
+}
+
+/* ---- the interface -------------------------------------------------------- */
+
+/* A fresh state with its lock and condition variable (CLOCK_MONOTONIC where
+   possible); NULL when out of memory or locks. */
+SBX__PRIVATE struct sbx__proc_state *sbx__proc_state_new(const sbx_allocator *al)
+{
+    pthread_condattr_t ca;
+    int rc;
+    struct sbx__proc_state *st = (struct sbx__proc_state *)sbx__malloc(al, sizeof *st);
+    if (!st) return NULL;
+    memset(st, 0, sizeof *st);
+    st->a = *al;
+    st->out_fd = st->err_fd = st->wake_rd = st->wake_wr = -1;
+    if (pthread_mutex_init(&st->mu, NULL) != 0) {
+        sbx__free(al, st);
+        return NULL;
+    }
+    rc = pthread_condattr_init(&ca);
+    if (rc == 0) {
+#if SBX__PROC_MONO_COND
+        st->mono = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) == 0;
+#endif
+        rc = pthread_cond_init(&st->cv, &ca);
+        pthread_condattr_destroy(&ca);
+    }
+    if (rc != 0) {
+        pthread_mutex_destroy(&st->mu);
+        sbx__free(al, st);
+        return NULL;
+    }
+    return st;
+}
+
+/* After fork: 0 when the child reached exec (its error pipe closed with no
+   report); else -1 with report = {step, errno}, step -1 meaning no exec
+   within SBX__PROC_EXEC_WAIT_MS. */
+SBX__PRIVATE int sbx__proc_exec_report(int fd, int report[2])
+{
+    size_t got = 0, want = 2 * sizeof(int);
+    long long dl = sbx__deadline(SBX__PROC_EXEC_WAIT_MS);
+    while (got < want) {
+        ssize_t r;
+        if (sbx__poll1(fd, POLLIN, dl) != 1) {
+            report[0] = -1;
+            report[1] = ETIMEDOUT;
+            return -1;
+        }
+        r = read(fd, (char *)report + got, want - got);
+        if (r > 0) got += (size_t)r;
+        else if (r == 0 || (errno != EINTR && errno != EAGAIN)) break;
+    }
+    if (got == 0) return 0;
+    if (got < want) {
+        report[0] = 0;
+        report[1] = EIO;
+    }
+    return -1;
+}
+
+SBX__PRIVATE int sbx__proc_spawn(sbx__proc *p, char *const argv[], char *const env_extra[],
+                                 const sbx_allocator *a, sbx_error *e)
+{
+    sbx_allocator al = sbx__allocator(a);
+    struct sbx__proc_state *st = NULL;
+    struct sbx__proc_childctx cc;
+    char *path = NULL;
+    char **envp = NULL;
+    int outp[2] = {-1, -1}, errp[2] = {-1, -1}, execp[2] = {-1, -1}, wake[2] = {-1, -1};
+    int devnull = -1, err = 0, report[2], rc, status;
+    const char *base;
+    pid_t pid, w;
+    pthread_attr_t attr;
+
+    if (!p) return sbx__fail(e, SBX_ERR_INVALID_ARG, "spawn: no process handle");
+    if (p->st) return sbx__fail(e, SBX_ERR_INVALID_ARG, "spawn: a child is already running on this handle");
+    if (!argv || !argv[0] || !argv[0][0])
+        return sbx__fail(e, SBX_ERR_INVALID_ARG, "spawn: empty command");
+    p->pid = 0;
+    p->started = 0;
+    p->status_known = 0;
+    p->wstatus = 0;
+    p->stop_result = SBX_OK;
+    p->errline[0] = '\0';
+    base = strrchr(argv[0], '/');
+    base = base && base[1] ? base + 1 : argv[0];
+    snprintf(p->name, sizeof p->name, "%s", base);
+
+    path = sbx__proc_which(&al, argv[0], &err);
+    if (!path) {
+        if (err == ENOMEM) return sbx__fail(e, SBX_ERR_NOMEM, "spawn %s: out of memory", p->name);
+        return sbx__fail_sys(e, SBX_ERR_SPAWN, err, "cannot run \"%s\"", argv[0]);
+    }
+    envp = sbx__proc_envp(&al, env_extra, &err);
+    st = envp ? sbx__proc_state_new(&al) : NULL;
+    if (!st) {
+        sbx__free(&al, path);
+        sbx__free(&al, envp);
+        return sbx__fail(e, SBX_ERR_NOMEM, "spawn %s: out of memory", p->name);
+    }
+
+    devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (devnull < 0 || sbx__proc_fd_high(&devnull) != 0 || sbx__proc_pipe(outp) != 0 ||
+        sbx__proc_pipe(errp) != 0 || sbx__proc_pipe(execp) != 0 || sbx__proc_pipe(wake) != 0 ||
+        sbx__set_nonblock(outp[0], 1) != 0 || sbx__set_nonblock(errp[0], 1) != 0 ||
+        sbx__set_nonblock(wake[1], 1) != 0) {
+        err = errno;
+        rc = sbx__fail_sys(e, SBX_ERR_SYS, err, "spawn %s: cannot create pipes", p->name);
+        goto fail;
+    }
+
+    memset(&cc, 0, sizeof cc);
+    cc.path = path;
+    cc.argv = argv;
+    cc.envp = envp;
+    cc.devnull = devnull;
+    cc.out_w = outp[1];
+    cc.err_w = errp[1];
+    cc.exec_w = execp[1];
+    cc.maxfd = sbx__proc_max_fd();
+    sigemptyset(&cc.empty);
+    cc.dfl.sa_handler = SIG_DFL;
+    sigemptyset(&cc.dfl.sa_mask);
+    cc.dfl.sa_flags = 0;
+
+    pid = fork();
+    if (pid < 0) {
+        err = errno;
+        rc = sbx__fail_sys(e, SBX_ERR_SPAWN, err, "cannot run \"%s\": fork", argv[0]);
+        goto fail;
+    }
+    if (pid == 0) sbx__proc_child(&cc); /* never returns */
+
+    sbx__proc_close_fd(&devnull);
+    sbx__proc_close_fd(&outp[1]);
+    sbx__proc_close_fd(&errp[1]);
+    sbx__proc_close_fd(&execp[1]);
+    sbx__free(&al, path);
+    sbx__free(&al, envp);
+    path = NULL;
+    envp = NULL;
+
+    rc = sbx__proc_exec_report(execp[0], report);
+    sbx__proc_close_fd(&execp[0]);
+    if (rc != 0) {
+        if (report[0] < 0) kill(pid, SIGKILL); /* stuck before exec */
+        do w = waitpid(pid, &status, 0);
+        while (w < 0 && errno == EINTR);
+        if (report[0] < 0)
+            rc = sbx__fail(e, SBX_ERR_SPAWN, "cannot run \"%s\": no exec within %d ms", argv[0],
+                           SBX__PROC_EXEC_WAIT_MS);
+        else if (report[0] == 0)
+            rc = sbx__fail_sys(e, SBX_ERR_SPAWN, report[1], "cannot run \"%s\"", argv[0]);
+        else
+            rc = sbx__fail_sys(e, SBX_ERR_SPAWN, report[1], "cannot run \"%s\": %s", argv[0],
+                               report[0] == 1 ? "setpgid" : "dup2");
+        goto fail;
+    }
+
+    st->pid = pid;
+    st->out_fd = outp[0];
+    st->err_fd = errp[0];
+    st->wake_rd = wake[0];
+    st->wake_wr = wake[1];
+    outp[0] = errp[0] = wake[0] = wake[1] = -1;
+    rc = pthread_attr_init(&attr);
+    if (rc == 0) {
+        pthread_attr_setstacksize(&attr, SBX__PROC_STACK); /* keeps the default if refused */
+        rc = pthread_create(&p->thread, &attr, sbx__proc_drain, st);
+        pthread_attr_destroy(&attr);
+    }
+    if (rc != 0) {
+        kill(-pid, SIGKILL);
+        kill(pid, SIGKILL);
+        do w = waitpid(pid, &status, 0);
+        while (w < 0 && errno == EINTR);
+        rc = sbx__fail_sys(e, SBX_ERR_SYS, rc, "spawn %s: cannot start the output reader thread", p->name);
+        goto fail;
+    }
+    p->st = st;
+    p->pid = pid;
+    p->started = 1;
+    p->spawn_ms = sbx__now_ms();
+    return SBX_OK;
+
+fail:
+    sbx__proc_close_fd(&devnull);
+    sbx__proc_close_fd(&outp[0]);
+    sbx__proc_close_fd(&outp[1]);
+    sbx__proc_close_fd(&errp[0]);
+    sbx__proc_close_fd(&errp[1]);
+    sbx__proc_close_fd(&execp[0]);
+    sbx__proc_close_fd(&execp[1]);
+    sbx__proc_close_fd(&wake[0]);
+    sbx__proc_close_fd(&wake[1]);
+    sbx__free(&al, path);
+    sbx__free(&al, envp);
+    sbx__proc_state_free(st);
+    return rc;
+}
+
+/* Append s to the NUL-terminated buf, cutting at cap - 1 bytes. */
+SBX__PRIVATE void sbx__proc_cat(char *buf, size_t cap, const char *s)
+{
+    size_t n = strlen(buf), k = strlen(s);
+    if (n + 1 >= cap) return;
+    if (k > cap - 1 - n) k = cap - 1 - n;
+    memcpy(buf + n, s, k);
+    buf[n + k] = '\0';
+}
+
+SBX__PRIVATE int sbx__proc_wait_line(sbx__proc *p, const char *prefix, char *line, size_t cap,
+                                     long long deadline, sbx_error *e)
+{
+    struct sbx__proc_state *st = p ? p->st : NULL;
+    size_t plen, n;
+    int i, rc, kind = 0, value = 0;
+    char what[64], err[256];
+    long long d2;
+    if (line && cap) line[0] = '\0';
+    if (!st) return sbx__fail(e, SBX_ERR_CLOSED, "no child process is running");
+    if (!prefix) prefix = "";
+    plen = strlen(prefix);
+    if (plen > SBX__PROC_LINE_MAX)
+        return sbx__fail(e, SBX_ERR_INVALID_ARG, "wait for a line: prefix longer than %d bytes",
+                         SBX__PROC_LINE_MAX);
+    pthread_mutex_lock(&st->mu);
+    for (i = 0; i < st->nkept + st->nrecent; i++) {
+        const char *l = i < st->nkept ? st->kept[i]
+                        : st->recent[(st->recent_next + SBX__PROC_KEEP_LINES - st->nrecent + i - st->nkept) %
+                                     SBX__PROC_KEEP_LINES];
+        if (strncmp(l, prefix, plen) == 0) {
+            if (line && cap) sbx__proc_cat(line, cap, l);
+            pthread_mutex_unlock(&st->mu);
+            return SBX_OK;
+        }
+    }
+    if (!(st->matched && st->want_len == plen && memcmp(st->want, prefix, plen) == 0)) {
+        memcpy(st->want, prefix, plen + 1);
+        st->want_len = plen;
+        st->matched = 0;
+    }
+    st->wanting = 1;
+    for (;;) {
+        if (st->matched) {
+            if (line && cap) sbx__proc_cat(line, cap, st->match);
+            st->wanting = 0;
+            pthread_mutex_unlock(&st->mu);
+            return SBX_OK;
+        }
+        if (st->out_eof) break;
+        if (sbx__proc_cond_wait(st, deadline)) break;
+    }
+    st->wanting = 0;
+    if (!st->out_eof) {
+        /* Deadline. */
+        n = sbx__proc_err_summary(st, err, sizeof err);
+        pthread_mutex_unlock(&st->mu);
+        return sbx__fail(e, SBX_ERR_TIMEOUT, "%s printed no line starting with \"%s\" within %lld ms%s%s",
+                         p->name, prefix, sbx__now_ms() - p->spawn_ms, n ? "; its error output: " : "",
+                         n ? err : "");
+    }
+    /* Standard output ended: the line will never come. Give the exit (and the
+       last stderr bytes, read before the reap) a moment to arrive. */
+    d2 = sbx__now_ms() + SBX__PROC_EXIT_WAIT_MS;
+    if (d2 > deadline) d2 = deadline;
+    while (!st->reaped)
+        if (sbx__proc_cond_wait(st, d2)) break;
+    rc = sbx__proc_exited(st, &kind, &value);
+    n = sbx__proc_err_summary(st, err, sizeof err);
+    pthread_mutex_unlock(&st->mu);
+    if (!rc)
+        return sbx__fail(e, SBX_ERR_SPAWN, "%s closed its output without printing a line starting with \"%s\"%s%s",
+                         p->name, prefix, n ? ": " : "", n ? err : "");
+    sbx__proc_status_text(kind, value, what, sizeof what);
+    if (n) return sbx__fail(e, SBX_ERR_SPAWN, "%s %s: %s", p->name, what, err);
+    return sbx__fail(e, SBX_ERR_SPAWN, "%s %s without printing a line starting with \"%s\"", p->name, what,
+                     prefix);
+}
+
+SBX__PRIVATE int sbx__proc_running(sbx__proc *p)
+{
+    struct sbx__proc_state *st = p ? p->st : NULL;
+    int kind, value, r;
+    if (!st) return 0;
+    pthread_mutex_lock(&st->mu);
+    r = !sbx__proc_exited(st, &kind, &value);
+    pthread_mutex_unlock(&st->mu);
+    return r;
+}
+
+SBX__PRIVATE int sbx__proc_stop(sbx__proc *p, int first_signal, int grace_ms)
+{
+    struct sbx__proc_state *st = p ? p->st : NULL;
+    long long dl;
+    char one = 'x';
+    ssize_t wr;
+    int done;
+    if (!st) return p ? p->stop_result : SBX_OK;
+    pthread_mutex_lock(&st->mu);
+    if (first_signal > 0) sbx__proc_signal(st, first_signal);
+    dl = sbx__deadline(grace_ms);
+    while (!st->reaped)
+        if (sbx__proc_cond_wait(st, dl)) break;
+    if (!st->reaped) {
+        /* Too slow, or something else holds the pipes: kill the group and
+           tell the drainer to stop reading and collect the child. */
+        sbx__proc_signal(st, SIGKILL);
+        do wr = write(st->wake_wr, &one, 1);
+        while (wr < 0 && errno == EINTR);
+        dl = sbx__deadline(SBX__PROC_KILL_WAIT_MS);
+        while (!st->reaped)
+            if (sbx__proc_cond_wait(st, dl)) break;
+    }
+    sbx__proc_err_summary(st, p->errline, sizeof p->errline);
+    p->status_known = st->reaped && st->status_known;
+    p->wstatus = st->wstatus;
+    done = st->thread_done;
+    if (!done) st->orphaned = 1; /* the drainer frees the state when the child finally goes */
+    pthread_mutex_unlock(&st->mu);
+    if (done) {
+        pthread_join(p->thread, NULL);
+        sbx__proc_state_free(st);
+        p->stop_result = SBX_OK;
+    } else {
+        pthread_detach(p->thread);
+        p->stop_result = SBX_ERR_TIMEOUT;
+    }
+    p->st = NULL;
+    p->pid = 0;
+    return p->stop_result;
+}
+
+SBX__PRIVATE void sbx__proc_describe(sbx__proc *p, char *buf, size_t cap)
+{
+    struct sbx__proc_state *st = p ? p->st : NULL;
+    char what[64], err[256];
+    int kind = 0, value = 0, exited;
+    if (!buf || cap == 0) return;
+    buf[0] = '\0';
+    if (!st) {
+        if (!p || !p->started) {
+            sbx__proc_cat(buf, cap, "not started");
+        } else if (p->stop_result != SBX_OK) {
+            sbx__proc_cat(buf, cap, "did not end after SIGKILL (left to a reaper thread)");
+        } else {
+            sbx__proc_decode(p->status_known, p->wstatus, &kind, &value);
+            sbx__proc_status_text(kind, value, what, sizeof what);
+            sbx__proc_cat(buf, cap, what);
+            if (p->errline[0]) sbx__proc_cat(buf, cap, ": ");
+            sbx__proc_cat(buf, cap, p->errline);
+        }
+        return;
+    }
+    pthread_mutex_lock(&st->mu);
+    exited = sbx__proc_exited(st, &kind, &value);
+    sbx__proc_err_summary(st, err, sizeof err);
+    pthread_mutex_unlock(&st->mu);
+    if (!exited) {
+        sbx__proc_cat(buf, cap, "running");
+        return;
+    }
+    sbx__proc_status_text(kind, value, what, sizeof what);
+    sbx__proc_cat(buf, cap, what);
+    if (err[0]) sbx__proc_cat(buf, cap, ": ");
+    sbx__proc_cat(buf, cap, err);
+}
+
+SBX__PRIVATE int sbx__proc_status(sbx__proc *p)
+{
+    struct sbx__proc_state *st = p ? p->st : NULL;
+    int r = -1;
+    if (!st) return p && p->started && p->status_known ? p->wstatus : -1;
+    pthread_mutex_lock(&st->mu);
+    if (st->reaped && st->status_known) r = st->wstatus;
+    pthread_mutex_unlock(&st->mu);
+    return r;
+}
+
+SBX__PRIVATE unsigned long long sbx__proc_stdout_lines(sbx__proc *p)
+{
+    struct sbx__proc_state *st = p ? p->st : NULL;
+    unsigned long long n;
+    if (!st) return 0;
+    pthread_mutex_lock(&st->mu);
+    n = st->out_lines;
+    pthread_mutex_unlock(&st->mu);
+    return n;
+}
+
+SBX__PRIVATE size_t sbx__proc_stderr_tail(sbx__proc *p, char *buf, size_t cap)
+{
+    struct sbx__proc_state *st = p ? p->st : NULL;
+    char tail[SBX__PROC_ERR_TAIL];
+    size_t n, skip = 0;
+    if (!buf || cap == 0) return 0;
+    buf[0] = '\0';
+    if (!st) return 0;
+    pthread_mutex_lock(&st->mu);
+    n = sbx__proc_tail_copy(st, tail, NULL);
+    pthread_mutex_unlock(&st->mu);
+    if (n > cap - 1) skip = n - (cap - 1);
+    memcpy(buf, tail + skip, n - skip);
+    buf[n - skip] = '\0';
+    return n - skip;
+}
 
 /* ======================================================================== */
 /* >>kube: Kubernetes API access, claims, watch                             */

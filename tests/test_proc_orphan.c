@@ -1,0 +1,110 @@
+/* tests/test_proc_orphan.c - the rare path of sbx__proc_stop: the child does
+   not end within SBX__PROC_KILL_WAIT_MS of SIGKILL (in real life: stuck in
+   the kernel), so stop returns SBX_ERR_TIMEOUT and leaves the reaping and the
+   freeing to the detached drainer. Compiled with a kill wait of 0, which makes
+   that path deterministic: stop holds the lock from SIGKILL to its check, so
+   the drainer cannot have collected the child in between. The drainer must
+   then finish the job alone: the child is reaped, every descriptor closed,
+   all memory freed (ASan's leak check at exit). */
+#define SBX__PROC_KILL_WAIT_MS 0
+#define SANDBOX_IMPLEMENTATION
+#include "sandbox.h"
+#include "test.h"
+
+#include <dirent.h>
+
+static int count_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    struct dirent *de;
+    int n = 0;
+    if (!d) d = opendir("/dev/fd");
+    if (!d) return -1;
+    while ((de = readdir(d)) != NULL)
+        if (de->d_name[0] >= '0' && de->d_name[0] <= '9') n++;
+    closedir(d);
+    return n - 1; /* the listing's own descriptor */
+}
+
+static char *W(const char *s)
+{
+    union {
+        const char *c;
+        char *m;
+    } u;
+    u.c = s;
+    return u.m;
+}
+
+TEST(t_orphaned_drainer_finishes_alone)
+{
+    sbx__proc p;
+    sbx_error e;
+    char line[64], buf[128], *argv[4];
+    int fds0 = count_fds(), r, clean = 0;
+    long long dl;
+    argv[0] = W("/bin/sh");
+    argv[1] = W("-c");
+    argv[2] = W("trap '' INT TERM; echo ready; exec sleep 30");
+    argv[3] = NULL;
+    memset(&p, 0, sizeof p);
+    r = sbx__proc_spawn(&p, argv, NULL, NULL, &e);
+    CHECK_MSG(r == SBX_OK, "%s", e.msg);
+    if (r != SBX_OK) return;
+    CHECK_EQ_INT(sbx__proc_wait_line(&p, "ready", line, sizeof line, sbx__deadline(5000), &e), SBX_OK);
+    CHECK_EQ_INT(sbx__proc_stop(&p, SIGTERM, 0), SBX_ERR_TIMEOUT);
+    CHECK_EQ_INT(sbx__proc_stop(&p, SIGTERM, 0), SBX_ERR_TIMEOUT); /* idempotent: same answer */
+    CHECK(p.st == NULL && p.pid == 0);
+    CHECK_EQ_INT(sbx__proc_running(&p), 0);
+    sbx__proc_describe(&p, buf, sizeof buf);
+    CHECK_STR(buf, "did not end after SIGKILL (left to a reaper thread)");
+    /* the detached drainer reaps the child and closes its descriptors soon */
+    dl = sbx__deadline(5000);
+    while (sbx__now_ms() < dl) {
+        pid_t w;
+        errno = 0;
+        w = waitpid(-1, NULL, WNOHANG);
+        if (w == 0) { /* still ours and not yet collected: wait a little */
+            poll(NULL, 0, 5);
+            continue;
+        }
+        if (w == -1 && errno == ECHILD && count_fds() == fds0) {
+            clean = 1;
+            break;
+        }
+        if (w > 0) break; /* the test collected it: the drainer did not */
+        poll(NULL, 0, 5);
+    }
+    CHECK_MSG(clean, "descriptors %d (before %d), or the child was not reaped by the drainer", count_fds(), fds0);
+}
+
+/* With the same zero kill wait, a child that obeys the first signal is
+   reaped during the grace and stop succeeds as usual. */
+TEST(t_obedient_child_unaffected)
+{
+    sbx__proc p;
+    sbx_error e;
+    char line[64], *argv[4];
+    int r;
+    argv[0] = W("/bin/sh");
+    argv[1] = W("-c");
+    argv[2] = W("echo ready; exec sleep 30");
+    argv[3] = NULL;
+    memset(&p, 0, sizeof p);
+    r = sbx__proc_spawn(&p, argv, NULL, NULL, &e);
+    CHECK_MSG(r == SBX_OK, "%s", e.msg);
+    if (r != SBX_OK) return;
+    CHECK_EQ_INT(sbx__proc_wait_line(&p, "ready", line, sizeof line, sbx__deadline(5000), &e), SBX_OK);
+    CHECK_EQ_INT(sbx__proc_stop(&p, SIGTERM, 3000), SBX_OK);
+    CHECK(WIFSIGNALED(sbx__proc_status(&p)) && WTERMSIG(sbx__proc_status(&p)) == SIGTERM);
+    errno = 0;
+    CHECK(waitpid(-1, NULL, WNOHANG) == -1 && errno == ECHILD);
+}
+
+int main(void)
+{
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    RUN(t_orphaned_drainer_finishes_alone);
+    RUN(t_obedient_child_unaffected);
+    return test_summary("proc_orphan");
+}
