@@ -50,6 +50,13 @@ $(B)/%: examples/%.c sandbox.h | $(B)
 
 examples: $(EXAMPLE_BINS)
 
+# Performance, measured not asserted: optimised build, no sanitizers.
+$(B)/bench: tests/bench.c tests/e2e.h sandbox.h | $(B)
+	$(CC) $(CSTD) -O2 -g -I. -Itests $< -o $@ $(LDLIBS)
+
+bench: $(B)/bench
+	@$(B)/bench
+
 SUITES = compile="sh tests/compile/run.sh" \
          $(foreach t,$(UNIT_BINS),$(notdir $(t))="$(t)") \
          $(foreach f,$(FUZZ_NAMES),replay_$(f)="$(B)/replay_$(f) tests/fuzz/corpus/$(f)") \
@@ -69,6 +76,17 @@ fuzz: $(patsubst %,$(B)/fuzz_%,$(FUZZ_NAMES))
 	     grep -E 'stat::number_of_executed_units|stat::average_exec_per_sec|ERROR|SUMMARY|Done' ; \
 	  ! ls $(B)/crash_$$f-* >/dev/null 2>&1 || { echo "fuzz $$f found a crash"; exit 1; }; \
 	done
+
+# The quickstart against a freshly started dev cluster, which is stopped again
+# whatever happens. Uses the real kubectl, or the shim where kubectl is missing.
+demo: $(B)/quickstart
+	@rm -rf $(B)/demo; \
+	 if ! command -v kubectl >/dev/null 2>&1; then \
+	   echo "demo: kubectl is not installed; using tests/kubectl-shim/kubectl"; \
+	   export SANDBOX_KUBECTL=$(CURDIR)/tests/kubectl-shim/kubectl; fi; \
+	 $(PYTHON) tests/devcluster/cluster.py up --state $(B)/demo >/dev/null || exit 1; \
+	 KUBECONFIG=$(CURDIR)/$(B)/demo/kubeconfig KUBECACHEDIR=$(CURDIR)/$(B)/demo/kubecache $(B)/quickstart; rc=$$?; \
+	 $(PYTHON) tests/devcluster/cluster.py down --state $(B)/demo >/dev/null; exit $$rc
 
 devcluster-up:
 	@$(PYTHON) tests/devcluster/cluster.py up --state $(STATE)

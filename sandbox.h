@@ -412,6 +412,17 @@ SBX__PRIVATE SBX__PRINTF(2, 3) sbx_result sbx__err_prefix(sbx_error *e, const ch
     return e->code;
 }
 
+/* snprintf into a fixed buffer where cutting the text short is acceptable
+   (messages, descriptions). */
+SBX__PRIVATE SBX__PRINTF(3, 4) void sbx__fmt(char *buf, size_t cap, const char *fmt, ...)
+{
+    va_list ap;
+    if (!cap) return;
+    va_start(ap, fmt);
+    vsnprintf(buf, cap, fmt, ap);
+    va_end(ap);
+}
+
 /* ---- growable byte buffer (always NUL-terminated once allocated) ------- */
 
 typedef struct sbx__buf {
