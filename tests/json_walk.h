@@ -147,6 +147,7 @@ static const char *json_walk(const char *js, size_t len, const sbx__jtok *t, int
                     char kb[256], path[300];
                     size_t kl = 0;
                     int want, got;
+                    if (m >= 64) break;   /* quadratic below; enough for the fuzzer */
                     if (sbx__json_unescape(js, t, key, kb, sizeof kb, &kl) != 0) continue;
                     want = jw_last_member(js, t, i, kb, kl);
                     if (want < 0 || !sbx__json_eqn(js, t, want - 1, kb, kl)) return "member lookup lost a key";

@@ -674,6 +674,20 @@ TEST(unescape)
     CHECK_EQ_INT(sbx__json_unescape("[1]", toks, 1, small, 4, &need), -2);
     CHECK_EQ_INT(sbx__json_unescape("[1]", toks, 0, small, 4, &need), -2);
     CHECK_EQ_INT(sbx__json_unescape("[1]", toks, -1, small, 4, &need), -2);
+    /* tokens not made by the scanner (malformed escapes) are read safely and never grow */
+    {
+        const char *raw = "\\u12\\uZZZZ\\";
+        sbx__jtok hand[1];
+        char out[32];
+        hand[0].type = SBX__JSON_STRING;
+        hand[0].start = 0;
+        hand[0].end = strlen(raw);
+        hand[0].size = 0;
+        hand[0].next = 1;
+        CHECK_EQ_INT(sbx__json_unescape(raw, hand, 0, out, sizeof out, &need), 0);
+        CHECK_STR(out, raw);
+        CHECK(sbx__json_eq(raw, hand, 0, raw));
+    }
     /* strdup: exact, counted allocations, failures */
     CHECK_EQ_INT(P("[\"x\\u0000y\",2]"), 3);
     CHECK_EQ_INT(sbx__json_strdup(&a, "[\"x\\u0000y\",2]", toks, 1, &dup, &need), 0);
@@ -939,6 +953,32 @@ TEST(write_str_every_single_byte)
     }
 }
 
+/* Long runs of one ASCII byte: the size counted before writing must match
+   what is written (ASan catches a short reservation; the buffer grows from
+   256 bytes, so short strings would hide it). */
+TEST(write_str_long_runs)
+{
+    static char run[3000];
+    int v;
+    for (v = 0; v < 0x80; v++) {
+        sbx_allocator a = sbx__allocator(NULL);
+        sbx__buf b;
+        size_t per = v == '"' || v == '\\' || v == '\b' || v == '\f' || v == '\n' || v == '\r' || v == '\t' ? 2
+                     : v < 0x20 ? 6 : 1;
+        sbx__jtok t[1];
+        size_t blen = 0;
+        static char back[3001];
+        memset(run, v, sizeof run);
+        sbx__buf_init(&b, &a);
+        CHECK_EQ_INT(sbx__json_write_str(&b, run, sizeof run), 0);
+        CHECK_MSG(b.len == per * sizeof run + 2, "byte 0x%02x: %u bytes", v, (unsigned)b.len);
+        CHECK(sbx__json_parse(b.data, b.len, t, 1) == 1 &&
+              sbx__json_unescape(b.data, t, 0, back, sizeof back, &blen) == 0 && blen == sizeof run &&
+              memcmp(back, run, sizeof run) == 0);
+        sbx__buf_free(&b);
+    }
+}
+
 static int roundtrip(const char *s, size_t n, sbx__buf *b)
 {
     sbx__jtok t[2];
@@ -1176,6 +1216,7 @@ int main(void)
     RUN(double_against_strtod);
     RUN(write_str);
     RUN(write_str_every_single_byte);
+    RUN(write_str_long_runs);
     RUN(write_str_round_trip);
     RUN(parse_alloc);
     RUN(strerror_texts);
