@@ -664,44 +664,785 @@ SBX__PRIVATE int sbx__pct_encode_segment(sbx__buf *b, const char *s, size_t n)
 /* ======================================================================== */
 /* >>json: strict RFC 8259 scanner (no allocation) and a string writer      */
 /* ======================================================================== */
-/* CONTRACT (implemented by the json section):
+/* A strict RFC 8259 scanner in the style of jsmn: it never allocates and never
+   copies; tokens are byte ranges into the caller's buffer (js, len), which needs
+   no NUL terminator and is never read past len. No recursion: open containers
+   live on a stack array of SBX_JSON_MAX_DEPTH entries (5 bytes each).
 
-   Token types: SBX__JSON_OBJECT, _ARRAY, _STRING, _NUMBER, _TRUE, _FALSE, _NULL.
-   typedef struct sbx__jtok {
-       int type;
-       size_t start, end;  -- byte range in the text; strings exclude the quotes
-       int size;           -- object: number of members; array: number of elements
-       int next;           -- index of the first token after this token's subtree
-   } sbx__jtok;
-   An object token is followed by key, value-subtree, key, value-subtree...
-   Iterate an array: for (i = arr + 1, k = 0; k < t[arr].size; k++, i = t[i].next)
+   Tokens. type is one of SBX__JSON_OBJECT, _ARRAY, _STRING, _NUMBER, _TRUE,
+   _FALSE, _NULL. [start, end) is the byte range in js (strings exclude their
+   quotes; containers include their brackets). size is the number of members
+   (object) or elements (array), 0 for scalars. next is the index of the first
+   token after this token's subtree, so a subtree is skipped in O(1). An object
+   token is followed by key, value-subtree, key, value-subtree... (keys are
+   STRING tokens). Iterate with SBX__JSON_FOREACH / SBX__JSON_FOREACH_MEMBER:
+       int i, k;
+       SBX__JSON_FOREACH(t, arr, i, k) { ... element token i ... }
+       SBX__JSON_FOREACH_MEMBER(t, obj, i, k) { ... key i, value i + 1 ... }
+
+   What is accepted (the RFC grammar, nothing more): exactly one value with
+   optional whitespace (space, tab, LF, CR) around it; numbers
+   -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)? of any length; strings without
+   raw bytes < 0x20, with only the escapes \" \\ \/ \b \f \n \r \t \uXXXX, and
+   whose raw bytes are well-formed UTF-8 (RFC 3629: no overlong forms, no
+   UTF-8-encoded surrogates, nothing above U+10FFFF, no truncated sequences); no
+   byte order mark; duplicate keys are allowed. \u escapes of lone UTF-16
+   surrogates are accepted (as Go's encoding/json and Python's json module do)
+   and unescape to U+FFFD; a high surrogate escape followed by a low one
+   unescapes to the 4-byte UTF-8 form of the pair. So every unescaped string is
+   valid UTF-8 (\u0000 gives a NUL byte inside it).
 
    int sbx__json_parse(const char *js, size_t len, sbx__jtok *toks, int ntoks);
-       Strict: exactly one value, surrounding whitespace only; depth <= SBX_JSON_MAX_DEPTH.
-       Returns the token count, or SBX__JSON_ERR_NOMEM (-1, more tokens needed),
-       SBX__JSON_ERR_INVALID (-2), SBX__JSON_ERR_PARTIAL (-3, input ended early),
-       SBX__JSON_ERR_DEPTH (-4). toks == NULL: only count (returns the count needed).
+       The token count (>= 1), or
+       SBX__JSON_ERR_NOMEM   (-1) the text is valid but needs more than ntoks
+                                  tokens (call with toks == NULL to count them),
+                                  or more than INT_MAX tokens;
+       SBX__JSON_ERR_INVALID (-2) a byte breaks the grammar;
+       SBX__JSON_ERR_PARTIAL (-3) the input ends early: every byte so far fits
+                                  (this includes empty and all-blank input);
+       SBX__JSON_ERR_DEPTH   (-4) more than SBX_JSON_MAX_DEPTH nested containers.
+       The text is scanned left to right and the first problem is reported.
+       toks == NULL only counts. After an error the tokens hold nothing useful.
+       js may be NULL when len is 0.
+   int sbx__json_parse_pos(js, len, toks, ntoks, size_t *errpos);
+       The same; on an error *errpos is the offset of the offending byte (len
+       for PARTIAL and NOMEM), for messages; untouched on success.
    int sbx__json_parse_alloc(const sbx_allocator *a, const char *js, size_t len, sbx__jtok **toks);
-       Counts, allocates, parses. Same returns; on success *toks is freed with sbx__free(a, ...).
+       Counts, allocates exactly, parses. Same returns (-1 also when the
+       allocation fails); on success free *toks with sbx__free(a, *toks), on
+       failure *toks is NULL.
+   const char *sbx__json_strerror(int code);       text for a negative return.
+
+   Lookups (t, ntok are what parse returned; every index is bounds-checked):
    int sbx__json_get(const char *js, const sbx__jtok *t, int ntok, int at, const char *path);
-       "status.sandbox.name", "items[0].metadata.name", "" (at itself). Token index or -1.
-   int sbx__json_find(const char *js, const sbx__jtok *t, int ntok, int arr, const char *key, const char *val);
-       The element of array `arr` that is an object whose member `key` is the string `val`; -1 if none.
+       Token index of the value at `path` below token `at`, or -1 (missing,
+       wrong type, bad path). Path steps: `name` or `.name` (an object member;
+       the name ends at '.', '[' or the end), `[N]` (array element N, decimal),
+       `["raw key"]` (a member whose name is everything up to the next `"]`,
+       for keys with dots such as ["agents.x-k8s.io/sandbox-name"]). "" is
+       `at` itself. Keys are compared after unescaping. Examples:
+       "status.sandbox.name", "items[0].metadata.name", "[2][0]".
+       With duplicate keys the LAST one wins (as in Go and Python).
+   int sbx__json_member(js, t, ntok, int obj, const char *key, size_t keylen);
+       Value token of member `key` (keylen bytes, may hold NULs) of object obj, or -1.
+   int sbx__json_index(const sbx__jtok *t, int ntok, int arr, int n);
+       Element n of array arr, or -1.
+   int sbx__json_find(js, t, ntok, int arr, const char *key, const char *val);
+       The first element of array arr whose value at path `key` (usually a plain
+       member name, e.g. "type") is the string `val`; -1 if none. This covers
+       `conditions[?type=="Ready"]` style lookups.
    int sbx__json_eq(const char *js, const sbx__jtok *t, int i, const char *s);
-       1 if token i is a string whose unescaped value equals s.
+   int sbx__json_eqn(js, t, i, const char *s, size_t n);
+       1 if token i is a string whose unescaped bytes equal s (strlen(s), or n
+       bytes), else 0. A string holding \u0000 never equals a shorter C string.
+
+   Values:
    int sbx__json_unescape(const char *js, const sbx__jtok *t, int i, char *out, size_t cap, size_t *outlen);
-       String token to UTF-8 bytes (\uXXXX and surrogate pairs; \u0000 gives a NUL byte).
-       0 ok (NUL-terminated), -1 cap too small (*outlen = bytes needed without NUL), -2 not a string.
+       String token to UTF-8. 0 ok: out holds the bytes plus a NUL, *outlen
+       the byte count without it. -1 cap too small: *outlen = bytes needed
+       without the NUL (so cap must be at least that + 1), out is "" if cap > 0.
+       -2 not a string token. outlen may be NULL. The unescaped form is never
+       longer than the escaped one (t[i].end - t[i].start).
    int sbx__json_strdup(const sbx_allocator *a, const char *js, const sbx__jtok *t, int i, char **out, size_t *outlen);
-       Same into fresh memory (sbx__free). 0 ok, -1 no memory, -2 not a string.
+       Same into fresh memory freed with sbx__free(a, ...). 0 ok, -1 no memory,
+       -2 not a string (*out is NULL on failure). outlen may be NULL.
    int sbx__json_int(const char *js, const sbx__jtok *t, int i, long long *out);
-       Integer number token (no fraction/exponent); 0 ok, -1 not an integer or overflow.
+       Integer number token (no fraction, no exponent: "1.0" and "1e3" are
+       refused) within LLONG_MIN..LLONG_MAX. 0 ok, -1 otherwise (out untouched).
    int sbx__json_double(const char *js, const sbx__jtok *t, int i, double *out);
-       Any number token, parsed without locale dependence; 0 ok, -1 not a number.
+       Any number token, without strtod (no locale dependence). Exact
+       (correctly rounded) when the significant digits fit in 2^53 and the
+       decimal exponent is within +-22 -- this covers timestamps such as
+       1755856000.12; otherwise the first 19 significant digits are scaled in
+       long double: within 1 ulp on x86-64 (200000 random decimals: worst 1 ulp,
+       ~0.03% not correctly rounded), a few ulps where long double is double.
+       Underflow gives +-0 or a subnormal. 0 ok, -1 not a number or > DBL_MAX.
+
+   Writer:
    int sbx__json_write_str(sbx__buf *b, const char *s, size_t n);
-       Append s as a quoted JSON string (escapes ", \, control chars). 0 ok, -1 no memory,
-       -2 s is not valid UTF-8 (nothing appended): invalid bytes are refused, never altered.
+       Append s (n bytes) as a quoted JSON string: " and \ are escaped as \"
+       and \\, control bytes as \b \f \n \r \t or \u00xx, everything else (DEL
+       and well-formed UTF-8 included) is copied. 0 ok, -1 no memory, -2 s is
+       not well-formed UTF-8 (same rules as the scanner). On an error nothing is
+       appended. s may be NULL when n is 0.
 */
+
+#include <float.h>
+
+#if SBX_JSON_MAX_DEPTH < 1 || SBX_JSON_MAX_DEPTH > 100000
+#error "SBX_JSON_MAX_DEPTH must be between 1 and 100000"
+#endif
+
+enum {
+    SBX__JSON_OBJECT = 1,
+    SBX__JSON_ARRAY = 2,
+    SBX__JSON_STRING = 3,
+    SBX__JSON_NUMBER = 4,
+    SBX__JSON_TRUE = 5,
+    SBX__JSON_FALSE = 6,
+    SBX__JSON_NULL = 7
+};
+
+enum {
+    SBX__JSON_ERR_NOMEM = -1,
+    SBX__JSON_ERR_INVALID = -2,
+    SBX__JSON_ERR_PARTIAL = -3,
+    SBX__JSON_ERR_DEPTH = -4
+};
+
+typedef struct sbx__jtok {
+    int type;
+    size_t start, end;
+    int size;
+    int next;
+} sbx__jtok;
+
+#define SBX__JSON_FOREACH(t, arr, i, k) \
+    for ((k) = 0, (i) = (arr) + 1; (k) < (t)[arr].size; (k)++, (i) = (t)[i].next)
+#define SBX__JSON_FOREACH_MEMBER(t, obj, key, k) \
+    for ((k) = 0, (key) = (obj) + 1; (k) < (t)[obj].size; (k)++, (key) = (t)[(key) + 1].next)
+
+SBX__PRIVATE const char *sbx__json_strerror(int code)
+{
+    switch (code) {
+    case SBX__JSON_ERR_NOMEM: return "too many JSON tokens";
+    case SBX__JSON_ERR_INVALID: return "invalid JSON";
+    case SBX__JSON_ERR_PARTIAL: return "truncated JSON";
+    case SBX__JSON_ERR_DEPTH: return "JSON nested too deeply";
+    default: return code >= 0 ? "valid JSON" : "unknown JSON error";
+    }
+}
+
+SBX__PRIVATE int sbx__json_hexval(unsigned char c)
+{
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+/* The well-formed UTF-8 sequence starting at s[0] (avail >= 1 bytes there):
+   its length 1..4, 0 if ill-formed, -1 if well-formed so far but cut short. */
+SBX__PRIVATE int sbx__json_utf8_seq(const unsigned char *s, size_t avail)
+{
+    unsigned char c = s[0], lo = 0x80, hi = 0xBF;
+    int n, k;
+    if (c < 0x80) return 1;
+    if (c < 0xC2) return 0;           /* continuation byte, or overlong 2-byte lead */
+    if (c < 0xE0) {
+        n = 2;
+    } else if (c < 0xF0) {
+        n = 3;
+        if (c == 0xE0) lo = 0xA0;     /* overlong */
+        else if (c == 0xED) hi = 0x9F; /* U+D800..U+DFFF */
+    } else if (c < 0xF5) {
+        n = 4;
+        if (c == 0xF0) lo = 0x90;     /* overlong */
+        else if (c == 0xF4) hi = 0x8F; /* above U+10FFFF */
+    } else {
+        return 0;
+    }
+    for (k = 1; k < n; k++) {
+        if ((size_t)k >= avail) return -1;
+        if (s[k] < lo || s[k] > hi) return 0;
+        lo = 0x80;
+        hi = 0xBF;
+    }
+    return n;
+}
+
+/* s[*pp] is the byte after an opening quote. 0 with *pp at the closing quote,
+   or an error with *pp at the offending byte (len when cut short). */
+SBX__PRIVATE int sbx__json_scan_string(const unsigned char *s, size_t len, size_t *pp)
+{
+    size_t p = *pp;
+    for (;;) {
+        unsigned char c;
+        if (p >= len) { *pp = len; return SBX__JSON_ERR_PARTIAL; }
+        c = s[p];
+        if (c == '"') { *pp = p; return 0; }
+        if (c == '\\') {
+            size_t k;
+            if (len - p < 2) { *pp = len; return SBX__JSON_ERR_PARTIAL; }
+            c = s[p + 1];
+            if (c == 'u') {
+                for (k = 2; k < 6; k++) {
+                    if (k >= len - p) { *pp = len; return SBX__JSON_ERR_PARTIAL; }
+                    if (sbx__json_hexval(s[p + k]) < 0) { *pp = p + k; return SBX__JSON_ERR_INVALID; }
+                }
+                p += 6;
+            } else if (c == '"' || c == '\\' || c == '/' || c == 'b' || c == 'f' || c == 'n' ||
+                       c == 'r' || c == 't') {
+                p += 2;
+            } else {
+                *pp = p + 1;
+                return SBX__JSON_ERR_INVALID;
+            }
+        } else if (c < 0x20) {
+            *pp = p;
+            return SBX__JSON_ERR_INVALID;
+        } else if (c < 0x80) {
+            p++;
+        } else {
+            int n = sbx__json_utf8_seq(s + p, len - p);
+            if (n < 0) { *pp = len; return SBX__JSON_ERR_PARTIAL; }
+            if (n == 0) { *pp = p; return SBX__JSON_ERR_INVALID; }
+            p += (size_t)n;
+        }
+    }
+}
+
+#define SBX__JSON_DIGIT(c) ((c) >= '0' && (c) <= '9')
+
+/* s[*pp] is '-' or a digit. 0 with *pp just past the number, or an error. */
+SBX__PRIVATE int sbx__json_scan_number(const unsigned char *s, size_t len, size_t *pp)
+{
+    size_t p = *pp;
+    if (s[p] == '-' && ++p == len) goto partial;
+    if (s[p] == '0') {
+        p++;
+    } else if (s[p] >= '1' && s[p] <= '9') {
+        while (p < len && SBX__JSON_DIGIT(s[p])) p++;
+    } else {
+        goto invalid;
+    }
+    if (p < len && s[p] == '.') {
+        if (++p == len) goto partial;
+        if (!SBX__JSON_DIGIT(s[p])) goto invalid;
+        while (p < len && SBX__JSON_DIGIT(s[p])) p++;
+    }
+    if (p < len && (s[p] == 'e' || s[p] == 'E')) {
+        if (++p == len) goto partial;
+        if ((s[p] == '+' || s[p] == '-') && ++p == len) goto partial;
+        if (!SBX__JSON_DIGIT(s[p])) goto invalid;
+        while (p < len && SBX__JSON_DIGIT(s[p])) p++;
+    }
+    *pp = p;
+    return 0;
+partial:
+    *pp = len;
+    return SBX__JSON_ERR_PARTIAL;
+invalid:
+    *pp = p;
+    return SBX__JSON_ERR_INVALID;
+}
+
+SBX__PRIVATE void sbx__json_settok(sbx__jtok *toks, int ntoks, int idx, int type, size_t start, size_t end)
+{
+    if (idx >= ntoks) return;   /* counting only, or the array is full */
+    toks[idx].type = type;
+    toks[idx].start = start;
+    toks[idx].end = end;
+    toks[idx].size = 0;
+    toks[idx].next = idx + 1;
+}
+
+/* What the scanner expects next. */
+enum { SBX__JW_VALUE, SBX__JW_VALUE_OR_CLOSE, SBX__JW_KEY, SBX__JW_KEY_OR_CLOSE, SBX__JW_AFTER };
+
+SBX__PRIVATE int sbx__json_parse_pos(const char *js, size_t len, sbx__jtok *toks, int ntoks, size_t *errpos)
+{
+    const unsigned char *s = (const unsigned char *)js;
+    int stk[SBX_JSON_MAX_DEPTH];            /* token index of each open container */
+    unsigned char isobj[SBX_JSON_MAX_DEPTH];
+    int depth = 0, count = 0, want = SBX__JW_VALUE, rc = 0, idx, type;
+    size_t p = 0, q, tstart, tend;
+    if (!s) len = 0;
+    if (!toks || ntoks < 0) ntoks = 0;
+    for (;;) {
+        unsigned char c;
+        while (p < len && (s[p] == ' ' || s[p] == '\t' || s[p] == '\n' || s[p] == '\r')) p++;
+        if (p == len) {
+            if (want == SBX__JW_AFTER && depth == 0) break;
+            rc = SBX__JSON_ERR_PARTIAL;
+            goto fail;
+        }
+        c = s[p];
+        if (want == SBX__JW_AFTER) {
+            if (depth == 0) { rc = SBX__JSON_ERR_INVALID; goto fail; }
+            if (c == ',') {
+                want = isobj[depth - 1] ? SBX__JW_KEY : SBX__JW_VALUE;
+                p++;
+                continue;
+            }
+            if (c != (isobj[depth - 1] ? '}' : ']')) { rc = SBX__JSON_ERR_INVALID; goto fail; }
+            goto close_container;
+        }
+        if ((want == SBX__JW_VALUE_OR_CLOSE && c == ']') || (want == SBX__JW_KEY_OR_CLOSE && c == '}'))
+            goto close_container;
+        if (count == INT_MAX) { rc = SBX__JSON_ERR_NOMEM; goto fail; }
+        idx = count++;
+        if (want == SBX__JW_KEY || want == SBX__JW_KEY_OR_CLOSE) {
+            if (c != '"') { rc = SBX__JSON_ERR_INVALID; goto fail; }
+            q = p + 1;
+            rc = sbx__json_scan_string(s, len, &q);
+            if (rc != 0) { p = q; goto fail; }
+            sbx__json_settok(toks, ntoks, idx, SBX__JSON_STRING, p + 1, q);
+            if (stk[depth - 1] < ntoks) toks[stk[depth - 1]].size++;
+            p = q + 1;
+            while (p < len && (s[p] == ' ' || s[p] == '\t' || s[p] == '\n' || s[p] == '\r')) p++;
+            if (p == len) { rc = SBX__JSON_ERR_PARTIAL; goto fail; }
+            if (s[p] != ':') { rc = SBX__JSON_ERR_INVALID; goto fail; }
+            p++;
+            want = SBX__JW_VALUE;
+            continue;
+        }
+        /* a value: count it in its array (object members were counted at the key) */
+        if (depth > 0 && !isobj[depth - 1] && stk[depth - 1] < ntoks) toks[stk[depth - 1]].size++;
+        if (c == '{' || c == '[') {
+            if (depth == SBX_JSON_MAX_DEPTH) { rc = SBX__JSON_ERR_DEPTH; goto fail; }
+            /* end and next are set when it closes */
+            sbx__json_settok(toks, ntoks, idx, c == '{' ? SBX__JSON_OBJECT : SBX__JSON_ARRAY, p, p);
+            stk[depth] = idx;
+            isobj[depth] = (unsigned char)(c == '{');
+            depth++;
+            p++;
+            want = c == '{' ? SBX__JW_KEY_OR_CLOSE : SBX__JW_VALUE_OR_CLOSE;
+            continue;
+        }
+        if (c == '"') {
+            q = p + 1;
+            rc = sbx__json_scan_string(s, len, &q);
+            if (rc != 0) { p = q; goto fail; }
+            type = SBX__JSON_STRING;
+            tstart = p + 1;
+            tend = q;
+            p = q + 1;
+        } else if (c == '-' || SBX__JSON_DIGIT(c)) {
+            q = p;
+            rc = sbx__json_scan_number(s, len, &q);
+            if (rc != 0) { p = q; goto fail; }
+            type = SBX__JSON_NUMBER;
+            tstart = p;
+            tend = p = q;
+        } else if (c == 't' || c == 'f' || c == 'n') {
+            const char *lit = c == 't' ? "true" : c == 'f' ? "false" : "null";
+            size_t k, n = c == 'f' ? 5 : 4;
+            for (k = 0; k < n; k++) {
+                if (k >= len - p) { p = len; rc = SBX__JSON_ERR_PARTIAL; goto fail; }
+                if (s[p + k] != (unsigned char)lit[k]) { p += k; rc = SBX__JSON_ERR_INVALID; goto fail; }
+            }
+            type = c == 't' ? SBX__JSON_TRUE : c == 'f' ? SBX__JSON_FALSE : SBX__JSON_NULL;
+            tstart = p;
+            tend = p = p + n;
+        } else {
+            rc = SBX__JSON_ERR_INVALID;
+            goto fail;
+        }
+        sbx__json_settok(toks, ntoks, idx, type, tstart, tend);
+        want = SBX__JW_AFTER;
+        continue;
+    close_container:
+        depth--;
+        if (stk[depth] < ntoks) {
+            toks[stk[depth]].end = p + 1;
+            toks[stk[depth]].next = count;
+        }
+        p++;
+        want = SBX__JW_AFTER;
+    }
+    if (toks && count > ntoks) {
+        p = len;
+        rc = SBX__JSON_ERR_NOMEM;
+        goto fail;
+    }
+    return count;
+fail:
+    if (errpos) *errpos = p;
+    return rc;
+}
+
+SBX__PRIVATE int sbx__json_parse(const char *js, size_t len, sbx__jtok *toks, int ntoks)
+{
+    return sbx__json_parse_pos(js, len, toks, ntoks, NULL);
+}
+
+SBX__PRIVATE int sbx__json_parse_alloc(const sbx_allocator *a, const char *js, size_t len, sbx__jtok **toks)
+{
+    int n = sbx__json_parse(js, len, NULL, 0), r;
+    *toks = NULL;
+    if (n < 0) return n;
+    if ((size_t)n > (size_t)-1 / sizeof(sbx__jtok)) return SBX__JSON_ERR_NOMEM;
+    *toks = (sbx__jtok *)sbx__malloc(a, (size_t)n * sizeof(sbx__jtok));
+    if (!*toks) return SBX__JSON_ERR_NOMEM;
+    r = sbx__json_parse(js, len, *toks, n);
+    if (r != n) {   /* cannot happen: the same bytes were just counted */
+        sbx__free(a, *toks);
+        *toks = NULL;
+        return r < 0 ? r : SBX__JSON_ERR_INVALID;
+    }
+    return n;
+}
+
+/* Encode code point cp (<= 0x10FFFF, not a surrogate) as UTF-8; the length. */
+SBX__PRIVATE size_t sbx__json_utf8_put(unsigned long cp, unsigned char out[4])
+{
+    if (cp < 0x80) {
+        out[0] = (unsigned char)cp;
+        return 1;
+    }
+    if (cp < 0x800) {
+        out[0] = (unsigned char)(0xC0 | (cp >> 6));
+        out[1] = (unsigned char)(0x80 | (cp & 0x3F));
+        return 2;
+    }
+    if (cp < 0x10000) {
+        out[0] = (unsigned char)(0xE0 | (cp >> 12));
+        out[1] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
+        out[2] = (unsigned char)(0x80 | (cp & 0x3F));
+        return 3;
+    }
+    out[0] = (unsigned char)(0xF0 | (cp >> 18));
+    out[1] = (unsigned char)(0x80 | ((cp >> 12) & 0x3F));
+    out[2] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
+    out[3] = (unsigned char)(0x80 | (cp & 0x3F));
+    return 4;
+}
+
+/* Four hex digits at s (avail bytes there) as a number, or -1. */
+SBX__PRIVATE long sbx__json_hex4(const char *s, size_t avail)
+{
+    long v = 0;
+    int k, d;
+    if (avail < 4) return -1;
+    for (k = 0; k < 4; k++) {
+        d = sbx__json_hexval((unsigned char)s[k]);
+        if (d < 0) return -1;
+        v = v * 16 + d;
+    }
+    return v;
+}
+
+/* Unescape one unit of the string bytes js[*pp..end) into out: a raw byte, or
+   the UTF-8 of an escape (a surrogate pair as one code point, a lone surrogate
+   as U+FFFD). Never more bytes out than in. Advances *pp; returns the count. */
+SBX__PRIVATE size_t sbx__json_decode1(const char *js, size_t *pp, size_t end, unsigned char out[4])
+{
+    size_t p = *pp;
+    long cp, lo;
+    unsigned char c = (unsigned char)js[p];
+    if (c != '\\' || end - p < 2) {
+        out[0] = c;
+        *pp = p + 1;
+        return 1;
+    }
+    c = (unsigned char)js[p + 1];
+    if (c != 'u') {
+        switch (c) {
+        case 'b': out[0] = '\b'; break;
+        case 'f': out[0] = '\f'; break;
+        case 'n': out[0] = '\n'; break;
+        case 'r': out[0] = '\r'; break;
+        case 't': out[0] = '\t'; break;
+        default: out[0] = c; break;   /* \" \\ \/ */
+        }
+        *pp = p + 2;
+        return 1;
+    }
+    cp = sbx__json_hex4(js + p + 2, end - p - 2);
+    if (cp < 0) {   /* only in tokens not made by the scanner: keep the backslash */
+        out[0] = '\\';
+        *pp = p + 1;
+        return 1;
+    }
+    p += 6;
+    if (cp >= 0xD800 && cp <= 0xDBFF) {
+        lo = -1;
+        if (end - p >= 6 && js[p] == '\\' && js[p + 1] == 'u') lo = sbx__json_hex4(js + p + 2, 4);
+        if (lo >= 0xDC00 && lo <= 0xDFFF) {
+            cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+            p += 6;
+        } else {
+            cp = 0xFFFD;
+        }
+    } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
+        cp = 0xFFFD;
+    }
+    *pp = p;
+    return sbx__json_utf8_put((unsigned long)cp, out);
+}
+
+SBX__PRIVATE int sbx__json_is_string(const sbx__jtok *t, int i)
+{
+    return t && i >= 0 && t[i].type == SBX__JSON_STRING && t[i].start <= t[i].end;
+}
+
+SBX__PRIVATE int sbx__json_eqn(const char *js, const sbx__jtok *t, int i, const char *s, size_t n)
+{
+    size_t p, end, o = 0, m;
+    unsigned char u[4];
+    if (!sbx__json_is_string(t, i) || (!s && n)) return 0;
+    p = t[i].start;
+    end = t[i].end;
+    while (p < end) {
+        m = sbx__json_decode1(js, &p, end, u);
+        if (m > n - o || memcmp(u, s + o, m) != 0) return 0;
+        o += m;
+    }
+    return o == n;
+}
+
+SBX__PRIVATE int sbx__json_eq(const char *js, const sbx__jtok *t, int i, const char *s)
+{
+    return s ? sbx__json_eqn(js, t, i, s, strlen(s)) : 0;
+}
+
+SBX__PRIVATE int sbx__json_unescape(const char *js, const sbx__jtok *t, int i, char *out, size_t cap,
+                                    size_t *outlen)
+{
+    size_t p, end, need = 0, m;
+    unsigned char u[4];
+    if (!sbx__json_is_string(t, i)) return -2;
+    end = t[i].end;
+    for (p = t[i].start; p < end;) need += sbx__json_decode1(js, &p, end, u);
+    if (outlen) *outlen = need;
+    if (!out || cap == 0 || need > cap - 1) {
+        if (out && cap) out[0] = '\0';
+        return -1;
+    }
+    need = 0;
+    for (p = t[i].start; p < end;) {
+        m = sbx__json_decode1(js, &p, end, u);
+        memcpy(out + need, u, m);
+        need += m;
+    }
+    out[need] = '\0';
+    return 0;
+}
+
+SBX__PRIVATE int sbx__json_strdup(const sbx_allocator *a, const char *js, const sbx__jtok *t, int i, char **out,
+                                  size_t *outlen)
+{
+    size_t cap;
+    *out = NULL;
+    if (!sbx__json_is_string(t, i)) return -2;
+    cap = t[i].end - t[i].start;   /* unescaping never grows a string */
+    if (cap == (size_t)-1) return -1;
+    *out = (char *)sbx__malloc(a, cap + 1);
+    if (!*out) return -1;
+    if (sbx__json_unescape(js, t, i, *out, cap + 1, outlen) != 0) {   /* cannot happen */
+        sbx__free(a, *out);
+        *out = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+SBX__PRIVATE int sbx__json_member(const char *js, const sbx__jtok *t, int ntok, int obj, const char *key,
+                                  size_t keylen)
+{
+    int i, k, found = -1;
+    if (!t || obj < 0 || obj >= ntok || t[obj].type != SBX__JSON_OBJECT) return -1;
+    for (k = 0, i = obj + 1; k < t[obj].size; k++, i = t[i + 1].next) {
+        if (i <= obj || i >= ntok - 1) return -1;   /* tokens cut short */
+        if (sbx__json_eqn(js, t, i, key, keylen)) found = i + 1;
+    }
+    return found;
+}
+
+SBX__PRIVATE int sbx__json_index(const sbx__jtok *t, int ntok, int arr, int n)
+{
+    int i, k;
+    if (!t || arr < 0 || arr >= ntok || t[arr].type != SBX__JSON_ARRAY || n < 0 || n >= t[arr].size)
+        return -1;
+    for (k = 0, i = arr + 1; k < n; k++) {
+        if (i <= arr || i >= ntok) return -1;
+        i = t[i].next;
+    }
+    return i > arr && i < ntok ? i : -1;
+}
+
+SBX__PRIVATE int sbx__json_get(const char *js, const sbx__jtok *t, int ntok, int at, const char *path)
+{
+    const char *p = path, *name;
+    int cur = at;
+    if (!t || !path || at < 0 || at >= ntok) return -1;
+    while (*p) {
+        if (*p == '[' && p[1] == '"') {
+            const char *e = strstr(p + 2, "\"]");
+            if (!e) return -1;
+            cur = sbx__json_member(js, t, ntok, cur, p + 2, (size_t)(e - (p + 2)));
+            p = e + 2;
+        } else if (*p == '[') {
+            int n = 0;
+            p++;
+            if (!SBX__JSON_DIGIT(*p)) return -1;
+            for (; SBX__JSON_DIGIT(*p); p++) {
+                if (n > (INT_MAX - (*p - '0')) / 10) return -1;
+                n = n * 10 + (*p - '0');
+            }
+            if (*p++ != ']') return -1;
+            cur = sbx__json_index(t, ntok, cur, n);
+        } else {
+            if (p != path && *p++ != '.') return -1;
+            name = p;
+            while (*p && *p != '.' && *p != '[') p++;
+            if (p == name) return -1;
+            cur = sbx__json_member(js, t, ntok, cur, name, (size_t)(p - name));
+        }
+        if (cur < 0) return -1;
+    }
+    return cur;
+}
+
+SBX__PRIVATE int sbx__json_find(const char *js, const sbx__jtok *t, int ntok, int arr, const char *key,
+                                const char *val)
+{
+    int i, k;
+    if (!t || !key || !val || arr < 0 || arr >= ntok || t[arr].type != SBX__JSON_ARRAY) return -1;
+    for (k = 0, i = arr + 1; k < t[arr].size; k++, i = t[i].next) {
+        if (i <= arr || i >= ntok) return -1;
+        if (sbx__json_eq(js, t, sbx__json_get(js, t, ntok, i, key), val)) return i;
+    }
+    return -1;
+}
+
+SBX__PRIVATE int sbx__json_int(const char *js, const sbx__jtok *t, int i, long long *out)
+{
+    size_t p, end;
+    int neg = 0;
+    unsigned long long v = 0, lim = (unsigned long long)LLONG_MAX, d;
+    if (!t || i < 0 || t[i].type != SBX__JSON_NUMBER) return -1;
+    p = t[i].start;
+    end = t[i].end;
+    if (p < end && js[p] == '-') {
+        neg = 1;
+        lim += 1;   /* |LLONG_MIN| */
+        p++;
+    }
+    if (p >= end) return -1;
+    for (; p < end; p++) {
+        if (!SBX__JSON_DIGIT(js[p])) return -1;
+        d = (unsigned long long)(js[p] - '0');
+        if (v > (lim - d) / 10) return -1;
+        v = v * 10 + d;
+    }
+    if (!neg) *out = (long long)v;
+    else if (v == (unsigned long long)LLONG_MAX + 1) *out = LLONG_MIN;
+    else *out = -(long long)v;
+    return 0;
+}
+
+SBX__PRIVATE int sbx__json_double(const char *js, const sbx__jtok *t, int i, double *out)
+{
+    static const double exact[23] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
+                                     1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+    static const long double pow2k[9] = {1e1L, 1e2L, 1e4L, 1e8L, 1e16L, 1e32L, 1e64L, 1e128L, 1e256L};
+    size_t p, end;
+    int neg = 0, nd = 0, digits = 0, eneg = 0, k;
+    unsigned long long m = 0;
+    long dexp = 0, e = 0, x;
+    unsigned long ax;
+    double r;
+    long double v;
+    if (!t || i < 0 || t[i].type != SBX__JSON_NUMBER) return -1;
+    p = t[i].start;
+    end = t[i].end;
+    if (p < end && js[p] == '-') { neg = 1; p++; }
+    /* significand: the first 19 significant digits in m, the rest only move dexp */
+    for (; p < end && SBX__JSON_DIGIT(js[p]); p++, digits++) {
+        if (m == 0 && js[p] == '0') continue;
+        if (nd < 19) { m = m * 10 + (unsigned long long)(js[p] - '0'); nd++; }
+        else if (dexp < 100000000L) dexp++;
+    }
+    if (p < end && js[p] == '.') {
+        for (p++; p < end && SBX__JSON_DIGIT(js[p]); p++, digits++) {
+            if (m == 0 && js[p] == '0') { if (dexp > -100000000L) dexp--; continue; }
+            if (nd < 19) { m = m * 10 + (unsigned long long)(js[p] - '0'); nd++; dexp--; }
+        }
+    }
+    if (p < end && (js[p] == 'e' || js[p] == 'E')) {
+        p++;
+        if (p < end && (js[p] == '+' || js[p] == '-')) eneg = js[p++] == '-';
+        if (p >= end) return -1;
+        for (; p < end && SBX__JSON_DIGIT(js[p]); p++)
+            if (e < 100000000L) e = e * 10 + (js[p] - '0');
+    }
+    if (p != end || digits == 0) return -1;
+    if (m == 0) {
+        *out = neg ? -0.0 : 0.0;
+        return 0;
+    }
+    x = dexp + (eneg ? -e : e);
+    if (m <= (1ull << 53) && x >= -22 && x <= 22) {
+        r = (double)m;
+        r = x < 0 ? r / exact[-x] : r * exact[x];
+    } else if (nd + x > 310) {
+        return -1;   /* >= 1e310 */
+    } else if (nd + x < -400) {
+        r = 0.0;     /* < 1e-400 */
+    } else {
+        v = (long double)m;
+        ax = (unsigned long)(x < 0 ? -x : x);
+        for (k = 0; ax; k++, ax >>= 1)
+            if (ax & 1) v = x < 0 ? v / pow2k[k] : v * pow2k[k];
+        if (v > (long double)DBL_MAX) return -1;
+        r = (double)v;
+    }
+    if (r > DBL_MAX) return -1;
+    *out = neg ? -r : r;
+    return 0;
+}
+
+SBX__PRIVATE int sbx__json_write_str(sbx__buf *b, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    const unsigned char *u = (const unsigned char *)s;
+    size_t i, total = 2, o;
+    char *w;
+    int k;
+    if (!u && n) return -2;
+    for (i = 0; i < n;) {
+        unsigned char c = u[i];
+        if (total > (size_t)-1 - 6) return -1;
+        if (c >= 0x80) {
+            k = sbx__json_utf8_seq(u + i, n - i);
+            if (k <= 0) return -2;
+            i += (size_t)k;
+            total += (size_t)k;
+            continue;
+        }
+        if (c == '"' || c == '\\' || c == '\b' || c == '\f' || c == '\n' || c == '\r' || c == '\t') total += 2;
+        else if (c < 0x20) total += 6;
+        else total += 1;
+        i++;
+    }
+    if (sbx__buf_reserve(b, total) != 0) return -1;
+    w = b->data + b->len;
+    o = 0;
+    w[o++] = '"';
+    for (i = 0; i < n; i++) {
+        unsigned char c = u[i];
+        char e = 0;
+        switch (c) {
+        case '"': e = '"'; break;
+        case '\\': e = '\\'; break;
+        case '\b': e = 'b'; break;
+        case '\f': e = 'f'; break;
+        case '\n': e = 'n'; break;
+        case '\r': e = 'r'; break;
+        case '\t': e = 't'; break;
+        default: break;
+        }
+        if (e) {
+            w[o++] = '\\';
+            w[o++] = e;
+        } else if (c < 0x20) {
+            w[o++] = '\\';
+            w[o++] = 'u';
+            w[o++] = '0';
+            w[o++] = '0';
+            w[o++] = hex[c >> 4];
+            w[o++] = hex[c & 15];
+        } else {
+            w[o++] = (char)c;
+        }
+    }
+    w[o++] = '"';
+    b->len += o;
+    b->data[b->len] = '\0';
+    return 0;
+}
 
 /* ======================================================================== */
 /* >>http: HTTP/1.1 client over TCP or unix sockets                         */
