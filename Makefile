@@ -38,7 +38,7 @@ $(B)/test_%: tests/test_%.c sandbox.h tests/test.h $(wildcard tests/*.h) | $(B)
 	$(CC) $(ALLFLAGS) $(SAN) $< -o $@ $(LDLIBS)
 
 # Fuzz targets replayed over their corpus (no libFuzzer needed): make test runs these.
-$(B)/replay_%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c sandbox.h | $(B)
+$(B)/replay_%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c sandbox.h $(wildcard tests/*.h) | $(B)
 	$(CC) $(ALLFLAGS) $(SAN) tests/fuzz/replay.c $< -o $@ $(LDLIBS)
 
 # libFuzzer builds (clang only).

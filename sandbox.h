@@ -4292,8 +4292,972 @@ SBX__PRIVATE size_t sbx__proc_stderr_tail(sbx__proc *p, char *buf, size_t cap)
 }
 
 /* ======================================================================== */
-/* >>kube: Kubernetes API access, claims, watch                             */
+/* >>kube: Kubernetes API access, claims, watch, tunnel                     */
 /* ======================================================================== */
+
+/* The Kubernetes side: one client reaches the API server through a kubectl
+   proxy child it starts (or a URL it is given), keeps a small pool of
+   keep-alive connections to it, discovers which API version the cluster
+   serves, and creates, watches and deletes SandboxClaims. */
+
+#define SBX__GROUP_EXT "extensions.agents.x-k8s.io"
+#define SBX__GROUP_CORE "agents.x-k8s.io"
+#define SBX__POOL_MAX 8 /* idle keep-alive connections kept to the API */
+
+struct sbx__client {
+    sbx_allocator a;
+    char *kubectl;
+    char *kubeconfig;
+    char *context;
+    char *ns;
+    sbx__endpoint api;
+    sbx__proc proxy;
+    int proxy_started;
+    char *sockdir;            /* private directory of the proxy's unix socket */
+    int api_timeout_ms;
+    pthread_mutex_t mu;       /* guards idle[], nidle, the versions */
+    sbx__conn *idle[SBX__POOL_MAX];
+    int nidle;
+    const char *ext_version;  /* "v1beta1" or "v1alpha1" once discovered */
+    const char *core_version;
+};
+
+/* RFC 1123 label (max 63, no dots) or subdomain (max 253, dots between labels). */
+SBX__PRIVATE int sbx__valid_dns_name(const char *s, int subdomain)
+{
+    size_t i, n = s ? strlen(s) : 0;
+    if (n == 0 || n > (subdomain ? 253u : 63u)) return 0;
+    for (i = 0; i < n; i++) {
+        char c = s[i];
+        int alnum = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+        if (alnum) continue;
+        if (c == '-' && i > 0 && i + 1 < n && s[i - 1] != '.') continue;
+        if (c == '.' && subdomain && i > 0 && i + 1 < n && s[i - 1] != '.' && s[i - 1] != '-' &&
+            s[i + 1] != '-')
+            continue;
+        return 0;
+    }
+    return s[n - 1] != '-';
+}
+
+/* The member `key` of object token `obj`; -1 if absent. Works for keys with
+   dots in them (annotation names), unlike a path lookup. */
+SBX__PRIVATE int sbx__json_mem(const char *js, const sbx__jtok *t, int ntok, int obj, const char *key)
+{
+    return sbx__json_member(js, t, ntok, obj, key, strlen(key));
+}
+
+/* Copy string token i into out (cut to cap - 1 bytes); "" when i is not a string. */
+SBX__PRIVATE void sbx__json_copy(const char *js, const sbx__jtok *t, int i, char *out, size_t cap)
+{
+    size_t need = 0;
+    out[0] = '\0';
+    if (i < 0 || t[i].type != SBX__JSON_STRING) return;
+    if (sbx__json_unescape(js, t, i, out, cap, &need) == -1) {
+        /* too long for the buffer: keep what fits */
+        size_t n = t[i].end - t[i].start;
+        if (n > cap - 1) n = cap - 1;
+        memcpy(out, js + t[i].start, n);
+        out[n] = '\0';
+    }
+}
+
+/* Append s as a JSON string; an invalid-UTF-8 input is a caller error. */
+SBX__PRIVATE sbx_result sbx__jstr(sbx__buf *b, const char *s, const char *what, sbx_error *e)
+{
+    int r = sbx__json_write_str(b, s, strlen(s));
+    if (r == -2) return sbx__fail(e, SBX_ERR_INVALID_ARG, "%s is not valid UTF-8", what);
+    if (r != 0) return sbx__fail(e, SBX_ERR_NOMEM, "out of memory building a request");
+    return SBX_OK;
+}
+
+/* Append {"k":"v",...} from a NULL-terminated key/value list. */
+SBX__PRIVATE sbx_result sbx__json_kv(sbx__buf *b, const char *const *kv, const char *what, sbx_error *e)
+{
+    sbx_result r = SBX_OK;
+    int first = 1;
+    if (sbx__buf_puts(b, "{") != 0) return sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
+    for (; r == SBX_OK && kv && kv[0]; kv += 2, first = 0) {
+        if (!kv[1]) return sbx__fail(e, SBX_ERR_INVALID_ARG, "%s: key \"%.80s\" has no value", what, kv[0]);
+        if (!first) sbx__buf_puts(b, ",");
+        r = sbx__jstr(b, kv[0], what, e);
+        if (r == SBX_OK) sbx__buf_puts(b, ":");
+        if (r == SBX_OK) r = sbx__jstr(b, kv[1], what, e);
+    }
+    if (r == SBX_OK && sbx__buf_puts(b, "}") != 0) r = sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
+    return r;
+}
+
+/* ---- argv for kubectl: owned strings, freed together ------------------- */
+
+typedef struct sbx__argv {
+    char *v[24];
+    int n;
+    int oom;
+    const sbx_allocator *a;
+} sbx__argv;
+
+/* Append the concatenation a + b (b may be NULL) as one argument. */
+SBX__PRIVATE void sbx__argv_add(sbx__argv *av, const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = b ? strlen(b) : 0;
+    char *s;
+    if (av->n >= 23) { av->oom = 1; return; }
+    s = (char *)sbx__malloc(av->a, la + lb + 1);
+    if (!s) { av->oom = 1; return; }
+    memcpy(s, a, la);
+    if (lb) memcpy(s + la, b, lb);
+    s[la + lb] = '\0';
+    av->v[av->n++] = s;
+    av->v[av->n] = NULL;
+}
+
+SBX__PRIVATE void sbx__argv_free(sbx__argv *av)
+{
+    int i;
+    for (i = 0; i < av->n; i++) sbx__free(av->a, av->v[i]);
+    av->n = 0;
+}
+
+/* "kubectl [--kubeconfig K] [--context C]" */
+SBX__PRIVATE void sbx__argv_kubectl(sbx__argv *av, const struct sbx__client *cl)
+{
+    av->n = 0;
+    av->oom = 0;
+    av->a = &cl->a;
+    av->v[0] = NULL;
+    sbx__argv_add(av, cl->kubectl, NULL);
+    if (cl->kubeconfig) sbx__argv_add(av, "--kubeconfig=", cl->kubeconfig);
+    if (cl->context) sbx__argv_add(av, "--context=", cl->context);
+}
+
+/* ---- connection pool to the API server --------------------------------- */
+
+SBX__PRIVATE sbx__conn *sbx__pool_get(struct sbx__client *cl)
+{
+    sbx__conn *c = NULL;
+    pthread_mutex_lock(&cl->mu);
+    if (cl->nidle > 0) c = cl->idle[--cl->nidle];
+    pthread_mutex_unlock(&cl->mu);
+    if (c) return c;
+    c = (sbx__conn *)sbx__malloc(&cl->a, sizeof *c);
+    if (c) sbx__conn_init(c, &cl->api, &cl->a);
+    return c;
+}
+
+SBX__PRIVATE void sbx__pool_put(struct sbx__client *cl, sbx__conn *c)
+{
+    if (!c) return;
+    pthread_mutex_lock(&cl->mu);
+    if (cl->nidle < SBX__POOL_MAX) {
+        cl->idle[cl->nidle++] = c;
+        c = NULL;
+    }
+    pthread_mutex_unlock(&cl->mu);
+    if (c) {
+        sbx__conn_free(c);
+        sbx__free(&cl->a, c);
+    }
+}
+
+/* Describe a failed API answer: "HTTP 404: sandboxclaims... not found". */
+SBX__PRIVATE sbx_result sbx__api_fail(sbx_error *e, int status, const sbx__buf *body, const char *what)
+{
+    char text[SBX_ERRMSG_SIZE];
+    sbx_result code = status == 404 ? SBX_ERR_NOT_FOUND : SBX_ERR_HTTP;
+    sbx__http_error_text(status, body->data ? body->data : "", body->len, text, sizeof text);
+    e->http_status = status;
+    return sbx__fail(e, code, "%s: %s", what, text);
+}
+
+/* One request to the API server with the body read into `out` (capped). */
+SBX__PRIVATE sbx_result sbx__api_call(struct sbx__client *cl, const char *method, const char *target,
+                                      const char *body, size_t blen, const char *ctype,
+                                      sbx__buf *out, int *status, long long deadline, sbx_error *e)
+{
+    sbx__http_req req;
+    sbx__http_resp resp;
+    char headers[160];
+    sbx_result r;
+    sbx__conn *c = sbx__pool_get(cl);
+    *status = 0;
+    if (!c) return sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
+    memset(&req, 0, sizeof req);
+    memset(&resp, 0, sizeof resp);
+    snprintf(headers, sizeof headers, "Accept: application/json\r\n%s%s%s",
+             ctype ? "Content-Type: " : "", ctype ? ctype : "", ctype ? "\r\n" : "");
+    req.method = method;
+    req.target = target;
+    req.headers = headers;
+    req.body = body;
+    req.body_len = blen;
+    req.body_fd = -1;
+    req.idempotent = strcmp(method, "GET") == 0 || strcmp(method, "DELETE") == 0;
+    out->len = 0;
+    r = (sbx_result)sbx__http_do(c, &req, &resp, out, SBX_MAX_API_BYTES, deadline, e);
+    if (r == SBX_OK) *status = resp.status;
+    sbx__http_resp_free(&resp);
+    sbx__pool_put(cl, c);
+    if (r != SBX_OK) sbx__err_prefix(e, "%s %s", method, target);
+    return r;
+}
+
+/* Which version of `group` the cluster serves: v1beta1 preferred, else v1alpha1. */
+SBX__PRIVATE sbx_result sbx__discover_group(struct sbx__client *cl, const char *group, const char **ver,
+                                            long long deadline, sbx_error *e)
+{
+    char target[128];
+    sbx__buf body;
+    sbx__jtok *t = NULL;
+    int status = 0, n, arr, i, k, beta = 0, alpha = 0;
+    sbx_result r;
+    snprintf(target, sizeof target, "/apis/%s", group);
+    sbx__buf_init(&body, &cl->a);
+    r = sbx__api_call(cl, "GET", target, NULL, 0, NULL, &body, &status, deadline, e);
+    if (r == SBX_OK && status == 404) {
+        r = sbx__fail(e, SBX_ERR_UNSUPPORTED,
+                      "the cluster does not serve API group %s: is the agent-sandbox controller "
+                      "installed (with extensions enabled)?", group);
+    } else if (r == SBX_OK && status != 200) {
+        r = sbx__api_fail(e, status, &body, target);
+    } else if (r == SBX_OK) {
+        n = sbx__json_parse_alloc(&cl->a, body.data, body.len, &t);
+        arr = n > 0 ? sbx__json_get(body.data, t, n, 0, "versions") : -1;
+        if (arr < 0 || t[arr].type != SBX__JSON_ARRAY) {
+            r = sbx__fail(e, SBX_ERR_PROTOCOL, "GET %s: not an APIGroup document", target);
+        } else {
+            for (i = arr + 1, k = 0; k < t[arr].size; k++, i = t[i].next) {
+                int v = sbx__json_mem(body.data, t, n, i, "version");
+                if (v >= 0 && sbx__json_eq(body.data, t, v, "v1beta1")) beta = 1;
+                if (v >= 0 && sbx__json_eq(body.data, t, v, "v1alpha1")) alpha = 1;
+            }
+            if (!beta && !alpha)
+                r = sbx__fail(e, SBX_ERR_UNSUPPORTED, "API group %s serves neither v1beta1 nor v1alpha1", group);
+            else
+                *ver = beta ? "v1beta1" : "v1alpha1";
+        }
+        sbx__free(&cl->a, t);
+    }
+    sbx__buf_free(&body);
+    return r;
+}
+
+SBX__PRIVATE sbx_result sbx__discover(struct sbx__client *cl, long long deadline, sbx_error *e)
+{
+    const char *ext = NULL, *core = NULL;
+    sbx_result r;
+    pthread_mutex_lock(&cl->mu);
+    ext = cl->ext_version;
+    core = cl->core_version;
+    pthread_mutex_unlock(&cl->mu);
+    if (ext && core) return SBX_OK;
+    r = sbx__discover_group(cl, SBX__GROUP_EXT, &ext, deadline, e);
+    if (r == SBX_OK) r = sbx__discover_group(cl, SBX__GROUP_CORE, &core, deadline, e);
+    if (r != SBX_OK) return r;
+    pthread_mutex_lock(&cl->mu);
+    cl->ext_version = ext;
+    cl->core_version = core;
+    pthread_mutex_unlock(&cl->mu);
+    return SBX_OK;
+}
+
+/* Start `kubectl proxy` on a unix socket in a private directory (0700), so no
+   other local user can borrow our credentials through a TCP port. */
+SBX__PRIVATE sbx_result sbx__start_proxy(struct sbx__client *cl, int timeout_ms, sbx_error *e)
+{
+    const char *tmp = getenv("TMPDIR");
+    char dir[256], sock[300], line[512], url[320];
+    sbx__argv av;
+    sbx_result r;
+    if (!tmp || !*tmp || strlen(tmp) > 60) tmp = "/tmp";
+    snprintf(dir, sizeof dir, "%s/sbx-proxy-XXXXXX", tmp);
+    if (!mkdtemp(dir)) return sbx__fail_sys(e, SBX_ERR_SYS, errno, "mkdtemp %s", dir);
+    cl->sockdir = sbx__strdup(&cl->a, dir);
+    if (!cl->sockdir) {
+        rmdir(dir);
+        return sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
+    }
+    snprintf(sock, sizeof sock, "%s/proxy.sock", dir);
+    sbx__argv_kubectl(&av, cl);
+    sbx__argv_add(&av, "proxy", NULL);
+    sbx__argv_add(&av, "--unix-socket=", sock);
+    if (av.oom) {
+        sbx__argv_free(&av);
+        return sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
+    }
+    r = (sbx_result)sbx__proc_spawn(&cl->proxy, av.v, NULL, &cl->a, e);
+    sbx__argv_free(&av);
+    if (r != SBX_OK) return sbx__err_prefix(e, "start kubectl proxy");
+    cl->proxy_started = 1;
+    r = (sbx_result)sbx__proc_wait_line(&cl->proxy, "Starting to serve on ", line, sizeof line,
+                            sbx__deadline(timeout_ms), e);
+    if (r != SBX_OK) return sbx__err_prefix(e, "start kubectl proxy");
+    snprintf(url, sizeof url, "unix:%s", sock);
+    return (sbx_result)sbx__endpoint_parse(url, &cl->api, e);
+}
+
+SBX__PRIVATE void sbx__client_free(struct sbx__client *cl)
+{
+    int i;
+    if (!cl) return;
+    for (i = 0; i < cl->nidle; i++) {
+        sbx__conn_free(cl->idle[i]);
+        sbx__free(&cl->a, cl->idle[i]);
+    }
+    if (cl->proxy_started) sbx__proc_stop(&cl->proxy, SIGTERM, 2000);
+    if (cl->sockdir) {
+        char sock[300];
+        snprintf(sock, sizeof sock, "%s/proxy.sock", cl->sockdir);
+        unlink(sock);
+        rmdir(cl->sockdir);
+        sbx__free(&cl->a, cl->sockdir);
+    }
+    sbx__free(&cl->a, cl->kubectl);
+    sbx__free(&cl->a, cl->kubeconfig);
+    sbx__free(&cl->a, cl->context);
+    sbx__free(&cl->a, cl->ns);
+    pthread_mutex_destroy(&cl->mu);
+    {
+        sbx_allocator a = cl->a;
+        sbx__free(&a, cl);
+    }
+}
+
+/* ---- the claim ---------------------------------------------------------- */
+
+struct sbx__sandbox {
+    struct sbx__client *cl;
+    char *ns;
+    char *claim;
+    char *sandbox;
+    char *pod;
+    char *pod_ip;
+    char *pool;               /* v1beta1: the warm pool the claim names */
+    char *template_name;      /* v1alpha1: the template the claim names */
+    int claim_created;        /* close (or a failed open) must delete it */
+    sbx__proc tunnel;
+    int tunnel_started;
+    int local_port;
+    sbx__conn rt;             /* keep-alive connection through the tunnel */
+    int rt_ready;
+    int server_port;
+    int call_timeout_ms;
+    int tunnel_timeout_ms;
+    size_t max_output;
+};
+
+/* Reasons after which the claim will never become Ready. */
+SBX__PRIVATE int sbx__terminal_reason(const char *reason)
+{
+    static const char *const terminal[] = {"InvalidMetadata", "EnvVarsInjectionRejected",
+                                           "VolumeClaimTemplatesError", "ClaimExpired",
+                                           "SandboxExpired", NULL};
+    int i;
+    for (i = 0; terminal[i]; i++)
+        if (strcmp(reason, terminal[i]) == 0) return 1;
+    return 0;
+}
+
+SBX__PRIVATE void sbx__claim_path(const struct sbx__sandbox *s, char *out, size_t cap, const char *suffix)
+{
+    snprintf(out, cap, "/apis/" SBX__GROUP_EXT "/%s/namespaces/%s/sandboxclaims%s", s->cl->ext_version,
+             s->ns, suffix);
+}
+
+/* v1beta1 claims name a warm pool. Given a template, pick the pool of that
+   template in the namespace: most ready sandboxes first, then most replicas. */
+SBX__PRIVATE sbx_result sbx__resolve_pool(struct sbx__sandbox *s, const char *tmpl, long long deadline, sbx_error *e)
+{
+    char target[256], best[254];
+    sbx__buf body;
+    sbx__jtok *t = NULL;
+    int status = 0, n, items, i, k;
+    long long best_ready = -1, best_replicas = -1;
+    sbx_result r;
+    best[0] = '\0';
+    snprintf(target, sizeof target, "/apis/" SBX__GROUP_EXT "/%s/namespaces/%s/sandboxwarmpools",
+             s->cl->ext_version, s->ns);
+    sbx__buf_init(&body, &s->cl->a);
+    r = sbx__api_call(s->cl, "GET", target, NULL, 0, NULL, &body, &status, deadline, e);
+    if (r == SBX_OK && status != 200) r = sbx__api_fail(e, status, &body, "list SandboxWarmPools");
+    if (r == SBX_OK) {
+        n = sbx__json_parse_alloc(&s->cl->a, body.data, body.len, &t);
+        items = n > 0 ? sbx__json_get(body.data, t, n, 0, "items") : -1;
+        if (items < 0 || t[items].type != SBX__JSON_ARRAY) {
+            r = sbx__fail(e, SBX_ERR_PROTOCOL, "list SandboxWarmPools: not a list");
+        } else {
+            for (i = items + 1, k = 0; k < t[items].size; k++, i = t[i].next) {
+                long long ready = 0, replicas = 0;
+                int tr = sbx__json_get(body.data, t, n, i, "spec.sandboxTemplateRef.name");
+                int nm = sbx__json_get(body.data, t, n, i, "metadata.name");
+                int rd = sbx__json_get(body.data, t, n, i, "status.readyReplicas");
+                int rp = sbx__json_get(body.data, t, n, i, "spec.replicas");
+                if (tr < 0 || nm < 0 || !sbx__json_eq(body.data, t, tr, tmpl)) continue;
+                if (rd >= 0) sbx__json_int(body.data, t, rd, &ready);
+                if (rp >= 0) sbx__json_int(body.data, t, rp, &replicas);
+                if (ready > best_ready || (ready == best_ready && replicas > best_replicas)) {
+                    best_ready = ready;
+                    best_replicas = replicas;
+                    sbx__json_copy(body.data, t, nm, best, sizeof best);
+                }
+            }
+            if (!best[0])
+                r = sbx__fail(e, SBX_ERR_NOT_FOUND,
+                              "no SandboxWarmPool in namespace \"%s\" uses template \"%s\"; on v1beta1 "
+                              "clusters a claim names a warm pool: create one with "
+                              "spec.sandboxTemplateRef.name: %s (replicas: 0 gives cold starts) "
+                              "or set warm_pool", s->ns, tmpl, tmpl);
+        }
+        sbx__free(&s->cl->a, t);
+    }
+    sbx__buf_free(&body);
+    if (r == SBX_OK) {
+        s->pool = sbx__strdup(&s->cl->a, best);
+        if (!s->pool) r = sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
+    }
+    return r;
+}
+
+/* The JSON body of a new claim. */
+SBX__PRIVATE sbx_result sbx__claim_body(const struct sbx__sandbox *s, const sbx_sandbox_config *cfg, sbx__buf *b,
+                                        sbx_error *e)
+{
+    char now[40], expiry[40];
+    const char *const *kv;
+    int has_created_by = 0, has_requested_at = 0, first;
+    sbx_result r = SBX_OK;
+    int beta = strcmp(s->cl->ext_version, "v1beta1") == 0;
+    for (kv = cfg->labels; kv && kv[0] && kv[1]; kv += 2)
+        if (strcmp(kv[0], "agents.x-k8s.io/created-by") == 0) has_created_by = 1;
+    for (kv = cfg->annotations; kv && kv[0] && kv[1]; kv += 2)
+        if (strcmp(kv[0], "agents.x-k8s.io/client-first-requested-at") == 0) has_requested_at = 1;
+    sbx__rfc3339(now, 0, 1);
+    if (sbx__buf_printf(b, "{\"apiVersion\":\"" SBX__GROUP_EXT "/%s\",\"kind\":\"SandboxClaim\","
+                           "\"metadata\":{\"name\":\"%s\",\"labels\":{", s->cl->ext_version, s->claim) != 0)
+        return sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
+    first = 1;
+    if (!has_created_by) {
+        sbx__buf_puts(b, "\"agents.x-k8s.io/created-by\":\"sandbox-h\"");
+        first = 0;
+    }
+    for (kv = cfg->labels; r == SBX_OK && kv && kv[0]; kv += 2, first = 0) {
+        if (!kv[1]) return sbx__fail(e, SBX_ERR_INVALID_ARG, "labels: key \"%.80s\" has no value", kv[0]);
+        if (!first) sbx__buf_puts(b, ",");
+        r = sbx__jstr(b, kv[0], "a label key", e);
+        if (r == SBX_OK) sbx__buf_puts(b, ":");
+        if (r == SBX_OK) r = sbx__jstr(b, kv[1], "a label value", e);
+    }
+    sbx__buf_puts(b, "},\"annotations\":{");
+    first = 1;
+    if (!has_requested_at) {
+        sbx__buf_printf(b, "\"agents.x-k8s.io/client-first-requested-at\":\"%s\"", now);
+        first = 0;
+    }
+    for (kv = cfg->annotations; r == SBX_OK && kv && kv[0]; kv += 2, first = 0) {
+        if (!kv[1]) return sbx__fail(e, SBX_ERR_INVALID_ARG, "annotations: key \"%.80s\" has no value", kv[0]);
+        if (!first) sbx__buf_puts(b, ",");
+        r = sbx__jstr(b, kv[0], "an annotation key", e);
+        if (r == SBX_OK) sbx__buf_puts(b, ":");
+        if (r == SBX_OK) r = sbx__jstr(b, kv[1], "an annotation value", e);
+    }
+    if (r != SBX_OK) return r;
+    sbx__buf_puts(b, "}},\"spec\":{");
+    if (beta) {
+        sbx__buf_printf(b, "\"warmPoolRef\":{\"name\":\"%s\"}", s->pool);
+    } else {
+        sbx__buf_printf(b, "\"sandboxTemplateRef\":{\"name\":\"%s\"}", s->template_name);
+        if (s->pool) sbx__buf_printf(b, ",\"warmpool\":\"%s\"", s->pool);
+    }
+    if (cfg->ttl_seconds > 0) {
+        sbx__rfc3339(expiry, cfg->ttl_seconds, 0);
+        sbx__buf_printf(b, ",\"lifecycle\":{\"shutdownTime\":\"%s\",\"shutdownPolicy\":\"Delete\"}", expiry);
+    }
+    if ((cfg->pod_labels && cfg->pod_labels[0]) || (cfg->pod_annotations && cfg->pod_annotations[0])) {
+        static const char *const none[] = {NULL};
+        sbx__buf_puts(b, ",\"additionalPodMetadata\":{\"labels\":");
+        r = sbx__json_kv(b, cfg->pod_labels ? cfg->pod_labels : none, "pod_labels", e);
+        if (r == SBX_OK) sbx__buf_puts(b, ",\"annotations\":");
+        if (r == SBX_OK) r = sbx__json_kv(b, cfg->pod_annotations ? cfg->pod_annotations : none, "pod_annotations", e);
+        if (r == SBX_OK) sbx__buf_puts(b, "}");
+    }
+    if (r == SBX_OK && cfg->env && cfg->env[0]) {
+        sbx__buf_puts(b, ",\"env\":[");
+        for (kv = cfg->env; r == SBX_OK && kv[0]; kv += 2) {
+            if (!kv[1]) return sbx__fail(e, SBX_ERR_INVALID_ARG, "env: \"%.80s\" has no value", kv[0]);
+            if (kv != cfg->env) sbx__buf_puts(b, ",");
+            sbx__buf_puts(b, "{\"name\":");
+            r = sbx__jstr(b, kv[0], "env", e);
+            if (r == SBX_OK) sbx__buf_puts(b, ",\"value\":");
+            if (r == SBX_OK) r = sbx__jstr(b, kv[1], "env", e);
+            if (r == SBX_OK) sbx__buf_puts(b, "}");
+        }
+        if (r == SBX_OK) sbx__buf_puts(b, "]");
+    }
+    if (r != SBX_OK) return r;
+    if (sbx__buf_puts(b, "}}") != 0) return sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
+    return SBX_OK;
+}
+
+/* POST the claim; remembers the resourceVersion to watch from. */
+SBX__PRIVATE sbx_result sbx__create_claim(struct sbx__sandbox *s, const sbx_sandbox_config *cfg, char *rv,
+                                          size_t rvcap, long long deadline, sbx_error *e)
+{
+    char target[256];
+    sbx__buf req, body;
+    sbx__jtok *t = NULL;
+    int status = 0, n;
+    sbx_result r;
+    sbx__buf_init(&req, &s->cl->a);
+    sbx__buf_init(&body, &s->cl->a);
+    r = sbx__claim_body(s, cfg, &req, e);
+    sbx__claim_path(s, target, sizeof target, "");
+    if (r == SBX_OK)
+        r = sbx__api_call(s->cl, "POST", target, req.data, req.len, "application/json", &body, &status,
+                          deadline, e);
+    if (r == SBX_OK && status == 409) {
+        r = sbx__api_fail(e, status, &body, "create SandboxClaim");
+    } else if (r == SBX_OK && status != 201 && status != 200) {
+        r = sbx__api_fail(e, status, &body, "create SandboxClaim");
+    } else if (r == SBX_OK) {
+        s->claim_created = 1;
+        n = sbx__json_parse_alloc(&s->cl->a, body.data, body.len, &t);
+        rv[0] = '\0';
+        if (n > 0) sbx__json_copy(body.data, t, sbx__json_get(body.data, t, n, 0, "metadata.resourceVersion"), rv, rvcap);
+        sbx__free(&s->cl->a, t);
+    }
+    sbx__buf_free(&req);
+    sbx__buf_free(&body);
+    return r;
+}
+
+/* Look at one claim object: 1 = Ready (sandbox name stored), 0 = not yet,
+   negative = failed for good. `last` keeps the latest reason for messages. */
+SBX__PRIVATE int sbx__claim_state(struct sbx__sandbox *s, const char *js, const sbx__jtok *t, int n, int obj,
+                                  char *last, size_t lastcap, sbx_error *e)
+{
+    char reason[128], message[SBX_ERRMSG_SIZE / 2], status[16], name[254];
+    int conds, ready, sb;
+    reason[0] = message[0] = status[0] = name[0] = '\0';
+    sb = sbx__json_get(js, t, n, obj, "status.sandbox");
+    if (sb >= 0) {
+        int nm = sbx__json_mem(js, t, n, sb, "name");
+        if (nm < 0) nm = sbx__json_mem(js, t, n, sb, "Name"); /* controllers before #440 */
+        sbx__json_copy(js, t, nm, name, sizeof name);
+    }
+    conds = sbx__json_get(js, t, n, obj, "status.conditions");
+    ready = conds >= 0 && t[conds].type == SBX__JSON_ARRAY ? sbx__json_find(js, t, n, conds, "type", "Ready") : -1;
+    if (ready >= 0) {
+        sbx__json_copy(js, t, sbx__json_mem(js, t, n, ready, "status"), status, sizeof status);
+        sbx__json_copy(js, t, sbx__json_mem(js, t, n, ready, "reason"), reason, sizeof reason);
+        sbx__json_copy(js, t, sbx__json_mem(js, t, n, ready, "message"), message, sizeof message);
+        sbx__fmt(last, lastcap, "Ready=%s %s: %s", status, reason, message);
+    }
+    if (strcmp(status, "True") == 0 && name[0]) {
+        sbx__free(&s->cl->a, s->sandbox);
+        s->sandbox = sbx__strdup(&s->cl->a, name);
+        if (!s->sandbox) return sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
+        return 1;
+    }
+    if (strcmp(reason, "TemplateNotFound") == 0 || strcmp(reason, "WarmPoolNotFound") == 0)
+        return sbx__fail(e, SBX_ERR_NOT_FOUND, "claim \"%s\": %s: %s", s->claim, reason, message);
+    if (sbx__terminal_reason(reason))
+        return sbx__fail(e, SBX_ERR_SANDBOX, "claim \"%s\" failed: %s: %s", s->claim, reason, message);
+    return 0;
+}
+
+/* Wait for the claim to become Ready by watching it (never polling): one watch
+   from the create's resourceVersion, re-opened on a clean end, from scratch
+   after 410 Gone, with a bounded backoff on transient failures. */
+SBX__PRIVATE sbx_result sbx__wait_ready(struct sbx__sandbox *s, const char *rv0, long long deadline, sbx_error *e)
+{
+    char rv[64], last[SBX_ERRMSG_SIZE / 2], target[512], base[256];
+    sbx__conn conn;
+    sbx__buf line;
+    int backoff = 100;
+    sbx_result result = SBX_ERR_TIMEOUT;
+    snprintf(rv, sizeof rv, "%s", rv0);
+    snprintf(last, sizeof last, "no status yet");
+    sbx__conn_init(&conn, &s->cl->api, &s->cl->a);
+    sbx__buf_init(&line, &s->cl->a);
+    sbx__claim_path(s, base, sizeof base, "");
+    for (;;) {
+        sbx__http_req req;
+        sbx__http_resp resp;
+        int left = sbx__ms_left(deadline), status, transient = 0, done = 0;
+        sbx_result r;
+        if (left <= 0) break;
+        snprintf(target, sizeof target,
+                 "%s?watch=true&allowWatchBookmarks=true&fieldSelector=metadata.name%%3D%s&timeoutSeconds=%d%s%s",
+                 base, s->claim, left / 1000 + 1, rv[0] ? "&resourceVersion=" : "", rv);
+        memset(&req, 0, sizeof req);
+        memset(&resp, 0, sizeof resp);
+        req.method = "GET";
+        req.target = target;
+        req.headers = "Accept: application/json\r\n";
+        req.body_fd = -1;
+        req.idempotent = 1;
+        r = (sbx_result)sbx__http_send(&conn, &req, &resp, deadline, e);
+        status = resp.status;
+        if (r != SBX_OK) {
+            transient = r != SBX_ERR_TIMEOUT && r != SBX_ERR_NOMEM;
+            if (!transient) result = r;
+        } else if (status == 410) {
+            rv[0] = '\0';
+            sbx__http_body_discard(&conn, &resp, deadline, e);
+            sbx__http_resp_free(&resp);
+            continue;
+        } else if (status != 200) {
+            sbx__buf body;
+            sbx__buf_init(&body, &s->cl->a);
+            sbx__http_body_mem(&conn, &resp, &body, 65536, deadline, e);
+            if (status == 429 || status >= 500) {
+                transient = 1;
+                sbx__api_fail(e, status, &body, "watch SandboxClaim");
+            } else {
+                result = sbx__api_fail(e, status, &body, "watch SandboxClaim");
+                done = 1;
+            }
+            sbx__buf_free(&body);
+        } else {
+            for (;;) {
+                sbx__jtok *t = NULL;
+                int n, type, obj, st;
+                line.len = 0;
+                r = (sbx_result)sbx__http_body_line(&conn, &resp, &line, SBX_MAX_LINE_BYTES, deadline, e);
+                if (r == 0) break;          /* clean end: watch again from rv */
+                if (r < 0) {
+                    if (r == SBX_ERR_TIMEOUT || r == SBX_ERR_NOMEM || r == SBX_ERR_TOO_BIG) {
+                        result = r;
+                        done = 1;
+                    } else {
+                        transient = 1;
+                    }
+                    break;
+                }
+                if (line.len == 0 || (line.len == 1 && line.data[0] == '\r')) continue;
+                n = sbx__json_parse_alloc(&s->cl->a, line.data, line.len, &t);
+                type = n > 0 ? sbx__json_mem(line.data, t, n, 0, "type") : -1;
+                obj = n > 0 ? sbx__json_mem(line.data, t, n, 0, "object") : -1;
+                if (type < 0 || obj < 0) {
+                    result = sbx__fail(e, SBX_ERR_PROTOCOL, "watch SandboxClaim: malformed event: %.80s", line.data);
+                    done = 1;
+                } else if (sbx__json_eq(line.data, t, type, "ERROR")) {
+                    long long code = 0;
+                    char msg[256];
+                    int c = sbx__json_mem(line.data, t, n, obj, "code");
+                    if (c >= 0) sbx__json_int(line.data, t, c, &code);
+                    sbx__json_copy(line.data, t, sbx__json_mem(line.data, t, n, obj, "message"), msg, sizeof msg);
+                    if (code == 410) {
+                        rv[0] = '\0';
+                    } else if (code >= 500 || code == 429) {
+                        transient = 1;
+                        sbx__fail(e, SBX_ERR_HTTP, "watch SandboxClaim: error event %lld: %s", code, msg);
+                    } else {
+                        e->http_status = (int)code;
+                        result = sbx__fail(e, SBX_ERR_HTTP, "watch SandboxClaim: error event %lld: %s", code, msg);
+                        done = 1;
+                    }
+                    sbx__free(&s->cl->a, t);
+                    break;
+                } else {
+                    sbx__json_copy(line.data, t, sbx__json_get(line.data, t, n, obj, "metadata.resourceVersion"),
+                                   rv, sizeof rv);
+                    if (sbx__json_eq(line.data, t, type, "DELETED")) {
+                        result = sbx__fail(e, SBX_ERR_DELETED,
+                                           "claim \"%s\" was deleted while waiting for it to become Ready",
+                                           s->claim);
+                        s->claim_created = 0;
+                        done = 1;
+                    } else if (sbx__json_eq(line.data, t, type, "ADDED") ||
+                               sbx__json_eq(line.data, t, type, "MODIFIED")) {
+                        st = sbx__claim_state(s, line.data, t, n, obj, last, sizeof last, e);
+                        if (st != 0) {
+                            result = st > 0 ? SBX_OK : (sbx_result)st;
+                            done = 1;
+                        }
+                    }
+                }
+                sbx__free(&s->cl->a, t);
+                if (done) break;
+            }
+            if (!done && !transient) backoff = 100;
+        }
+        sbx__http_resp_free(&resp);
+        if (done) break;
+        if (transient) {
+            /* bounded backoff before watching again; never past the deadline */
+            int wait = backoff < sbx__ms_left(deadline) ? backoff : sbx__ms_left(deadline);
+            sbx__conn_close(&conn);
+            if (wait > 0) poll(NULL, 0, wait);
+            backoff = backoff * 2 > 2000 ? 2000 : backoff * 2;
+        }
+    }
+    sbx__conn_free(&conn);
+    sbx__buf_free(&line);
+    if (result == SBX_ERR_TIMEOUT && sbx__ms_left(deadline) == 0)
+        return sbx__fail(e, SBX_ERR_TIMEOUT, "claim \"%s\" not Ready in time (%s)", s->claim, last);
+    return result;
+}
+
+/* The Sandbox behind a Ready claim: pod name (annotation, else the sandbox
+   name) and pod IP (IPv4 preferred). */
+SBX__PRIVATE sbx_result sbx__resolve_pod(struct sbx__sandbox *s, long long deadline, sbx_error *e)
+{
+    char target[512], pod[254], ip[64];
+    sbx__buf body;
+    sbx__jtok *t = NULL;
+    int status = 0, n, ann, ips;
+    sbx_result r;
+    snprintf(target, sizeof target, "/apis/" SBX__GROUP_CORE "/%s/namespaces/%s/sandboxes/%s",
+             s->cl->core_version, s->ns, s->sandbox);
+    sbx__buf_init(&body, &s->cl->a);
+    pod[0] = ip[0] = '\0';
+    r = sbx__api_call(s->cl, "GET", target, NULL, 0, NULL, &body, &status, deadline, e);
+    if (r == SBX_OK && status != 200) r = sbx__api_fail(e, status, &body, "get Sandbox");
+    if (r == SBX_OK) {
+        n = sbx__json_parse_alloc(&s->cl->a, body.data, body.len, &t);
+        if (n <= 0) {
+            r = sbx__fail(e, SBX_ERR_PROTOCOL, "get Sandbox %s: the answer is not JSON", s->sandbox);
+        } else {
+            ann = sbx__json_get(body.data, t, n, 0, "metadata.annotations");
+            sbx__json_copy(body.data, t, sbx__json_mem(body.data, t, n, ann, "agents.x-k8s.io/pod-name"), pod,
+                           sizeof pod);
+            ips = sbx__json_get(body.data, t, n, 0, "status.podIPs");
+            if (ips >= 0 && t[ips].type == SBX__JSON_ARRAY) {
+                int i, k;
+                for (i = ips + 1, k = 0; k < t[ips].size; k++, i = t[i].next) {
+                    char cand[64];
+                    sbx__json_copy(body.data, t, i, cand, sizeof cand);
+                    if (!ip[0] || (strchr(ip, ':') && !strchr(cand, ':'))) snprintf(ip, sizeof ip, "%s", cand);
+                }
+            }
+        }
+        sbx__free(&s->cl->a, t);
+    }
+    sbx__buf_free(&body);
+    if (r != SBX_OK) return r;
+    s->pod = sbx__strdup(&s->cl->a, pod[0] ? pod : s->sandbox);
+    s->pod_ip = ip[0] ? sbx__strdup(&s->cl->a, ip) : NULL;
+    if (!s->pod || (ip[0] && !s->pod_ip)) return sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
+    if (!sbx__valid_dns_name(s->pod, 1))
+        return sbx__fail(e, SBX_ERR_PROTOCOL, "Sandbox %s names an invalid pod \"%.80s\"", s->sandbox, s->pod);
+    return SBX_OK;
+}
+
+SBX__PRIVATE sbx_result sbx__delete_claim(struct sbx__sandbox *s, long long deadline, sbx_error *e)
+{
+    char target[512], suffix[300];
+    sbx__buf body;
+    int status = 0;
+    sbx_result r;
+    snprintf(suffix, sizeof suffix, "/%s", s->claim);
+    sbx__claim_path(s, target, sizeof target, suffix);
+    sbx__buf_init(&body, &s->cl->a);
+    r = sbx__api_call(s->cl, "DELETE", target, NULL, 0, NULL, &body, &status, deadline, e);
+    if (r == SBX_OK && status != 200 && status != 202 && status != 404)
+        r = sbx__api_fail(e, status, &body, "delete SandboxClaim");
+    if (r == SBX_OK) s->claim_created = 0;
+    sbx__buf_free(&body);
+    return r;
+}
+
+/* ---- the tunnel: kubectl port-forward to the pod ----------------------- */
+
+SBX__PRIVATE void sbx__tunnel_stop(struct sbx__sandbox *s)
+{
+    if (s->rt_ready) {
+        sbx__conn_free(&s->rt);
+        s->rt_ready = 0;
+    }
+    if (s->tunnel_started) {
+        /* SIGINT is kubectl port-forward's clean stop (GOAWAY, exit 0) */
+        sbx__proc_stop(&s->tunnel, SIGINT, 2000);
+        memset(&s->tunnel, 0, sizeof s->tunnel);
+        s->tunnel_started = 0;
+    }
+}
+
+/* Start `kubectl port-forward pod/POD 0:PORT --address 127.0.0.1`: an
+   ephemeral local port, ready once kubectl printed its line AND the runtime
+   answered its health check through it. */
+SBX__PRIVATE sbx_result sbx__tunnel_start(struct sbx__sandbox *s, sbx_error *e)
+{
+    char line[512], url[64], ports[32];
+    const char *p;
+    sbx__argv av;
+    sbx__http_req req;
+    sbx__http_resp resp;
+    long long deadline = sbx__deadline(s->tunnel_timeout_ms);
+    long port = 0;
+    sbx_result r;
+    sbx__argv_kubectl(&av, s->cl);
+    sbx__argv_add(&av, "port-forward", NULL);
+    sbx__argv_add(&av, "--namespace=", s->ns);
+    sbx__argv_add(&av, "pod/", s->pod);
+    snprintf(ports, sizeof ports, "0:%d", s->server_port);
+    sbx__argv_add(&av, ports, NULL);
+    sbx__argv_add(&av, "--address=127.0.0.1", NULL);
+    if (av.oom) {
+        sbx__argv_free(&av);
+        return sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
+    }
+    r = (sbx_result)sbx__proc_spawn(&s->tunnel, av.v, NULL, &s->cl->a, e);
+    sbx__argv_free(&av);
+    if (r != SBX_OK) return sbx__err_prefix(e, "start kubectl port-forward");
+    s->tunnel_started = 1;
+    r = (sbx_result)sbx__proc_wait_line(&s->tunnel, "Forwarding from 127.0.0.1:", line, sizeof line, deadline, e);
+    if (r != SBX_OK) return sbx__err_prefix(e, "kubectl port-forward pod/%s", s->pod);
+    for (p = line + strlen("Forwarding from 127.0.0.1:"); *p >= '0' && *p <= '9' && port < 65536; p++)
+        port = port * 10 + (*p - '0');
+    if (port <= 0 || port > 65535)
+        return sbx__fail(e, SBX_ERR_PROTOCOL, "kubectl port-forward printed an unexpected line: %.100s", line);
+    s->local_port = (int)port;
+    snprintf(url, sizeof url, "http://127.0.0.1:%ld", port);
+    {
+        sbx__endpoint ep;
+        r = (sbx_result)sbx__endpoint_parse(url, &ep, e);
+        if (r != SBX_OK) return r;
+        sbx__conn_init(&s->rt, &ep, &s->cl->a);
+        s->rt_ready = 1;
+    }
+    memset(&req, 0, sizeof req);
+    memset(&resp, 0, sizeof resp);
+    req.method = "GET";
+    req.target = "/";
+    req.body_fd = -1;
+    req.idempotent = 1;
+    r = (sbx_result)sbx__http_send(&s->rt, &req, &resp, deadline, e);
+    if (r == SBX_OK) r = (sbx_result)sbx__http_body_discard(&s->rt, &resp, deadline, e);
+    if (r == SBX_OK && resp.status != 200)
+        r = sbx__fail(e, SBX_ERR_HTTP, "runtime health check GET / answered HTTP %d", resp.status);
+    sbx__http_resp_free(&resp);
+    if (r != SBX_OK) {
+        char why[256];
+        /* a failed connection ends kubectl port-forward; its words say why */
+        if (!sbx__proc_running(&s->tunnel) || sbx__proc_stop(&s->tunnel, SIGINT, 500) == 0) {
+            sbx__proc_describe(&s->tunnel, why, sizeof why);
+            s->tunnel_started = 0;
+            if (strcmp(why, "running") != 0) sbx__err_prefix(e, "kubectl port-forward %s", why);
+        }
+        return sbx__err_prefix(e, "tunnel to pod/%s", s->pod);
+    }
+    return SBX_OK;
+}
+
+/* Before a call: a tunnel that died (pod restarted, connection lost) is
+   started again; nothing was sent yet, so this is always safe. */
+SBX__PRIVATE sbx_result sbx__tunnel_ensure(struct sbx__sandbox *s, sbx_error *e)
+{
+    if (s->tunnel_started && s->rt_ready && sbx__proc_running(&s->tunnel)) return SBX_OK;
+    sbx__tunnel_stop(s);
+    return sbx__tunnel_start(s, e);
+}
+
+/* Explain a failed runtime call, adding kubectl's words if the tunnel died. */
+SBX__PRIVATE sbx_result sbx__rt_fail_context(struct sbx__sandbox *s, sbx_error *e, const char *what)
+{
+    if (s->tunnel_started && !sbx__proc_running(&s->tunnel)) {
+        char why[256];
+        sbx__proc_describe(&s->tunnel, why, sizeof why);
+        sbx__err_prefix(e, "%s (kubectl port-forward %s)", what, why);
+        return e->code;
+    }
+    return sbx__err_prefix(e, "%s", what);
+}
+
+/* Describe a runtime error answer: the runtime's own "message"/"detail". */
+SBX__PRIVATE sbx_result sbx__rt_status_fail(sbx_error *e, int status, const sbx__buf *body, const char *what)
+{
+    char text[SBX_ERRMSG_SIZE];
+    sbx_result code = status == 404 ? SBX_ERR_NOT_FOUND : SBX_ERR_HTTP;
+    sbx__http_error_text(status, body->data ? body->data : "", body->len, text, sizeof text);
+    e->http_status = status;
+    return sbx__fail(e, code, "%s: %s", what, text);
+}
+
+/* Paths inside the sandbox: relative to the runtime's base directory. A
+   leading "/" is dropped, empty segments are folded; ".", "..", control
+   characters and invalid UTF-8 are refused. */
+SBX__PRIVATE sbx_result sbx__clean_path(const char *in, sbx__buf *out, int allow_root, sbx_error *e)
+{
+    const char *p = in, *seg;
+    size_t n;
+    sbx__buf scratch;
+    int bad;
+    if (!in) return sbx__fail(e, SBX_ERR_INVALID_ARG, "path is NULL");
+    for (n = 0; in[n]; n++)
+        if ((unsigned char)in[n] < 0x20 || in[n] == 0x7f)
+            return sbx__fail(e, SBX_ERR_INVALID_ARG, "path \"%.80s\" contains a control character", in);
+    sbx__buf_init(&scratch, out->a);
+    bad = sbx__json_write_str(&scratch, in, n);
+    sbx__buf_free(&scratch);
+    if (bad == -2) return sbx__fail(e, SBX_ERR_INVALID_ARG, "path is not valid UTF-8");
+    while (*p) {
+        while (*p == '/') p++;
+        if (!*p) break;
+        seg = p;
+        while (*p && *p != '/') p++;
+        n = (size_t)(p - seg);
+        if ((n == 1 && seg[0] == '.') || (n == 2 && seg[0] == '.' && seg[1] == '.'))
+            return sbx__fail(e, SBX_ERR_INVALID_ARG, "path \"%.80s\" has a \".\" or \"..\" segment", in);
+        if ((out->len && sbx__buf_append(out, "/", 1) != 0) || sbx__buf_append(out, seg, n) != 0)
+            return sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
+    }
+    if (out->len == 0 && !allow_root) return sbx__fail(e, SBX_ERR_INVALID_ARG, "path \"%.80s\" names no file", in);
+    return SBX_OK;
+}
+
+/* "/download/<path as one segment>" etc. The legacy runtime percent-decodes
+   the path twice (its web server once, then the handler again), so the path
+   is encoded twice: a file name with a literal "%41" in it stays "%41"
+   instead of turning into "A". The root is sent as "." (%2E). */
+SBX__PRIVATE sbx_result sbx__rt_target(const char *endpoint, const char *path, int allow_root, sbx__buf *target,
+                                       sbx_error *e)
+{
+    sbx__buf clean, once;
+    sbx_result r;
+    size_t i;
+    sbx__buf_init(&clean, target->a);
+    sbx__buf_init(&once, target->a);
+    r = sbx__clean_path(path, &clean, allow_root, e);
+    if (r == SBX_OK) {
+        int bad = sbx__buf_puts(target, endpoint) != 0 ||
+                  (clean.len ? sbx__pct_encode_segment(&once, clean.data, clean.len) : sbx__buf_puts(&once, "%2E")) != 0;
+        for (i = 0; !bad && i < once.len; i++)
+            bad = once.data[i] == '%' ? sbx__buf_puts(target, "%25") != 0 : sbx__buf_append(target, &once.data[i], 1) != 0;
+        if (bad) r = sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
+    }
+    sbx__buf_free(&clean);
+    sbx__buf_free(&once);
+    return r;
+}
+
+/* One call to the runtime through the tunnel. The response body goes to
+   `mem` (capped) or to `fd`. Non-idempotent requests are never re-sent. */
+SBX__PRIVATE sbx_result sbx__rt_call(struct sbx__sandbox *s, sbx__http_req *req, sbx__buf *mem, int fd,
+                                     int *status, sbx_error *e)
+{
+    sbx__http_resp resp;
+    long long deadline = sbx__deadline(s->call_timeout_ms);
+    sbx_result r;
+    *status = 0;
+    r = sbx__tunnel_ensure(s, e);
+    if (r != SBX_OK) return r;
+    memset(&resp, 0, sizeof resp);
+    r = (sbx_result)sbx__http_send(&s->rt, req, &resp, deadline, e);
+    if (r == SBX_OK) {
+        *status = resp.status;
+        if (fd >= 0 && resp.status == 200) r = (sbx_result)sbx__http_body_fd(&s->rt, &resp, fd, deadline, e);
+        else if (mem) r = (sbx_result)sbx__http_body_mem(&s->rt, &resp, mem, s->max_output, deadline, e);
+        else r = (sbx_result)sbx__http_body_discard(&s->rt, &resp, deadline, e);
+    }
+    sbx__http_resp_free(&resp);
+    if (r != SBX_OK) {
+        sbx__conn_close(&s->rt);
+        return sbx__rt_fail_context(s, e, req->target);
+    }
+    return SBX_OK;
+}
 
 /* ======================================================================== */
 /* >>api: the public functions                                              */
@@ -4321,35 +5285,485 @@ SBX_API const char *sbx_strerror(sbx_result r)
     return "unknown error";
 }
 
-/* PLACEHOLDERS: replaced by the kube/api work (issue 4). */
+SBX__PRIVATE char *sbx__opt_dup(const sbx_allocator *a, const char *s, int *oom)
+{
+    char *d;
+    if (!s || !*s) return NULL;
+    d = sbx__strdup(a, s);
+    if (!d) *oom = 1;
+    return d;
+}
+
 SBX_API sbx_result sbx_client_open(sbx_client *c, const sbx_client_config *cfg)
 {
-    (void)cfg;
+    sbx_client_config zero;
+    struct sbx__client *cl;
+    sbx_allocator a;
+    const char *url, *kubectl;
+    int oom = 0;
+    sbx_result r;
+    if (!c) return SBX_ERR_INVALID_ARG;
     c->impl = NULL;
     sbx__err_clear(&c->err);
-    return sbx__fail(&c->err, SBX_ERR_UNSUPPORTED, "sbx_client_open: not implemented yet");
+    if (!cfg) {
+        memset(&zero, 0, sizeof zero);
+        cfg = &zero;
+    }
+    a = sbx__allocator(&cfg->allocator);
+    cl = (struct sbx__client *)sbx__malloc(&a, sizeof *cl);
+    if (!cl) return sbx__fail(&c->err, SBX_ERR_NOMEM, "out of memory");
+    memset(cl, 0, sizeof *cl);
+    cl->a = a;
+    if (pthread_mutex_init(&cl->mu, NULL) != 0) {
+        sbx__free(&a, cl);
+        return sbx__fail(&c->err, SBX_ERR_SYS, "pthread_mutex_init failed");
+    }
+    kubectl = cfg->kubectl ? cfg->kubectl : getenv("SANDBOX_KUBECTL");
+    cl->kubectl = sbx__strdup(&cl->a, kubectl && *kubectl ? kubectl : "kubectl");
+    if (!cl->kubectl) oom = 1;
+    cl->kubeconfig = sbx__opt_dup(&cl->a, cfg->kubeconfig, &oom);
+    cl->context = sbx__opt_dup(&cl->a, cfg->context, &oom);
+    cl->ns = sbx__strdup(&cl->a, cfg->ns && *cfg->ns ? cfg->ns : "default");
+    if (!cl->ns) oom = 1;
+    cl->api_timeout_ms = cfg->api_timeout_ms > 0 ? cfg->api_timeout_ms : 30000;
+    c->impl = cl;
+    if (oom) {
+        r = sbx__fail(&c->err, SBX_ERR_NOMEM, "out of memory");
+    } else if (!sbx__valid_dns_name(cl->ns, 0)) {
+        r = sbx__fail(&c->err, SBX_ERR_INVALID_ARG, "namespace \"%.80s\" is not a valid DNS label", cl->ns);
+    } else {
+        url = cfg->api_url ? cfg->api_url : getenv("SANDBOX_API_URL");
+        if (url && *url) r = (sbx_result)sbx__endpoint_parse(url, &cl->api, &c->err);
+        else r = sbx__start_proxy(cl, cfg->proxy_timeout_ms > 0 ? cfg->proxy_timeout_ms : 15000, &c->err);
+    }
+    if (r != SBX_OK) {
+        sbx__client_free(cl);
+        c->impl = NULL;
+        c->err.code = r;
+        return r;
+    }
+    return SBX_OK;
 }
-SBX_API void sbx_client_close(sbx_client *c) { (void)c; }
+
+SBX_API void sbx_client_close(sbx_client *c)
+{
+    if (!c || !c->impl) return;
+    sbx__client_free(c->impl);
+    c->impl = NULL;
+}
+
+/* Free everything of a sandbox; the claim must already be dealt with. */
+SBX__PRIVATE void sbx__sandbox_free(struct sbx__sandbox *s)
+{
+    const sbx_allocator *a = &s->cl->a;
+    sbx__tunnel_stop(s);
+    sbx__free(a, s->ns);
+    sbx__free(a, s->claim);
+    sbx__free(a, s->sandbox);
+    sbx__free(a, s->pod);
+    sbx__free(a, s->pod_ip);
+    sbx__free(a, s->pool);
+    sbx__free(a, s->template_name);
+    sbx__free(a, s);
+}
+
+/* Stop the tunnel and delete the claim; keeps the first error. */
+SBX__PRIVATE sbx_result sbx__sandbox_release(struct sbx__sandbox *s, sbx_error *e)
+{
+    sbx_result r = SBX_OK;
+    sbx__tunnel_stop(s);
+    if (s->claim_created) {
+        sbx_error de;
+        sbx__err_clear(&de);
+        r = sbx__delete_claim(s, sbx__deadline(s->cl->api_timeout_ms), &de);
+        if (r != SBX_OK && e->code == SBX_OK) *e = de;
+    }
+    return r;
+}
+
 SBX_API sbx_result sbx_open(sbx_sandbox *sb, sbx_client *c, const sbx_sandbox_config *cfg)
 {
-    (void)c; (void)cfg;
+    sbx_sandbox_config zero;
+    struct sbx__sandbox *s;
+    struct sbx__client *cl;
+    char rv[64], name[64];
+    long long api_deadline;
+    sbx_result r;
+    int oom = 0;
+    if (!sb) return SBX_ERR_INVALID_ARG;
     sb->impl = NULL;
     sbx__err_clear(&sb->err);
-    return sbx__fail(&sb->err, SBX_ERR_UNSUPPORTED, "sbx_open: not implemented yet");
+    if (!c || !c->impl) return sbx__fail(&sb->err, SBX_ERR_CLOSED, "open sandbox: the client is not open");
+    cl = c->impl;
+    if (!cfg) {
+        memset(&zero, 0, sizeof zero);
+        cfg = &zero;
+    }
+    if (!(cfg->template_name && *cfg->template_name) && !(cfg->warm_pool && *cfg->warm_pool))
+        return sbx__fail(&sb->err, SBX_ERR_INVALID_ARG, "open sandbox: set template_name or warm_pool");
+    if (cfg->template_name && *cfg->template_name && !sbx__valid_dns_name(cfg->template_name, 1))
+        return sbx__fail(&sb->err, SBX_ERR_INVALID_ARG, "open sandbox: template_name \"%.80s\" is not a valid name",
+                         cfg->template_name);
+    if (cfg->warm_pool && *cfg->warm_pool && !sbx__valid_dns_name(cfg->warm_pool, 1))
+        return sbx__fail(&sb->err, SBX_ERR_INVALID_ARG, "open sandbox: warm_pool \"%.80s\" is not a valid name",
+                         cfg->warm_pool);
+    if (cfg->ns && *cfg->ns && !sbx__valid_dns_name(cfg->ns, 0))
+        return sbx__fail(&sb->err, SBX_ERR_INVALID_ARG, "open sandbox: namespace \"%.80s\" is not a valid DNS label",
+                         cfg->ns);
+    if (cfg->claim_name && *cfg->claim_name && !sbx__valid_dns_name(cfg->claim_name, 1))
+        return sbx__fail(&sb->err, SBX_ERR_INVALID_ARG, "open sandbox: claim_name \"%.80s\" is not a valid name",
+                         cfg->claim_name);
+    if (cfg->server_port < 0 || cfg->server_port > 65535)
+        return sbx__fail(&sb->err, SBX_ERR_INVALID_ARG, "open sandbox: server_port %d is out of range",
+                         cfg->server_port);
+    s = (struct sbx__sandbox *)sbx__malloc(&cl->a, sizeof *s);
+    if (!s) return sbx__fail(&sb->err, SBX_ERR_NOMEM, "open sandbox: out of memory");
+    memset(s, 0, sizeof *s);
+    s->cl = cl;
+    s->server_port = cfg->server_port > 0 ? cfg->server_port : 8888;
+    s->call_timeout_ms = cfg->call_timeout_ms > 0 ? cfg->call_timeout_ms : 60000;
+    s->tunnel_timeout_ms = cfg->tunnel_timeout_ms > 0 ? cfg->tunnel_timeout_ms : 30000;
+    s->max_output = cfg->max_output_bytes > 0 ? cfg->max_output_bytes : SBX_MAX_RESPONSE_BYTES;
+    s->ns = sbx__strdup(&cl->a, cfg->ns && *cfg->ns ? cfg->ns : cl->ns);
+    if (cfg->claim_name && *cfg->claim_name) {
+        s->claim = sbx__strdup(&cl->a, cfg->claim_name);
+    } else {
+        unsigned char rnd[4];
+        sbx__random(rnd, sizeof rnd);
+        snprintf(name, sizeof name, "sandbox-claim-%02x%02x%02x%02x", rnd[0], rnd[1], rnd[2], rnd[3]);
+        s->claim = sbx__strdup(&cl->a, name);
+    }
+    s->template_name = sbx__opt_dup(&cl->a, cfg->template_name, &oom);
+    s->pool = sbx__opt_dup(&cl->a, cfg->warm_pool, &oom);
+    sb->impl = s;
+    if (!s->ns || !s->claim || oom) {
+        r = sbx__fail(&sb->err, SBX_ERR_NOMEM, "out of memory");
+        goto fail;
+    }
+    api_deadline = sbx__deadline(cl->api_timeout_ms);
+    r = sbx__discover(cl, api_deadline, &sb->err);
+    if (r != SBX_OK) goto fail;
+    if (strcmp(cl->ext_version, "v1beta1") == 0) {
+        if (!s->pool) {
+            r = sbx__resolve_pool(s, s->template_name, api_deadline, &sb->err);
+            if (r != SBX_OK) goto fail;
+        }
+    } else if (!s->template_name) {
+        r = sbx__fail(&sb->err, SBX_ERR_INVALID_ARG,
+                      "this cluster serves only v1alpha1, where a claim names a template: set template_name");
+        goto fail;
+    }
+    r = sbx__create_claim(s, cfg, rv, sizeof rv, api_deadline, &sb->err);
+    if (r != SBX_OK) goto fail;
+    r = sbx__wait_ready(s, rv, sbx__deadline(cfg->ready_timeout_ms > 0 ? cfg->ready_timeout_ms : 180000), &sb->err);
+    if (r != SBX_OK) goto fail;
+    r = sbx__resolve_pod(s, sbx__deadline(cl->api_timeout_ms), &sb->err);
+    if (r != SBX_OK) goto fail;
+    r = sbx__tunnel_start(s, &sb->err);
+    if (r != SBX_OK) goto fail;
+    return SBX_OK;
+fail:
+    sbx__err_prefix(&sb->err, "open sandbox (claim %s)", s->claim ? s->claim : "?");
+    sbx__sandbox_release(s, &sb->err);  /* rollback: tunnel stopped, claim deleted */
+    sbx__sandbox_free(s);
+    sb->impl = NULL;
+    sb->err.code = r;
+    return r;
 }
-SBX_API sbx_result sbx_close(sbx_sandbox *sb) { return sb->impl ? SBX_OK : SBX_ERR_CLOSED; }
-SBX_API sbx_result sbx_run(sbx_sandbox *sb, const char *command, sbx_exec_result *res) { (void)sb; (void)command; (void)res; return SBX_ERR_UNSUPPORTED; }
-SBX_API sbx_result sbx_write(sbx_sandbox *sb, const char *path, const void *data, size_t len) { (void)sb; (void)path; (void)data; (void)len; return SBX_ERR_UNSUPPORTED; }
-SBX_API sbx_result sbx_read(sbx_sandbox *sb, const char *path, void **data, size_t *len) { (void)sb; (void)path; (void)data; (void)len; return SBX_ERR_UNSUPPORTED; }
-SBX_API sbx_result sbx_write_fd(sbx_sandbox *sb, const char *path, int fd) { (void)sb; (void)path; (void)fd; return SBX_ERR_UNSUPPORTED; }
-SBX_API sbx_result sbx_read_fd(sbx_sandbox *sb, const char *path, int fd) { (void)sb; (void)path; (void)fd; return SBX_ERR_UNSUPPORTED; }
-SBX_API sbx_result sbx_list(sbx_sandbox *sb, const char *path, sbx_file_entry **entries, size_t *count) { (void)sb; (void)path; (void)entries; (void)count; return SBX_ERR_UNSUPPORTED; }
-SBX_API sbx_result sbx_exists(sbx_sandbox *sb, const char *path, int *exists) { (void)sb; (void)path; (void)exists; return SBX_ERR_UNSUPPORTED; }
-SBX_API void sbx_set_call_timeout(sbx_sandbox *sb, int timeout_ms) { (void)sb; (void)timeout_ms; }
-SBX_API const char *sbx_claim_name(const sbx_sandbox *sb) { (void)sb; return NULL; }
-SBX_API const char *sbx_sandbox_name(const sbx_sandbox *sb) { (void)sb; return NULL; }
-SBX_API const char *sbx_pod_name(const sbx_sandbox *sb) { (void)sb; return NULL; }
-SBX_API const char *sbx_namespace(const sbx_sandbox *sb) { (void)sb; return NULL; }
+
+SBX_API sbx_result sbx_close(sbx_sandbox *sb)
+{
+    struct sbx__sandbox *s;
+    sbx_result r;
+    if (!sb || !sb->impl) return SBX_OK;
+    s = sb->impl;
+    sbx__err_clear(&sb->err);
+    r = sbx__sandbox_release(s, &sb->err);
+    if (r != SBX_OK) sbx__err_prefix(&sb->err, "close sandbox (claim %s)", s->claim);
+    sbx__sandbox_free(s);
+    sb->impl = NULL;
+    return r;
+}
+
+/* Common entry of every call on a sandbox. */
+#define SBX__ENTER(sb)                                                                      \
+    do {                                                                                    \
+        if (!(sb)) return SBX_ERR_INVALID_ARG;                                              \
+        sbx__err_clear(&(sb)->err);                                                         \
+        if (!(sb)->impl) return sbx__fail(&(sb)->err, SBX_ERR_CLOSED, "the sandbox is not open"); \
+    } while (0)
+
+SBX_API sbx_result sbx_run(sbx_sandbox *sb, const char *command, sbx_exec_result *res)
+{
+    struct sbx__sandbox *s;
+    sbx__buf body, out;
+    sbx__http_req req;
+    sbx__jtok *t = NULL;
+    int status = 0, n;
+    sbx_result r;
+    if (res) memset(res, 0, sizeof *res);
+    SBX__ENTER(sb);
+    s = sb->impl;
+    if (!command || !res) return sbx__fail(&sb->err, SBX_ERR_INVALID_ARG, "run: command and result are required");
+    sbx__buf_init(&body, &s->cl->a);
+    sbx__buf_init(&out, &s->cl->a);
+    r = SBX_OK;
+    if (sbx__buf_puts(&body, "{\"command\":") != 0) r = sbx__fail(&sb->err, SBX_ERR_NOMEM, "out of memory");
+    if (r == SBX_OK) r = sbx__jstr(&body, command, "the command", &sb->err);
+    if (r == SBX_OK && sbx__buf_puts(&body, "}") != 0) r = sbx__fail(&sb->err, SBX_ERR_NOMEM, "out of memory");
+    if (r == SBX_OK) {
+        memset(&req, 0, sizeof req);
+        req.method = "POST";
+        req.target = "/execute";
+        req.headers = "Content-Type: application/json\r\nAccept: application/json\r\n";
+        req.body = body.data;
+        req.body_len = body.len;
+        req.body_fd = -1;
+        req.idempotent = 0; /* a command must never run twice */
+        r = sbx__rt_call(s, &req, &out, -1, &status, &sb->err);
+    }
+    if (r == SBX_OK && status != 200) r = sbx__rt_status_fail(&sb->err, status, &out, "run");
+    if (r == SBX_OK) {
+        int so, se, ec;
+        long long code = 0;
+        n = sbx__json_parse_alloc(&s->cl->a, out.data, out.len, &t);
+        so = n > 0 ? sbx__json_mem(out.data, t, n, 0, "stdout") : -1;
+        se = n > 0 ? sbx__json_mem(out.data, t, n, 0, "stderr") : -1;
+        ec = n > 0 ? sbx__json_mem(out.data, t, n, 0, "exit_code") : -1;
+        if (n == SBX__JSON_ERR_NOMEM) {
+            r = sbx__fail(&sb->err, SBX_ERR_NOMEM, "run: out of memory");
+        } else if (so < 0 || se < 0 || ec < 0 || sbx__json_int(out.data, t, ec, &code) != 0 ||
+                   code < INT_MIN || code > INT_MAX) {
+            r = sbx__fail(&sb->err, SBX_ERR_PROTOCOL, "run: the runtime's answer is not {stdout, stderr, exit_code}: %.100s",
+                          out.data ? out.data : "");
+        } else {
+            size_t need = 0;
+            res->exit_code = (int)code;
+            sbx__json_unescape(out.data, t, so, NULL, 0, &need);
+            res->out = (char *)sbx__block_alloc(&s->cl->a, need);
+            if (res->out) sbx__json_unescape(out.data, t, so, res->out, need + 1, &res->out_len);
+            sbx__json_unescape(out.data, t, se, NULL, 0, &need);
+            res->err = (char *)sbx__block_alloc(&s->cl->a, need);
+            if (res->err) sbx__json_unescape(out.data, t, se, res->err, need + 1, &res->err_len);
+            if (!res->out || !res->err) {
+                sbx_exec_result_free(res);
+                r = sbx__fail(&sb->err, SBX_ERR_NOMEM, "run: out of memory");
+            }
+        }
+        sbx__free(&s->cl->a, t);
+    }
+    sbx__buf_free(&body);
+    sbx__buf_free(&out);
+    return r;
+}
+
+/* Upload from memory or from a descriptor (len < 0: stream fd to its end). */
+SBX__PRIVATE sbx_result sbx__write_common(sbx_sandbox *sb, const char *path, const void *data, size_t len, int fd)
+{
+    struct sbx__sandbox *s = sb->impl;
+    sbx__buf clean, out;
+    sbx__http_req req;
+    int status = 0;
+    sbx_result r;
+    sbx__buf_init(&clean, &s->cl->a);
+    sbx__buf_init(&out, &s->cl->a);
+    r = sbx__clean_path(path, &clean, 0, &sb->err);
+    if (r == SBX_OK) {
+        memset(&req, 0, sizeof req);
+        req.method = "POST";
+        req.target = "/upload";
+        req.headers = "Accept: application/json\r\n";
+        req.multipart_name = "file";
+        req.multipart_filename = clean.data;
+        req.body_fd = -1;
+        if (fd >= 0) {
+            struct stat st;
+            off_t pos;
+            req.body_fd = fd;
+            req.body_fd_len = -1;
+            if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (pos = lseek(fd, 0, SEEK_CUR)) >= 0)
+                req.body_fd_len = st.st_size > pos ? (long long)(st.st_size - pos) : 0;
+        } else {
+            req.body = data;
+            req.body_len = len;
+        }
+        req.idempotent = 0;
+        r = sbx__rt_call(s, &req, &out, -1, &status, &sb->err);
+    }
+    if (r == SBX_OK && status != 200) r = sbx__rt_status_fail(&sb->err, status, &out, "write");
+    if (r != SBX_OK) sbx__err_prefix(&sb->err, "write \"%.200s\"", path ? path : "");
+    sbx__buf_free(&clean);
+    sbx__buf_free(&out);
+    return r;
+}
+
+SBX_API sbx_result sbx_write(sbx_sandbox *sb, const char *path, const void *data, size_t len)
+{
+    SBX__ENTER(sb);
+    if (!data && len) return sbx__fail(&sb->err, SBX_ERR_INVALID_ARG, "write: data is NULL");
+    return sbx__write_common(sb, path, data ? data : "", len, -1);
+}
+
+SBX_API sbx_result sbx_write_fd(sbx_sandbox *sb, const char *path, int fd)
+{
+    SBX__ENTER(sb);
+    if (fd < 0) return sbx__fail(&sb->err, SBX_ERR_INVALID_ARG, "write_fd: bad descriptor %d", fd);
+    return sbx__write_common(sb, path, NULL, 0, fd);
+}
+
+/* GET endpoint/path with the body into memory or a descriptor. */
+SBX__PRIVATE sbx_result sbx__get_common(sbx_sandbox *sb, const char *what, const char *endpoint, const char *path,
+                                        int allow_root, sbx__buf *mem, int fd)
+{
+    struct sbx__sandbox *s = sb->impl;
+    sbx__buf target, errbody;
+    sbx__http_req req;
+    int status = 0;
+    sbx_result r;
+    sbx__buf_init(&target, &s->cl->a);
+    sbx__buf_init(&errbody, &s->cl->a);
+    r = sbx__rt_target(endpoint, path, allow_root, &target, &sb->err);
+    if (r == SBX_OK) {
+        memset(&req, 0, sizeof req);
+        req.method = "GET";
+        req.target = target.data;
+        req.body_fd = -1;
+        req.idempotent = 1;
+        r = sbx__rt_call(s, &req, fd >= 0 ? &errbody : mem, fd, &status, &sb->err);
+    }
+    if (r == SBX_OK && status != 200)
+        r = sbx__rt_status_fail(&sb->err, status, fd >= 0 ? &errbody : mem, what);
+    if (r != SBX_OK) sbx__err_prefix(&sb->err, "%s \"%.200s\"", what, path ? path : "");
+    sbx__buf_free(&target);
+    sbx__buf_free(&errbody);
+    return r;
+}
+
+SBX_API sbx_result sbx_read(sbx_sandbox *sb, const char *path, void **data, size_t *len)
+{
+    sbx__buf mem;
+    sbx_result r;
+    if (data) *data = NULL;
+    if (len) *len = 0;
+    SBX__ENTER(sb);
+    if (!data) return sbx__fail(&sb->err, SBX_ERR_INVALID_ARG, "read: data is NULL");
+    sbx__buf_init(&mem, &sb->impl->cl->a);
+    r = sbx__get_common(sb, "read", "/download/", path, 0, &mem, -1);
+    if (r == SBX_OK) {
+        *data = sbx__buf_to_block(&mem, len);
+        if (!*data) r = sbx__fail(&sb->err, SBX_ERR_NOMEM, "read: out of memory");
+    }
+    sbx__buf_free(&mem);
+    return r;
+}
+
+SBX_API sbx_result sbx_read_fd(sbx_sandbox *sb, const char *path, int fd)
+{
+    SBX__ENTER(sb);
+    if (fd < 0) return sbx__fail(&sb->err, SBX_ERR_INVALID_ARG, "read_fd: bad descriptor %d", fd);
+    return sbx__get_common(sb, "read", "/download/", path, 0, NULL, fd);
+}
+
+SBX_API sbx_result sbx_list(sbx_sandbox *sb, const char *path, sbx_file_entry **entries, size_t *count)
+{
+    struct sbx__sandbox *s;
+    sbx__buf mem;
+    sbx__jtok *t = NULL;
+    sbx_result r;
+    int n;
+    if (entries) *entries = NULL;
+    if (count) *count = 0;
+    SBX__ENTER(sb);
+    s = sb->impl;
+    if (!entries || !count) return sbx__fail(&sb->err, SBX_ERR_INVALID_ARG, "list: entries and count are required");
+    sbx__buf_init(&mem, &s->cl->a);
+    r = sbx__get_common(sb, "list", "/list/", path ? path : "", 1, &mem, -1);
+    if (r == SBX_OK) {
+        n = sbx__json_parse_alloc(&s->cl->a, mem.data, mem.len, &t);
+        if (n <= 0 || t[0].type != SBX__JSON_ARRAY) {
+            r = sbx__fail(&sb->err, n == SBX__JSON_ERR_NOMEM ? SBX_ERR_NOMEM : SBX_ERR_PROTOCOL,
+                          "list \"%.200s\": the runtime's answer is not a JSON array", path ? path : "");
+        } else {
+            /* one block: the entries, then their names */
+            size_t k, names = 0, nent = (size_t)t[0].size, off;
+            int i;
+            char *blk;
+            for (i = 1, k = 0; k < nent; k++, i = t[i].next) {
+                int nm = sbx__json_mem(mem.data, t, n, i, "name");
+                names += (nm >= 0 ? t[nm].end - t[nm].start : 0) + 1;
+            }
+            if (nent > ((size_t)-1 - names) / sizeof(sbx_file_entry)) {
+                blk = NULL;
+            } else {
+                blk = (char *)sbx__block_alloc(&s->cl->a, nent * sizeof(sbx_file_entry) + names);
+            }
+            if (!blk) {
+                r = sbx__fail(&sb->err, SBX_ERR_NOMEM, "list: out of memory");
+            } else {
+                sbx_file_entry *ent = (sbx_file_entry *)(void *)blk;
+                off = nent * sizeof(sbx_file_entry);
+                for (i = 1, k = 0; k < nent; k++, i = t[i].next) {
+                    int nm = sbx__json_mem(mem.data, t, n, i, "name");
+                    int sz = sbx__json_mem(mem.data, t, n, i, "size");
+                    int ty = sbx__json_mem(mem.data, t, n, i, "type");
+                    int mt = sbx__json_mem(mem.data, t, n, i, "mod_time");
+                    size_t got = 0, room = nm >= 0 ? t[nm].end - t[nm].start + 1 : 1;
+                    blk[off] = '\0';
+                    if (nm >= 0) sbx__json_unescape(mem.data, t, nm, blk + off, room, &got);
+                    ent[k].name = blk + off;
+                    off += room;
+                    ent[k].size = 0;
+                    if (sz >= 0) sbx__json_int(mem.data, t, sz, &ent[k].size);
+                    ent[k].is_dir = ty >= 0 && sbx__json_eq(mem.data, t, ty, "directory");
+                    ent[k].mod_time = 0;
+                    if (mt >= 0) sbx__json_double(mem.data, t, mt, &ent[k].mod_time);
+                }
+                *entries = ent;
+                *count = nent;
+            }
+        }
+        sbx__free(&s->cl->a, t);
+    }
+    sbx__buf_free(&mem);
+    return r;
+}
+
+SBX_API sbx_result sbx_exists(sbx_sandbox *sb, const char *path, int *exists)
+{
+    struct sbx__sandbox *s;
+    sbx__buf mem;
+    sbx__jtok *t = NULL;
+    sbx_result r;
+    int n, ex;
+    if (exists) *exists = 0;
+    SBX__ENTER(sb);
+    s = sb->impl;
+    if (!exists) return sbx__fail(&sb->err, SBX_ERR_INVALID_ARG, "exists: result pointer is NULL");
+    sbx__buf_init(&mem, &s->cl->a);
+    r = sbx__get_common(sb, "exists", "/exists/", path, 1, &mem, -1);
+    if (r == SBX_OK) {
+        n = sbx__json_parse_alloc(&s->cl->a, mem.data, mem.len, &t);
+        ex = n > 0 ? sbx__json_mem(mem.data, t, n, 0, "exists") : -1;
+        if (ex < 0 || (t[ex].type != SBX__JSON_TRUE && t[ex].type != SBX__JSON_FALSE))
+            r = sbx__fail(&sb->err, SBX_ERR_PROTOCOL, "exists \"%.200s\": the runtime's answer has no \"exists\"",
+                          path ? path : "");
+        else
+            *exists = t[ex].type == SBX__JSON_TRUE;
+        sbx__free(&s->cl->a, t);
+    }
+    sbx__buf_free(&mem);
+    return r;
+}
+
+SBX_API void sbx_set_call_timeout(sbx_sandbox *sb, int timeout_ms)
+{
+    if (sb && sb->impl) sb->impl->call_timeout_ms = timeout_ms > 0 ? timeout_ms : 60000;
+}
+
+SBX_API const char *sbx_claim_name(const sbx_sandbox *sb) { return sb && sb->impl ? sb->impl->claim : NULL; }
+SBX_API const char *sbx_sandbox_name(const sbx_sandbox *sb) { return sb && sb->impl ? sb->impl->sandbox : NULL; }
+SBX_API const char *sbx_pod_name(const sbx_sandbox *sb) { return sb && sb->impl ? sb->impl->pod : NULL; }
+SBX_API const char *sbx_namespace(const sbx_sandbox *sb) { return sb && sb->impl ? sb->impl->ns : NULL; }
 
 SBX_API void sbx_exec_result_free(sbx_exec_result *res)
 {

@@ -4,5 +4,5 @@ int main(void)
 {
     sbx_sandbox sb;
     sb.impl = 0;
-    return sbx_close(&sb) == SBX_ERR_CLOSED && sbx_strerror(SBX_ERR_TIMEOUT)[0] ? 0 : 1;
+    return sbx_close(&sb) == SBX_OK && sbx_strerror(SBX_ERR_TIMEOUT)[0] ? 0 : 1;
 }
