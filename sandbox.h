@@ -92,6 +92,18 @@ typedef struct sbx_sandbox {
     struct sbx__sandbox *impl;   /* private; NULL when closed */
 } sbx_sandbox;
 
+/* How runtime requests reach a sandbox (sbx_client_config.mode). */
+typedef enum sbx_mode {
+    SBX_MODE_POD_TUNNEL = 0,   /* default: one `kubectl port-forward pod/POD 0:PORT` per sandbox  */
+    SBX_MODE_ROUTER_TUNNEL,    /* one `kubectl port-forward svc/sandbox-router-svc 0:8080` per
+                                  client, shared by its sandboxes; router headers on every call */
+    SBX_MODE_GATEWAY,          /* the router behind a Gateway: http://<status.addresses[].value>:80 */
+    SBX_MODE_DIRECT,           /* the router at router_url (e.g. an in-cluster Service URL)     */
+    SBX_MODE_IN_CLUSTER,       /* straight to http://<pod IP>:PORT (the caller runs in the cluster) */
+    SBX_MODE_API_PROXY         /* the API server's pods/POD:PORT/proxy, over the client's own API
+                                  connection (kubectl proxy): no process per sandbox             */
+} sbx_mode;
+
 typedef struct sbx_client_config {
     const char *kubectl;       /* default: $SANDBOX_KUBECTL, else "kubectl" on PATH   */
     const char *kubeconfig;    /* default: kubectl's choice ($KUBECONFIG, ~/.kube/config) */
@@ -101,8 +113,34 @@ typedef struct sbx_client_config {
                                   "http://127.0.0.1:8001" or "unix:/path/to/socket"   */
     int proxy_timeout_ms;      /* kubectl proxy start-up deadline; default 15000      */
     int api_timeout_ms;        /* each Kubernetes API request; default 30000          */
+    sbx_mode mode;             /* default SBX_MODE_POD_TUNNEL                          */
+    const char *router_namespace;  /* ROUTER_TUNNEL: namespace of sandbox-router-svc;
+                                      default "agent-sandbox-system"                   */
+    const char *router_url;    /* DIRECT (required): "http://host[:port][/prefix]"     */
+    const char *router_token;  /* router modes: sent as "Authorization: Bearer <token>";
+                                  default none                                         */
+    const char *gateway_name;  /* GATEWAY: default "external-http-gateway"             */
+    const char *gateway_namespace; /* GATEWAY: default "default"                       */
+    int gateway_timeout_ms;    /* GATEWAY: wait for an address; default 180000         */
     sbx_allocator allocator;   /* default: SBX_MALLOC / SBX_REALLOC / SBX_FREE        */
 } sbx_client_config;
+
+/* Which server runs in the pod (sbx_sandbox_config.runtime). */
+typedef enum sbx_runtime {
+    SBX_RUNTIME_AUTO = 0,      /* default: ask the pod (GET / answers on the python runtime,
+                                  GET /v1/health on sandboxd)                                  */
+    SBX_RUNTIME_PYTHON,        /* the legacy python runtime (port 8888): run, files, no delete */
+    SBX_RUNTIME_SANDBOXD       /* sandboxd REST (port 8080): files and delete; no run (its
+                                  exec is gRPC only)                                           */
+} sbx_runtime;
+
+/* sbx_capabilities() bits: what the sandbox's runtime can do. */
+#define SBX_CAP_EXEC   0x01u   /* sbx_run                      */
+#define SBX_CAP_WRITE  0x02u   /* sbx_write, sbx_write_fd      */
+#define SBX_CAP_READ   0x04u   /* sbx_read, sbx_read_fd        */
+#define SBX_CAP_LIST   0x08u   /* sbx_list                     */
+#define SBX_CAP_EXISTS 0x10u   /* sbx_exists                   */
+#define SBX_CAP_DELETE 0x20u   /* sbx_delete                   */
 
 typedef struct sbx_sandbox_config {
     const char *template_name; /* SandboxTemplate (the seed's API); on v1beta1 it is
@@ -117,11 +155,21 @@ typedef struct sbx_sandbox_config {
     const char *const *pod_labels;      /* spec.additionalPodMetadata.labels (keys need an
                                            allowed domain prefix, e.g. sandbox.users.io/) */
     const char *const *pod_annotations; /* spec.additionalPodMetadata.annotations          */
-    int ttl_seconds;           /* > 0: the claim expires (spec.lifecycle); default none */
+    int ttl_seconds;           /* > 0: the claim expires N s after creation
+                                  (spec.lifecycle.shutdownTime); default none           */
+    const char *shutdown_policy; /* with ttl_seconds: "Delete" (default), "DeleteForeground"
+                                  or "Retain" (the claim stays, its sandbox goes)        */
+    sbx_runtime runtime;       /* default SBX_RUNTIME_AUTO                              */
     int ready_timeout_ms;      /* wait for Ready; default 180000                       */
-    int tunnel_timeout_ms;     /* kubectl port-forward start-up; default 30000          */
-    int call_timeout_ms;       /* run / write / read / list / exists; default 60000    */
-    int server_port;           /* runtime port inside the pod; default 8888             */
+    int tunnel_timeout_ms;     /* connecting: tunnel start-up (kubectl port-forward) and the
+                                  runtime's first answer; default 30000                 */
+    int call_timeout_ms;       /* each run / write / read / list / exists / delete, retries
+                                  included; default 60000. Router modes send it as
+                                  X-Sandbox-Timeout and wait up to 1 s longer for the
+                                  router's own answer                                   */
+    int server_port;           /* runtime port inside the pod; default: 8888 (python),
+                                  8080 (sandboxd), AUTO: the pod template's first
+                                  containerPort, else 8888                              */
     size_t max_output_bytes;   /* cap on run output and read size; default SBX_MAX_RESPONSE_BYTES */
 } sbx_sandbox_config;
 
@@ -132,6 +180,20 @@ typedef struct sbx_exec_result {
     char *err;                 /* stderr bytes, likewise                                */
     size_t err_len;
 } sbx_exec_result;
+
+/* sbx_status(): what the controller says about the claim. */
+typedef enum sbx_state {
+    SBX_STATE_READY = 0,       /* Ready=True with a bound sandbox                        */
+    SBX_STATE_NOT_READY,       /* exists, not Ready (reason says why: ClaimExpired...)    */
+    SBX_STATE_GONE             /* deleted, or being deleted                              */
+} sbx_state;
+
+typedef struct sbx_claim_status {
+    sbx_state state;
+    char reason[128];          /* the Ready condition's reason, e.g. "DependenciesReady";
+                                  "NotFound" / "Deleting" when gone; "" if none yet       */
+    char message[256];         /* its message (cut to fit)                               */
+} sbx_claim_status;
 
 typedef struct sbx_file_entry {
     const char *name;          /* points into the same block as the array */
@@ -149,6 +211,26 @@ SBX_API void sbx_client_close(sbx_client *c);
 SBX_API sbx_result sbx_open(sbx_sandbox *sb, sbx_client *c, const sbx_sandbox_config *cfg);
 SBX_API sbx_result sbx_close(sbx_sandbox *sb);
 
+/* An existing, Ready claim: resolve its sandbox and pod and connect (cfg may be
+   NULL; its connection fields are used: runtime, server_port, *_timeout_ms,
+   max_output_bytes). Fails with SBX_ERR_NOT_FOUND (no such claim),
+   SBX_ERR_DELETED (being deleted) or SBX_ERR_SANDBOX (not Ready); the claim is
+   never deleted by a failed attach. ns NULL: the client's namespace. */
+SBX_API sbx_result sbx_attach(sbx_sandbox *sb, sbx_client *c, const char *ns, const char *claim_name,
+                              const sbx_sandbox_config *cfg);
+/* Disconnect and free the handle, leaving the claim (and its sandbox) running.
+   sbx_close on the other hand deletes the claim, however the handle was made. */
+SBX_API sbx_result sbx_detach(sbx_sandbox *sb);
+SBX_API sbx_result sbx_status(sbx_sandbox *sb, sbx_claim_status *st);
+
+/* Client-level calls: thread-safe; err (may be NULL) receives the failure. */
+SBX_API sbx_result sbx_delete_claim(sbx_client *c, const char *ns, const char *claim_name, sbx_error *err);
+/* Names of the claims matching a label selector ("a=b,c!=d"; NULL or "" for all):
+   *names is a NULL-terminated array of *count strings in ONE block, freed with
+   sbx_free(*names). */
+SBX_API sbx_result sbx_list_claims(sbx_client *c, const char *ns, const char *label_selector, char ***names,
+                                   size_t *count, sbx_error *err);
+
 SBX_API sbx_result sbx_run(sbx_sandbox *sb, const char *command, sbx_exec_result *res);
 SBX_API sbx_result sbx_write(sbx_sandbox *sb, const char *path, const void *data, size_t len);
 SBX_API sbx_result sbx_read(sbx_sandbox *sb, const char *path, void **data, size_t *len);
@@ -156,12 +238,18 @@ SBX_API sbx_result sbx_write_fd(sbx_sandbox *sb, const char *path, int fd);
 SBX_API sbx_result sbx_read_fd(sbx_sandbox *sb, const char *path, int fd);
 SBX_API sbx_result sbx_list(sbx_sandbox *sb, const char *path, sbx_file_entry **entries, size_t *count);
 SBX_API sbx_result sbx_exists(sbx_sandbox *sb, const char *path, int *exists);
+/* sandboxd only (else SBX_ERR_UNSUPPORTED); recursive != 0 removes a non-empty directory. */
+SBX_API sbx_result sbx_delete(sbx_sandbox *sb, const char *path, int recursive);
+/* SBX_CAP_* bits of the runtime; 0 when the handle is closed. A call the runtime
+   cannot do fails with SBX_ERR_UNSUPPORTED and a message naming the runtime. */
+SBX_API unsigned sbx_capabilities(const sbx_sandbox *sb);
 SBX_API void sbx_set_call_timeout(sbx_sandbox *sb, int timeout_ms);
 
 SBX_API const char *sbx_claim_name(const sbx_sandbox *sb);
 SBX_API const char *sbx_sandbox_name(const sbx_sandbox *sb);
 SBX_API const char *sbx_pod_name(const sbx_sandbox *sb);
 SBX_API const char *sbx_namespace(const sbx_sandbox *sb);
+SBX_API const char *sbx_pod_ip(const sbx_sandbox *sb);  /* NULL when the Sandbox reports none */
 
 SBX_API void sbx_exec_result_free(sbx_exec_result *res);
 SBX_API void sbx_free(void *p);
@@ -4292,17 +4380,58 @@ SBX__PRIVATE size_t sbx__proc_stderr_tail(sbx__proc *p, char *buf, size_t cap)
 }
 
 /* ======================================================================== */
-/* >>kube: Kubernetes API access, claims, watch, tunnel                     */
+/* >>kube: Kubernetes API access, claims, watch, routes to the runtime      */
 /* ======================================================================== */
 
 /* The Kubernetes side: one client reaches the API server through a kubectl
    proxy child it starts (or a URL it is given), keeps a small pool of
    keep-alive connections to it, discovers which API version the cluster
-   serves, and creates, watches and deletes SandboxClaims. */
+   serves, and creates, watches, reads and deletes SandboxClaims.
+
+   ROUTES. Runtime requests of a sandbox travel a route chosen by the client's
+   mode; modes differ only in the endpoint, a path prefix, extra headers and how
+   a tunnel is started (sbx__route_ensure); the request code is shared
+   (sbx__rt_call):
+     POD_TUNNEL     127.0.0.1:L  kubectl port-forward pod/POD 0:PORT (per sandbox)
+     ROUTER_TUNNEL  127.0.0.1:L  kubectl port-forward svc/sandbox-router-svc 0:8080,
+                                 one per client, started lazily under tmu, restarted
+                                 when it died; router headers
+     GATEWAY        http://ADDR:80 from the Gateway's status.addresses; router headers
+     DIRECT         router_url; router headers
+     IN_CLUSTER     http://POD_IP:PORT
+     API_PROXY      the API endpoint + /api/v1/namespaces/NS/pods/POD:PORT/proxy
+   Router headers: X-Sandbox-ID (sandbox name), -Namespace, -Port, -Pod-IP (when
+   known), -Timeout (the call's timeout in seconds), Authorization: Bearer.
+
+   RETRIES. A request is re-sent only when it is idempotent: runtime GET/HEAD
+   (read, list, exists, health) and API GET/DELETE. Those are retried after a
+   connection failure and after 502/503/504 (the API also 500) with a capped,
+   jittered exponential backoff (SBX__RETRY_BASE_MS doubling up to
+   SBX__RETRY_CAP_MS, +-25 %), at most SBX__RETRY_ATTEMPTS tries, never past the
+   call's deadline; 429 waits for Retry-After (seconds), and when that is past
+   the deadline the 429 is reported at once. Everything else (run, write,
+   delete of a file) is sent once: a command never runs twice. Redirects are
+   never followed: a 3xx is an error naming its Location. */
 
 #define SBX__GROUP_EXT "extensions.agents.x-k8s.io"
 #define SBX__GROUP_CORE "agents.x-k8s.io"
+#define SBX__GROUP_GATEWAY "gateway.networking.k8s.io"
 #define SBX__POOL_MAX 8 /* idle keep-alive connections kept to the API */
+#define SBX__ROUTER_SVC "sandbox-router-svc"
+#define SBX__ROUTER_PORT 8080
+
+#ifndef SBX__RETRY_ATTEMPTS
+#define SBX__RETRY_ATTEMPTS 5        /* tries of one idempotent request, at most */
+#endif
+#ifndef SBX__RETRY_BASE_MS
+#define SBX__RETRY_BASE_MS 100       /* first backoff; doubled per retry */
+#endif
+#ifndef SBX__RETRY_CAP_MS
+#define SBX__RETRY_CAP_MS 2000       /* longest backoff (before jitter) */
+#endif
+#ifndef SBX__ROUTER_GRACE_MS
+#define SBX__ROUTER_GRACE_MS 1000    /* router modes: wait this long past X-Sandbox-Timeout */
+#endif
 
 struct sbx__client {
     sbx_allocator a;
@@ -4315,11 +4444,26 @@ struct sbx__client {
     int proxy_started;
     char *sockdir;            /* private directory of the proxy's unix socket */
     int api_timeout_ms;
-    pthread_mutex_t mu;       /* guards idle[], nidle, the versions */
+    pthread_mutex_t mu;       /* guards idle[], nidle, the versions, gw_ok/router (GATEWAY) */
     sbx__conn *idle[SBX__POOL_MAX];
     int nidle;
     const char *ext_version;  /* "v1beta1" or "v1alpha1" once discovered */
     const char *core_version;
+    /* the route */
+    sbx_mode mode;
+    char *router_ns;
+    char *router_token;
+    char *gateway_name;
+    char *gateway_ns;
+    int gateway_timeout_ms;
+    sbx__endpoint router;     /* DIRECT: router_url; GATEWAY: once gw_ok */
+    int gw_ok;
+    /* ROUTER_TUNNEL: the shared port-forward; tmu guards all of it */
+    pthread_mutex_t tmu;
+    sbx__proc rtun;
+    int rtun_started;
+    int rtun_port;            /* 0 until the line was seen and /healthz answered */
+    unsigned rtun_gen;        /* bumped at every start: sandboxes reconnect */
 };
 
 /* RFC 1123 label (max 63, no dots) or subdomain (max 253, dots between labels). */
@@ -4431,6 +4575,68 @@ SBX__PRIVATE void sbx__argv_kubectl(sbx__argv *av, const struct sbx__client *cl)
     if (cl->context) sbx__argv_add(av, "--context=", cl->context);
 }
 
+/* ---- retries ----------------------------------------------------------- */
+
+/* Backoff before retry number `n` (1 = the first retry): base * 2^(n-1),
+   capped, with +-25 % jitter so that many clients do not retry in step. */
+SBX__PRIVATE int sbx__backoff_ms(int n)
+{
+    unsigned char rnd[2];
+    long ms = SBX__RETRY_BASE_MS, spread;
+    int i;
+    for (i = 1; i < n && ms < SBX__RETRY_CAP_MS; i++) ms *= 2;
+    if (ms > SBX__RETRY_CAP_MS) ms = SBX__RETRY_CAP_MS;
+    sbx__random(rnd, sizeof rnd);
+    spread = (ms / 2) * (long)(((unsigned)rnd[0] << 8) | rnd[1]) / 65535L;
+    return (int)(ms - ms / 4 + spread);
+}
+
+/* Retry-After as milliseconds (delta-seconds; an HTTP date or garbage counts
+   as absent): -1 when absent. */
+SBX__PRIVATE long long sbx__retry_after_ms(const sbx__http_resp *resp)
+{
+    size_t n = 0, i;
+    long long v = 0;
+    const char *s = sbx__http_header(resp, "retry-after", &n);
+    if (!s) return -1;
+    while (n && (*s == ' ' || *s == '\t')) { s++; n--; }
+    while (n && (s[n - 1] == ' ' || s[n - 1] == '\t')) n--;
+    if (n == 0 || n > 9) return -1;
+    for (i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9') return -1;
+        v = v * 10 + (s[i] - '0');
+    }
+    return v * 1000;
+}
+
+/* Wait before a retry: 1 when waited, 0 when the wait would pass the deadline
+   (then nothing is waited). */
+SBX__PRIVATE int sbx__retry_wait(long long wait_ms, long long deadline)
+{
+    long long until;
+    if (wait_ms < 0) wait_ms = 0;
+    if (wait_ms >= sbx__ms_left(deadline)) return 0;
+    until = sbx__now_ms() + wait_ms;
+    for (;;) {
+        long long left = until - sbx__now_ms();
+        if (left <= 0) break;
+        poll(NULL, 0, (int)left);
+    }
+    return 1;
+}
+
+/* A 3xx answer: redirects are never followed (a redirect could send the
+   request, and its credentials, anywhere). */
+SBX__PRIVATE sbx_result sbx__redirect_fail(sbx_error *e, const sbx__http_resp *resp, const char *what)
+{
+    size_t n = 0;
+    const char *loc = sbx__http_header(resp, "location", &n);
+    if (e) e->http_status = resp->status;
+    if (n > 200) n = 200;
+    return sbx__fail(e, SBX_ERR_HTTP, "%s%sHTTP %d redirect to \"%.*s\" (redirects are not followed)",
+                     what ? what : "", what ? ": " : "", resp->status, loc ? (int)n : 0, loc ? loc : "");
+}
+
 /* ---- connection pool to the API server --------------------------------- */
 
 SBX__PRIVATE sbx__conn *sbx__pool_get(struct sbx__client *cl)
@@ -4466,11 +4672,12 @@ SBX__PRIVATE sbx_result sbx__api_fail(sbx_error *e, int status, const sbx__buf *
     char text[SBX_ERRMSG_SIZE];
     sbx_result code = status == 404 ? SBX_ERR_NOT_FOUND : SBX_ERR_HTTP;
     sbx__http_error_text(status, body->data ? body->data : "", body->len, text, sizeof text);
-    e->http_status = status;
+    if (e) e->http_status = status;
     return sbx__fail(e, code, "%s: %s", what, text);
 }
 
-/* One request to the API server with the body read into `out` (capped). */
+/* One request to the API server with the body read into `out` (capped).
+   GET and DELETE are retried (see RETRIES); *status is the last answer's. */
 SBX__PRIVATE sbx_result sbx__api_call(struct sbx__client *cl, const char *method, const char *target,
                                       const char *body, size_t blen, const char *ctype,
                                       sbx__buf *out, int *status, long long deadline, sbx_error *e)
@@ -4478,12 +4685,10 @@ SBX__PRIVATE sbx_result sbx__api_call(struct sbx__client *cl, const char *method
     sbx__http_req req;
     sbx__http_resp resp;
     char headers[160];
-    sbx_result r;
-    sbx__conn *c = sbx__pool_get(cl);
+    sbx_result r = SBX_OK;
+    int attempt, idem = strcmp(method, "GET") == 0 || strcmp(method, "DELETE") == 0;
     *status = 0;
-    if (!c) return sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
-    memset(&req, 0, sizeof req);
-    memset(&resp, 0, sizeof resp);
+    sbx__http_req_init(&req);
     snprintf(headers, sizeof headers, "Accept: application/json\r\n%s%s%s",
              ctype ? "Content-Type: " : "", ctype ? ctype : "", ctype ? "\r\n" : "");
     req.method = method;
@@ -4491,13 +4696,36 @@ SBX__PRIVATE sbx_result sbx__api_call(struct sbx__client *cl, const char *method
     req.headers = headers;
     req.body = body;
     req.body_len = blen;
-    req.body_fd = -1;
-    req.idempotent = strcmp(method, "GET") == 0 || strcmp(method, "DELETE") == 0;
-    out->len = 0;
-    r = (sbx_result)sbx__http_do(c, &req, &resp, out, SBX_MAX_API_BYTES, deadline, e);
-    if (r == SBX_OK) *status = resp.status;
-    sbx__http_resp_free(&resp);
-    sbx__pool_put(cl, c);
+    req.idempotent = idem;
+    for (attempt = 1;; attempt++) {
+        long long wait = -1;
+        sbx__conn *c = sbx__pool_get(cl);
+        if (!c) return sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
+        out->len = 0;
+        *status = 0;
+        r = (sbx_result)sbx__http_send(c, &req, &resp, deadline, e);
+        if (r == SBX_OK) {
+            *status = resp.status;
+            if (resp.status >= 300 && resp.status < 400) {
+                r = sbx__redirect_fail(e, &resp, NULL);
+                sbx__http_body_discard(c, &resp, deadline, e);
+            } else {
+                if (idem && attempt < SBX__RETRY_ATTEMPTS &&
+                    (resp.status == 429 || resp.status == 500 || resp.status == 502 || resp.status == 503 ||
+                     resp.status == 504)) {
+                    wait = sbx__retry_after_ms(&resp);
+                    if (wait < 0) wait = sbx__backoff_ms(attempt);
+                }
+                r = (sbx_result)sbx__http_body_mem(c, &resp, out, SBX_MAX_API_BYTES, deadline, e);
+                if (r != SBX_OK) wait = -1;
+            }
+        }
+        sbx__http_resp_free(&resp);
+        sbx__pool_put(cl, c);
+        if (r == SBX_ERR_CONNECT && idem && attempt < SBX__RETRY_ATTEMPTS) wait = sbx__backoff_ms(attempt);
+        if (wait >= 0 && sbx__retry_wait(wait, deadline)) continue;
+        break;
+    }
     if (r != SBX_OK) sbx__err_prefix(e, "%s %s", method, target);
     return r;
 }
@@ -4526,7 +4754,7 @@ SBX__PRIVATE sbx_result sbx__discover_group(struct sbx__client *cl, const char *
         if (arr < 0 || t[arr].type != SBX__JSON_ARRAY) {
             r = sbx__fail(e, SBX_ERR_PROTOCOL, "GET %s: not an APIGroup document", target);
         } else {
-            for (i = arr + 1, k = 0; k < t[arr].size; k++, i = t[i].next) {
+            SBX__JSON_FOREACH(t, arr, i, k) {
                 int v = sbx__json_mem(body.data, t, n, i, "version");
                 if (v >= 0 && sbx__json_eq(body.data, t, v, "v1beta1")) beta = 1;
                 if (v >= 0 && sbx__json_eq(body.data, t, v, "v1alpha1")) alpha = 1;
@@ -4604,6 +4832,8 @@ SBX__PRIVATE void sbx__client_free(struct sbx__client *cl)
         sbx__conn_free(cl->idle[i]);
         sbx__free(&cl->a, cl->idle[i]);
     }
+    /* SIGINT is kubectl port-forward's clean stop (GOAWAY, exit 0) */
+    if (cl->rtun_started) sbx__proc_stop(&cl->rtun, SIGINT, 2000);
     if (cl->proxy_started) sbx__proc_stop(&cl->proxy, SIGTERM, 2000);
     if (cl->sockdir) {
         char sock[300];
@@ -4616,11 +4846,155 @@ SBX__PRIVATE void sbx__client_free(struct sbx__client *cl)
     sbx__free(&cl->a, cl->kubeconfig);
     sbx__free(&cl->a, cl->context);
     sbx__free(&cl->a, cl->ns);
+    sbx__free(&cl->a, cl->router_ns);
+    sbx__free(&cl->a, cl->router_token);
+    sbx__free(&cl->a, cl->gateway_name);
+    sbx__free(&cl->a, cl->gateway_ns);
     pthread_mutex_destroy(&cl->mu);
+    pthread_mutex_destroy(&cl->tmu);
     {
         sbx_allocator a = cl->a;
         sbx__free(&a, cl);
     }
+}
+
+/* ---- watching one object ------------------------------------------------ */
+
+enum { SBX__EV_ADDED = 1, SBX__EV_MODIFIED = 2, SBX__EV_DELETED = 3 };
+
+/* Called for each ADDED / MODIFIED / DELETED event of the watched object:
+   1 = done, 0 = keep watching, negative = failed for good (e set). */
+typedef int (*sbx__watch_fn)(void *ctx, int ev, const char *js, const sbx__jtok *t, int n, int obj, sbx_error *e);
+
+/* Watch the object `name` of the collection `base` (".../namespaces/NS/PLURAL")
+   from resourceVersion rv0 ("" = the current state first) until fn says done
+   or the deadline passes. One watch at a time, re-opened on a clean end, from
+   scratch after 410 Gone, with a bounded backoff on transient failures (5xx,
+   429, broken streams). Returns SBX_OK (fn said done), fn's code, a hard error,
+   or SBX_ERR_TIMEOUT (e may then describe the last transient failure). */
+SBX__PRIVATE sbx_result sbx__watch(struct sbx__client *cl, const char *base, const char *name, const char *rv0,
+                                   long long deadline, const char *what, sbx__watch_fn fn, void *ctx, sbx_error *e)
+{
+    char rv[64], target[640];
+    sbx__conn conn;
+    sbx__buf line;
+    int backoff = 100;
+    sbx_result result = SBX_ERR_TIMEOUT;
+    snprintf(rv, sizeof rv, "%s", rv0 ? rv0 : "");
+    sbx__conn_init(&conn, &cl->api, &cl->a);
+    sbx__buf_init(&line, &cl->a);
+    for (;;) {
+        sbx__http_req req;
+        sbx__http_resp resp;
+        int left = sbx__ms_left(deadline), status, transient = 0, done = 0;
+        sbx_result r;
+        if (left <= 0) break;
+        snprintf(target, sizeof target,
+                 "%s?watch=true&allowWatchBookmarks=true&fieldSelector=metadata.name%%3D%s&timeoutSeconds=%d%s%s",
+                 base, name, left / 1000 + 1, rv[0] ? "&resourceVersion=" : "", rv);
+        sbx__http_req_init(&req);
+        req.method = "GET";
+        req.target = target;
+        req.headers = "Accept: application/json\r\n";
+        req.idempotent = 1;
+        r = (sbx_result)sbx__http_send(&conn, &req, &resp, deadline, e);
+        status = resp.status;
+        if (r != SBX_OK) {
+            transient = r != SBX_ERR_TIMEOUT && r != SBX_ERR_NOMEM;
+            if (!transient) result = r;
+        } else if (status == 410) {
+            rv[0] = '\0';
+            sbx__http_body_discard(&conn, &resp, deadline, e);
+            sbx__http_resp_free(&resp);
+            continue;
+        } else if (status >= 300 && status < 400) {
+            result = sbx__redirect_fail(e, &resp, what);
+            done = 1;
+        } else if (status != 200) {
+            sbx__buf body;
+            sbx__buf_init(&body, &cl->a);
+            sbx__http_body_mem(&conn, &resp, &body, 65536, deadline, e);
+            if (status == 429 || status >= 500) {
+                transient = 1;
+                sbx__api_fail(e, status, &body, what);
+            } else {
+                result = sbx__api_fail(e, status, &body, what);
+                done = 1;
+            }
+            sbx__buf_free(&body);
+        } else {
+            for (;;) {
+                sbx__jtok *t = NULL;
+                int n, type, obj, ev = 0;
+                line.len = 0;
+                r = (sbx_result)sbx__http_body_line(&conn, &resp, &line, SBX_MAX_LINE_BYTES, deadline, e);
+                if (r == 0) break;          /* clean end: watch again from rv */
+                if (r < 0) {
+                    if (r == SBX_ERR_TIMEOUT || r == SBX_ERR_NOMEM || r == SBX_ERR_TOO_BIG) {
+                        result = r;
+                        done = 1;
+                    } else {
+                        transient = 1;
+                    }
+                    break;
+                }
+                if (line.len == 0 || (line.len == 1 && line.data[0] == '\r')) continue;
+                n = sbx__json_parse_alloc(&cl->a, line.data, line.len, &t);
+                type = n > 0 ? sbx__json_mem(line.data, t, n, 0, "type") : -1;
+                obj = n > 0 ? sbx__json_mem(line.data, t, n, 0, "object") : -1;
+                if (type < 0 || obj < 0) {
+                    result = sbx__fail(e, SBX_ERR_PROTOCOL, "%s: malformed event: %.80s", what, line.data);
+                    done = 1;
+                } else if (sbx__json_eq(line.data, t, type, "ERROR")) {
+                    long long code = 0;
+                    char msg[256];
+                    int c = sbx__json_mem(line.data, t, n, obj, "code");
+                    if (c >= 0) sbx__json_int(line.data, t, c, &code);
+                    sbx__json_copy(line.data, t, sbx__json_mem(line.data, t, n, obj, "message"), msg, sizeof msg);
+                    if (code == 410) {
+                        rv[0] = '\0';
+                    } else if (code >= 500 || code == 429) {
+                        transient = 1;
+                        sbx__fail(e, SBX_ERR_HTTP, "%s: error event %lld: %s", what, code, msg);
+                    } else {
+                        if (e) e->http_status = (int)code;
+                        result = sbx__fail(e, SBX_ERR_HTTP, "%s: error event %lld: %s", what, code, msg);
+                        done = 1;
+                    }
+                    sbx__free(&cl->a, t);
+                    break;
+                } else {
+                    sbx__json_copy(line.data, t, sbx__json_get(line.data, t, n, obj, "metadata.resourceVersion"),
+                                   rv, sizeof rv);
+                    if (sbx__json_eq(line.data, t, type, "ADDED")) ev = SBX__EV_ADDED;
+                    else if (sbx__json_eq(line.data, t, type, "MODIFIED")) ev = SBX__EV_MODIFIED;
+                    else if (sbx__json_eq(line.data, t, type, "DELETED")) ev = SBX__EV_DELETED;
+                    if (ev) {
+                        int st = fn(ctx, ev, line.data, t, n, obj, e);
+                        if (st != 0) {
+                            result = st > 0 ? SBX_OK : (sbx_result)st;
+                            done = 1;
+                        }
+                    }
+                }
+                sbx__free(&cl->a, t);
+                if (done) break;
+            }
+            if (!done && !transient) backoff = 100;
+        }
+        sbx__http_resp_free(&resp);
+        if (done) break;
+        if (transient) {
+            /* bounded backoff before watching again; never past the deadline */
+            int wait = backoff < sbx__ms_left(deadline) ? backoff : sbx__ms_left(deadline);
+            sbx__conn_close(&conn);
+            if (wait > 0) poll(NULL, 0, wait);
+            backoff = backoff * 2 > 2000 ? 2000 : backoff * 2;
+        }
+    }
+    sbx__conn_free(&conn);
+    sbx__buf_free(&line);
+    return result;
 }
 
 /* ---- the claim ---------------------------------------------------------- */
@@ -4635,12 +5009,19 @@ struct sbx__sandbox {
     char *pool;               /* v1beta1: the warm pool the claim names */
     char *template_name;      /* v1alpha1: the template the claim names */
     int claim_created;        /* close (or a failed open) must delete it */
-    sbx__proc tunnel;
+    sbx_runtime want;         /* as configured */
+    sbx_runtime runtime;      /* as found: PYTHON or SANDBOXD once connected */
+    int server_port;          /* 0 until chosen (config, runtime or pod template) */
+    int template_port;        /* first containerPort of the Sandbox's pod template */
+    /* the route */
+    char *prefix;             /* API_PROXY: "/api/v1/namespaces/NS/pods/POD:PORT/proxy" */
+    char *rhdr;               /* router modes: X-Sandbox-* and Authorization lines */
+    sbx__conn rt;             /* keep-alive connection to the route's endpoint */
+    int rt_ready;
+    unsigned rt_gen;          /* ROUTER_TUNNEL: the tunnel generation rt points at */
+    sbx__proc tunnel;         /* POD_TUNNEL */
     int tunnel_started;
     int local_port;
-    sbx__conn rt;             /* keep-alive connection through the tunnel */
-    int rt_ready;
-    int server_port;
     int call_timeout_ms;
     int tunnel_timeout_ms;
     size_t max_output;
@@ -4658,10 +5039,56 @@ SBX__PRIVATE int sbx__terminal_reason(const char *reason)
     return 0;
 }
 
+/* "/apis/extensions.agents.x-k8s.io/V/namespaces/NS/sandboxclaims" + suffix */
+SBX__PRIVATE void sbx__claims_path(const struct sbx__client *cl, const char *ns, char *out, size_t cap,
+                                   const char *suffix)
+{
+    snprintf(out, cap, "/apis/" SBX__GROUP_EXT "/%s/namespaces/%s/sandboxclaims%s", cl->ext_version, ns, suffix);
+}
+
 SBX__PRIVATE void sbx__claim_path(const struct sbx__sandbox *s, char *out, size_t cap, const char *suffix)
 {
-    snprintf(out, cap, "/apis/" SBX__GROUP_EXT "/%s/namespaces/%s/sandboxclaims%s", s->cl->ext_version,
-             s->ns, suffix);
+    sbx__claims_path(s->cl, s->ns, out, cap, suffix);
+}
+
+/* What a claim object says. */
+typedef struct sbx__claim_info {
+    char sandbox[254];        /* status.sandbox.name ("Name" before #440) */
+    char ready[16];           /* the Ready condition's status: "True", "False", "" */
+    char reason[128];
+    char message[SBX_ERRMSG_SIZE / 2];
+    int deleting;             /* metadata.deletionTimestamp is set */
+} sbx__claim_info;
+
+SBX__PRIVATE void sbx__claim_info_read(const char *js, const sbx__jtok *t, int n, int obj, sbx__claim_info *ci)
+{
+    int conds, ready, sb;
+    memset(ci, 0, sizeof *ci);
+    sb = sbx__json_get(js, t, n, obj, "status.sandbox");
+    if (sb >= 0) {
+        int nm = sbx__json_mem(js, t, n, sb, "name");
+        if (nm < 0) nm = sbx__json_mem(js, t, n, sb, "Name"); /* controllers before #440 */
+        sbx__json_copy(js, t, nm, ci->sandbox, sizeof ci->sandbox);
+    }
+    conds = sbx__json_get(js, t, n, obj, "status.conditions");
+    ready = conds >= 0 && t[conds].type == SBX__JSON_ARRAY ? sbx__json_find(js, t, n, conds, "type", "Ready") : -1;
+    if (ready >= 0) {
+        sbx__json_copy(js, t, sbx__json_mem(js, t, n, ready, "status"), ci->ready, sizeof ci->ready);
+        sbx__json_copy(js, t, sbx__json_mem(js, t, n, ready, "reason"), ci->reason, sizeof ci->reason);
+        sbx__json_copy(js, t, sbx__json_mem(js, t, n, ready, "message"), ci->message, sizeof ci->message);
+    }
+    ci->deleting = sbx__json_get(js, t, n, obj, "metadata.deletionTimestamp") >= 0;
+}
+
+/* Store the sandbox name of a Ready claim. */
+SBX__PRIVATE sbx_result sbx__claim_take_sandbox(struct sbx__sandbox *s, const char *name, sbx_error *e)
+{
+    sbx__free(&s->cl->a, s->sandbox);
+    s->sandbox = sbx__strdup(&s->cl->a, name);
+    if (!s->sandbox) return sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
+    if (!sbx__valid_dns_name(s->sandbox, 1))
+        return sbx__fail(e, SBX_ERR_PROTOCOL, "claim \"%s\" names an invalid sandbox \"%.80s\"", s->claim, name);
+    return SBX_OK;
 }
 
 /* v1beta1 claims name a warm pool. Given a template, pick the pool of that
@@ -4686,7 +5113,7 @@ SBX__PRIVATE sbx_result sbx__resolve_pool(struct sbx__sandbox *s, const char *tm
         if (items < 0 || t[items].type != SBX__JSON_ARRAY) {
             r = sbx__fail(e, SBX_ERR_PROTOCOL, "list SandboxWarmPools: not a list");
         } else {
-            for (i = items + 1, k = 0; k < t[items].size; k++, i = t[i].next) {
+            SBX__JSON_FOREACH(t, items, i, k) {
                 long long ready = 0, replicas = 0;
                 int tr = sbx__json_get(body.data, t, n, i, "spec.sandboxTemplateRef.name");
                 int nm = sbx__json_get(body.data, t, n, i, "metadata.name");
@@ -4769,8 +5196,10 @@ SBX__PRIVATE sbx_result sbx__claim_body(const struct sbx__sandbox *s, const sbx_
         if (s->pool) sbx__buf_printf(b, ",\"warmpool\":\"%s\"", s->pool);
     }
     if (cfg->ttl_seconds > 0) {
+        /* the policy was checked against the three known values */
         sbx__rfc3339(expiry, cfg->ttl_seconds, 0);
-        sbx__buf_printf(b, ",\"lifecycle\":{\"shutdownTime\":\"%s\",\"shutdownPolicy\":\"Delete\"}", expiry);
+        sbx__buf_printf(b, ",\"lifecycle\":{\"shutdownTime\":\"%s\",\"shutdownPolicy\":\"%s\"}", expiry,
+                        cfg->shutdown_policy && *cfg->shutdown_policy ? cfg->shutdown_policy : "Delete");
     }
     if ((cfg->pod_labels && cfg->pod_labels[0]) || (cfg->pod_annotations && cfg->pod_annotations[0])) {
         static const char *const none[] = {NULL};
@@ -4814,9 +5243,7 @@ SBX__PRIVATE sbx_result sbx__create_claim(struct sbx__sandbox *s, const sbx_sand
     if (r == SBX_OK)
         r = sbx__api_call(s->cl, "POST", target, req.data, req.len, "application/json", &body, &status,
                           deadline, e);
-    if (r == SBX_OK && status == 409) {
-        r = sbx__api_fail(e, status, &body, "create SandboxClaim");
-    } else if (r == SBX_OK && status != 201 && status != 200) {
+    if (r == SBX_OK && status != 201 && status != 200) {
         r = sbx__api_fail(e, status, &body, "create SandboxClaim");
     } else if (r == SBX_OK) {
         s->claim_created = 1;
@@ -4835,178 +5262,70 @@ SBX__PRIVATE sbx_result sbx__create_claim(struct sbx__sandbox *s, const sbx_sand
 SBX__PRIVATE int sbx__claim_state(struct sbx__sandbox *s, const char *js, const sbx__jtok *t, int n, int obj,
                                   char *last, size_t lastcap, sbx_error *e)
 {
-    char reason[128], message[SBX_ERRMSG_SIZE / 2], status[16], name[254];
-    int conds, ready, sb;
-    reason[0] = message[0] = status[0] = name[0] = '\0';
-    sb = sbx__json_get(js, t, n, obj, "status.sandbox");
-    if (sb >= 0) {
-        int nm = sbx__json_mem(js, t, n, sb, "name");
-        if (nm < 0) nm = sbx__json_mem(js, t, n, sb, "Name"); /* controllers before #440 */
-        sbx__json_copy(js, t, nm, name, sizeof name);
+    sbx__claim_info ci;
+    sbx__claim_info_read(js, t, n, obj, &ci);
+    if (ci.ready[0]) sbx__fmt(last, lastcap, "Ready=%s %s: %s", ci.ready, ci.reason, ci.message);
+    if (strcmp(ci.ready, "True") == 0 && ci.sandbox[0]) {
+        sbx_result r = sbx__claim_take_sandbox(s, ci.sandbox, e);
+        return r == SBX_OK ? 1 : (int)r;
     }
-    conds = sbx__json_get(js, t, n, obj, "status.conditions");
-    ready = conds >= 0 && t[conds].type == SBX__JSON_ARRAY ? sbx__json_find(js, t, n, conds, "type", "Ready") : -1;
-    if (ready >= 0) {
-        sbx__json_copy(js, t, sbx__json_mem(js, t, n, ready, "status"), status, sizeof status);
-        sbx__json_copy(js, t, sbx__json_mem(js, t, n, ready, "reason"), reason, sizeof reason);
-        sbx__json_copy(js, t, sbx__json_mem(js, t, n, ready, "message"), message, sizeof message);
-        sbx__fmt(last, lastcap, "Ready=%s %s: %s", status, reason, message);
-    }
-    if (strcmp(status, "True") == 0 && name[0]) {
-        sbx__free(&s->cl->a, s->sandbox);
-        s->sandbox = sbx__strdup(&s->cl->a, name);
-        if (!s->sandbox) return sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
-        return 1;
-    }
-    if (strcmp(reason, "TemplateNotFound") == 0 || strcmp(reason, "WarmPoolNotFound") == 0)
-        return sbx__fail(e, SBX_ERR_NOT_FOUND, "claim \"%s\": %s: %s", s->claim, reason, message);
-    if (sbx__terminal_reason(reason))
-        return sbx__fail(e, SBX_ERR_SANDBOX, "claim \"%s\" failed: %s: %s", s->claim, reason, message);
+    if (strcmp(ci.reason, "TemplateNotFound") == 0 || strcmp(ci.reason, "WarmPoolNotFound") == 0)
+        return sbx__fail(e, SBX_ERR_NOT_FOUND, "claim \"%s\": %s: %s", s->claim, ci.reason, ci.message);
+    if (sbx__terminal_reason(ci.reason))
+        return sbx__fail(e, SBX_ERR_SANDBOX, "claim \"%s\" failed: %s: %s", s->claim, ci.reason, ci.message);
     return 0;
 }
 
-/* Wait for the claim to become Ready by watching it (never polling): one watch
-   from the create's resourceVersion, re-opened on a clean end, from scratch
-   after 410 Gone, with a bounded backoff on transient failures. */
+typedef struct sbx__ready_ctx {
+    struct sbx__sandbox *s;
+    char last[SBX_ERRMSG_SIZE / 2];
+} sbx__ready_ctx;
+
+SBX__PRIVATE int sbx__ready_event(void *ctx, int ev, const char *js, const sbx__jtok *t, int n, int obj, sbx_error *e)
+{
+    sbx__ready_ctx *rc = (sbx__ready_ctx *)ctx;
+    if (ev == SBX__EV_DELETED) {
+        rc->s->claim_created = 0;
+        return sbx__fail(e, SBX_ERR_DELETED, "claim \"%s\" was deleted while waiting for it to become Ready",
+                         rc->s->claim);
+    }
+    return sbx__claim_state(rc->s, js, t, n, obj, rc->last, sizeof rc->last, e);
+}
+
+/* Wait for the claim to become Ready by watching it (never polling), from
+   the create's resourceVersion. */
 SBX__PRIVATE sbx_result sbx__wait_ready(struct sbx__sandbox *s, const char *rv0, long long deadline, sbx_error *e)
 {
-    char rv[64], last[SBX_ERRMSG_SIZE / 2], target[512], base[256];
-    sbx__conn conn;
-    sbx__buf line;
-    int backoff = 100;
-    sbx_result result = SBX_ERR_TIMEOUT;
-    snprintf(rv, sizeof rv, "%s", rv0);
-    snprintf(last, sizeof last, "no status yet");
-    sbx__conn_init(&conn, &s->cl->api, &s->cl->a);
-    sbx__buf_init(&line, &s->cl->a);
+    char base[256];
+    sbx__ready_ctx rc;
+    sbx_result r;
+    rc.s = s;
+    snprintf(rc.last, sizeof rc.last, "no status yet");
     sbx__claim_path(s, base, sizeof base, "");
-    for (;;) {
-        sbx__http_req req;
-        sbx__http_resp resp;
-        int left = sbx__ms_left(deadline), status, transient = 0, done = 0;
-        sbx_result r;
-        if (left <= 0) break;
-        snprintf(target, sizeof target,
-                 "%s?watch=true&allowWatchBookmarks=true&fieldSelector=metadata.name%%3D%s&timeoutSeconds=%d%s%s",
-                 base, s->claim, left / 1000 + 1, rv[0] ? "&resourceVersion=" : "", rv);
-        memset(&req, 0, sizeof req);
-        memset(&resp, 0, sizeof resp);
-        req.method = "GET";
-        req.target = target;
-        req.headers = "Accept: application/json\r\n";
-        req.body_fd = -1;
-        req.idempotent = 1;
-        r = (sbx_result)sbx__http_send(&conn, &req, &resp, deadline, e);
-        status = resp.status;
-        if (r != SBX_OK) {
-            transient = r != SBX_ERR_TIMEOUT && r != SBX_ERR_NOMEM;
-            if (!transient) result = r;
-        } else if (status == 410) {
-            rv[0] = '\0';
-            sbx__http_body_discard(&conn, &resp, deadline, e);
-            sbx__http_resp_free(&resp);
-            continue;
-        } else if (status != 200) {
-            sbx__buf body;
-            sbx__buf_init(&body, &s->cl->a);
-            sbx__http_body_mem(&conn, &resp, &body, 65536, deadline, e);
-            if (status == 429 || status >= 500) {
-                transient = 1;
-                sbx__api_fail(e, status, &body, "watch SandboxClaim");
-            } else {
-                result = sbx__api_fail(e, status, &body, "watch SandboxClaim");
-                done = 1;
-            }
-            sbx__buf_free(&body);
-        } else {
-            for (;;) {
-                sbx__jtok *t = NULL;
-                int n, type, obj, st;
-                line.len = 0;
-                r = (sbx_result)sbx__http_body_line(&conn, &resp, &line, SBX_MAX_LINE_BYTES, deadline, e);
-                if (r == 0) break;          /* clean end: watch again from rv */
-                if (r < 0) {
-                    if (r == SBX_ERR_TIMEOUT || r == SBX_ERR_NOMEM || r == SBX_ERR_TOO_BIG) {
-                        result = r;
-                        done = 1;
-                    } else {
-                        transient = 1;
-                    }
-                    break;
-                }
-                if (line.len == 0 || (line.len == 1 && line.data[0] == '\r')) continue;
-                n = sbx__json_parse_alloc(&s->cl->a, line.data, line.len, &t);
-                type = n > 0 ? sbx__json_mem(line.data, t, n, 0, "type") : -1;
-                obj = n > 0 ? sbx__json_mem(line.data, t, n, 0, "object") : -1;
-                if (type < 0 || obj < 0) {
-                    result = sbx__fail(e, SBX_ERR_PROTOCOL, "watch SandboxClaim: malformed event: %.80s", line.data);
-                    done = 1;
-                } else if (sbx__json_eq(line.data, t, type, "ERROR")) {
-                    long long code = 0;
-                    char msg[256];
-                    int c = sbx__json_mem(line.data, t, n, obj, "code");
-                    if (c >= 0) sbx__json_int(line.data, t, c, &code);
-                    sbx__json_copy(line.data, t, sbx__json_mem(line.data, t, n, obj, "message"), msg, sizeof msg);
-                    if (code == 410) {
-                        rv[0] = '\0';
-                    } else if (code >= 500 || code == 429) {
-                        transient = 1;
-                        sbx__fail(e, SBX_ERR_HTTP, "watch SandboxClaim: error event %lld: %s", code, msg);
-                    } else {
-                        e->http_status = (int)code;
-                        result = sbx__fail(e, SBX_ERR_HTTP, "watch SandboxClaim: error event %lld: %s", code, msg);
-                        done = 1;
-                    }
-                    sbx__free(&s->cl->a, t);
-                    break;
-                } else {
-                    sbx__json_copy(line.data, t, sbx__json_get(line.data, t, n, obj, "metadata.resourceVersion"),
-                                   rv, sizeof rv);
-                    if (sbx__json_eq(line.data, t, type, "DELETED")) {
-                        result = sbx__fail(e, SBX_ERR_DELETED,
-                                           "claim \"%s\" was deleted while waiting for it to become Ready",
-                                           s->claim);
-                        s->claim_created = 0;
-                        done = 1;
-                    } else if (sbx__json_eq(line.data, t, type, "ADDED") ||
-                               sbx__json_eq(line.data, t, type, "MODIFIED")) {
-                        st = sbx__claim_state(s, line.data, t, n, obj, last, sizeof last, e);
-                        if (st != 0) {
-                            result = st > 0 ? SBX_OK : (sbx_result)st;
-                            done = 1;
-                        }
-                    }
-                }
-                sbx__free(&s->cl->a, t);
-                if (done) break;
-            }
-            if (!done && !transient) backoff = 100;
-        }
-        sbx__http_resp_free(&resp);
-        if (done) break;
-        if (transient) {
-            /* bounded backoff before watching again; never past the deadline */
-            int wait = backoff < sbx__ms_left(deadline) ? backoff : sbx__ms_left(deadline);
-            sbx__conn_close(&conn);
-            if (wait > 0) poll(NULL, 0, wait);
-            backoff = backoff * 2 > 2000 ? 2000 : backoff * 2;
-        }
-    }
-    sbx__conn_free(&conn);
-    sbx__buf_free(&line);
-    if (result == SBX_ERR_TIMEOUT && sbx__ms_left(deadline) == 0)
-        return sbx__fail(e, SBX_ERR_TIMEOUT, "claim \"%s\" not Ready in time (%s)", s->claim, last);
-    return result;
+    r = sbx__watch(s->cl, base, s->claim, rv0, deadline, "watch SandboxClaim", sbx__ready_event, &rc, e);
+    if (r == SBX_ERR_TIMEOUT && sbx__ms_left(deadline) == 0)
+        return sbx__fail(e, SBX_ERR_TIMEOUT, "claim \"%s\" not Ready in time (%s)", s->claim, rc.last);
+    return r;
+}
+
+/* GET the claim into `body` (parsed into *t / *n on 200). */
+SBX__PRIVATE sbx_result sbx__get_claim(struct sbx__sandbox *s, sbx__buf *body, int *status, long long deadline,
+                                       sbx_error *e)
+{
+    char target[512], suffix[300];
+    snprintf(suffix, sizeof suffix, "/%s", s->claim);
+    sbx__claim_path(s, target, sizeof target, suffix);
+    return sbx__api_call(s->cl, "GET", target, NULL, 0, NULL, body, status, deadline, e);
 }
 
 /* The Sandbox behind a Ready claim: pod name (annotation, else the sandbox
-   name) and pod IP (IPv4 preferred). */
+   name), pod IP (IPv4 preferred) and the pod template's first containerPort. */
 SBX__PRIVATE sbx_result sbx__resolve_pod(struct sbx__sandbox *s, long long deadline, sbx_error *e)
 {
     char target[512], pod[254], ip[64];
     sbx__buf body;
     sbx__jtok *t = NULL;
-    int status = 0, n, ann, ips;
+    int status = 0, n, ann, ips, port;
     sbx_result r;
     snprintf(target, sizeof target, "/apis/" SBX__GROUP_CORE "/%s/namespaces/%s/sandboxes/%s",
              s->cl->core_version, s->ns, s->sandbox);
@@ -5025,17 +5344,30 @@ SBX__PRIVATE sbx_result sbx__resolve_pod(struct sbx__sandbox *s, long long deadl
             ips = sbx__json_get(body.data, t, n, 0, "status.podIPs");
             if (ips >= 0 && t[ips].type == SBX__JSON_ARRAY) {
                 int i, k;
-                for (i = ips + 1, k = 0; k < t[ips].size; k++, i = t[i].next) {
+                SBX__JSON_FOREACH(t, ips, i, k) {
                     char cand[64];
+                    unsigned char bin[16];
+                    int is6;
                     sbx__json_copy(body.data, t, i, cand, sizeof cand);
-                    if (!ip[0] || (strchr(ip, ':') && !strchr(cand, ':'))) snprintf(ip, sizeof ip, "%s", cand);
+                    if (t[i].type == SBX__JSON_OBJECT) /* {"ip": "..."} (core PodIP form) */
+                        sbx__json_copy(body.data, t, sbx__json_mem(body.data, t, n, i, "ip"), cand, sizeof cand);
+                    is6 = strchr(cand, ':') != NULL;
+                    if (inet_pton(is6 ? AF_INET6 : AF_INET, cand, bin) != 1) continue; /* not an IP literal */
+                    if (!ip[0] || (strchr(ip, ':') && !is6)) snprintf(ip, sizeof ip, "%s", cand);
                 }
+            }
+            port = sbx__json_get(body.data, t, n, 0, "spec.podTemplate.spec.containers[0].ports[0].containerPort");
+            if (port >= 0) {
+                long long v = 0;
+                if (sbx__json_int(body.data, t, port, &v) == 0 && v > 0 && v <= 65535) s->template_port = (int)v;
             }
         }
         sbx__free(&s->cl->a, t);
     }
     sbx__buf_free(&body);
     if (r != SBX_OK) return r;
+    sbx__free(&s->cl->a, s->pod);
+    sbx__free(&s->cl->a, s->pod_ip);
     s->pod = sbx__strdup(&s->cl->a, pod[0] ? pod : s->sandbox);
     s->pod_ip = ip[0] ? sbx__strdup(&s->cl->a, ip) : NULL;
     if (!s->pod || (ip[0] && !s->pod_ip)) return sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
@@ -5044,25 +5376,222 @@ SBX__PRIVATE sbx_result sbx__resolve_pod(struct sbx__sandbox *s, long long deadl
     return SBX_OK;
 }
 
-SBX__PRIVATE sbx_result sbx__delete_claim(struct sbx__sandbox *s, long long deadline, sbx_error *e)
+/* DELETE a claim by name; 404 counts as done (*gone = 1 then). */
+SBX__PRIVATE sbx_result sbx__delete_claim_ns(struct sbx__client *cl, const char *ns, const char *name, int *gone,
+                                             long long deadline, sbx_error *e)
 {
     char target[512], suffix[300];
     sbx__buf body;
     int status = 0;
     sbx_result r;
-    snprintf(suffix, sizeof suffix, "/%s", s->claim);
-    sbx__claim_path(s, target, sizeof target, suffix);
-    sbx__buf_init(&body, &s->cl->a);
-    r = sbx__api_call(s->cl, "DELETE", target, NULL, 0, NULL, &body, &status, deadline, e);
-    if (r == SBX_OK && status != 200 && status != 202 && status != 404)
+    *gone = 0;
+    snprintf(suffix, sizeof suffix, "/%s", name);
+    sbx__claims_path(cl, ns, target, sizeof target, suffix);
+    sbx__buf_init(&body, &cl->a);
+    r = sbx__api_call(cl, "DELETE", target, NULL, 0, NULL, &body, &status, deadline, e);
+    if (r == SBX_OK && status == 404) *gone = 1;
+    else if (r == SBX_OK && status != 200 && status != 202)
         r = sbx__api_fail(e, status, &body, "delete SandboxClaim");
-    if (r == SBX_OK) s->claim_created = 0;
     sbx__buf_free(&body);
     return r;
 }
 
-/* ---- the tunnel: kubectl port-forward to the pod ----------------------- */
+SBX__PRIVATE sbx_result sbx__delete_claim(struct sbx__sandbox *s, long long deadline, sbx_error *e)
+{
+    int gone = 0;
+    sbx_result r = sbx__delete_claim_ns(s->cl, s->ns, s->claim, &gone, deadline, e);
+    if (r == SBX_OK) s->claim_created = 0;
+    return r;
+}
 
+/* ---- the Gateway (GATEWAY mode) ----------------------------------------- */
+
+/* A Gateway address usable as HOST in http://HOST/: an IPv4 literal, an IPv6
+   literal (bracketed in `host`), or a DNS name (RFC 1123 labels of 1-63
+   letters, digits and inner hyphens, 253 characters at most, one trailing dot
+   allowed) whose last label is not a number (so "1.2.3", "0x7f.1" and
+   "999.1.1.1", which resolvers may read as addresses, are refused). Anything
+   with '/', '?', '#', '@' or ':' (but an IPv6 literal) is refused. 1 = ok; 0 =
+   refused with *why. */
+SBX__PRIVATE int sbx__gateway_host(const char *v, char *host, size_t cap, const char **why)
+{
+    unsigned char bin[16];
+    size_t n = strlen(v), i, start = 0, last_start = 0;
+    int last_digits = 1, last_hex = 0;
+    *why = NULL;
+    if (n == 0) { *why = "empty"; return 0; }
+    if (n + 3 > cap) { *why = "too long"; return 0; }
+    for (i = 0; i < n; i++)
+        if (strchr("/?#@", v[i]) || (unsigned char)v[i] <= 0x20 || (unsigned char)v[i] >= 0x7f) {
+            *why = "contains '/', '?', '#', '@', a blank or a non-ASCII byte";
+            return 0;
+        }
+    if (strchr(v, ':')) {
+        if (inet_pton(AF_INET6, v, bin) != 1) { *why = "has ':' but is not an IPv6 address"; return 0; }
+        sbx__fmt(host, cap, "[%s]", v);
+        return 1;
+    }
+    if (inet_pton(AF_INET, v, bin) == 1) {
+        sbx__fmt(host, cap, "%s", v);
+        return 1;
+    }
+    if (v[n - 1] == '.') n--; /* a fully qualified name */
+    if (n == 0 || n > 253) { *why = "not a DNS name of 1 to 253 characters"; return 0; }
+    for (i = 0; i <= n; i++) {
+        if (i == n || v[i] == '.') {
+            size_t len = i - start;
+            if (len == 0 || len > 63) { *why = "has an empty label or one longer than 63 characters"; return 0; }
+            if (v[start] == '-' || v[i - 1] == '-') { *why = "has a label that starts or ends with '-'"; return 0; }
+            last_start = start;
+            start = i + 1;
+            continue;
+        }
+        if (!((v[i] >= 'a' && v[i] <= 'z') || (v[i] >= 'A' && v[i] <= 'Z') || (v[i] >= '0' && v[i] <= '9') ||
+              v[i] == '-')) {
+            *why = "has a character other than letters, digits, '-' and '.'";
+            return 0;
+        }
+    }
+    for (i = last_start; i < n; i++)
+        if (v[i] < '0' || v[i] > '9') last_digits = 0;
+    if (n - last_start > 2 && v[last_start] == '0' && (v[last_start + 1] == 'x' || v[last_start + 1] == 'X')) {
+        last_hex = 1;
+        for (i = last_start + 2; i < n; i++)
+            if (!((v[i] >= '0' && v[i] <= '9') || (v[i] >= 'a' && v[i] <= 'f') || (v[i] >= 'A' && v[i] <= 'F')))
+                last_hex = 0;
+    }
+    if (last_digits || last_hex) { *why = "looks like a number but is not an IPv4 address"; return 0; }
+    sbx__fmt(host, cap, "%.*s", (int)n, v);
+    return 1;
+}
+
+typedef struct sbx__gw_ctx {
+    const struct sbx__client *cl;
+    char host[300];
+    char last[200];
+} sbx__gw_ctx;
+
+SBX__PRIVATE int sbx__gateway_event(void *ctx, int ev, const char *js, const sbx__jtok *t, int n, int obj, sbx_error *e)
+{
+    sbx__gw_ctx *g = (sbx__gw_ctx *)ctx;
+    char bad[300], val[300];
+    const char *why = NULL;
+    int arr, i, k;
+    if (ev == SBX__EV_DELETED) {
+        snprintf(g->last, sizeof g->last, "the Gateway was deleted");
+        return 0;
+    }
+    arr = sbx__json_get(js, t, n, obj, "status.addresses");
+    if (arr < 0 || t[arr].type != SBX__JSON_ARRAY || t[arr].size == 0) {
+        snprintf(g->last, sizeof g->last, "no status.addresses yet");
+        return 0;
+    }
+    bad[0] = '\0';
+    SBX__JSON_FOREACH(t, arr, i, k) {
+        const char *w = NULL;
+        sbx__json_copy(js, t, sbx__json_mem(js, t, n, i, "value"), val, sizeof val);
+        if (sbx__gateway_host(val, g->host, sizeof g->host, &w)) return 1;
+        if (!bad[0]) {
+            sbx__fmt(bad, sizeof bad, "%.200s", val);
+            why = w;
+        }
+    }
+    return sbx__fail(e, SBX_ERR_PROTOCOL, "Gateway %s/%s: no usable address in status.addresses (\"%s\" %s)",
+                     g->cl->gateway_ns, g->cl->gateway_name, bad, why ? why : "is invalid");
+}
+
+/* GATEWAY: the router's endpoint from the Gateway's status (once per client). */
+SBX__PRIVATE sbx_result sbx__gateway_resolve(struct sbx__client *cl, sbx_error *e)
+{
+    char base[300], url[320];
+    sbx__gw_ctx g;
+    sbx__endpoint ep;
+    long long deadline = sbx__deadline(cl->gateway_timeout_ms);
+    int ok;
+    sbx_result r;
+    pthread_mutex_lock(&cl->mu);
+    ok = cl->gw_ok;
+    pthread_mutex_unlock(&cl->mu);
+    if (ok) return SBX_OK;
+    memset(&g, 0, sizeof g);
+    g.cl = cl;
+    snprintf(g.last, sizeof g.last, "no such Gateway yet");
+    snprintf(base, sizeof base, "/apis/" SBX__GROUP_GATEWAY "/v1/namespaces/%s/gateways", cl->gateway_ns);
+    r = sbx__watch(cl, base, cl->gateway_name, "", deadline, "watch Gateway", sbx__gateway_event, &g, e);
+    if (r == SBX_ERR_TIMEOUT && sbx__ms_left(deadline) == 0)
+        return sbx__fail(e, SBX_ERR_TIMEOUT, "Gateway %s/%s has no address after %d ms (%s)", cl->gateway_ns,
+                         cl->gateway_name, cl->gateway_timeout_ms, g.last);
+    if (r != SBX_OK) return r;
+    snprintf(url, sizeof url, "http://%s", g.host);
+    r = (sbx_result)sbx__endpoint_parse(url, &ep, e);
+    if (r != SBX_OK) return sbx__err_prefix(e, "Gateway %s/%s", cl->gateway_ns, cl->gateway_name);
+    pthread_mutex_lock(&cl->mu);
+    cl->router = ep;
+    cl->gw_ok = 1;
+    pthread_mutex_unlock(&cl->mu);
+    return SBX_OK;
+}
+
+/* ---- tunnels: kubectl port-forward -------------------------------------- */
+
+/* Spawn `kubectl port-forward --namespace=NS TARGET 0:PORT --address=127.0.0.1`. */
+SBX__PRIVATE sbx_result sbx__pf_spawn(struct sbx__client *cl, sbx__proc *p, const char *ns, const char *target,
+                                      int port, sbx_error *e)
+{
+    char ports[32];
+    sbx__argv av;
+    sbx_result r;
+    sbx__argv_kubectl(&av, cl);
+    sbx__argv_add(&av, "port-forward", NULL);
+    sbx__argv_add(&av, "--namespace=", ns);
+    sbx__argv_add(&av, target, NULL);
+    snprintf(ports, sizeof ports, "0:%d", port);
+    sbx__argv_add(&av, ports, NULL);
+    sbx__argv_add(&av, "--address=127.0.0.1", NULL);
+    if (av.oom) {
+        sbx__argv_free(&av);
+        return sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
+    }
+    r = (sbx_result)sbx__proc_spawn(p, av.v, NULL, &cl->a, e);
+    sbx__argv_free(&av);
+    if (r != SBX_OK) sbx__err_prefix(e, "start kubectl port-forward %s", target);
+    return r;
+}
+
+/* Wait for "Forwarding from 127.0.0.1:PORT" and return the local port. */
+SBX__PRIVATE sbx_result sbx__pf_port(sbx__proc *p, const char *target, int *port, long long deadline, sbx_error *e)
+{
+    char line[512];
+    const char *q;
+    long v = 0;
+    sbx_result r = (sbx_result)sbx__proc_wait_line(p, "Forwarding from 127.0.0.1:", line, sizeof line, deadline, e);
+    if (r != SBX_OK) return sbx__err_prefix(e, "kubectl port-forward %s", target);
+    for (q = line + strlen("Forwarding from 127.0.0.1:"); *q >= '0' && *q <= '9' && v < 65536; q++)
+        v = v * 10 + (*q - '0');
+    if (v <= 0 || v > 65535)
+        return sbx__fail(e, SBX_ERR_PROTOCOL, "kubectl port-forward printed an unexpected line: %.100s", line);
+    *port = (int)v;
+    return SBX_OK;
+}
+
+/* Add kubectl's own words ("exited with status 1: error: lost connection to
+   pod") to the message when the tunnel died. With `stop` a tunnel that still
+   runs is stopped first: a failed connection through it ends it anyway, and
+   stopping it gets its last words and makes the next call start a new one. */
+SBX__PRIVATE void sbx__pf_explain(sbx__proc *p, int started, int stop, sbx_error *e)
+{
+    char why[256];
+    int ws;
+    if (!started) return;
+    if (sbx__proc_running(p) && (!stop || sbx__proc_stop(p, SIGINT, 500) != 0)) return;
+    ws = sbx__proc_status(p);
+    /* a clean exit after our own SIGINT says nothing about the failure */
+    if (ws != -1 && ((WIFEXITED(ws) && WEXITSTATUS(ws) == 0) || (WIFSIGNALED(ws) && WTERMSIG(ws) == SIGINT))) return;
+    sbx__proc_describe(p, why, sizeof why);
+    if (strcmp(why, "running") != 0) sbx__err_prefix(e, "kubectl port-forward %s", why);
+}
+
+/* POD_TUNNEL */
 SBX__PRIVATE void sbx__tunnel_stop(struct sbx__sandbox *s)
 {
     if (s->rt_ready) {
@@ -5077,101 +5606,376 @@ SBX__PRIVATE void sbx__tunnel_stop(struct sbx__sandbox *s)
     }
 }
 
-/* Start `kubectl port-forward pod/POD 0:PORT --address 127.0.0.1`: an
-   ephemeral local port, ready once kubectl printed its line AND the runtime
-   answered its health check through it. */
-SBX__PRIVATE sbx_result sbx__tunnel_start(struct sbx__sandbox *s, sbx_error *e)
+SBX__PRIVATE sbx_result sbx__tunnel_start(struct sbx__sandbox *s, long long deadline, sbx_error *e)
 {
-    char line[512], url[64], ports[32];
-    const char *p;
-    sbx__argv av;
+    char target[300];
+    sbx_result r;
+    snprintf(target, sizeof target, "pod/%s", s->pod);
+    r = sbx__pf_spawn(s->cl, &s->tunnel, s->ns, target, s->server_port, e);
+    if (r != SBX_OK) return r;
+    s->tunnel_started = 1;
+    return sbx__pf_port(&s->tunnel, target, &s->local_port, deadline, e);
+}
+
+/* ROUTER_TUNNEL: spawn the shared tunnel if it is not running (no wait), so
+   it starts while the claim becomes Ready. */
+SBX__PRIVATE sbx_result sbx__rtun_begin(struct sbx__client *cl, sbx_error *e)
+{
+    sbx_result r = SBX_OK;
+    pthread_mutex_lock(&cl->tmu);
+    if (!cl->rtun_started || !sbx__proc_running(&cl->rtun)) {
+        if (cl->rtun_started) sbx__proc_stop(&cl->rtun, SIGINT, 500);
+        memset(&cl->rtun, 0, sizeof cl->rtun);
+        cl->rtun_started = 0;
+        cl->rtun_port = 0;
+        cl->rtun_gen++;
+        r = sbx__pf_spawn(cl, &cl->rtun, cl->router_ns, "svc/" SBX__ROUTER_SVC, SBX__ROUTER_PORT, e);
+        if (r == SBX_OK) cl->rtun_started = 1;
+    }
+    pthread_mutex_unlock(&cl->tmu);
+    return r;
+}
+
+/* GET /healthz of the router through a fresh connection: proves the far end. */
+SBX__PRIVATE sbx_result sbx__router_health(struct sbx__client *cl, int port, long long deadline, sbx_error *e)
+{
+    char url[64];
+    sbx__endpoint ep;
+    sbx__conn c;
     sbx__http_req req;
     sbx__http_resp resp;
-    long long deadline = sbx__deadline(s->tunnel_timeout_ms);
-    long port = 0;
+    sbx__buf body;
     sbx_result r;
-    sbx__argv_kubectl(&av, s->cl);
-    sbx__argv_add(&av, "port-forward", NULL);
-    sbx__argv_add(&av, "--namespace=", s->ns);
-    sbx__argv_add(&av, "pod/", s->pod);
-    snprintf(ports, sizeof ports, "0:%d", s->server_port);
-    sbx__argv_add(&av, ports, NULL);
-    sbx__argv_add(&av, "--address=127.0.0.1", NULL);
-    if (av.oom) {
-        sbx__argv_free(&av);
-        return sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
+    snprintf(url, sizeof url, "http://127.0.0.1:%d", port);
+    r = (sbx_result)sbx__endpoint_parse(url, &ep, e);
+    if (r != SBX_OK) return r;
+    sbx__conn_init(&c, &ep, &cl->a);
+    sbx__buf_init(&body, &cl->a);
+    sbx__http_req_init(&req);
+    req.target = "/healthz";
+    req.idempotent = 1;
+    r = (sbx_result)sbx__http_do(&c, &req, &resp, &body, 65536, deadline, e);
+    if (r == SBX_OK && resp.status != 200) {
+        char text[300];
+        sbx__http_error_text(resp.status, body.data ? body.data : "", body.len, text, sizeof text);
+        r = sbx__fail(e, SBX_ERR_HTTP, "router health check GET /healthz: %s", text);
     }
-    r = (sbx_result)sbx__proc_spawn(&s->tunnel, av.v, NULL, &s->cl->a, e);
-    sbx__argv_free(&av);
-    if (r != SBX_OK) return sbx__err_prefix(e, "start kubectl port-forward");
-    s->tunnel_started = 1;
-    r = (sbx_result)sbx__proc_wait_line(&s->tunnel, "Forwarding from 127.0.0.1:", line, sizeof line, deadline, e);
-    if (r != SBX_OK) return sbx__err_prefix(e, "kubectl port-forward pod/%s", s->pod);
-    for (p = line + strlen("Forwarding from 127.0.0.1:"); *p >= '0' && *p <= '9' && port < 65536; p++)
-        port = port * 10 + (*p - '0');
-    if (port <= 0 || port > 65535)
-        return sbx__fail(e, SBX_ERR_PROTOCOL, "kubectl port-forward printed an unexpected line: %.100s", line);
-    s->local_port = (int)port;
-    snprintf(url, sizeof url, "http://127.0.0.1:%ld", port);
-    {
-        sbx__endpoint ep;
+    sbx__buf_free(&body);
+    sbx__conn_free(&c);
+    return r;
+}
+
+/* ROUTER_TUNNEL: the local port of a working shared tunnel, starting or
+   restarting it when needed. Holds tmu while it waits, so concurrent callers
+   wait for the same start instead of starting their own. */
+SBX__PRIVATE sbx_result sbx__rtun_ensure(struct sbx__client *cl, long long deadline, int *port, unsigned *gen,
+                                         sbx_error *e)
+{
+    sbx_result r = SBX_OK;
+    pthread_mutex_lock(&cl->tmu);
+    if (!(cl->rtun_started && cl->rtun_port > 0 && sbx__proc_running(&cl->rtun))) {
+        if (!cl->rtun_started || !sbx__proc_running(&cl->rtun)) {
+            if (cl->rtun_started) sbx__proc_stop(&cl->rtun, SIGINT, 500);
+            memset(&cl->rtun, 0, sizeof cl->rtun);
+            cl->rtun_started = 0;
+            cl->rtun_port = 0;
+            cl->rtun_gen++;
+            r = sbx__pf_spawn(cl, &cl->rtun, cl->router_ns, "svc/" SBX__ROUTER_SVC, SBX__ROUTER_PORT, e);
+            if (r == SBX_OK) cl->rtun_started = 1;
+        }
+        if (r == SBX_OK) {
+            int p = 0;
+            r = sbx__pf_port(&cl->rtun, "svc/" SBX__ROUTER_SVC, &p, deadline, e);
+            if (r == SBX_OK) r = sbx__router_health(cl, p, deadline, e);
+            if (r == SBX_OK) cl->rtun_port = p;
+        }
+        if (r != SBX_OK) {
+            /* a broken tunnel is not kept: the next call starts a new one */
+            sbx__pf_explain(&cl->rtun, cl->rtun_started, 1, e);
+            if (cl->rtun_started) sbx__proc_stop(&cl->rtun, SIGINT, 500);
+            memset(&cl->rtun, 0, sizeof cl->rtun);
+            cl->rtun_started = 0;
+            cl->rtun_port = 0;
+            sbx__err_prefix(e, "router tunnel to %s/svc/" SBX__ROUTER_SVC, cl->router_ns);
+        }
+    }
+    *port = cl->rtun_port;
+    *gen = cl->rtun_gen;
+    pthread_mutex_unlock(&cl->tmu);
+    return r;
+}
+
+/* ---- the route ---------------------------------------------------------- */
+
+SBX__PRIVATE int sbx__mode_routed(sbx_mode m)
+{
+    return m == SBX_MODE_ROUTER_TUNNEL || m == SBX_MODE_GATEWAY || m == SBX_MODE_DIRECT;
+}
+
+SBX__PRIVATE const char *sbx__mode_name(sbx_mode m)
+{
+    switch (m) {
+    case SBX_MODE_POD_TUNNEL: return "pod tunnel";
+    case SBX_MODE_ROUTER_TUNNEL: return "router tunnel";
+    case SBX_MODE_GATEWAY: return "gateway";
+    case SBX_MODE_DIRECT: return "direct router URL";
+    case SBX_MODE_IN_CLUSTER: return "in-cluster";
+    case SBX_MODE_API_PROXY: return "API server proxy";
+    }
+    return "?";
+}
+
+SBX__PRIVATE const char *sbx__runtime_name(sbx_runtime r)
+{
+    return r == SBX_RUNTIME_SANDBOXD ? "sandboxd" : r == SBX_RUNTIME_PYTHON ? "python runtime" : "runtime";
+}
+
+/* Point s->rt at the route's current endpoint, (re)starting a tunnel that is
+   not running. Nothing has been sent yet, so this is always safe. */
+SBX__PRIVATE sbx_result sbx__route_ensure(struct sbx__sandbox *s, long long deadline, sbx_error *e)
+{
+    struct sbx__client *cl = s->cl;
+    sbx__endpoint ep;
+    char url[128];
+    unsigned gen = 0;
+    int port = 0;
+    sbx_result r = SBX_OK;
+    url[0] = '\0';
+    switch (cl->mode) {
+    case SBX_MODE_POD_TUNNEL:
+        if (s->tunnel_started && s->rt_ready && sbx__proc_running(&s->tunnel)) return SBX_OK;
+        sbx__tunnel_stop(s);
+        r = sbx__tunnel_start(s, deadline, e);
+        if (r != SBX_OK) {
+            sbx__pf_explain(&s->tunnel, s->tunnel_started, 0, e);
+            return r;
+        }
+        snprintf(url, sizeof url, "http://127.0.0.1:%d", s->local_port);
+        break;
+    case SBX_MODE_ROUTER_TUNNEL:
+        r = sbx__rtun_ensure(cl, deadline, &port, &gen, e);
+        if (r != SBX_OK) return r;
+        if (s->rt_ready && s->rt_gen == gen) return SBX_OK;
+        snprintf(url, sizeof url, "http://127.0.0.1:%d", port);
+        break;
+    case SBX_MODE_GATEWAY:
+    case SBX_MODE_DIRECT:
+        if (s->rt_ready) return SBX_OK;
+        pthread_mutex_lock(&cl->mu);
+        ep = cl->router;
+        pthread_mutex_unlock(&cl->mu);
+        break;
+    case SBX_MODE_IN_CLUSTER:
+        if (s->rt_ready) return SBX_OK;
+        if (!s->pod_ip)
+            return sbx__fail(e, SBX_ERR_UNSUPPORTED, "Sandbox %s reports no pod IP (status.podIPs is empty): "
+                             "the in-cluster mode needs one", s->sandbox);
+        snprintf(url, sizeof url, strchr(s->pod_ip, ':') ? "http://[%s]:%d" : "http://%s:%d", s->pod_ip,
+                 s->server_port);
+        break;
+    case SBX_MODE_API_PROXY:
+        if (s->rt_ready) return SBX_OK;
+        ep = cl->api;
+        break;
+    }
+    if (url[0]) {
         r = (sbx_result)sbx__endpoint_parse(url, &ep, e);
         if (r != SBX_OK) return r;
-        sbx__conn_init(&s->rt, &ep, &s->cl->a);
-        s->rt_ready = 1;
     }
-    memset(&req, 0, sizeof req);
-    memset(&resp, 0, sizeof resp);
-    req.method = "GET";
-    req.target = "/";
-    req.body_fd = -1;
-    req.idempotent = 1;
-    r = (sbx_result)sbx__http_send(&s->rt, &req, &resp, deadline, e);
-    if (r == SBX_OK) r = (sbx_result)sbx__http_body_discard(&s->rt, &resp, deadline, e);
-    if (r == SBX_OK && resp.status != 200)
-        r = sbx__fail(e, SBX_ERR_HTTP, "runtime health check GET / answered HTTP %d", resp.status);
-    sbx__http_resp_free(&resp);
-    if (r != SBX_OK) {
-        char why[256];
-        /* a failed connection ends kubectl port-forward; its words say why */
-        if (!sbx__proc_running(&s->tunnel) || sbx__proc_stop(&s->tunnel, SIGINT, 500) == 0) {
-            sbx__proc_describe(&s->tunnel, why, sizeof why);
-            s->tunnel_started = 0;
-            if (strcmp(why, "running") != 0) sbx__err_prefix(e, "kubectl port-forward %s", why);
-        }
-        return sbx__err_prefix(e, "tunnel to pod/%s", s->pod);
-    }
+    if (s->rt_ready) sbx__conn_free(&s->rt);
+    sbx__conn_init(&s->rt, &ep, &cl->a);
+    s->rt_ready = 1;
+    s->rt_gen = gen;
     return SBX_OK;
 }
 
-/* Before a call: a tunnel that died (pod restarted, connection lost) is
-   started again; nothing was sent yet, so this is always safe. */
-SBX__PRIVATE sbx_result sbx__tunnel_ensure(struct sbx__sandbox *s, sbx_error *e)
+/* The parts of the route that depend on the resolved pod: the API proxy
+   prefix and the router headers (built once; the timeout is added per call). */
+SBX__PRIVATE sbx_result sbx__route_prepare(struct sbx__sandbox *s, sbx_error *e)
 {
-    if (s->tunnel_started && s->rt_ready && sbx__proc_running(&s->tunnel)) return SBX_OK;
-    sbx__tunnel_stop(s);
-    return sbx__tunnel_start(s, e);
+    struct sbx__client *cl = s->cl;
+    sbx__buf b;
+    int bad = 0;
+    sbx__free(&cl->a, s->prefix);
+    sbx__free(&cl->a, s->rhdr);
+    s->prefix = s->rhdr = NULL;
+    sbx__buf_init(&b, &cl->a);
+    if (cl->mode == SBX_MODE_API_PROXY) {
+        bad = sbx__buf_printf(&b, "/api/v1/namespaces/%s/pods/%s:%d/proxy", s->ns, s->pod, s->server_port) != 0;
+        s->prefix = b.data;
+    } else if (sbx__mode_routed(cl->mode)) {
+        bad = sbx__buf_printf(&b, "X-Sandbox-ID: %s\r\nX-Sandbox-Namespace: %s\r\nX-Sandbox-Port: %d\r\n",
+                              s->sandbox, s->ns, s->server_port) != 0;
+        if (!bad && s->pod_ip) bad = sbx__buf_printf(&b, "X-Sandbox-Pod-IP: %s\r\n", s->pod_ip) != 0;
+        if (!bad && cl->router_token) bad = sbx__buf_printf(&b, "Authorization: Bearer %s\r\n", cl->router_token) != 0;
+        s->rhdr = b.data;
+    }
+    if (bad) return sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
+    return SBX_OK;
 }
 
-/* Explain a failed runtime call, adding kubectl's words if the tunnel died. */
-SBX__PRIVATE sbx_result sbx__rt_fail_context(struct sbx__sandbox *s, sbx_error *e, const char *what)
+/* "60", "1.5", "0.25": milliseconds as the shortest decimal of seconds. */
+SBX__PRIVATE void sbx__secs(char *out, size_t cap, int ms)
 {
-    if (s->tunnel_started && !sbx__proc_running(&s->tunnel)) {
-        char why[256];
-        sbx__proc_describe(&s->tunnel, why, sizeof why);
-        sbx__err_prefix(e, "%s (kubectl port-forward %s)", what, why);
-        return e->code;
+    int frac = ms % 1000, digits = 3;
+    if (frac == 0) {
+        snprintf(out, cap, "%d", ms / 1000);
+        return;
+    }
+    while (frac % 10 == 0) {
+        frac /= 10;
+        digits--;
+    }
+    snprintf(out, cap, "%d.%0*d", ms / 1000, digits, frac);
+}
+
+/* When a call on this sandbox must end: its timeout, plus a grace in router
+   modes so the router's own timeout answer (504 with its words) arrives first. */
+SBX__PRIVATE long long sbx__call_deadline(const struct sbx__sandbox *s)
+{
+    long long d = sbx__deadline(s->call_timeout_ms);
+    if (sbx__mode_routed(s->cl->mode)) d += SBX__ROUTER_GRACE_MS;
+    return d;
+}
+
+/* Where a runtime answer goes. */
+typedef struct sbx__rtio {
+    sbx__buf *mem;            /* the body (capped at max_output), or NULL to discard it */
+    int fd;                   /* >= 0: a 2xx body is streamed here instead (-1: none) */
+    int want;                 /* for a 2xx: 0 any, 1 JSON only, 2 not JSON; else it is discarded */
+    int once;                 /* never retried, even if idempotent (the check at open) */
+    int status;               /* out: the final answer's status */
+    int mismatch;             /* out: a 2xx of the unwanted kind (its body was not read) */
+} sbx__rtio;
+
+/* Explain a failed runtime call, adding kubectl's words if the tunnel died
+   (a pod tunnel after a connection failure is stopped: see sbx__pf_explain). */
+SBX__PRIVATE sbx_result sbx__rt_fail_context(struct sbx__sandbox *s, sbx_error *e, const char *what, sbx_result r)
+{
+    if (s->cl->mode == SBX_MODE_POD_TUNNEL) {
+        sbx__pf_explain(&s->tunnel, s->tunnel_started, r == SBX_ERR_CONNECT, e);
+    } else if (s->cl->mode == SBX_MODE_ROUTER_TUNNEL) {
+        pthread_mutex_lock(&s->cl->tmu);
+        if (s->cl->rtun_started && !sbx__proc_running(&s->cl->rtun))
+            sbx__pf_explain(&s->cl->rtun, s->cl->rtun_started, 0, e);
+        pthread_mutex_unlock(&s->cl->tmu);
     }
     return sbx__err_prefix(e, "%s", what);
 }
 
-/* Describe a runtime error answer: the runtime's own "message"/"detail". */
+/* Before a retry after a connection failure: a pod tunnel is started afresh
+   (a failed connection ends kubectl port-forward). */
+SBX__PRIVATE void sbx__route_reset(struct sbx__sandbox *s)
+{
+    if (s->rt_ready) sbx__conn_close(&s->rt);
+    if (s->cl->mode == SBX_MODE_POD_TUNNEL) sbx__tunnel_stop(s);
+}
+
+/* One call to the runtime over the sandbox's route. `in->target` is the
+   runtime's own path ("/execute"); the route adds its prefix and headers.
+   Idempotent requests are retried (see RETRIES); the others are sent once. */
+SBX__PRIVATE sbx_result sbx__rt_call(struct sbx__sandbox *s, const sbx__http_req *in, sbx__rtio *io,
+                                     long long deadline, sbx_error *e)
+{
+    sbx__http_req req = *in;
+    sbx__buf target, hdr;
+    char secs[32];
+    int attempt;
+    sbx_result r = SBX_OK;
+    io->status = 0;
+    io->mismatch = 0;
+    sbx__buf_init(&target, &s->cl->a);
+    sbx__buf_init(&hdr, &s->cl->a);
+    sbx__secs(secs, sizeof secs, s->call_timeout_ms);
+    if (sbx__buf_printf(&target, "%s%s", s->prefix ? s->prefix : "", in->target) != 0 ||
+        sbx__buf_puts(&hdr, "") != 0 || (s->rhdr && sbx__buf_printf(&hdr, "%sX-Sandbox-Timeout: %s\r\n", s->rhdr, secs) != 0) ||
+        (in->headers && sbx__buf_puts(&hdr, in->headers) != 0))
+        r = sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
+    req.target = target.data;
+    req.headers = hdr.data;
+    for (attempt = 1; r == SBX_OK; attempt++) {
+        sbx__http_resp resp;
+        long long wait = -1;
+        int retry_ok = in->idempotent && !io->once && attempt < SBX__RETRY_ATTEMPTS;
+        if (io->mem) io->mem->len = 0;
+        r = sbx__route_ensure(s, deadline, e);
+        if (r != SBX_OK) {
+            if (r == SBX_ERR_CONNECT && retry_ok && sbx__retry_wait(sbx__backoff_ms(attempt), deadline)) {
+                r = SBX_OK;
+                continue;
+            }
+            break;
+        }
+        r = (sbx_result)sbx__http_send(&s->rt, &req, &resp, deadline, e);
+        if (r != SBX_OK) {
+            sbx__conn_close(&s->rt);
+            if (r == SBX_ERR_CONNECT && retry_ok && sbx__ms_left(deadline) > 0) {
+                sbx__route_reset(s);
+                if (sbx__retry_wait(sbx__backoff_ms(attempt), deadline)) {
+                    r = SBX_OK;
+                    continue;
+                }
+            }
+            sbx__rt_fail_context(s, e, in->target, r);
+            break;
+        }
+        io->status = resp.status;
+        if (resp.status >= 300 && resp.status < 400) {
+            r = sbx__redirect_fail(e, &resp, in->target);
+            sbx__http_body_discard(&s->rt, &resp, deadline, e);
+            break;
+        }
+        if (retry_ok && (resp.status == 429 || resp.status == 502 || resp.status == 503 || resp.status == 504)) {
+            wait = sbx__retry_after_ms(&resp);
+            if (wait < 0) wait = sbx__backoff_ms(attempt);
+            if (wait < sbx__ms_left(deadline)) {
+                sbx__http_body_discard(&s->rt, &resp, deadline, e);
+                sbx__retry_wait(wait, deadline);
+                continue;
+            }
+        }
+        if (resp.status >= 200 && resp.status < 300 && io->want) {
+            size_t n = 0;
+            const char *ct = sbx__http_header(&resp, "content-type", &n);
+            int json = ct && n >= 16 && sbx__http_ieq(ct, 16, "application/json");
+            if (json != (io->want == 1)) {
+                io->mismatch = 1;
+                sbx__http_body_discard(&s->rt, &resp, deadline, e);
+                break;
+            }
+        }
+        if (io->fd >= 0 && resp.status >= 200 && resp.status < 300)
+            r = (sbx_result)sbx__http_body_fd(&s->rt, &resp, io->fd, deadline, e);
+        else if (io->mem)
+            r = (sbx_result)sbx__http_body_mem(&s->rt, &resp, io->mem, s->max_output, deadline, e);
+        else
+            r = (sbx_result)sbx__http_body_discard(&s->rt, &resp, deadline, e);
+        if (r == SBX_ERR_CONNECT && retry_ok && (io->fd < 0 || resp.body_read == 0) && sbx__ms_left(deadline) > 0) {
+            sbx__route_reset(s);
+            if (sbx__retry_wait(sbx__backoff_ms(attempt), deadline)) {
+                r = SBX_OK;
+                continue;
+            }
+        }
+        if (r != SBX_OK) {
+            sbx__conn_close(&s->rt);
+            sbx__rt_fail_context(s, e, in->target, r);
+        }
+        break;
+    }
+    sbx__buf_free(&target);
+    sbx__buf_free(&hdr);
+    return r;
+}
+
+/* Describe a runtime error answer: the runtime's (or router's) own
+   "message"/"detail". */
 SBX__PRIVATE sbx_result sbx__rt_status_fail(sbx_error *e, int status, const sbx__buf *body, const char *what)
 {
     char text[SBX_ERRMSG_SIZE];
     sbx_result code = status == 404 ? SBX_ERR_NOT_FOUND : SBX_ERR_HTTP;
-    sbx__http_error_text(status, body->data ? body->data : "", body->len, text, sizeof text);
-    e->http_status = status;
+    sbx__http_error_text(status, body && body->data ? body->data : "", body ? body->len : 0, text, sizeof text);
+    if (e) e->http_status = status;
     return sbx__fail(e, code, "%s: %s", what, text);
 }
 
@@ -5204,15 +6008,18 @@ SBX__PRIVATE sbx_result sbx__clean_path(const char *in, sbx__buf *out, int allow
             return sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
     }
     if (out->len == 0 && !allow_root) return sbx__fail(e, SBX_ERR_INVALID_ARG, "path \"%.80s\" names no file", in);
+    if (out->len == 0 && sbx__buf_puts(out, "") != 0) return sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
     return SBX_OK;
 }
 
-/* "/download/<path as one segment>" etc. The legacy runtime percent-decodes
-   the path twice (its web server once, then the handler again), so the path
-   is encoded twice: a file name with a literal "%41" in it stays "%41"
-   instead of turning into "A". The root is sent as "." (%2E). */
-SBX__PRIVATE sbx_result sbx__rt_target(const char *endpoint, const char *path, int allow_root, sbx__buf *target,
-                                       sbx_error *e)
+/* endpoint + the path as ONE percent-encoded segment ("/" -> %2F).
+   The legacy python runtime percent-decodes the path twice (its web server
+   once, then the handler again), so for it the path is encoded twice: a file
+   name with a literal "%41" in it stays "%41" instead of turning into "A";
+   its root is sent as "." (%2E, twice: %252E). sandboxd decodes once; its root
+   is the empty path. */
+SBX__PRIVATE sbx_result sbx__rt_target(const char *endpoint, const char *path, int allow_root, int twice,
+                                       sbx__buf *target, sbx_error *e)
 {
     sbx__buf clean, once;
     sbx_result r;
@@ -5221,10 +6028,12 @@ SBX__PRIVATE sbx_result sbx__rt_target(const char *endpoint, const char *path, i
     sbx__buf_init(&once, target->a);
     r = sbx__clean_path(path, &clean, allow_root, e);
     if (r == SBX_OK) {
-        int bad = sbx__buf_puts(target, endpoint) != 0 ||
-                  (clean.len ? sbx__pct_encode_segment(&once, clean.data, clean.len) : sbx__buf_puts(&once, "%2E")) != 0;
+        int bad = sbx__buf_puts(target, endpoint) != 0 || sbx__buf_puts(&once, "") != 0;
+        if (!bad && clean.len) bad = sbx__pct_encode_segment(&once, clean.data, clean.len) != 0;
+        else if (!bad && twice) bad = sbx__buf_puts(&once, "%2E") != 0;
         for (i = 0; !bad && i < once.len; i++)
-            bad = once.data[i] == '%' ? sbx__buf_puts(target, "%25") != 0 : sbx__buf_append(target, &once.data[i], 1) != 0;
+            bad = once.data[i] == '%' && twice ? sbx__buf_puts(target, "%25") != 0
+                                               : sbx__buf_append(target, &once.data[i], 1) != 0;
         if (bad) r = sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
     }
     sbx__buf_free(&clean);
@@ -5232,29 +6041,86 @@ SBX__PRIVATE sbx_result sbx__rt_target(const char *endpoint, const char *path, i
     return r;
 }
 
-/* One call to the runtime through the tunnel. The response body goes to
-   `mem` (capped) or to `fd`. Non-idempotent requests are never re-sent. */
-SBX__PRIVATE sbx_result sbx__rt_call(struct sbx__sandbox *s, sbx__http_req *req, sbx__buf *mem, int fd,
-                                     int *status, sbx_error *e)
+/* Ask the pod which runtime answers: GET / says {"status":"ok",...} on the
+   python runtime, GET /v1/health says {"status":"ok",...} on sandboxd. With
+   AUTO the likelier one (by port) is asked first and a 404 moves on to the
+   other. Also the route's health check: the first request through it, sent
+   once (no retries), so a broken route fails the open with its own words. */
+SBX__PRIVATE sbx_result sbx__probe(struct sbx__sandbox *s, long long deadline, sbx_error *e)
 {
-    sbx__http_resp resp;
-    long long deadline = sbx__deadline(s->call_timeout_ms);
-    sbx_result r;
-    *status = 0;
-    r = sbx__tunnel_ensure(s, e);
-    if (r != SBX_OK) return r;
-    memset(&resp, 0, sizeof resp);
-    r = (sbx_result)sbx__http_send(&s->rt, req, &resp, deadline, e);
-    if (r == SBX_OK) {
-        *status = resp.status;
-        if (fd >= 0 && resp.status == 200) r = (sbx_result)sbx__http_body_fd(&s->rt, &resp, fd, deadline, e);
-        else if (mem) r = (sbx_result)sbx__http_body_mem(&s->rt, &resp, mem, s->max_output, deadline, e);
-        else r = (sbx_result)sbx__http_body_discard(&s->rt, &resp, deadline, e);
+    sbx_runtime order[2];
+    int count, i, last_status = 0;
+    sbx__buf body;
+    sbx_result r = SBX_OK;
+    if (s->want != SBX_RUNTIME_AUTO) {
+        order[0] = s->want;
+        count = 1;
+    } else {
+        order[0] = s->server_port == 8080 ? SBX_RUNTIME_SANDBOXD : SBX_RUNTIME_PYTHON;
+        order[1] = order[0] == SBX_RUNTIME_SANDBOXD ? SBX_RUNTIME_PYTHON : SBX_RUNTIME_SANDBOXD;
+        count = 2;
     }
-    sbx__http_resp_free(&resp);
+    sbx__buf_init(&body, &s->cl->a);
+    for (i = 0; i < count; i++) {
+        sbx__http_req req;
+        sbx__rtio io;
+        const char *path = order[i] == SBX_RUNTIME_SANDBOXD ? "/v1/health" : "/";
+        sbx__http_req_init(&req);
+        req.target = path;
+        req.headers = "Accept: application/json\r\n";
+        req.idempotent = 1;
+        memset(&io, 0, sizeof io);
+        io.mem = &body;
+        io.fd = -1;
+        io.once = 1; /* a route that fails its first request is reported as it is */
+        r = sbx__rt_call(s, &req, &io, deadline, e);
+        if (r != SBX_OK) break;
+        last_status = io.status;
+        if (io.status == 200) {
+            sbx__jtok *t = NULL;
+            int n = sbx__json_parse_alloc(&s->cl->a, body.data, body.len, &t);
+            int st = n > 0 && t[0].type == SBX__JSON_OBJECT ? sbx__json_mem(body.data, t, n, 0, "status") : -1;
+            int ok = st >= 0 && sbx__json_eq(body.data, t, st, "ok");
+            sbx__free(&s->cl->a, t);
+            if (ok) {
+                s->runtime = order[i];
+                break;
+            }
+            r = sbx__fail(e, SBX_ERR_PROTOCOL, "health check GET %s: the answer is not {\"status\":\"ok\"}: %.100s",
+                          path, body.data ? body.data : "");
+            break;
+        }
+        if (io.status == 404 && i + 1 < count) continue;
+        {
+            char what[64];
+            snprintf(what, sizeof what, "health check GET %s", path);
+            r = sbx__rt_status_fail(e, io.status, &body, what);
+        }
+        break;
+    }
+    if (r == SBX_OK && s->runtime == SBX_RUNTIME_AUTO)
+        r = sbx__fail(e, SBX_ERR_UNSUPPORTED, "no known runtime answers on port %d of pod %s (GET / and GET "
+                      "/v1/health answered HTTP %d)", s->server_port, s->pod, last_status);
+    sbx__buf_free(&body);
+    return r;
+}
+
+/* Connect a sandbox whose pod is resolved: route, headers, runtime. */
+SBX__PRIVATE sbx_result sbx__route_open(struct sbx__sandbox *s, sbx_error *e)
+{
+    long long deadline = sbx__deadline(s->tunnel_timeout_ms);
+    sbx_result r;
+    if (s->server_port == 0)
+        s->server_port = s->want == SBX_RUNTIME_SANDBOXD ? 8080
+                       : s->want == SBX_RUNTIME_PYTHON ? 8888
+                       : s->template_port > 0 ? s->template_port : 8888;
+    s->runtime = SBX_RUNTIME_AUTO;
+    r = sbx__route_prepare(s, e);
+    if (r == SBX_OK) r = sbx__route_ensure(s, deadline, e);
+    if (r == SBX_OK) r = sbx__probe(s, deadline, e);
     if (r != SBX_OK) {
-        sbx__conn_close(&s->rt);
-        return sbx__rt_fail_context(s, e, req->target);
+        if (s->cl->mode == SBX_MODE_POD_TUNNEL) return sbx__err_prefix(e, "tunnel to pod/%s", s->pod);
+        return sbx__err_prefix(e, "%s route to sandbox %s", sbx__mode_name(s->cl->mode), s->sandbox);
     }
     return SBX_OK;
 }
@@ -5294,6 +6160,45 @@ SBX__PRIVATE char *sbx__opt_dup(const sbx_allocator *a, const char *s, int *oom)
     return d;
 }
 
+/* The mode settings of a client config: copied and checked. */
+SBX__PRIVATE sbx_result sbx__client_mode(struct sbx__client *cl, const sbx_client_config *cfg, sbx_error *e)
+{
+    const char *s;
+    int oom = 0;
+    if ((int)cfg->mode < (int)SBX_MODE_POD_TUNNEL || (int)cfg->mode > (int)SBX_MODE_API_PROXY)
+        return sbx__fail(e, SBX_ERR_INVALID_ARG, "mode %d is not an sbx_mode", (int)cfg->mode);
+    cl->mode = cfg->mode;
+    cl->router_ns = sbx__strdup(&cl->a, cfg->router_namespace && *cfg->router_namespace ? cfg->router_namespace
+                                                                                        : "agent-sandbox-system");
+    cl->gateway_name = sbx__strdup(&cl->a, cfg->gateway_name && *cfg->gateway_name ? cfg->gateway_name
+                                                                                  : "external-http-gateway");
+    cl->gateway_ns = sbx__strdup(&cl->a, cfg->gateway_namespace && *cfg->gateway_namespace ? cfg->gateway_namespace
+                                                                                          : "default");
+    cl->router_token = sbx__opt_dup(&cl->a, cfg->router_token, &oom);
+    cl->gateway_timeout_ms = cfg->gateway_timeout_ms > 0 ? cfg->gateway_timeout_ms : 180000;
+    if (oom || !cl->router_ns || !cl->gateway_name || !cl->gateway_ns)
+        return sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
+    if (!sbx__valid_dns_name(cl->router_ns, 0))
+        return sbx__fail(e, SBX_ERR_INVALID_ARG, "router_namespace \"%.80s\" is not a valid DNS label", cl->router_ns);
+    if (!sbx__valid_dns_name(cl->gateway_ns, 0))
+        return sbx__fail(e, SBX_ERR_INVALID_ARG, "gateway_namespace \"%.80s\" is not a valid DNS label", cl->gateway_ns);
+    if (!sbx__valid_dns_name(cl->gateway_name, 1))
+        return sbx__fail(e, SBX_ERR_INVALID_ARG, "gateway_name \"%.80s\" is not a valid name", cl->gateway_name);
+    for (s = cl->router_token; s && *s; s++)
+        if ((unsigned char)*s <= 0x20 || (unsigned char)*s >= 0x7f)
+            return sbx__fail(e, SBX_ERR_INVALID_ARG, "router_token holds a blank, control or non-ASCII byte");
+    if (cl->mode == SBX_MODE_DIRECT) {
+        sbx_result r;
+        if (!cfg->router_url || !*cfg->router_url)
+            return sbx__fail(e, SBX_ERR_INVALID_ARG, "mode SBX_MODE_DIRECT needs router_url");
+        if (strncmp(cfg->router_url, "unix:", 5) == 0)
+            return sbx__fail(e, SBX_ERR_INVALID_ARG, "router_url \"%.200s\" must be an http:// URL", cfg->router_url);
+        r = (sbx_result)sbx__endpoint_parse(cfg->router_url, &cl->router, e);
+        if (r != SBX_OK) return sbx__err_prefix(e, "router_url");
+    }
+    return SBX_OK;
+}
+
 SBX_API sbx_result sbx_client_open(sbx_client *c, const sbx_client_config *cfg)
 {
     sbx_client_config zero;
@@ -5318,6 +6223,11 @@ SBX_API sbx_result sbx_client_open(sbx_client *c, const sbx_client_config *cfg)
         sbx__free(&a, cl);
         return sbx__fail(&c->err, SBX_ERR_SYS, "pthread_mutex_init failed");
     }
+    if (pthread_mutex_init(&cl->tmu, NULL) != 0) {
+        pthread_mutex_destroy(&cl->mu);
+        sbx__free(&a, cl);
+        return sbx__fail(&c->err, SBX_ERR_SYS, "pthread_mutex_init failed");
+    }
     kubectl = cfg->kubectl ? cfg->kubectl : getenv("SANDBOX_KUBECTL");
     cl->kubectl = sbx__strdup(&cl->a, kubectl && *kubectl ? kubectl : "kubectl");
     if (!cl->kubectl) oom = 1;
@@ -5332,6 +6242,9 @@ SBX_API sbx_result sbx_client_open(sbx_client *c, const sbx_client_config *cfg)
     } else if (!sbx__valid_dns_name(cl->ns, 0)) {
         r = sbx__fail(&c->err, SBX_ERR_INVALID_ARG, "namespace \"%.80s\" is not a valid DNS label", cl->ns);
     } else {
+        r = sbx__client_mode(cl, cfg, &c->err);
+    }
+    if (r == SBX_OK) {
         url = cfg->api_url ? cfg->api_url : getenv("SANDBOX_API_URL");
         if (url && *url) r = (sbx_result)sbx__endpoint_parse(url, &cl->api, &c->err);
         else r = sbx__start_proxy(cl, cfg->proxy_timeout_ms > 0 ? cfg->proxy_timeout_ms : 15000, &c->err);
@@ -5357,6 +6270,7 @@ SBX__PRIVATE void sbx__sandbox_free(struct sbx__sandbox *s)
 {
     const sbx_allocator *a = &s->cl->a;
     sbx__tunnel_stop(s);
+    if (s->rt_ready) sbx__conn_free(&s->rt);
     sbx__free(a, s->ns);
     sbx__free(a, s->claim);
     sbx__free(a, s->sandbox);
@@ -5364,6 +6278,8 @@ SBX__PRIVATE void sbx__sandbox_free(struct sbx__sandbox *s)
     sbx__free(a, s->pod_ip);
     sbx__free(a, s->pool);
     sbx__free(a, s->template_name);
+    sbx__free(a, s->prefix);
+    sbx__free(a, s->rhdr);
     sbx__free(a, s);
 }
 
@@ -5379,6 +6295,36 @@ SBX__PRIVATE sbx_result sbx__sandbox_release(struct sbx__sandbox *s, sbx_error *
         if (r != SBX_OK && e->code == SBX_OK) *e = de;
     }
     return r;
+}
+
+/* The connection settings shared by open and attach. */
+SBX__PRIVATE sbx_result sbx__check_conn_cfg(const sbx_sandbox_config *cfg, const char *what, sbx_error *e)
+{
+    if (cfg->server_port < 0 || cfg->server_port > 65535)
+        return sbx__fail(e, SBX_ERR_INVALID_ARG, "%s: server_port %d is out of range", what, cfg->server_port);
+    if ((int)cfg->runtime < (int)SBX_RUNTIME_AUTO || (int)cfg->runtime > (int)SBX_RUNTIME_SANDBOXD)
+        return sbx__fail(e, SBX_ERR_INVALID_ARG, "%s: runtime %d is not an sbx_runtime", what, (int)cfg->runtime);
+    if (cfg->ns && *cfg->ns && !sbx__valid_dns_name(cfg->ns, 0))
+        return sbx__fail(e, SBX_ERR_INVALID_ARG, "%s: namespace \"%.80s\" is not a valid DNS label", what, cfg->ns);
+    return SBX_OK;
+}
+
+/* A new handle for client cl (not yet connected). */
+SBX__PRIVATE struct sbx__sandbox *sbx__sandbox_new(struct sbx__client *cl, const sbx_sandbox_config *cfg,
+                                                   const char *ns, const char *claim)
+{
+    struct sbx__sandbox *s = (struct sbx__sandbox *)sbx__malloc(&cl->a, sizeof *s);
+    if (!s) return NULL;
+    memset(s, 0, sizeof *s);
+    s->cl = cl;
+    s->want = cfg->runtime;
+    s->server_port = cfg->server_port;
+    s->call_timeout_ms = cfg->call_timeout_ms > 0 ? cfg->call_timeout_ms : 60000;
+    s->tunnel_timeout_ms = cfg->tunnel_timeout_ms > 0 ? cfg->tunnel_timeout_ms : 30000;
+    s->max_output = cfg->max_output_bytes > 0 ? cfg->max_output_bytes : SBX_MAX_RESPONSE_BYTES;
+    s->ns = sbx__strdup(&cl->a, ns && *ns ? ns : cl->ns);
+    s->claim = sbx__strdup(&cl->a, claim);
+    return s;
 }
 
 SBX_API sbx_result sbx_open(sbx_sandbox *sb, sbx_client *c, const sbx_sandbox_config *cfg)
@@ -5407,32 +6353,25 @@ SBX_API sbx_result sbx_open(sbx_sandbox *sb, sbx_client *c, const sbx_sandbox_co
     if (cfg->warm_pool && *cfg->warm_pool && !sbx__valid_dns_name(cfg->warm_pool, 1))
         return sbx__fail(&sb->err, SBX_ERR_INVALID_ARG, "open sandbox: warm_pool \"%.80s\" is not a valid name",
                          cfg->warm_pool);
-    if (cfg->ns && *cfg->ns && !sbx__valid_dns_name(cfg->ns, 0))
-        return sbx__fail(&sb->err, SBX_ERR_INVALID_ARG, "open sandbox: namespace \"%.80s\" is not a valid DNS label",
-                         cfg->ns);
     if (cfg->claim_name && *cfg->claim_name && !sbx__valid_dns_name(cfg->claim_name, 1))
         return sbx__fail(&sb->err, SBX_ERR_INVALID_ARG, "open sandbox: claim_name \"%.80s\" is not a valid name",
                          cfg->claim_name);
-    if (cfg->server_port < 0 || cfg->server_port > 65535)
-        return sbx__fail(&sb->err, SBX_ERR_INVALID_ARG, "open sandbox: server_port %d is out of range",
-                         cfg->server_port);
-    s = (struct sbx__sandbox *)sbx__malloc(&cl->a, sizeof *s);
-    if (!s) return sbx__fail(&sb->err, SBX_ERR_NOMEM, "open sandbox: out of memory");
-    memset(s, 0, sizeof *s);
-    s->cl = cl;
-    s->server_port = cfg->server_port > 0 ? cfg->server_port : 8888;
-    s->call_timeout_ms = cfg->call_timeout_ms > 0 ? cfg->call_timeout_ms : 60000;
-    s->tunnel_timeout_ms = cfg->tunnel_timeout_ms > 0 ? cfg->tunnel_timeout_ms : 30000;
-    s->max_output = cfg->max_output_bytes > 0 ? cfg->max_output_bytes : SBX_MAX_RESPONSE_BYTES;
-    s->ns = sbx__strdup(&cl->a, cfg->ns && *cfg->ns ? cfg->ns : cl->ns);
+    if (cfg->shutdown_policy && *cfg->shutdown_policy && strcmp(cfg->shutdown_policy, "Delete") != 0 &&
+        strcmp(cfg->shutdown_policy, "DeleteForeground") != 0 && strcmp(cfg->shutdown_policy, "Retain") != 0)
+        return sbx__fail(&sb->err, SBX_ERR_INVALID_ARG,
+                         "open sandbox: shutdown_policy \"%.40s\" is not Delete, DeleteForeground or Retain",
+                         cfg->shutdown_policy);
+    r = sbx__check_conn_cfg(cfg, "open sandbox", &sb->err);
+    if (r != SBX_OK) return r;
     if (cfg->claim_name && *cfg->claim_name) {
-        s->claim = sbx__strdup(&cl->a, cfg->claim_name);
+        name[0] = '\0';
     } else {
         unsigned char rnd[4];
         sbx__random(rnd, sizeof rnd);
         snprintf(name, sizeof name, "sandbox-claim-%02x%02x%02x%02x", rnd[0], rnd[1], rnd[2], rnd[3]);
-        s->claim = sbx__strdup(&cl->a, name);
     }
+    s = sbx__sandbox_new(cl, cfg, cfg->ns, name[0] ? name : cfg->claim_name);
+    if (!s) return sbx__fail(&sb->err, SBX_ERR_NOMEM, "open sandbox: out of memory");
     s->template_name = sbx__opt_dup(&cl->a, cfg->template_name, &oom);
     s->pool = sbx__opt_dup(&cl->a, cfg->warm_pool, &oom);
     sb->impl = s;
@@ -5453,19 +6392,103 @@ SBX_API sbx_result sbx_open(sbx_sandbox *sb, sbx_client *c, const sbx_sandbox_co
                       "this cluster serves only v1alpha1, where a claim names a template: set template_name");
         goto fail;
     }
+    /* before the claim exists: a gateway without an address costs no claim,
+       and the shared router tunnel starts while the claim becomes Ready */
+    if (cl->mode == SBX_MODE_GATEWAY) r = sbx__gateway_resolve(cl, &sb->err);
+    else if (cl->mode == SBX_MODE_ROUTER_TUNNEL) r = sbx__rtun_begin(cl, &sb->err);
+    if (r != SBX_OK) goto fail;
     r = sbx__create_claim(s, cfg, rv, sizeof rv, api_deadline, &sb->err);
     if (r != SBX_OK) goto fail;
     r = sbx__wait_ready(s, rv, sbx__deadline(cfg->ready_timeout_ms > 0 ? cfg->ready_timeout_ms : 180000), &sb->err);
     if (r != SBX_OK) goto fail;
     r = sbx__resolve_pod(s, sbx__deadline(cl->api_timeout_ms), &sb->err);
     if (r != SBX_OK) goto fail;
-    r = sbx__tunnel_start(s, &sb->err);
+    r = sbx__route_open(s, &sb->err);
     if (r != SBX_OK) goto fail;
     return SBX_OK;
 fail:
     sbx__err_prefix(&sb->err, "open sandbox (claim %s)", s->claim ? s->claim : "?");
     sbx__sandbox_release(s, &sb->err);  /* rollback: tunnel stopped, claim deleted */
     sbx__sandbox_free(s);
+    sb->impl = NULL;
+    sb->err.code = r;
+    return r;
+}
+
+SBX_API sbx_result sbx_attach(sbx_sandbox *sb, sbx_client *c, const char *ns, const char *claim_name,
+                              const sbx_sandbox_config *cfg)
+{
+    sbx_sandbox_config zero;
+    struct sbx__sandbox *s;
+    struct sbx__client *cl;
+    sbx__buf body;
+    sbx__jtok *t = NULL;
+    long long deadline;
+    int status = 0, n;
+    sbx_result r;
+    if (!sb) return SBX_ERR_INVALID_ARG;
+    sb->impl = NULL;
+    sbx__err_clear(&sb->err);
+    if (!c || !c->impl) return sbx__fail(&sb->err, SBX_ERR_CLOSED, "attach: the client is not open");
+    cl = c->impl;
+    if (!cfg) {
+        memset(&zero, 0, sizeof zero);
+        cfg = &zero;
+    }
+    if (!claim_name || !sbx__valid_dns_name(claim_name, 1))
+        return sbx__fail(&sb->err, SBX_ERR_INVALID_ARG, "attach: claim name \"%.80s\" is not a valid name",
+                         claim_name ? claim_name : "(null)");
+    if (ns && *ns && !sbx__valid_dns_name(ns, 0))
+        return sbx__fail(&sb->err, SBX_ERR_INVALID_ARG, "attach: namespace \"%.80s\" is not a valid DNS label", ns);
+    r = sbx__check_conn_cfg(cfg, "attach", &sb->err);
+    if (r != SBX_OK) return r;
+    s = sbx__sandbox_new(cl, cfg, ns, claim_name);
+    if (!s) return sbx__fail(&sb->err, SBX_ERR_NOMEM, "attach: out of memory");
+    sb->impl = s;
+    sbx__buf_init(&body, &cl->a);
+    if (!s->ns || !s->claim) {
+        r = sbx__fail(&sb->err, SBX_ERR_NOMEM, "out of memory");
+        goto fail;
+    }
+    deadline = sbx__deadline(cl->api_timeout_ms);
+    r = sbx__discover(cl, deadline, &sb->err);
+    if (r == SBX_OK && cl->mode == SBX_MODE_ROUTER_TUNNEL) r = sbx__rtun_begin(cl, &sb->err);
+    if (r == SBX_OK && cl->mode == SBX_MODE_GATEWAY) r = sbx__gateway_resolve(cl, &sb->err);
+    if (r == SBX_OK) r = sbx__get_claim(s, &body, &status, deadline, &sb->err);
+    if (r == SBX_OK && status == 404) {
+        r = sbx__fail(&sb->err, SBX_ERR_NOT_FOUND, "no SandboxClaim \"%s\" in namespace \"%s\"", s->claim, s->ns);
+        sb->err.http_status = 404;
+    } else if (r == SBX_OK && status != 200) {
+        r = sbx__api_fail(&sb->err, status, &body, "get SandboxClaim");
+    } else if (r == SBX_OK) {
+        sbx__claim_info ci;
+        n = sbx__json_parse_alloc(&cl->a, body.data, body.len, &t);
+        if (n <= 0 || t[0].type != SBX__JSON_OBJECT) {
+            r = sbx__fail(&sb->err, n == SBX__JSON_ERR_NOMEM ? SBX_ERR_NOMEM : SBX_ERR_PROTOCOL,
+                          "get SandboxClaim: the answer is not a JSON object");
+        } else {
+            sbx__claim_info_read(body.data, t, n, 0, &ci);
+            if (ci.deleting)
+                r = sbx__fail(&sb->err, SBX_ERR_DELETED, "claim \"%s\" is being deleted", s->claim);
+            else if (strcmp(ci.ready, "True") != 0 || !ci.sandbox[0])
+                r = sbx__fail(&sb->err, SBX_ERR_SANDBOX, "claim \"%s\" is not Ready (Ready=%s %s: %s)", s->claim,
+                              ci.ready[0] ? ci.ready : "unknown", ci.reason, ci.message);
+            else
+                r = sbx__claim_take_sandbox(s, ci.sandbox, &sb->err);
+        }
+        sbx__free(&cl->a, t);
+    }
+    if (r == SBX_OK) r = sbx__resolve_pod(s, sbx__deadline(cl->api_timeout_ms), &sb->err);
+    if (r == SBX_OK) r = sbx__route_open(s, &sb->err);
+    sbx__buf_free(&body);
+    if (r == SBX_OK) {
+        s->claim_created = 1; /* from now on the handle owns the claim: sbx_close deletes it */
+        return SBX_OK;
+    }
+fail:
+    sbx__buf_free(&body);
+    sbx__err_prefix(&sb->err, "attach to claim %s", s->claim ? s->claim : "?");
+    sbx__sandbox_free(s); /* never deletes the claim */
     sb->impl = NULL;
     sb->err.code = r;
     return r;
@@ -5485,6 +6508,15 @@ SBX_API sbx_result sbx_close(sbx_sandbox *sb)
     return r;
 }
 
+SBX_API sbx_result sbx_detach(sbx_sandbox *sb)
+{
+    if (!sb || !sb->impl) return SBX_OK;
+    sbx__err_clear(&sb->err);
+    sbx__sandbox_free(sb->impl);
+    sb->impl = NULL;
+    return SBX_OK;
+}
+
 /* Common entry of every call on a sandbox. */
 #define SBX__ENTER(sb)                                                                      \
     do {                                                                                    \
@@ -5493,36 +6525,206 @@ SBX_API sbx_result sbx_close(sbx_sandbox *sb)
         if (!(sb)->impl) return sbx__fail(&(sb)->err, SBX_ERR_CLOSED, "the sandbox is not open"); \
     } while (0)
 
+SBX_API sbx_result sbx_status(sbx_sandbox *sb, sbx_claim_status *st)
+{
+    struct sbx__sandbox *s;
+    sbx__buf body;
+    sbx__jtok *t = NULL;
+    int status = 0, n;
+    sbx_result r;
+    if (st) memset(st, 0, sizeof *st);
+    SBX__ENTER(sb);
+    s = sb->impl;
+    if (!st) return sbx__fail(&sb->err, SBX_ERR_INVALID_ARG, "status: the status pointer is NULL");
+    sbx__buf_init(&body, &s->cl->a);
+    r = sbx__get_claim(s, &body, &status, sbx__deadline(s->cl->api_timeout_ms), &sb->err);
+    if (r == SBX_OK && status == 404) {
+        char text[SBX_ERRMSG_SIZE];
+        st->state = SBX_STATE_GONE;
+        snprintf(st->reason, sizeof st->reason, "NotFound");
+        sbx__http_error_text(status, body.data ? body.data : "", body.len, text, sizeof text);
+        sbx__fmt(st->message, sizeof st->message, "%s", text);
+    } else if (r == SBX_OK && status != 200) {
+        r = sbx__api_fail(&sb->err, status, &body, "get SandboxClaim");
+    } else if (r == SBX_OK) {
+        n = sbx__json_parse_alloc(&s->cl->a, body.data, body.len, &t);
+        if (n <= 0 || t[0].type != SBX__JSON_OBJECT) {
+            r = sbx__fail(&sb->err, n == SBX__JSON_ERR_NOMEM ? SBX_ERR_NOMEM : SBX_ERR_PROTOCOL,
+                          "get SandboxClaim: the answer is not a JSON object");
+        } else {
+            sbx__claim_info ci;
+            sbx__claim_info_read(body.data, t, n, 0, &ci);
+            st->state = ci.deleting ? SBX_STATE_GONE
+                      : strcmp(ci.ready, "True") == 0 && ci.sandbox[0] ? SBX_STATE_READY : SBX_STATE_NOT_READY;
+            if (ci.deleting && !ci.reason[0]) snprintf(ci.reason, sizeof ci.reason, "Deleting");
+            sbx__fmt(st->reason, sizeof st->reason, "%s", ci.reason);
+            sbx__fmt(st->message, sizeof st->message, "%s", ci.message);
+        }
+        sbx__free(&s->cl->a, t);
+    }
+    sbx__buf_free(&body);
+    if (r != SBX_OK) sbx__err_prefix(&sb->err, "status of claim %s", s->claim);
+    return r;
+}
+
+/* The client-level calls keep their error in `err` (may be NULL), never in
+   the shared client handle, so several threads may call them at once. */
+SBX__PRIVATE sbx_result sbx__client_enter(sbx_client *c, const char *ns, sbx_error *e, struct sbx__client **out,
+                                          const char **nsout, const char *what)
+{
+    sbx__err_clear(e);
+    if (!c || !c->impl) return sbx__fail(e, SBX_ERR_CLOSED, "%s: the client is not open", what);
+    if (ns && *ns && !sbx__valid_dns_name(ns, 0))
+        return sbx__fail(e, SBX_ERR_INVALID_ARG, "%s: namespace \"%.80s\" is not a valid DNS label", what, ns);
+    *out = c->impl;
+    *nsout = ns && *ns ? ns : c->impl->ns;
+    return sbx__discover(c->impl, sbx__deadline(c->impl->api_timeout_ms), e);
+}
+
+SBX_API sbx_result sbx_delete_claim(sbx_client *c, const char *ns, const char *claim_name, sbx_error *err)
+{
+    struct sbx__client *cl = NULL;
+    const char *use_ns = NULL;
+    int gone = 0;
+    sbx_result r;
+    if (!claim_name || !sbx__valid_dns_name(claim_name, 1)) {
+        sbx__err_clear(err);
+        return sbx__fail(err, SBX_ERR_INVALID_ARG, "delete claim: \"%.80s\" is not a valid name",
+                         claim_name ? claim_name : "(null)");
+    }
+    r = sbx__client_enter(c, ns, err, &cl, &use_ns, "delete claim");
+    if (r == SBX_OK) r = sbx__delete_claim_ns(cl, use_ns, claim_name, &gone, sbx__deadline(cl->api_timeout_ms), err);
+    if (r == SBX_OK && gone) {
+        r = sbx__fail(err, SBX_ERR_NOT_FOUND, "no SandboxClaim \"%s\" in namespace \"%s\"", claim_name, use_ns);
+        if (err) err->http_status = 404;
+    }
+    if (r != SBX_OK) sbx__err_prefix(err, "delete claim %s", claim_name);
+    return r;
+}
+
+SBX_API sbx_result sbx_list_claims(sbx_client *c, const char *ns, const char *label_selector, char ***names,
+                                   size_t *count, sbx_error *err)
+{
+    struct sbx__client *cl = NULL;
+    const char *use_ns = NULL;
+    sbx__buf target, body;
+    sbx__jtok *t = NULL;
+    int status = 0, n, items, i, k;
+    sbx_result r;
+    if (names) *names = NULL;
+    if (count) *count = 0;
+    if (!names || !count) {
+        sbx__err_clear(err);
+        return sbx__fail(err, SBX_ERR_INVALID_ARG, "list claims: names and count are required");
+    }
+    r = sbx__client_enter(c, ns, err, &cl, &use_ns, "list claims");
+    if (r != SBX_OK) return r;
+    sbx__buf_init(&target, &cl->a);
+    sbx__buf_init(&body, &cl->a);
+    if (sbx__buf_printf(&target, "/apis/" SBX__GROUP_EXT "/%s/namespaces/%s/sandboxclaims", cl->ext_version,
+                        use_ns) != 0 ||
+        (label_selector && *label_selector &&
+         (sbx__buf_puts(&target, "?labelSelector=") != 0 ||
+          sbx__pct_encode_segment(&target, label_selector, strlen(label_selector)) != 0)))
+        r = sbx__fail(err, SBX_ERR_NOMEM, "out of memory");
+    if (r == SBX_OK)
+        r = sbx__api_call(cl, "GET", target.data, NULL, 0, NULL, &body, &status, sbx__deadline(cl->api_timeout_ms),
+                          err);
+    if (r == SBX_OK && status != 200) r = sbx__api_fail(err, status, &body, "list SandboxClaims");
+    if (r == SBX_OK) {
+        n = sbx__json_parse_alloc(&cl->a, body.data, body.len, &t);
+        items = n > 0 ? sbx__json_get(body.data, t, n, 0, "items") : -1;
+        if (items < 0 || t[items].type != SBX__JSON_ARRAY) {
+            r = sbx__fail(err, n == SBX__JSON_ERR_NOMEM ? SBX_ERR_NOMEM : SBX_ERR_PROTOCOL,
+                          "list SandboxClaims: the answer is not a list");
+        } else {
+            /* one block: count + 1 pointers, then the names */
+            size_t nitems = (size_t)t[items].size, bytes = 0, off, j = 0;
+            char *blk = NULL;
+            SBX__JSON_FOREACH(t, items, i, k) {
+                int nm = sbx__json_get(body.data, t, n, i, "metadata.name");
+                if (nm >= 0 && t[nm].type == SBX__JSON_STRING) bytes += t[nm].end - t[nm].start + 1;
+            }
+            if (nitems < ((size_t)-1 - bytes) / sizeof(char *) - 1)
+                blk = (char *)sbx__block_alloc(&cl->a, (nitems + 1) * sizeof(char *) + bytes);
+            if (!blk) {
+                r = sbx__fail(err, SBX_ERR_NOMEM, "list claims: out of memory");
+            } else {
+                char **arr = (char **)(void *)blk;
+                off = (nitems + 1) * sizeof(char *);
+                SBX__JSON_FOREACH(t, items, i, k) {
+                    int nm = sbx__json_get(body.data, t, n, i, "metadata.name");
+                    size_t room, got = 0;
+                    if (nm < 0 || t[nm].type != SBX__JSON_STRING) continue;
+                    room = t[nm].end - t[nm].start + 1;
+                    sbx__json_unescape(body.data, t, nm, blk + off, room, &got);
+                    arr[j++] = blk + off;
+                    off += room;
+                }
+                arr[j] = NULL;
+                *names = arr;
+                *count = j;
+            }
+        }
+        sbx__free(&cl->a, t);
+    }
+    sbx__buf_free(&target);
+    sbx__buf_free(&body);
+    return r;
+}
+
+/* ---- calls on a sandbox ------------------------------------------------- */
+
+SBX_API unsigned sbx_capabilities(const sbx_sandbox *sb)
+{
+    if (!sb || !sb->impl) return 0;
+    if (sb->impl->runtime == SBX_RUNTIME_SANDBOXD)
+        return SBX_CAP_WRITE | SBX_CAP_READ | SBX_CAP_LIST | SBX_CAP_EXISTS | SBX_CAP_DELETE;
+    return SBX_CAP_EXEC | SBX_CAP_WRITE | SBX_CAP_READ | SBX_CAP_LIST | SBX_CAP_EXISTS;
+}
+
+/* A call the runtime cannot do. */
+SBX__PRIVATE sbx_result sbx__unsupported(sbx_sandbox *sb, const char *call, const char *why)
+{
+    return sbx__fail(&sb->err, SBX_ERR_UNSUPPORTED, "%s: the %s of sandbox %s %s", call,
+                     sbx__runtime_name(sb->impl->runtime), sb->impl->sandbox, why);
+}
+
 SBX_API sbx_result sbx_run(sbx_sandbox *sb, const char *command, sbx_exec_result *res)
 {
     struct sbx__sandbox *s;
     sbx__buf body, out;
     sbx__http_req req;
+    sbx__rtio io;
     sbx__jtok *t = NULL;
-    int status = 0, n;
+    int n;
     sbx_result r;
     if (res) memset(res, 0, sizeof *res);
     SBX__ENTER(sb);
     s = sb->impl;
     if (!command || !res) return sbx__fail(&sb->err, SBX_ERR_INVALID_ARG, "run: command and result are required");
+    if (s->runtime == SBX_RUNTIME_SANDBOXD)
+        return sbx__unsupported(sb, "run", "has no HTTP exec (sandboxd runs commands over gRPC only)");
     sbx__buf_init(&body, &s->cl->a);
     sbx__buf_init(&out, &s->cl->a);
     r = SBX_OK;
     if (sbx__buf_puts(&body, "{\"command\":") != 0) r = sbx__fail(&sb->err, SBX_ERR_NOMEM, "out of memory");
     if (r == SBX_OK) r = sbx__jstr(&body, command, "the command", &sb->err);
     if (r == SBX_OK && sbx__buf_puts(&body, "}") != 0) r = sbx__fail(&sb->err, SBX_ERR_NOMEM, "out of memory");
+    memset(&io, 0, sizeof io);
+    io.mem = &out;
+    io.fd = -1;
     if (r == SBX_OK) {
-        memset(&req, 0, sizeof req);
+        sbx__http_req_init(&req);
         req.method = "POST";
         req.target = "/execute";
         req.headers = "Content-Type: application/json\r\nAccept: application/json\r\n";
         req.body = body.data;
         req.body_len = body.len;
-        req.body_fd = -1;
         req.idempotent = 0; /* a command must never run twice */
-        r = sbx__rt_call(s, &req, &out, -1, &status, &sb->err);
+        r = sbx__rt_call(s, &req, &io, sbx__call_deadline(s), &sb->err);
     }
-    if (r == SBX_OK && status != 200) r = sbx__rt_status_fail(&sb->err, status, &out, "run");
+    if (r == SBX_OK && io.status != 200) r = sbx__rt_status_fail(&sb->err, io.status, &out, "run");
     if (r == SBX_OK) {
         int so, se, ec;
         long long code = 0;
@@ -5557,25 +6759,38 @@ SBX_API sbx_result sbx_run(sbx_sandbox *sb, const char *command, sbx_exec_result
     return r;
 }
 
-/* Upload from memory or from a descriptor (len < 0: stream fd to its end). */
+/* Upload from memory or from a descriptor (fd >= 0: stream it to its end).
+   python runtime: multipart POST /upload with the path as the file name;
+   sandboxd: PUT /v1/files/PATH with the raw bytes. */
 SBX__PRIVATE sbx_result sbx__write_common(sbx_sandbox *sb, const char *path, const void *data, size_t len, int fd)
 {
     struct sbx__sandbox *s = sb->impl;
-    sbx__buf clean, out;
+    sbx__buf clean, out, target;
     sbx__http_req req;
-    int status = 0;
+    sbx__rtio io;
     sbx_result r;
+    int sbd = s->runtime == SBX_RUNTIME_SANDBOXD;
     sbx__buf_init(&clean, &s->cl->a);
     sbx__buf_init(&out, &s->cl->a);
-    r = sbx__clean_path(path, &clean, 0, &sb->err);
-    if (r == SBX_OK) {
-        memset(&req, 0, sizeof req);
+    sbx__buf_init(&target, &s->cl->a);
+    memset(&io, 0, sizeof io);
+    io.mem = &out;
+    io.fd = -1;
+    sbx__http_req_init(&req);
+    if (sbd) {
+        r = sbx__rt_target("/v1/files/", path, 0, 0, &target, &sb->err);
+        req.method = "PUT";
+        req.target = target.data;
+        req.headers = "Content-Type: application/octet-stream\r\nAccept: application/json\r\n";
+    } else {
+        r = sbx__clean_path(path, &clean, 0, &sb->err);
         req.method = "POST";
         req.target = "/upload";
         req.headers = "Accept: application/json\r\n";
         req.multipart_name = "file";
         req.multipart_filename = clean.data;
-        req.body_fd = -1;
+    }
+    if (r == SBX_OK) {
         if (fd >= 0) {
             struct stat st;
             off_t pos;
@@ -5587,13 +6802,15 @@ SBX__PRIVATE sbx_result sbx__write_common(sbx_sandbox *sb, const char *path, con
             req.body = data;
             req.body_len = len;
         }
-        req.idempotent = 0;
-        r = sbx__rt_call(s, &req, &out, -1, &status, &sb->err);
+        /* a PUT of bytes in memory can be repeated; a POST or a stream cannot */
+        req.idempotent = sbd && fd < 0;
+        r = sbx__rt_call(s, &req, &io, sbx__call_deadline(s), &sb->err);
     }
-    if (r == SBX_OK && status != 200) r = sbx__rt_status_fail(&sb->err, status, &out, "write");
+    if (r == SBX_OK && (io.status < 200 || io.status > 299)) r = sbx__rt_status_fail(&sb->err, io.status, &out, "write");
     if (r != SBX_OK) sbx__err_prefix(&sb->err, "write \"%.200s\"", path ? path : "");
     sbx__buf_free(&clean);
     sbx__buf_free(&out);
+    sbx__buf_free(&target);
     return r;
 }
 
@@ -5611,30 +6828,54 @@ SBX_API sbx_result sbx_write_fd(sbx_sandbox *sb, const char *path, int fd)
     return sbx__write_common(sb, path, NULL, 0, fd);
 }
 
-/* GET endpoint/path with the body into memory or a descriptor. */
-SBX__PRIVATE sbx_result sbx__get_common(sbx_sandbox *sb, const char *what, const char *endpoint, const char *path,
-                                        int allow_root, sbx__buf *mem, int fd)
+/* One idempotent runtime request about `path`: method + endpoint + encoded
+   path (+ query); the body goes to mem or fd as io says. *status is the
+   runtime's answer; non-2xx answers are left to the caller. */
+SBX__PRIVATE sbx_result sbx__path_call(sbx_sandbox *sb, const char *what, const char *method, const char *endpoint,
+                                       const char *path, int allow_root, const char *query, const char *headers,
+                                       sbx__rtio *io)
 {
     struct sbx__sandbox *s = sb->impl;
-    sbx__buf target, errbody;
+    sbx__buf target;
     sbx__http_req req;
-    int status = 0;
     sbx_result r;
+    int sbd = s->runtime == SBX_RUNTIME_SANDBOXD;
     sbx__buf_init(&target, &s->cl->a);
-    sbx__buf_init(&errbody, &s->cl->a);
-    r = sbx__rt_target(endpoint, path, allow_root, &target, &sb->err);
+    r = sbx__rt_target(endpoint, path, allow_root, !sbd, &target, &sb->err);
+    if (r == SBX_OK && query && sbx__buf_puts(&target, query) != 0) r = sbx__fail(&sb->err, SBX_ERR_NOMEM, "out of memory");
     if (r == SBX_OK) {
-        memset(&req, 0, sizeof req);
-        req.method = "GET";
+        sbx__http_req_init(&req);
+        req.method = method;
         req.target = target.data;
-        req.body_fd = -1;
-        req.idempotent = 1;
-        r = sbx__rt_call(s, &req, fd >= 0 ? &errbody : mem, fd, &status, &sb->err);
+        req.headers = headers;
+        req.idempotent = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
+        r = sbx__rt_call(s, &req, io, sbx__call_deadline(s), &sb->err);
     }
-    if (r == SBX_OK && status != 200)
-        r = sbx__rt_status_fail(&sb->err, status, fd >= 0 ? &errbody : mem, what);
     if (r != SBX_OK) sbx__err_prefix(&sb->err, "%s \"%.200s\"", what, path ? path : "");
     sbx__buf_free(&target);
+    return r;
+}
+
+/* read into memory or a descriptor */
+SBX__PRIVATE sbx_result sbx__read_common(sbx_sandbox *sb, const char *path, sbx__buf *mem, int fd)
+{
+    struct sbx__sandbox *s = sb->impl;
+    sbx__buf errbody;
+    sbx__rtio io;
+    sbx_result r;
+    int sbd = s->runtime == SBX_RUNTIME_SANDBOXD;
+    sbx__buf_init(&errbody, &s->cl->a);
+    memset(&io, 0, sizeof io);
+    io.mem = fd >= 0 ? &errbody : mem;
+    io.fd = fd;
+    io.want = sbd ? 2 : 0; /* sandboxd answers a directory with a JSON listing */
+    r = sbx__path_call(sb, "read", "GET", sbd ? "/v1/files/" : "/download/", path, 0, NULL, NULL, &io);
+    if (r == SBX_OK && io.mismatch)
+        r = sbx__fail(&sb->err, SBX_ERR_NOT_FOUND, "read \"%.200s\": it is a directory, not a file", path);
+    else if (r == SBX_OK && io.status != 200) {
+        r = sbx__rt_status_fail(&sb->err, io.status, io.mem, "read");
+        sbx__err_prefix(&sb->err, "read \"%.200s\"", path);
+    }
     sbx__buf_free(&errbody);
     return r;
 }
@@ -5648,7 +6889,7 @@ SBX_API sbx_result sbx_read(sbx_sandbox *sb, const char *path, void **data, size
     SBX__ENTER(sb);
     if (!data) return sbx__fail(&sb->err, SBX_ERR_INVALID_ARG, "read: data is NULL");
     sbx__buf_init(&mem, &sb->impl->cl->a);
-    r = sbx__get_common(sb, "read", "/download/", path, 0, &mem, -1);
+    r = sbx__read_common(sb, path, &mem, -1);
     if (r == SBX_OK) {
         *data = sbx__buf_to_block(&mem, len);
         if (!*data) r = sbx__fail(&sb->err, SBX_ERR_NOMEM, "read: out of memory");
@@ -5661,34 +6902,94 @@ SBX_API sbx_result sbx_read_fd(sbx_sandbox *sb, const char *path, int fd)
 {
     SBX__ENTER(sb);
     if (fd < 0) return sbx__fail(&sb->err, SBX_ERR_INVALID_ARG, "read_fd: bad descriptor %d", fd);
-    return sbx__get_common(sb, "read", "/download/", path, 0, NULL, fd);
+    return sbx__read_common(sb, path, NULL, fd);
+}
+
+/* Seconds since the epoch of an RFC 3339 time ("2026-08-22T10:00:00.5Z",
+   "...+02:00"); 0 when it does not parse. No timegm: days from the civil date. */
+SBX__PRIVATE double sbx__parse_rfc3339(const char *s, size_t n)
+{
+    long long y, mo, d, h, mi, sec, days, off = 0;
+    double frac = 0, scale = 0.1;
+    size_t i = 19;
+    int k;
+    static const int at[] = {0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18};
+    if (n < 20 || s[4] != '-' || s[7] != '-' || (s[10] != 'T' && s[10] != 't' && s[10] != ' ') || s[13] != ':' ||
+        s[16] != ':')
+        return 0;
+    for (k = 0; k < 14; k++)
+        if (s[at[k]] < '0' || s[at[k]] > '9') return 0;
+    y = (s[0] - '0') * 1000 + (s[1] - '0') * 100 + (s[2] - '0') * 10 + (s[3] - '0');
+    mo = (s[5] - '0') * 10 + (s[6] - '0');
+    d = (s[8] - '0') * 10 + (s[9] - '0');
+    h = (s[11] - '0') * 10 + (s[12] - '0');
+    mi = (s[14] - '0') * 10 + (s[15] - '0');
+    sec = (s[17] - '0') * 10 + (s[18] - '0');
+    if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60) return 0;
+    if (s[i] == '.') {
+        for (i++; i < n && s[i] >= '0' && s[i] <= '9'; i++, scale /= 10) frac += (s[i] - '0') * scale;
+    }
+    if (i < n && (s[i] == '+' || s[i] == '-') && i + 6 == n && s[i + 3] == ':') {
+        long long oh = (s[i + 1] - '0') * 10 + (s[i + 2] - '0'), om = (s[i + 4] - '0') * 10 + (s[i + 5] - '0');
+        off = (oh * 60 + om) * 60 * (s[i] == '+' ? 1 : -1);
+    } else if (!(i + 1 == n && (s[i] == 'Z' || s[i] == 'z'))) {
+        return 0;
+    }
+    /* days since 1970-01-01 of y-mo-d (proleptic Gregorian) */
+    {
+        long long yy = mo <= 2 ? y - 1 : y;
+        long long era = yy / 400, yoe = yy - era * 400;
+        long long doy = (153 * (mo + (mo > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+        long long doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        days = era * 146097 + doe - 719468;
+    }
+    return (double)(days * 86400 + h * 3600 + mi * 60 + sec - off) + frac;
 }
 
 SBX_API sbx_result sbx_list(sbx_sandbox *sb, const char *path, sbx_file_entry **entries, size_t *count)
 {
     struct sbx__sandbox *s;
     sbx__buf mem;
+    sbx__rtio io;
     sbx__jtok *t = NULL;
     sbx_result r;
-    int n;
+    int n, arr = -1, sbd;
     if (entries) *entries = NULL;
     if (count) *count = 0;
     SBX__ENTER(sb);
     s = sb->impl;
     if (!entries || !count) return sbx__fail(&sb->err, SBX_ERR_INVALID_ARG, "list: entries and count are required");
+    sbd = s->runtime == SBX_RUNTIME_SANDBOXD;
+    if (!path) path = "";
     sbx__buf_init(&mem, &s->cl->a);
-    r = sbx__get_common(sb, "list", "/list/", path ? path : "", 1, &mem, -1);
-    if (r == SBX_OK) {
+    memset(&io, 0, sizeof io);
+    io.mem = &mem;
+    io.fd = -1;
+    io.want = sbd ? 1 : 0; /* sandboxd answers a file with its bytes */
+    r = sbx__path_call(sb, "list", "GET", sbd ? "/v1/files/" : "/list/", path, 1, NULL, "Accept: application/json\r\n",
+                       &io);
+    if (r == SBX_OK && io.mismatch) {
+        r = sbx__fail(&sb->err, SBX_ERR_NOT_FOUND, "list \"%.200s\": it is a file, not a directory", path);
+    } else if (r == SBX_OK && io.status != 200) {
+        r = sbx__rt_status_fail(&sb->err, io.status, &mem, "list");
+        sbx__err_prefix(&sb->err, "list \"%.200s\"", path);
+    } else if (r == SBX_OK) {
         n = sbx__json_parse_alloc(&s->cl->a, mem.data, mem.len, &t);
-        if (n <= 0 || t[0].type != SBX__JSON_ARRAY) {
-            r = sbx__fail(&sb->err, n == SBX__JSON_ERR_NOMEM ? SBX_ERR_NOMEM : SBX_ERR_PROTOCOL,
-                          "list \"%.200s\": the runtime's answer is not a JSON array", path ? path : "");
-        } else {
+        if (n > 0) arr = sbd ? sbx__json_get(mem.data, t, n, 0, "entries") : 0;
+        if (n == SBX__JSON_ERR_NOMEM) {
+            r = sbx__fail(&sb->err, SBX_ERR_NOMEM, "list: out of memory");
+        } else if (arr < 0 || t[arr].type != SBX__JSON_ARRAY) {
+            /* sandboxd lists an empty directory as "entries": null */
+            if (sbd && arr >= 0 && t[arr].type == SBX__JSON_NULL) arr = -2;
+            else r = sbx__fail(&sb->err, SBX_ERR_PROTOCOL, "list \"%.200s\": the runtime's answer is not %s", path,
+                               sbd ? "{\"entries\": [...]}" : "a JSON array");
+        }
+        if (r == SBX_OK) {
             /* one block: the entries, then their names */
-            size_t k, names = 0, nent = (size_t)t[0].size, off;
+            size_t k, names = 0, nent = arr >= 0 ? (size_t)t[arr].size : 0, off;
             int i;
             char *blk;
-            for (i = 1, k = 0; k < nent; k++, i = t[i].next) {
+            for (i = arr + 1, k = 0; k < nent; k++, i = t[i].next) {
                 int nm = sbx__json_mem(mem.data, t, n, i, "name");
                 names += (nm >= 0 ? t[nm].end - t[nm].start : 0) + 1;
             }
@@ -5702,11 +7003,11 @@ SBX_API sbx_result sbx_list(sbx_sandbox *sb, const char *path, sbx_file_entry **
             } else {
                 sbx_file_entry *ent = (sbx_file_entry *)(void *)blk;
                 off = nent * sizeof(sbx_file_entry);
-                for (i = 1, k = 0; k < nent; k++, i = t[i].next) {
+                for (i = arr + 1, k = 0; k < nent; k++, i = t[i].next) {
                     int nm = sbx__json_mem(mem.data, t, n, i, "name");
                     int sz = sbx__json_mem(mem.data, t, n, i, "size");
                     int ty = sbx__json_mem(mem.data, t, n, i, "type");
-                    int mt = sbx__json_mem(mem.data, t, n, i, "mod_time");
+                    int mt = sbx__json_mem(mem.data, t, n, i, sbd ? "modified_at" : "mod_time");
                     size_t got = 0, room = nm >= 0 ? t[nm].end - t[nm].start + 1 : 1;
                     blk[off] = '\0';
                     if (nm >= 0) sbx__json_unescape(mem.data, t, nm, blk + off, room, &got);
@@ -5716,7 +7017,10 @@ SBX_API sbx_result sbx_list(sbx_sandbox *sb, const char *path, sbx_file_entry **
                     if (sz >= 0) sbx__json_int(mem.data, t, sz, &ent[k].size);
                     ent[k].is_dir = ty >= 0 && sbx__json_eq(mem.data, t, ty, "directory");
                     ent[k].mod_time = 0;
-                    if (mt >= 0) sbx__json_double(mem.data, t, mt, &ent[k].mod_time);
+                    if (mt >= 0 && sbd && t[mt].type == SBX__JSON_STRING)
+                        ent[k].mod_time = sbx__parse_rfc3339(mem.data + t[mt].start, t[mt].end - t[mt].start);
+                    else if (mt >= 0)
+                        sbx__json_double(mem.data, t, mt, &ent[k].mod_time);
                 }
                 *entries = ent;
                 *count = nent;
@@ -5732,6 +7036,7 @@ SBX_API sbx_result sbx_exists(sbx_sandbox *sb, const char *path, int *exists)
 {
     struct sbx__sandbox *s;
     sbx__buf mem;
+    sbx__rtio io;
     sbx__jtok *t = NULL;
     sbx_result r;
     int n, ex;
@@ -5740,8 +7045,32 @@ SBX_API sbx_result sbx_exists(sbx_sandbox *sb, const char *path, int *exists)
     s = sb->impl;
     if (!exists) return sbx__fail(&sb->err, SBX_ERR_INVALID_ARG, "exists: result pointer is NULL");
     sbx__buf_init(&mem, &s->cl->a);
-    r = sbx__get_common(sb, "exists", "/exists/", path, 1, &mem, -1);
-    if (r == SBX_OK) {
+    memset(&io, 0, sizeof io);
+    io.mem = &mem;
+    io.fd = -1;
+    if (s->runtime == SBX_RUNTIME_SANDBOXD) {
+        /* HEAD; routers may refuse HEAD (the python router answers 405), so
+           through a router: a GET of at most one byte */
+        int routed = sbx__mode_routed(s->cl->mode);
+        io.mem = NULL;
+        r = sbx__path_call(sb, "exists", routed ? "GET" : "HEAD", "/v1/files/", path, 1, NULL,
+                           routed ? "Range: bytes=0-0\r\n" : NULL, &io);
+        if (r == SBX_OK && io.status == 404) {
+            *exists = 0;
+        } else if (r == SBX_OK && ((io.status >= 200 && io.status < 300) || io.status == 416)) {
+            *exists = 1;
+        } else if (r == SBX_OK) {
+            r = sbx__rt_status_fail(&sb->err, io.status, NULL, "exists");
+            sbx__err_prefix(&sb->err, "exists \"%.200s\"", path);
+        }
+        sbx__buf_free(&mem);
+        return r;
+    }
+    r = sbx__path_call(sb, "exists", "GET", "/exists/", path, 1, NULL, "Accept: application/json\r\n", &io);
+    if (r == SBX_OK && io.status != 200) {
+        r = sbx__rt_status_fail(&sb->err, io.status, &mem, "exists");
+        sbx__err_prefix(&sb->err, "exists \"%.200s\"", path);
+    } else if (r == SBX_OK) {
         n = sbx__json_parse_alloc(&s->cl->a, mem.data, mem.len, &t);
         ex = n > 0 ? sbx__json_mem(mem.data, t, n, 0, "exists") : -1;
         if (ex < 0 || (t[ex].type != SBX__JSON_TRUE && t[ex].type != SBX__JSON_FALSE))
@@ -5750,6 +7079,29 @@ SBX_API sbx_result sbx_exists(sbx_sandbox *sb, const char *path, int *exists)
         else
             *exists = t[ex].type == SBX__JSON_TRUE;
         sbx__free(&s->cl->a, t);
+    }
+    sbx__buf_free(&mem);
+    return r;
+}
+
+SBX_API sbx_result sbx_delete(sbx_sandbox *sb, const char *path, int recursive)
+{
+    struct sbx__sandbox *s;
+    sbx__buf mem;
+    sbx__rtio io;
+    sbx_result r;
+    SBX__ENTER(sb);
+    s = sb->impl;
+    if (s->runtime != SBX_RUNTIME_SANDBOXD) return sbx__unsupported(sb, "delete", "has no delete endpoint");
+    sbx__buf_init(&mem, &s->cl->a);
+    memset(&io, 0, sizeof io);
+    io.mem = &mem;
+    io.fd = -1;
+    r = sbx__path_call(sb, "delete", "DELETE", "/v1/files/", path, 0, recursive ? "?recursive=true" : NULL,
+                       "Accept: application/json\r\n", &io);
+    if (r == SBX_OK && (io.status < 200 || io.status > 299)) {
+        r = sbx__rt_status_fail(&sb->err, io.status, &mem, "delete");
+        sbx__err_prefix(&sb->err, "delete \"%.200s\"", path);
     }
     sbx__buf_free(&mem);
     return r;
@@ -5764,6 +7116,7 @@ SBX_API const char *sbx_claim_name(const sbx_sandbox *sb) { return sb && sb->imp
 SBX_API const char *sbx_sandbox_name(const sbx_sandbox *sb) { return sb && sb->impl ? sb->impl->sandbox : NULL; }
 SBX_API const char *sbx_pod_name(const sbx_sandbox *sb) { return sb && sb->impl ? sb->impl->pod : NULL; }
 SBX_API const char *sbx_namespace(const sbx_sandbox *sb) { return sb && sb->impl ? sb->impl->ns : NULL; }
+SBX_API const char *sbx_pod_ip(const sbx_sandbox *sb) { return sb && sb->impl ? sb->impl->pod_ip : NULL; }
 
 SBX_API void sbx_exec_result_free(sbx_exec_result *res)
 {
