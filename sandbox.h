@@ -4809,6 +4809,11 @@ SBX__PRIVATE sbx_result sbx__start_proxy(struct sbx__client *cl, int timeout_ms,
     sbx__argv_kubectl(&av, cl);
     sbx__argv_add(&av, "proxy", NULL);
     sbx__argv_add(&av, "--unix-socket=", sock);
+    /* kubectl proxy's default --reject-paths (any pod path with "/exec" or
+       "/attach" in it) also refuses .../pods/POD:8888/proxy/execute; refuse
+       only the real exec and attach subresources (the socket is private) */
+    if (cl->mode == SBX_MODE_API_PROXY)
+        sbx__argv_add(&av, "--reject-paths=^/api/.*/pods/[^/]*/exec,^/api/.*/pods/[^/]*/attach", NULL);
     if (av.oom) {
         sbx__argv_free(&av);
         return sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
@@ -6092,9 +6097,13 @@ SBX__PRIVATE sbx_result sbx__probe(struct sbx__sandbox *s, long long deadline, s
         }
         if (io.status == 404 && i + 1 < count) continue;
         {
-            char what[64];
+            char what[96];
             snprintf(what, sizeof what, "health check GET %s", path);
             r = sbx__rt_status_fail(e, io.status, &body, what);
+            if (io.status == 404) /* the server there is not the runtime asked for */
+                r = sbx__err_prefix(e, "is the pod running the %s on port %d?", sbx__runtime_name(order[i]),
+                                    s->server_port);
+            if (io.status == 404) r = e ? (e->code = SBX_ERR_UNSUPPORTED) : SBX_ERR_UNSUPPORTED;
         }
         break;
     }
