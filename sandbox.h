@@ -5580,20 +5580,30 @@ SBX__PRIVATE sbx_result sbx__pf_port(sbx__proc *p, const char *target, int *port
 }
 
 /* Add kubectl's own words ("exited with status 1: error: lost connection to
-   pod") to the message when the tunnel died. With `stop` a tunnel that still
-   runs is stopped first: a failed connection through it ends it anyway, and
-   stopping it gets its last words and makes the next call start a new one. */
+   pod") to the message when the tunnel died. With `stop`, a tunnel that still
+   runs is given SBX__PF_DIE_MS to end on its own (a failed connection ends
+   kubectl port-forward within milliseconds) and is then killed: that gets its
+   last words and makes the next call start a new one. */
+#ifndef SBX__PF_DIE_MS
+#define SBX__PF_DIE_MS 300
+#endif
 SBX__PRIVATE void sbx__pf_explain(sbx__proc *p, int started, int stop, sbx_error *e)
 {
     char why[256];
+    const char *said;
     int ws;
     if (!started) return;
-    if (sbx__proc_running(p) && (!stop || sbx__proc_stop(p, SIGINT, 500) != 0)) return;
-    ws = sbx__proc_status(p);
-    /* a clean exit after our own SIGINT says nothing about the failure */
-    if (ws != -1 && ((WIFEXITED(ws) && WEXITSTATUS(ws) == 0) || (WIFSIGNALED(ws) && WTERMSIG(ws) == SIGINT))) return;
+    if (sbx__proc_running(p) && (!stop || sbx__proc_stop(p, 0, SBX__PF_DIE_MS) != 0)) return;
     sbx__proc_describe(p, why, sizeof why);
-    if (strcmp(why, "running") != 0) sbx__err_prefix(e, "kubectl port-forward %s", why);
+    if (strcmp(why, "running") == 0 || strcmp(why, "not started") == 0) return;
+    ws = sbx__proc_status(p);
+    if (ws != -1 && (WIFSIGNALED(ws) || (WIFEXITED(ws) && WEXITSTATUS(ws) == 0))) {
+        /* ended by us, or cleanly: only what it printed is news */
+        said = strstr(why, ": ");
+        if (said) sbx__err_prefix(e, "kubectl port-forward said \"%s\"", said + 2);
+        return;
+    }
+    sbx__err_prefix(e, "kubectl port-forward %s", why);
 }
 
 /* POD_TUNNEL */
@@ -6096,14 +6106,16 @@ SBX__PRIVATE sbx_result sbx__probe(struct sbx__sandbox *s, long long deadline, s
             break;
         }
         if (io.status == 404 && i + 1 < count) continue;
-        {
+        if (io.status == 404) { /* some other server: not the runtime asked for */
+            char text[SBX_ERRMSG_SIZE / 2];
+            sbx__http_error_text(404, body.data ? body.data : "", body.len, text, sizeof text);
+            if (e) e->http_status = 404;
+            r = sbx__fail(e, SBX_ERR_UNSUPPORTED, "health check GET %s: %s: no %s on port %d of pod %s", path, text,
+                          sbx__runtime_name(order[i]), s->server_port, s->pod);
+        } else {
             char what[96];
             snprintf(what, sizeof what, "health check GET %s", path);
             r = sbx__rt_status_fail(e, io.status, &body, what);
-            if (io.status == 404) /* the server there is not the runtime asked for */
-                r = sbx__err_prefix(e, "is the pod running the %s on port %d?", sbx__runtime_name(order[i]),
-                                    s->server_port);
-            if (io.status == 404) r = e ? (e->code = SBX_ERR_UNSUPPORTED) : SBX_ERR_UNSUPPORTED;
         }
         break;
     }
