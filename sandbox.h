@@ -5705,8 +5705,9 @@ SBX__PRIVATE sbx_result sbx__rtun_ensure(struct sbx__client *cl, long long deadl
             if (r == SBX_OK) cl->rtun_port = p;
         }
         if (r != SBX_OK) {
-            /* a broken tunnel is not kept: the next call starts a new one */
-            sbx__pf_explain(&cl->rtun, cl->rtun_started, 1, e);
+            /* a broken tunnel is not kept: the next call starts a new one (a
+               failed start, SBX_ERR_SPAWN, already carries kubectl's words) */
+            if (r != SBX_ERR_SPAWN) sbx__pf_explain(&cl->rtun, cl->rtun_started, 1, e);
             if (cl->rtun_started) sbx__proc_stop(&cl->rtun, SIGINT, 500);
             memset(&cl->rtun, 0, sizeof cl->rtun);
             cl->rtun_started = 0;
@@ -5762,7 +5763,7 @@ SBX__PRIVATE sbx_result sbx__route_ensure(struct sbx__sandbox *s, long long dead
         sbx__tunnel_stop(s);
         r = sbx__tunnel_start(s, deadline, e);
         if (r != SBX_OK) {
-            sbx__pf_explain(&s->tunnel, s->tunnel_started, 0, e);
+            if (r != SBX_ERR_SPAWN) sbx__pf_explain(&s->tunnel, s->tunnel_started, 0, e);
             return r;
         }
         snprintf(url, sizeof url, "http://127.0.0.1:%d", s->local_port);
@@ -5984,14 +5985,21 @@ SBX__PRIVATE sbx_result sbx__rt_call(struct sbx__sandbox *s, const sbx__http_req
 }
 
 /* Describe a runtime error answer: the runtime's (or router's) own
-   "message"/"detail". */
-SBX__PRIVATE sbx_result sbx__rt_status_fail(sbx_error *e, int status, const sbx__buf *body, const char *what)
+   "message"/"detail": 'read "a.txt": HTTP 404: File not found'. */
+SBX__PRIVATE sbx_result sbx__rt_status_fail_path(sbx_error *e, int status, const sbx__buf *body, const char *what,
+                                                 const char *path)
 {
     char text[SBX_ERRMSG_SIZE];
     sbx_result code = status == 404 ? SBX_ERR_NOT_FOUND : SBX_ERR_HTTP;
     sbx__http_error_text(status, body && body->data ? body->data : "", body ? body->len : 0, text, sizeof text);
     if (e) e->http_status = status;
+    if (path) return sbx__fail(e, code, "%s \"%.200s\": %s", what, path, text);
     return sbx__fail(e, code, "%s: %s", what, text);
+}
+
+SBX__PRIVATE sbx_result sbx__rt_status_fail(sbx_error *e, int status, const sbx__buf *body, const char *what)
+{
+    return sbx__rt_status_fail_path(e, status, body, what, NULL);
 }
 
 /* Paths inside the sandbox: relative to the runtime's base directory. A
@@ -6473,7 +6481,6 @@ SBX_API sbx_result sbx_attach(sbx_sandbox *sb, sbx_client *c, const char *ns, co
     }
     deadline = sbx__deadline(cl->api_timeout_ms);
     r = sbx__discover(cl, deadline, &sb->err);
-    if (r == SBX_OK && cl->mode == SBX_MODE_ROUTER_TUNNEL) r = sbx__rtun_begin(cl, &sb->err);
     if (r == SBX_OK && cl->mode == SBX_MODE_GATEWAY) r = sbx__gateway_resolve(cl, &sb->err);
     if (r == SBX_OK) r = sbx__get_claim(s, &body, &status, deadline, &sb->err);
     if (r == SBX_OK && status == 404) {
@@ -6827,8 +6834,10 @@ SBX__PRIVATE sbx_result sbx__write_common(sbx_sandbox *sb, const char *path, con
         req.idempotent = sbd && fd < 0;
         r = sbx__rt_call(s, &req, &io, sbx__call_deadline(s), &sb->err);
     }
-    if (r == SBX_OK && (io.status < 200 || io.status > 299)) r = sbx__rt_status_fail(&sb->err, io.status, &out, "write");
-    if (r != SBX_OK) sbx__err_prefix(&sb->err, "write \"%.200s\"", path ? path : "");
+    if (r == SBX_OK && (io.status < 200 || io.status > 299))
+        r = sbx__rt_status_fail_path(&sb->err, io.status, &out, "write", path);
+    else if (r != SBX_OK)
+        sbx__err_prefix(&sb->err, "write \"%.200s\"", path ? path : "");
     sbx__buf_free(&clean);
     sbx__buf_free(&out);
     sbx__buf_free(&target);
@@ -6893,10 +6902,8 @@ SBX__PRIVATE sbx_result sbx__read_common(sbx_sandbox *sb, const char *path, sbx_
     r = sbx__path_call(sb, "read", "GET", sbd ? "/v1/files/" : "/download/", path, 0, NULL, NULL, &io);
     if (r == SBX_OK && io.mismatch)
         r = sbx__fail(&sb->err, SBX_ERR_NOT_FOUND, "read \"%.200s\": it is a directory, not a file", path);
-    else if (r == SBX_OK && io.status != 200) {
-        r = sbx__rt_status_fail(&sb->err, io.status, io.mem, "read");
-        sbx__err_prefix(&sb->err, "read \"%.200s\"", path);
-    }
+    else if (r == SBX_OK && io.status != 200)
+        r = sbx__rt_status_fail_path(&sb->err, io.status, io.mem, "read", path);
     sbx__buf_free(&errbody);
     return r;
 }
@@ -6992,8 +6999,7 @@ SBX_API sbx_result sbx_list(sbx_sandbox *sb, const char *path, sbx_file_entry **
     if (r == SBX_OK && io.mismatch) {
         r = sbx__fail(&sb->err, SBX_ERR_NOT_FOUND, "list \"%.200s\": it is a file, not a directory", path);
     } else if (r == SBX_OK && io.status != 200) {
-        r = sbx__rt_status_fail(&sb->err, io.status, &mem, "list");
-        sbx__err_prefix(&sb->err, "list \"%.200s\"", path);
+        r = sbx__rt_status_fail_path(&sb->err, io.status, &mem, "list", path);
     } else if (r == SBX_OK) {
         n = sbx__json_parse_alloc(&s->cl->a, mem.data, mem.len, &t);
         if (n > 0) arr = sbd ? sbx__json_get(mem.data, t, n, 0, "entries") : 0;
@@ -7081,16 +7087,14 @@ SBX_API sbx_result sbx_exists(sbx_sandbox *sb, const char *path, int *exists)
         } else if (r == SBX_OK && ((io.status >= 200 && io.status < 300) || io.status == 416)) {
             *exists = 1;
         } else if (r == SBX_OK) {
-            r = sbx__rt_status_fail(&sb->err, io.status, NULL, "exists");
-            sbx__err_prefix(&sb->err, "exists \"%.200s\"", path);
+            r = sbx__rt_status_fail_path(&sb->err, io.status, NULL, "exists", path);
         }
         sbx__buf_free(&mem);
         return r;
     }
     r = sbx__path_call(sb, "exists", "GET", "/exists/", path, 1, NULL, "Accept: application/json\r\n", &io);
     if (r == SBX_OK && io.status != 200) {
-        r = sbx__rt_status_fail(&sb->err, io.status, &mem, "exists");
-        sbx__err_prefix(&sb->err, "exists \"%.200s\"", path);
+        r = sbx__rt_status_fail_path(&sb->err, io.status, &mem, "exists", path);
     } else if (r == SBX_OK) {
         n = sbx__json_parse_alloc(&s->cl->a, mem.data, mem.len, &t);
         ex = n > 0 ? sbx__json_mem(mem.data, t, n, 0, "exists") : -1;
@@ -7120,10 +7124,8 @@ SBX_API sbx_result sbx_delete(sbx_sandbox *sb, const char *path, int recursive)
     io.fd = -1;
     r = sbx__path_call(sb, "delete", "DELETE", "/v1/files/", path, 0, recursive ? "?recursive=true" : NULL,
                        "Accept: application/json\r\n", &io);
-    if (r == SBX_OK && (io.status < 200 || io.status > 299)) {
-        r = sbx__rt_status_fail(&sb->err, io.status, &mem, "delete");
-        sbx__err_prefix(&sb->err, "delete \"%.200s\"", path);
-    }
+    if (r == SBX_OK && (io.status < 200 || io.status > 299))
+        r = sbx__rt_status_fail_path(&sb->err, io.status, &mem, "delete", path);
     sbx__buf_free(&mem);
     return r;
 }

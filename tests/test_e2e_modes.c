@@ -129,6 +129,81 @@ TEST(router_tunnel_is_shared_and_restarted)
     em_settle(&C, &B);
 }
 
+struct opener {
+    sbx_client *cl;
+    int index, ok;
+    char msg[SBX_ERRMSG_SIZE];
+};
+
+static void *open_run_close(void *arg)
+{
+    struct opener *o = (struct opener *)arg;
+    sbx_sandbox sb;
+    sbx_sandbox_config cfg;
+    sbx_exec_result res;
+    char cmd[32], want[32];
+    cfg_python(&cfg);
+    E2E_FMT(cmd, sizeof cmd, "echo t%d", o->index);
+    E2E_FMT(want, sizeof want, "t%d\n", o->index);
+    if (sbx_open(&sb, o->cl, &cfg) != SBX_OK) {
+        E2E_FMT(o->msg, sizeof o->msg, "%s", sb.err.msg);
+        return NULL;
+    }
+    if (sbx_run(&sb, cmd, &res) == SBX_OK && res.out_len == strlen(want) && memcmp(res.out, want, res.out_len) == 0)
+        o->ok = 1;
+    else
+        E2E_FMT(o->msg, sizeof o->msg, "%s", sb.err.msg);
+    sbx_exec_result_free(&res);
+    if (sbx_close(&sb) != SBX_OK) o->ok = 0;
+    return NULL;
+}
+
+/* Many sandboxes opened at once share ONE router tunnel (started once, under
+   the client's lock, while their claims become Ready). */
+TEST(router_tunnel_concurrent_opens)
+{
+    sbx_client cl;
+    pthread_t th[8];
+    struct opener o[8];
+    int i, ok = 0;
+    if (em_client(&C, &cl, SBX_MODE_ROUTER_TUNNEL, NULL) != SBX_OK) { CHECK(0); return; }
+    for (i = 0; i < 8; i++) {
+        memset(&o[i], 0, sizeof o[i]);
+        o[i].cl = &cl;
+        o[i].index = i;
+        CHECK(pthread_create(&th[i], NULL, open_run_close, &o[i]) == 0);
+    }
+    for (i = 0; i < 8; i++) {
+        pthread_join(th[i], NULL);
+        if (o[i].ok) ok++;
+        else printf("  thread %d: %s\n", i, o[i].msg);
+    }
+    CHECK_EQ_INT(ok, 8);
+    CHECK_EQ_INT(e2e_child_count(), B.children + 2); /* kubectl proxy + one router tunnel */
+    sbx_client_close(&cl);
+    em_settle(&C, &B);
+}
+
+/* No router Service where the client looks: kubectl's own words, the claim
+   rolled back, the failed tunnel not kept. */
+TEST(router_tunnel_without_a_router)
+{
+    sbx_client cl;
+    sbx_client_config cc;
+    sbx_sandbox sb;
+    sbx_sandbox_config cfg;
+    memset(&cc, 0, sizeof cc);
+    cc.router_namespace = "default";
+    if (em_client(&C, &cl, SBX_MODE_ROUTER_TUNNEL, &cc) != SBX_OK) { CHECK(0); return; }
+    cfg_python(&cfg);
+    CHECK_EQ_INT(sbx_open(&sb, &cl, &cfg), SBX_ERR_SPAWN);
+    CHECK_MSG(strstr(sb.err.msg, "services \"sandbox-router-svc\" not found") &&
+              strstr(sb.err.msg, "router tunnel to default/svc/sandbox-router-svc"), "%s", sb.err.msg);
+    CHECK_EQ_INT(e2e_child_count(), B.children + 1);
+    sbx_client_close(&cl);
+    em_settle(&C, &B);
+}
+
 /* The router tunnel is started while the claim is still becoming Ready: its
    port-forward asks the API for the router Service before the library reads
    the Ready Sandbox. */
@@ -572,6 +647,28 @@ static void sandboxd_round_trip(sbx_sandbox *sb, const char *tag)
     CHECK_EQ_INT(ex, 0);
     CHECK_EQ_INT(sbx_delete(sb, "/", 1), SBX_ERR_INVALID_ARG); /* the root is never deleted */
     CHECK_EQ_INT(sbx_delete(sb, "../x", 1), SBX_ERR_INVALID_ARG);
+    /* streaming: from a pipe (unknown length: chunked PUT) and back into a file */
+    {
+        int p[2], fd, same = 0;
+        char path[700], got[sizeof bin + 8];
+        ssize_t n;
+        CHECK(pipe(p) == 0);
+        CHECK(write(p[1], bin, sizeof bin) == (ssize_t)sizeof bin);
+        close(p[1]);
+        CHECK_EQ_INT(sbx_write_fd(sb, "streamed/from-pipe", p[0]), SBX_OK);
+        close(p[0]);
+        E2E_FMT(path, sizeof path, "%s/sandboxd-read.bin", C.dir);
+        fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+        CHECK_EQ_INT(sbx_read_fd(sb, "streamed/from-pipe", fd), SBX_OK);
+        CHECK_EQ_INT(sbx_read_fd(sb, "streamed", fd), SBX_ERR_NOT_FOUND); /* a directory: nothing written */
+        lseek(fd, 0, SEEK_SET);
+        n = read(fd, got, sizeof got);
+        same = n == (ssize_t)sizeof bin && memcmp(got, bin, sizeof bin) == 0;
+        CHECK_MSG(same, "%s: %ld bytes came back", tag, (long)n);
+        close(fd);
+        unlink(path);
+        CHECK_EQ_INT(sbx_delete(sb, "streamed", 1), SBX_OK);
+    }
 }
 
 TEST(sandboxd_over_each_route)
@@ -706,6 +803,8 @@ int main(void)
     EM_RUN(pod_tunnel_is_the_default);
     EM_RUN(router_tunnel_is_shared_and_restarted);
     EM_RUN(router_tunnel_starts_during_the_ready_wait);
+    EM_RUN(router_tunnel_concurrent_opens);
+    EM_RUN(router_tunnel_without_a_router);
     EM_RUN(router_headers_on_every_request);
     EM_RUN(direct_url_to_the_router);
     EM_RUN(router_400_says_why);
