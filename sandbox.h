@@ -4404,14 +4404,16 @@ SBX__PRIVATE size_t sbx__proc_stderr_tail(sbx__proc *p, char *buf, size_t cap)
    known), -Timeout (the call's timeout in seconds), Authorization: Bearer.
 
    RETRIES. A request is re-sent only when it is idempotent: runtime GET/HEAD
-   (read, list, exists, health) and API GET/DELETE. Those are retried after a
+   (read, list, exists), a sandboxd PUT of bytes in memory (write), and API
+   GET/DELETE; the health check at open is sent once. Those are retried after a
    connection failure and after 502/503/504 (the API also 500) with a capped,
    jittered exponential backoff (SBX__RETRY_BASE_MS doubling up to
    SBX__RETRY_CAP_MS, +-25 %), at most SBX__RETRY_ATTEMPTS tries, never past the
    call's deadline; 429 waits for Retry-After (seconds), and when that is past
-   the deadline the 429 is reported at once. Everything else (run, write,
-   delete of a file) is sent once: a command never runs twice. Redirects are
-   never followed: a 3xx is an error naming its Location. */
+   the deadline the 429 is reported at once. Everything else (run, a python
+   runtime upload, a write from a descriptor, delete of a file, API POST) is
+   sent once: a command never runs twice. Redirects are never followed: a 3xx
+   is an error naming its Location. */
 
 #define SBX__GROUP_EXT "extensions.agents.x-k8s.io"
 #define SBX__GROUP_CORE "agents.x-k8s.io"
