@@ -2044,7 +2044,7 @@ SBX__PRIVATE void sbx__http_put_jstr(const char *s, size_t i, size_t end, char *
                 else tn = sbx__http_utf8(cp, tmp);
                 break;
             }
-            default: tmp[0] = x; break;
+            default: tmp[0] = (x >= 0x20 && x < 0x7f) ? x : '?'; break;  /* invalid escapes too */
             }
         } else {
             tn = sbx__http_utf8_len((const unsigned char *)s + i, end - i);

@@ -771,6 +771,10 @@ TEST(error_text)
     n = sbx__http_error_text(404, "{\"message\":\"\xc3\xa9\xc3\xa9\"}", 17, small, sizeof small);
     CHECK_STR(small, "HTTP 404"); /* no room for one whole character */
     CHECK_EQ_INT(sbx__http_error_text(404, "x", 1, small, 0), 0);
+    /* invalid escapes (a NUL or a non-ASCII byte after the backslash) */
+    n = sbx__http_error_text(400, "{\"message\":\"a\\\0b\\\xa2" "c\"}", 20, out, sizeof out);
+    CHECK_STR(out, "HTTP 400: a?b?c");
+    CHECK_EQ_INT(n, strlen(out));
 }
 
 /* ------------------------------------------------------------ network: basics */
