@@ -1,14 +1,142 @@
-/* sandbox.h - v0.1.0 - agent sandboxes on Kubernetes, from C - MIT license (see end of file)
+/* sandbox.h - v0.1.0 - agent sandboxes on Kubernetes, from C - MIT license (end of file)
 
-   DRAFT MANUAL (completed as the library grows)
+   Creates, uses and destroys agent sandboxes on clusters running the
+   kubernetes-sigs/agent-sandbox controller: a SandboxClaim is created and
+   watched until Ready, a `kubectl port-forward` tunnel reaches the pod, and the
+   program runs commands and moves files in and out. Closing the handle stops the
+   tunnel and deletes the claim, on every path. libc + POSIX + pthreads only.
 
-   Do this:
+   DO THIS
        #define SANDBOX_IMPLEMENTATION
-   before you include this file in *one* C or C++ file to create the implementation.
-   Link with -pthread (glibc >= 2.34 needs nothing).
+       #include "sandbox.h"
+   in *one* C or C++ file (before other system headers, or compile with
+   -D_POSIX_C_SOURCE=200809L); other files just #include "sandbox.h".
+   Link with -pthread (glibc 2.34 and later need nothing).
 
-   Manual sections: QUICKSTART, REQUIREMENTS, CONFIGURATION MACROS, API, ERRORS,
-   MEMORY AND OWNERSHIP, THREAD SAFETY, LIMITS AND SECURITY.
+   QUICKSTART
+       sbx_client client;
+       sbx_sandbox sb;
+       sbx_sandbox_config cfg = {0};            zero = defaults
+       sbx_exec_result res;
+       if (sbx_client_open(&client, NULL) != SBX_OK) { puts(client.err.msg); return 1; }
+       cfg.template_name = "python-sandbox-template";
+       cfg.ns = "default";
+       if (sbx_open(&sb, &client, &cfg) != SBX_OK) { puts(sb.err.msg); ... }
+       if (sbx_run(&sb, "echo 'Hello, World!'", &res) == SBX_OK) {
+           fwrite(res.out, 1, res.out_len, stdout);
+           sbx_exec_result_free(&res);
+       }
+       sbx_close(&sb);                          stops the tunnel, deletes the claim
+       sbx_client_close(&client);               stops kubectl proxy
+
+   REQUIREMENTS
+       - `kubectl` on PATH (or SANDBOX_KUBECTL / sbx_client_config.kubectl),
+         configured for the cluster (KUBECONFIG, ~/.kube/config, or .kubeconfig
+         and .context in sbx_client_config).
+       - The agent-sandbox controller with extensions (SandboxClaim,
+         SandboxTemplate, SandboxWarmPool). On clusters that serve v1beta1 a claim
+         names a warm pool: a template name is resolved to the warm pool of that
+         template in the namespace (most ready sandboxes first); create one with
+         replicas: 0 for cold starts. v1alpha1-only clusters are handled too (the
+         claim names the template). The code you write is the same for both.
+
+   HOW IT WORKS
+       sbx_client_open  starts one `kubectl proxy --unix-socket` in a private
+                        0700 directory (or uses api_url / $SANDBOX_API_URL, plain
+                        http:// or unix:/path), shared by all its sandboxes over
+                        kept-alive connections.
+       sbx_open         discovers the API version, resolves template -> pool,
+                        creates the claim, WATCHES it (never polls) from the
+                        create's resourceVersion until Ready (re-watching after a
+                        clean end or 410 Gone, failing at once on terminal reasons
+                        and on TemplateNotFound / WarmPoolNotFound), reads the
+                        sandbox and pod names, and starts
+                        `kubectl port-forward pod/POD 0:PORT --address 127.0.0.1`,
+                        ready when kubectl printed its line AND the runtime
+                        answered a health check through it. Any failure rolls back
+                        what was created (tunnel stopped, claim deleted).
+       sbx_run ...      HTTP to the runtime through the tunnel; a dead tunnel is
+                        restarted before a call (never in the middle of one).
+       sbx_close        SIGINT to kubectl port-forward, then SIGKILL after 2 s,
+                        always reaped; DELETE of the claim (404 counts as done).
+       kubectl's output is drained by a thread per child for the child's whole
+       life, so a tunnel never stalls or dies on a full or closed pipe.
+
+   CONFIGURATION MACROS (define before including the implementation)
+       SBX_STATIC                  all functions static (private copy per unit)
+       SBX_API                     prefix of public functions; default extern
+       SBX_MALLOC(n), SBX_REALLOC(p,n), SBX_FREE(p)
+                                   all three or none; default malloc/realloc/free
+       SBX_ERRMSG_SIZE             512; bytes of the message in every handle
+       SBX_MAX_HEADER_BYTES        65536; bytes of one HTTP response head
+       SBX_MAX_HEADERS             64; header fields in one HTTP response
+       SBX_MAX_RESPONSE_BYTES      256 MiB; default cap of run output and reads
+                                   held in memory (sbx_sandbox_config overrides)
+       SBX_MAX_API_BYTES           16 MiB; one Kubernetes API answer
+       SBX_MAX_LINE_BYTES          16 MiB; one watch event
+       SBX_JSON_MAX_DEPTH          64; nesting of JSON documents
+   Environment (read, never written): SANDBOX_KUBECTL, SANDBOX_API_URL; kubectl
+   itself reads KUBECONFIG and the rest of its usual environment.
+
+   API (details beside each declaration below)
+       sbx_client_open / sbx_client_close     the connection to a cluster
+       sbx_open / sbx_close                   one sandbox (claim + tunnel)
+       sbx_run                                a command (no shell: argv split)
+       sbx_write / sbx_read                   files from / into memory
+       sbx_write_fd / sbx_read_fd             files from / into a descriptor
+       sbx_list / sbx_exists                  directory listing, existence
+       sbx_set_call_timeout                   deadline of later calls
+       sbx_claim_name / sbx_sandbox_name / sbx_pod_name / sbx_namespace
+       sbx_exec_result_free / sbx_free        release what the library returned
+       sbx_strerror                           fixed text of a result code
+
+   ERRORS
+       Every fallible function returns an sbx_result: SBX_OK (0) or a negative
+       SBX_ERR_* code, and leaves in the handle it was called on (client.err or
+       sb.err) the code, errno where a system call failed, the HTTP status where
+       a server answered with an error, and a message naming what failed with
+       the server's or kubectl's own words, for example
+         open sandbox (claim sandbox-claim-1f2e3d4c): claim "sandbox-claim-
+         1f2e3d4c": WarmPoolNotFound: SandboxWarmPool "python-pool" not found
+       A successful call clears the error. Bad input never crashes, hangs past a
+       deadline, or grows memory without bound; the library never prints, never
+       exits or aborts, installs no signal handler and keeps no global state.
+
+   MEMORY AND OWNERSHIP
+       - sbx_client and sbx_sandbox are caller-owned structs. sbx_client_open and
+         sbx_open always initialise them first, so closing is safe after a failed
+         open and closing twice is harmless. Do not copy a live handle.
+       - Strings and arrays passed in are borrowed for the duration of the call.
+       - Memory the library returns (sbx_exec_result out/err, sbx_read data,
+         sbx_list entries) is released with sbx_exec_result_free or sbx_free, and
+         only so; it stays valid after the sandbox and the client are closed.
+         Returned text is NUL-terminated (the NUL is not counted in lengths).
+       - Out-parameters are zeroed on entry, so releasing after a failure is safe.
+       - The allocator in sbx_client_config (or SBX_MALLOC...) serves everything.
+
+   THREAD SAFETY
+       Separate sandboxes may be used from separate threads at once, and one
+       client may be shared by all of them (its connection pool is locked). One
+       sandbox must not be used by two threads at the same time. Close every
+       sandbox before its client. A user allocator must be thread-safe when
+       several threads use the library. The library starts one thread per kubectl
+       child (to drain its output) and never touches signal dispositions; its
+       descriptors are close-on-exec, and its children get only fds 0-2.
+
+   LIMITS AND SECURITY
+       - The API is reached only through kubectl proxy on a private unix socket
+         (or the URL you give); the runtime only through 127.0.0.1 tunnels.
+         Redirects are never followed. There is no TLS in the library: kubectl
+         does the authenticated part.
+       - Paths inside the sandbox are relative to the runtime's base directory: a
+         leading "/" is dropped; ".", ".." segments, control characters and
+         invalid UTF-8 are refused. The legacy runtime decodes paths twice; the
+         library encodes them twice, so names containing "%" round-trip.
+       - Commands and paths must be valid UTF-8 (they travel in JSON and HTTP
+         headers); invalid bytes are refused, never altered. The upstream runtime
+         decodes command output as UTF-8 text (invalid output fails the command)
+         and turns a lone CR into LF; file transfer is byte-exact.
+       - `run` sends a command once: a failed call is never re-sent.
 */
 #ifndef SANDBOX_H
 #define SANDBOX_H
@@ -220,11 +348,6 @@ SBX_API void sbx_free(void *p);
 #define SBX_MALLOC(sz) malloc(sz)
 #define SBX_REALLOC(p, sz) realloc(p, sz)
 #define SBX_FREE(p) free(p)
-#endif
-
-#ifndef SBX_ASSERT
-#include <assert.h>
-#define SBX_ASSERT(c) assert(c)
 #endif
 
 /* Limits; every one can be overridden before including the implementation. */
@@ -5778,6 +5901,11 @@ SBX_API void sbx_exec_result_free(sbx_exec_result *res)
 #endif /* SANDBOX_IMPLEMENTATION */
 
 /*
+REVISION HISTORY
+    0.1.0  (2026-11-26)  first release: client with kubectl proxy, v1beta1 and
+                         v1alpha1 claims, watch to Ready, port-forward tunnel,
+                         run / write / read / list / exists, fd streaming.
+
 ------------------------------------------------------------------------------
 MIT License
 
