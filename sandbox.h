@@ -1596,8 +1596,8 @@ SBX__PRIVATE int sbx__json_write_str(sbx__buf *b, const char *s, size_t n)
        Transfer-Encoding are set here and refused from the caller, as is
        Content-Type with multipart). Body: body/body_len from memory, or body_fd
        with body_fd_len bytes (-1: unknown length, sent chunked, e.g. a pipe; the
-       descriptor is read in 64 KiB pieces and never closed; ending early is
-       SBX_ERR_SYS). multipart_name + multipart_filename wrap that body as
+       descriptor, blocking or not, is polled and read in 64 KiB pieces, never
+       buffered whole and never closed; ending early is SBX_ERR_SYS). multipart_name + multipart_filename wrap that body as
        multipart/form-data with one file part (application/octet-stream) and a
        random boundary; the field name and file name must not contain control
        characters (CR, LF, NUL...), '"' or '\\' (SBX_ERR_INVALID_ARG: they are
@@ -1626,6 +1626,9 @@ SBX__PRIVATE int sbx__json_write_str(sbx__buf *b, const char *s, size_t n)
        appends the body to out (NUL-terminated, allocated even when empty);
        more than cap bytes is SBX_ERR_TOO_BIG (nothing is silently cut).
    int sbx__http_body_fd(c, resp, int fd, deadline, e)   streams through a 64 KiB buffer
+       (memory stays flat); fd may be blocking or not (it is polled; a
+       blocking pipe gets PIPE_BUF-sized writes); EPIPE is SBX_ERR_SYS and
+       never a SIGPIPE (the signal is held back in this thread meanwhile).
    int sbx__http_body_line(c, resp, sbx__buf *line, size_t cap, deadline, e)
        1: one line in `line` (replaced; without "\n" and one trailing "\r";
        empty lines are returned too), 0: end of body (an unterminated last

@@ -1720,6 +1720,30 @@ TEST(deadlines)
     CHECK_EQ_INT(fd_count(), fds);
 }
 
+/* The deadline holds even while data keeps arriving: a body already waiting
+   in the kernel is not read once the deadline has passed. */
+TEST(expired_deadline_with_data_ready)
+{
+    cli k;
+    sbx__http_req q;
+    int fds = fd_count(), rc;
+    struct timespec ts;
+    CHECK_EQ_INT(cli_open(&k, URL), 0);
+    sbx__http_req_init(&q);
+    q.target = "/big?n=300000";
+    CHECK_EQ_INT(sbx__http_send(&k.c, &q, &k.r, sbx__deadline(3000), &k.e), SBX_OK);
+    ts.tv_sec = 0;
+    ts.tv_nsec = 200 * 1000000L; /* let the server finish writing into the socket buffers */
+    nanosleep(&ts, NULL);
+    rc = sbx__http_body_mem(&k.c, &k.r, &k.body, 1u << 20, sbx__now_ms() - 1, &k.e);
+    CHECK_EQ_INT(rc, SBX_ERR_TIMEOUT);
+    CHECK_HAS(k.e.msg, "timed out after");
+    CHECK(k.body.len < 300000);
+    CHECK_EQ_INT(k.c.fd, -1);
+    cli_close(&k);
+    CHECK_EQ_INT(fd_count(), fds);
+}
+
 TEST(connection_refused)
 {
     cli k;
@@ -1878,6 +1902,7 @@ int main(void)
     RUN(hostile_servers);
     RUN(trickled_response);
     RUN(deadlines);
+    RUN(expired_deadline_with_data_ready);
     RUN(connection_refused);
     RUN(connect_timeout);
     RUN(body_fd_broken_pipe_no_sigpipe);
