@@ -73,7 +73,7 @@ fuzz: $(patsubst %,$(B)/fuzz_%,$(FUZZ_NAMES))
 	  echo "fuzz $$f for $(FUZZ_SECONDS)s"; \
 	  $(B)/fuzz_$$f $$dict -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
 	     -artifact_prefix=$(B)/crash_$$f- $(B)/corpus_$$f 2>&1 | \
-	     grep -E 'stat::number_of_executed_units|stat::average_exec_per_sec|ERROR|SUMMARY|Done' ; \
+	     grep -E '^(stat::number_of_executed_units|stat::average_exec_per_sec|SUMMARY|Done |==[0-9]+==ERROR)' ; \
 	  ! ls $(B)/crash_$$f-* >/dev/null 2>&1 || { echo "fuzz $$f found a crash"; exit 1; }; \
 	done
 
