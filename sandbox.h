@@ -4488,6 +4488,24 @@ SBX__PRIVATE void sbx__json_copy(const char *js, const sbx__jtok *t, int i, char
     }
 }
 
+/* Copy server text (string token i) for a message: unescaped, control
+   characters shown as '?', cut at a UTF-8 character boundary to fit cap. */
+SBX__PRIVATE void sbx__json_copy_text(const sbx_allocator *a, const char *js, const sbx__jtok *t, int i, char *out,
+                                      size_t cap)
+{
+    char *tmp = NULL;
+    size_t n = 0, k;
+    out[0] = '\0';
+    if (i < 0 || t[i].type != SBX__JSON_STRING || sbx__json_strdup(a, js, t, i, &tmp, &n) != 0) return;
+    if (n > cap - 1) {
+        n = cap - 1;
+        while (n > 0 && ((unsigned char)tmp[n] & 0xC0) == 0x80) n--; /* not inside a character */
+    }
+    for (k = 0; k < n; k++) out[k] = ((unsigned char)tmp[k] < 0x20 || tmp[k] == 0x7f) ? '?' : tmp[k];
+    out[n] = '\0';
+    sbx__free(a, tmp);
+}
+
 /* Append s as a JSON string; an invalid-UTF-8 input is a caller error. */
 SBX__PRIVATE sbx_result sbx__jstr(sbx__buf *b, const char *s, const char *what, sbx_error *e)
 {
@@ -4940,10 +4958,13 @@ SBX__PRIVATE sbx_result sbx__create_claim(struct sbx__sandbox *s, const sbx_sand
     if (r == SBX_OK)
         r = sbx__api_call(s->cl, "POST", target, req.data, req.len, "application/json", &body, &status,
                           deadline, e);
-    if (r == SBX_OK && status == 409) {
+    if (r == SBX_OK && status != 201 && status != 200) {
+        /* 409: the name is someone else's, never delete it. A 5xx may come
+           after the claim was stored: roll back by name (404 is fine). */
+        if (status >= 500) s->claim_created = 1;
         r = sbx__api_fail(e, status, &body, "create SandboxClaim");
-    } else if (r == SBX_OK && status != 201 && status != 200) {
-        r = sbx__api_fail(e, status, &body, "create SandboxClaim");
+    } else if (r != SBX_OK && req.len && r != SBX_ERR_NOMEM && r != SBX_ERR_INVALID_ARG) {
+        s->claim_created = 1; /* the request may have reached the server */
     } else if (r == SBX_OK) {
         s->claim_created = 1;
         n = sbx__json_parse_alloc(&s->cl->a, body.data, body.len, &t);
@@ -4974,11 +4995,14 @@ SBX__PRIVATE int sbx__claim_state(struct sbx__sandbox *s, const char *js, const 
     ready = conds >= 0 && t[conds].type == SBX__JSON_ARRAY ? sbx__json_find(js, t, n, conds, "type", "Ready") : -1;
     if (ready >= 0) {
         sbx__json_copy(js, t, sbx__json_mem(js, t, n, ready, "status"), status, sizeof status);
-        sbx__json_copy(js, t, sbx__json_mem(js, t, n, ready, "reason"), reason, sizeof reason);
-        sbx__json_copy(js, t, sbx__json_mem(js, t, n, ready, "message"), message, sizeof message);
+        sbx__json_copy_text(&s->cl->a, js, t, sbx__json_mem(js, t, n, ready, "reason"), reason, sizeof reason);
+        sbx__json_copy_text(&s->cl->a, js, t, sbx__json_mem(js, t, n, ready, "message"), message, sizeof message);
         sbx__fmt(last, lastcap, "Ready=%s %s: %s", status, reason, message);
     }
     if (strcmp(status, "True") == 0 && name[0]) {
+        /* the name goes into request paths: it must be a plain object name */
+        if (!sbx__valid_dns_name(name, 1))
+            return sbx__fail(e, SBX_ERR_PROTOCOL, "claim \"%s\" names an invalid sandbox \"%.80s\"", s->claim, name);
         sbx__free(&s->cl->a, s->sandbox);
         s->sandbox = sbx__strdup(&s->cl->a, name);
         if (!s->sandbox) return sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
@@ -5009,7 +5033,8 @@ SBX__PRIVATE sbx_result sbx__wait_ready(struct sbx__sandbox *s, const char *rv0,
     for (;;) {
         sbx__http_req req;
         sbx__http_resp resp;
-        int left = sbx__ms_left(deadline), status, transient = 0, done = 0;
+        int left = sbx__ms_left(deadline), status, transient = 0, done = 0, events = 0;
+        int from_scratch = !rv[0];
         sbx_result r;
         if (left <= 0) break;
         snprintf(target, sizeof target,
@@ -5027,8 +5052,8 @@ SBX__PRIVATE sbx_result sbx__wait_ready(struct sbx__sandbox *s, const char *rv0,
         if (r != SBX_OK) {
             transient = r != SBX_ERR_TIMEOUT && r != SBX_ERR_NOMEM;
             if (!transient) result = r;
-        } else if (status == 410) {
-            rv[0] = '\0';
+        } else if (status == 410 && !from_scratch) {
+            rv[0] = '\0'; /* too old: watch again from the current state */
             sbx__http_body_discard(&conn, &resp, deadline, e);
             sbx__http_resp_free(&resp);
             continue;
@@ -5036,8 +5061,8 @@ SBX__PRIVATE sbx_result sbx__wait_ready(struct sbx__sandbox *s, const char *rv0,
             sbx__buf body;
             sbx__buf_init(&body, &s->cl->a);
             sbx__http_body_mem(&conn, &resp, &body, 65536, deadline, e);
-            if (status == 429 || status >= 500) {
-                transient = 1;
+            if (status == 429 || status >= 500 || status == 410) {
+                transient = 1; /* (410 without a resourceVersion: a confused server) */
                 sbx__api_fail(e, status, &body, "watch SandboxClaim");
             } else {
                 result = sbx__api_fail(e, status, &body, "watch SandboxClaim");
@@ -5061,6 +5086,7 @@ SBX__PRIVATE sbx_result sbx__wait_ready(struct sbx__sandbox *s, const char *rv0,
                     break;
                 }
                 if (line.len == 0 || (line.len == 1 && line.data[0] == '\r')) continue;
+                events++;
                 n = sbx__json_parse_alloc(&s->cl->a, line.data, line.len, &t);
                 type = n > 0 ? sbx__json_mem(line.data, t, n, 0, "type") : -1;
                 obj = n > 0 ? sbx__json_mem(line.data, t, n, 0, "object") : -1;
@@ -5072,10 +5098,11 @@ SBX__PRIVATE sbx_result sbx__wait_ready(struct sbx__sandbox *s, const char *rv0,
                     char msg[256];
                     int c = sbx__json_mem(line.data, t, n, obj, "code");
                     if (c >= 0) sbx__json_int(line.data, t, c, &code);
-                    sbx__json_copy(line.data, t, sbx__json_mem(line.data, t, n, obj, "message"), msg, sizeof msg);
-                    if (code == 410) {
+                    sbx__json_copy_text(&s->cl->a, line.data, t, sbx__json_mem(line.data, t, n, obj, "message"), msg,
+                                        sizeof msg);
+                    if (code == 410 && !from_scratch) {
                         rv[0] = '\0';
-                    } else if (code >= 500 || code == 429) {
+                    } else if (code >= 500 || code == 429 || code == 410) {
                         transient = 1;
                         sbx__fail(e, SBX_ERR_HTTP, "watch SandboxClaim: error event %lld: %s", code, msg);
                     } else {
@@ -5106,6 +5133,8 @@ SBX__PRIVATE sbx_result sbx__wait_ready(struct sbx__sandbox *s, const char *rv0,
                 sbx__free(&s->cl->a, t);
                 if (done) break;
             }
+            /* a stream that ends at once, again and again, must not spin */
+            if (!done && !transient && events == 0) transient = 1;
             if (!done && !transient) backoff = 100;
         }
         sbx__http_resp_free(&resp);
