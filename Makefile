@@ -23,12 +23,13 @@ UNIT_BINS := $(patsubst tests/%.c,$(B)/%,$(UNIT_SRCS))
 FUZZ_SRCS := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_NAMES := $(patsubst tests/fuzz/fuzz_%.c,%,$(FUZZ_SRCS))
 REPLAY_BINS := $(patsubst %,$(B)/replay_%,$(FUZZ_NAMES))
+TSAN_BINS := $(B)/tsan_test_proc $(B)/tsan_test_e2e
 EXAMPLE_SRCS := $(sort $(wildcard examples/*.c))
 EXAMPLE_BINS := $(patsubst examples/%.c,$(B)/%,$(EXAMPLE_SRCS))
 
 .PHONY: all test unit fuzz examples demo bench clean install devcluster-up devcluster-down
 
-all: $(UNIT_BINS) $(REPLAY_BINS) $(EXAMPLE_BINS)
+all: $(UNIT_BINS) $(REPLAY_BINS) $(EXAMPLE_BINS) $(TSAN_BINS)
 
 $(B):
 	@mkdir -p $(B)
@@ -36,6 +37,11 @@ $(B):
 # Unit and end-to-end suites: each test_*.c includes the implementation, built with ASan+UBSan.
 $(B)/test_%: tests/test_%.c sandbox.h tests/test.h $(wildcard tests/*.h) | $(B)
 	$(CC) $(ALLFLAGS) $(SAN) $< -o $@ $(LDLIBS)
+
+# The multi-threaded suites again under ThreadSanitizer (clang): no data races
+# between sandboxes, clients and the drainer threads.
+$(B)/tsan_%: tests/%.c sandbox.h tests/test.h $(wildcard tests/*.h) | $(B)
+	$(CLANG) $(CSTD) -g -O1 -I. -Itests -fsanitize=thread $< -o $@ $(LDLIBS)
 
 # Fuzz targets replayed over their corpus (no libFuzzer needed): make test runs these.
 $(B)/replay_%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c sandbox.h $(wildcard tests/*.h) | $(B)
@@ -59,6 +65,7 @@ bench: $(B)/bench
 
 SUITES = compile="sh tests/compile/run.sh" \
          $(foreach t,$(UNIT_BINS),$(notdir $(t))="$(t)") \
+         $(foreach t,$(TSAN_BINS),$(notdir $(t))="TSAN_OPTIONS=halt_on_error=1 $(t)") \
          $(foreach f,$(FUZZ_NAMES),replay_$(f)="$(B)/replay_$(f) tests/fuzz/corpus/$(f)") \
          devcluster="$(PYTHON) tests/pyrun.py tests/devcluster devcluster"
 
@@ -73,7 +80,7 @@ fuzz: $(patsubst %,$(B)/fuzz_%,$(FUZZ_NAMES))
 	  echo "fuzz $$f for $(FUZZ_SECONDS)s"; \
 	  $(B)/fuzz_$$f $$dict -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
 	     -artifact_prefix=$(B)/crash_$$f- $(B)/corpus_$$f 2>&1 | \
-	     grep -E 'stat::number_of_executed_units|stat::average_exec_per_sec|ERROR|SUMMARY|Done' ; \
+	     grep -E '^(stat::number_of_executed_units|stat::average_exec_per_sec|SUMMARY|Done |==[0-9]+==ERROR)' ; \
 	  ! ls $(B)/crash_$$f-* >/dev/null 2>&1 || { echo "fuzz $$f found a crash"; exit 1; }; \
 	done
 

@@ -1,14 +1,142 @@
-/* sandbox.h - v0.1.0 - agent sandboxes on Kubernetes, from C - MIT license (see end of file)
+/* sandbox.h - v0.1.0 - agent sandboxes on Kubernetes, from C - MIT license (end of file)
 
-   DRAFT MANUAL (completed as the library grows)
+   Creates, uses and destroys agent sandboxes on clusters running the
+   kubernetes-sigs/agent-sandbox controller: a SandboxClaim is created and
+   watched until Ready, a `kubectl port-forward` tunnel reaches the pod, and the
+   program runs commands and moves files in and out. Closing the handle stops the
+   tunnel and deletes the claim, on every path. libc + POSIX + pthreads only.
 
-   Do this:
+   DO THIS
        #define SANDBOX_IMPLEMENTATION
-   before you include this file in *one* C or C++ file to create the implementation.
-   Link with -pthread (glibc >= 2.34 needs nothing).
+       #include "sandbox.h"
+   in *one* C or C++ file (before other system headers, or compile with
+   -D_POSIX_C_SOURCE=200809L); other files just #include "sandbox.h".
+   Link with -pthread (glibc 2.34 and later need nothing).
 
-   Manual sections: QUICKSTART, REQUIREMENTS, CONFIGURATION MACROS, API, ERRORS,
-   MEMORY AND OWNERSHIP, THREAD SAFETY, LIMITS AND SECURITY.
+   QUICKSTART
+       sbx_client client;
+       sbx_sandbox sb;
+       sbx_sandbox_config cfg = {0};            zero = defaults
+       sbx_exec_result res;
+       if (sbx_client_open(&client, NULL) != SBX_OK) { puts(client.err.msg); return 1; }
+       cfg.template_name = "python-sandbox-template";
+       cfg.ns = "default";
+       if (sbx_open(&sb, &client, &cfg) != SBX_OK) { puts(sb.err.msg); ... }
+       if (sbx_run(&sb, "echo 'Hello, World!'", &res) == SBX_OK) {
+           fwrite(res.out, 1, res.out_len, stdout);
+           sbx_exec_result_free(&res);
+       }
+       sbx_close(&sb);                          stops the tunnel, deletes the claim
+       sbx_client_close(&client);               stops kubectl proxy
+
+   REQUIREMENTS
+       - `kubectl` on PATH (or SANDBOX_KUBECTL / sbx_client_config.kubectl),
+         configured for the cluster (KUBECONFIG, ~/.kube/config, or .kubeconfig
+         and .context in sbx_client_config).
+       - The agent-sandbox controller with extensions (SandboxClaim,
+         SandboxTemplate, SandboxWarmPool). On clusters that serve v1beta1 a claim
+         names a warm pool: a template name is resolved to the warm pool of that
+         template in the namespace (most ready sandboxes first); create one with
+         replicas: 0 for cold starts. v1alpha1-only clusters are handled too (the
+         claim names the template). The code you write is the same for both.
+
+   HOW IT WORKS
+       sbx_client_open  starts one `kubectl proxy --unix-socket` in a private
+                        0700 directory (or uses api_url / $SANDBOX_API_URL, plain
+                        http:// or unix:/path), shared by all its sandboxes over
+                        kept-alive connections.
+       sbx_open         discovers the API version, resolves template -> pool,
+                        creates the claim, WATCHES it (never polls) from the
+                        create's resourceVersion until Ready (re-watching after a
+                        clean end or 410 Gone, failing at once on terminal reasons
+                        and on TemplateNotFound / WarmPoolNotFound), reads the
+                        sandbox and pod names, and starts
+                        `kubectl port-forward pod/POD 0:PORT --address 127.0.0.1`,
+                        ready when kubectl printed its line AND the runtime
+                        answered a health check through it. Any failure rolls back
+                        what was created (tunnel stopped, claim deleted).
+       sbx_run ...      HTTP to the runtime through the tunnel; a dead tunnel is
+                        restarted before a call (never in the middle of one).
+       sbx_close        SIGINT to kubectl port-forward, then SIGKILL after 2 s,
+                        always reaped; DELETE of the claim (404 counts as done).
+       kubectl's output is drained by a thread per child for the child's whole
+       life, so a tunnel never stalls or dies on a full or closed pipe.
+
+   CONFIGURATION MACROS (define before including the implementation)
+       SBX_STATIC                  all functions static (private copy per unit)
+       SBX_API                     prefix of public functions; default extern
+       SBX_MALLOC(n), SBX_REALLOC(p,n), SBX_FREE(p)
+                                   all three or none; default malloc/realloc/free
+       SBX_ERRMSG_SIZE             512; bytes of the message in every handle
+       SBX_MAX_HEADER_BYTES        65536; bytes of one HTTP response head
+       SBX_MAX_HEADERS             64; header fields in one HTTP response
+       SBX_MAX_RESPONSE_BYTES      256 MiB; default cap of run output and reads
+                                   held in memory (sbx_sandbox_config overrides)
+       SBX_MAX_API_BYTES           16 MiB; one Kubernetes API answer
+       SBX_MAX_LINE_BYTES          16 MiB; one watch event
+       SBX_JSON_MAX_DEPTH          64; nesting of JSON documents
+   Environment (read, never written): SANDBOX_KUBECTL, SANDBOX_API_URL; kubectl
+   itself reads KUBECONFIG and the rest of its usual environment.
+
+   API (details beside each declaration below)
+       sbx_client_open / sbx_client_close     the connection to a cluster
+       sbx_open / sbx_close                   one sandbox (claim + tunnel)
+       sbx_run                                a command (no shell: argv split)
+       sbx_write / sbx_read                   files from / into memory
+       sbx_write_fd / sbx_read_fd             files from / into a descriptor
+       sbx_list / sbx_exists                  directory listing, existence
+       sbx_set_call_timeout                   deadline of later calls
+       sbx_claim_name / sbx_sandbox_name / sbx_pod_name / sbx_namespace
+       sbx_exec_result_free / sbx_free        release what the library returned
+       sbx_strerror                           fixed text of a result code
+
+   ERRORS
+       Every fallible function returns an sbx_result: SBX_OK (0) or a negative
+       SBX_ERR_* code, and leaves in the handle it was called on (client.err or
+       sb.err) the code, errno where a system call failed, the HTTP status where
+       a server answered with an error, and a message naming what failed with
+       the server's or kubectl's own words, for example
+         open sandbox (claim sandbox-claim-1f2e3d4c): claim "sandbox-claim-
+         1f2e3d4c": WarmPoolNotFound: SandboxWarmPool "python-pool" not found
+       A successful call clears the error. Bad input never crashes, hangs past a
+       deadline, or grows memory without bound; the library never prints, never
+       exits or aborts, installs no signal handler and keeps no global state.
+
+   MEMORY AND OWNERSHIP
+       - sbx_client and sbx_sandbox are caller-owned structs. sbx_client_open and
+         sbx_open always initialise them first, so closing is safe after a failed
+         open and closing twice is harmless. Do not copy a live handle.
+       - Strings and arrays passed in are borrowed for the duration of the call.
+       - Memory the library returns (sbx_exec_result out/err, sbx_read data,
+         sbx_list entries) is released with sbx_exec_result_free or sbx_free, and
+         only so; it stays valid after the sandbox and the client are closed.
+         Returned text is NUL-terminated (the NUL is not counted in lengths).
+       - Out-parameters are zeroed on entry, so releasing after a failure is safe.
+       - The allocator in sbx_client_config (or SBX_MALLOC...) serves everything.
+
+   THREAD SAFETY
+       Separate sandboxes may be used from separate threads at once, and one
+       client may be shared by all of them (its connection pool is locked). One
+       sandbox must not be used by two threads at the same time. Close every
+       sandbox before its client. A user allocator must be thread-safe when
+       several threads use the library. The library starts one thread per kubectl
+       child (to drain its output) and never touches signal dispositions; its
+       descriptors are close-on-exec, and its children get only fds 0-2.
+
+   LIMITS AND SECURITY
+       - The API is reached only through kubectl proxy on a private unix socket
+         (or the URL you give); the runtime only through 127.0.0.1 tunnels.
+         Redirects are never followed. There is no TLS in the library: kubectl
+         does the authenticated part.
+       - Paths inside the sandbox are relative to the runtime's base directory: a
+         leading "/" is dropped; ".", ".." segments, control characters and
+         invalid UTF-8 are refused. The legacy runtime decodes paths twice; the
+         library encodes them twice, so names containing "%" round-trip.
+       - Commands and paths must be valid UTF-8 (they travel in JSON and HTTP
+         headers); invalid bytes are refused, never altered. The upstream runtime
+         decodes command output as UTF-8 text (invalid output fails the command)
+         and turns a lone CR into LF; file transfer is byte-exact.
+       - `run` sends a command once: a failed call is never re-sent.
 */
 #ifndef SANDBOX_H
 #define SANDBOX_H
@@ -308,11 +436,6 @@ SBX_API void sbx_free(void *p);
 #define SBX_MALLOC(sz) malloc(sz)
 #define SBX_REALLOC(p, sz) realloc(p, sz)
 #define SBX_FREE(p) free(p)
-#endif
-
-#ifndef SBX_ASSERT
-#include <assert.h>
-#define SBX_ASSERT(c) assert(c)
 #endif
 
 /* Limits; every one can be overridden before including the implementation. */
@@ -1561,8 +1684,8 @@ SBX__PRIVATE int sbx__json_write_str(sbx__buf *b, const char *s, size_t n)
        Transfer-Encoding are set here and refused from the caller, as is
        Content-Type with multipart). Body: body/body_len from memory, or body_fd
        with body_fd_len bytes (-1: unknown length, sent chunked, e.g. a pipe; the
-       descriptor is read in 64 KiB pieces and never closed; ending early is
-       SBX_ERR_SYS). multipart_name + multipart_filename wrap that body as
+       descriptor, blocking or not, is polled and read in 64 KiB pieces, never
+       buffered whole and never closed; ending early is SBX_ERR_SYS). multipart_name + multipart_filename wrap that body as
        multipart/form-data with one file part (application/octet-stream) and a
        random boundary; the field name and file name must not contain control
        characters (CR, LF, NUL...), '"' or '\\' (SBX_ERR_INVALID_ARG: they are
@@ -1591,6 +1714,9 @@ SBX__PRIVATE int sbx__json_write_str(sbx__buf *b, const char *s, size_t n)
        appends the body to out (NUL-terminated, allocated even when empty);
        more than cap bytes is SBX_ERR_TOO_BIG (nothing is silently cut).
    int sbx__http_body_fd(c, resp, int fd, deadline, e)   streams through a 64 KiB buffer
+       (memory stays flat); fd may be blocking or not (it is polled; a
+       blocking pipe gets PIPE_BUF-sized writes); EPIPE is SBX_ERR_SYS and
+       never a SIGPIPE (the signal is held back in this thread meanwhile).
    int sbx__http_body_line(c, resp, sbx__buf *line, size_t cap, deadline, e)
        1: one line in `line` (replaced; without "\n" and one trailing "\r";
        empty lines are returned too), 0: end of body (an unterminated last
@@ -2132,7 +2258,7 @@ SBX__PRIVATE void sbx__http_put_jstr(const char *s, size_t i, size_t end, char *
                 else tn = sbx__http_utf8(cp, tmp);
                 break;
             }
-            default: tmp[0] = x; break;
+            default: tmp[0] = (x >= 0x20 && x < 0x7f) ? x : '?'; break;  /* invalid escapes too */
             }
         } else {
             tn = sbx__http_utf8_len((const unsigned char *)s + i, end - i);
@@ -4508,6 +4634,24 @@ SBX__PRIVATE void sbx__json_copy(const char *js, const sbx__jtok *t, int i, char
     }
 }
 
+/* Copy server text (string token i) for a message: unescaped, control
+   characters shown as '?', cut at a UTF-8 character boundary to fit cap. */
+SBX__PRIVATE void sbx__json_copy_text(const sbx_allocator *a, const char *js, const sbx__jtok *t, int i, char *out,
+                                      size_t cap)
+{
+    char *tmp = NULL;
+    size_t n = 0, k;
+    out[0] = '\0';
+    if (i < 0 || t[i].type != SBX__JSON_STRING || sbx__json_strdup(a, js, t, i, &tmp, &n) != 0) return;
+    if (n > cap - 1) {
+        n = cap - 1;
+        while (n > 0 && ((unsigned char)tmp[n] & 0xC0) == 0x80) n--; /* not inside a character */
+    }
+    for (k = 0; k < n; k++) out[k] = ((unsigned char)tmp[k] < 0x20 || tmp[k] == 0x7f) ? '?' : tmp[k];
+    out[n] = '\0';
+    sbx__free(a, tmp);
+}
+
 /* Append s as a JSON string; an invalid-UTF-8 input is a caller error. */
 SBX__PRIVATE sbx_result sbx__jstr(sbx__buf *b, const char *s, const char *what, sbx_error *e)
 {
@@ -4784,9 +4928,13 @@ SBX__PRIVATE sbx_result sbx__discover(struct sbx__client *cl, long long deadline
     r = sbx__discover_group(cl, SBX__GROUP_EXT, &ext, deadline, e);
     if (r == SBX_OK) r = sbx__discover_group(cl, SBX__GROUP_CORE, &core, deadline, e);
     if (r != SBX_OK) return r;
+    /* set once: threads read the versions without the lock after they have
+       seen them set under it, so they must never be written again */
     pthread_mutex_lock(&cl->mu);
-    cl->ext_version = ext;
-    cl->core_version = core;
+    if (!cl->ext_version || !cl->core_version) {
+        cl->ext_version = ext;
+        cl->core_version = core;
+    }
     pthread_mutex_unlock(&cl->mu);
     return SBX_OK;
 }
@@ -4893,7 +5041,8 @@ SBX__PRIVATE sbx_result sbx__watch(struct sbx__client *cl, const char *base, con
     for (;;) {
         sbx__http_req req;
         sbx__http_resp resp;
-        int left = sbx__ms_left(deadline), status, transient = 0, done = 0;
+        int left = sbx__ms_left(deadline), status, transient = 0, done = 0, events = 0;
+        int from_scratch = !rv[0];
         sbx_result r;
         if (left <= 0) break;
         snprintf(target, sizeof target,
@@ -4909,8 +5058,8 @@ SBX__PRIVATE sbx_result sbx__watch(struct sbx__client *cl, const char *base, con
         if (r != SBX_OK) {
             transient = r != SBX_ERR_TIMEOUT && r != SBX_ERR_NOMEM;
             if (!transient) result = r;
-        } else if (status == 410) {
-            rv[0] = '\0';
+        } else if (status == 410 && !from_scratch) {
+            rv[0] = '\0'; /* too old: watch again from the current state */
             sbx__http_body_discard(&conn, &resp, deadline, e);
             sbx__http_resp_free(&resp);
             continue;
@@ -4921,8 +5070,8 @@ SBX__PRIVATE sbx_result sbx__watch(struct sbx__client *cl, const char *base, con
             sbx__buf body;
             sbx__buf_init(&body, &cl->a);
             sbx__http_body_mem(&conn, &resp, &body, 65536, deadline, e);
-            if (status == 429 || status >= 500) {
-                transient = 1;
+            if (status == 429 || status >= 500 || status == 410) {
+                transient = 1; /* (410 without a resourceVersion: a confused server) */
                 sbx__api_fail(e, status, &body, what);
             } else {
                 result = sbx__api_fail(e, status, &body, what);
@@ -4946,6 +5095,7 @@ SBX__PRIVATE sbx_result sbx__watch(struct sbx__client *cl, const char *base, con
                     break;
                 }
                 if (line.len == 0 || (line.len == 1 && line.data[0] == '\r')) continue;
+                events++;
                 n = sbx__json_parse_alloc(&cl->a, line.data, line.len, &t);
                 type = n > 0 ? sbx__json_mem(line.data, t, n, 0, "type") : -1;
                 obj = n > 0 ? sbx__json_mem(line.data, t, n, 0, "object") : -1;
@@ -4957,10 +5107,11 @@ SBX__PRIVATE sbx_result sbx__watch(struct sbx__client *cl, const char *base, con
                     char msg[256];
                     int c = sbx__json_mem(line.data, t, n, obj, "code");
                     if (c >= 0) sbx__json_int(line.data, t, c, &code);
-                    sbx__json_copy(line.data, t, sbx__json_mem(line.data, t, n, obj, "message"), msg, sizeof msg);
-                    if (code == 410) {
+                    sbx__json_copy_text(&cl->a, line.data, t, sbx__json_mem(line.data, t, n, obj, "message"), msg,
+                                        sizeof msg);
+                    if (code == 410 && !from_scratch) {
                         rv[0] = '\0';
-                    } else if (code >= 500 || code == 429) {
+                    } else if (code >= 500 || code == 429 || code == 410) {
                         transient = 1;
                         sbx__fail(e, SBX_ERR_HTTP, "%s: error event %lld: %s", what, code, msg);
                     } else {
@@ -4987,6 +5138,8 @@ SBX__PRIVATE sbx_result sbx__watch(struct sbx__client *cl, const char *base, con
                 sbx__free(&cl->a, t);
                 if (done) break;
             }
+            /* a stream that ends at once, again and again, must not spin */
+            if (!done && !transient && events == 0) transient = 1;
             if (!done && !transient) backoff = 100;
         }
         sbx__http_resp_free(&resp);
@@ -5067,7 +5220,8 @@ typedef struct sbx__claim_info {
     int deleting;             /* metadata.deletionTimestamp is set */
 } sbx__claim_info;
 
-SBX__PRIVATE void sbx__claim_info_read(const char *js, const sbx__jtok *t, int n, int obj, sbx__claim_info *ci)
+SBX__PRIVATE void sbx__claim_info_read(const sbx_allocator *a, const char *js, const sbx__jtok *t, int n, int obj,
+                                       sbx__claim_info *ci)
 {
     int conds, ready, sb;
     memset(ci, 0, sizeof *ci);
@@ -5081,8 +5235,8 @@ SBX__PRIVATE void sbx__claim_info_read(const char *js, const sbx__jtok *t, int n
     ready = conds >= 0 && t[conds].type == SBX__JSON_ARRAY ? sbx__json_find(js, t, n, conds, "type", "Ready") : -1;
     if (ready >= 0) {
         sbx__json_copy(js, t, sbx__json_mem(js, t, n, ready, "status"), ci->ready, sizeof ci->ready);
-        sbx__json_copy(js, t, sbx__json_mem(js, t, n, ready, "reason"), ci->reason, sizeof ci->reason);
-        sbx__json_copy(js, t, sbx__json_mem(js, t, n, ready, "message"), ci->message, sizeof ci->message);
+        sbx__json_copy_text(a, js, t, sbx__json_mem(js, t, n, ready, "reason"), ci->reason, sizeof ci->reason);
+        sbx__json_copy_text(a, js, t, sbx__json_mem(js, t, n, ready, "message"), ci->message, sizeof ci->message);
     }
     ci->deleting = sbx__json_get(js, t, n, obj, "metadata.deletionTimestamp") >= 0;
 }
@@ -5251,7 +5405,12 @@ SBX__PRIVATE sbx_result sbx__create_claim(struct sbx__sandbox *s, const sbx_sand
         r = sbx__api_call(s->cl, "POST", target, req.data, req.len, "application/json", &body, &status,
                           deadline, e);
     if (r == SBX_OK && status != 201 && status != 200) {
+        /* 409: the name is someone else's, never delete it. A 5xx may come
+           after the claim was stored: roll back by name (404 is fine). */
+        if (status >= 500) s->claim_created = 1;
         r = sbx__api_fail(e, status, &body, "create SandboxClaim");
+    } else if (r != SBX_OK && req.len && r != SBX_ERR_NOMEM && r != SBX_ERR_INVALID_ARG) {
+        s->claim_created = 1; /* the request may have reached the server */
     } else if (r == SBX_OK) {
         s->claim_created = 1;
         n = sbx__json_parse_alloc(&s->cl->a, body.data, body.len, &t);
@@ -5270,7 +5429,7 @@ SBX__PRIVATE int sbx__claim_state(struct sbx__sandbox *s, const char *js, const 
                                   char *last, size_t lastcap, sbx_error *e)
 {
     sbx__claim_info ci;
-    sbx__claim_info_read(js, t, n, obj, &ci);
+    sbx__claim_info_read(&s->cl->a, js, t, n, obj, &ci);
     if (ci.ready[0]) sbx__fmt(last, lastcap, "Ready=%s %s: %s", ci.ready, ci.reason, ci.message);
     if (strcmp(ci.ready, "True") == 0 && ci.sandbox[0]) {
         sbx_result r = sbx__claim_take_sandbox(s, ci.sandbox, e);
@@ -5499,7 +5658,7 @@ SBX__PRIVATE int sbx__gateway_event(void *ctx, int ev, const char *js, const sbx
         sbx__json_copy(js, t, sbx__json_mem(js, t, n, i, "value"), val, sizeof val);
         if (sbx__gateway_host(val, g->host, sizeof g->host, &w)) return 1;
         if (!bad[0]) {
-            sbx__fmt(bad, sizeof bad, "%.200s", val);
+            sbx__json_copy_text(&g->cl->a, js, t, sbx__json_mem(js, t, n, i, "value"), bad, 200);
             why = w;
         }
     }
@@ -6043,8 +6202,8 @@ SBX__PRIVATE sbx_result sbx__clean_path(const char *in, sbx__buf *out, int allow
    name with a literal "%41" in it stays "%41" instead of turning into "A";
    its root is sent as "." (%2E, twice: %252E). sandboxd decodes once; its root
    is the empty path. */
-SBX__PRIVATE sbx_result sbx__rt_target(const char *endpoint, const char *path, int allow_root, int twice,
-                                       sbx__buf *target, sbx_error *e)
+SBX__PRIVATE sbx_result sbx__rt_target_enc(const char *endpoint, const char *path, int allow_root, int twice,
+                                           sbx__buf *target, sbx_error *e)
 {
     sbx__buf clean, once;
     sbx_result r;
@@ -6064,6 +6223,13 @@ SBX__PRIVATE sbx_result sbx__rt_target(const char *endpoint, const char *path, i
     sbx__buf_free(&clean);
     sbx__buf_free(&once);
     return r;
+}
+
+/* The python runtime's form (encoded twice). */
+SBX__PRIVATE sbx_result sbx__rt_target(const char *endpoint, const char *path, int allow_root, sbx__buf *target,
+                                       sbx_error *e)
+{
+    return sbx__rt_target_enc(endpoint, path, allow_root, 1, target, e);
 }
 
 /* Ask the pod which runtime answers: GET / says {"status":"ok",...} on the
@@ -6497,7 +6663,7 @@ SBX_API sbx_result sbx_attach(sbx_sandbox *sb, sbx_client *c, const char *ns, co
             r = sbx__fail(&sb->err, n == SBX__JSON_ERR_NOMEM ? SBX_ERR_NOMEM : SBX_ERR_PROTOCOL,
                           "get SandboxClaim: the answer is not a JSON object");
         } else {
-            sbx__claim_info_read(body.data, t, n, 0, &ci);
+            sbx__claim_info_read(&cl->a, body.data, t, n, 0, &ci);
             if (ci.deleting)
                 r = sbx__fail(&sb->err, SBX_ERR_DELETED, "claim \"%s\" is being deleted", s->claim);
             else if (strcmp(ci.ready, "True") != 0 || !ci.sandbox[0])
@@ -6583,7 +6749,7 @@ SBX_API sbx_result sbx_status(sbx_sandbox *sb, sbx_claim_status *st)
                           "get SandboxClaim: the answer is not a JSON object");
         } else {
             sbx__claim_info ci;
-            sbx__claim_info_read(body.data, t, n, 0, &ci);
+            sbx__claim_info_read(&s->cl->a, body.data, t, n, 0, &ci);
             st->state = ci.deleting ? SBX_STATE_GONE
                       : strcmp(ci.ready, "True") == 0 && ci.sandbox[0] ? SBX_STATE_READY : SBX_STATE_NOT_READY;
             if (ci.deleting && !ci.reason[0]) snprintf(ci.reason, sizeof ci.reason, "Deleting");
@@ -6808,7 +6974,7 @@ SBX__PRIVATE sbx_result sbx__write_common(sbx_sandbox *sb, const char *path, con
     io.fd = -1;
     sbx__http_req_init(&req);
     if (sbd) {
-        r = sbx__rt_target("/v1/files/", path, 0, 0, &target, &sb->err);
+        r = sbx__rt_target_enc("/v1/files/", path, 0, 0, &target, &sb->err);
         req.method = "PUT";
         req.target = target.data;
         req.headers = "Content-Type: application/octet-stream\r\nAccept: application/json\r\n";
@@ -6873,7 +7039,7 @@ SBX__PRIVATE sbx_result sbx__path_call(sbx_sandbox *sb, const char *what, const 
     sbx_result r;
     int sbd = s->runtime == SBX_RUNTIME_SANDBOXD;
     sbx__buf_init(&target, &s->cl->a);
-    r = sbx__rt_target(endpoint, path, allow_root, !sbd, &target, &sb->err);
+    r = sbx__rt_target_enc(endpoint, path, allow_root, !sbd, &target, &sb->err);
     if (r == SBX_OK && query && sbx__buf_puts(&target, query) != 0) r = sbx__fail(&sb->err, SBX_ERR_NOMEM, "out of memory");
     if (r == SBX_OK) {
         sbx__http_req_init(&req);
@@ -7156,6 +7322,11 @@ SBX_API void sbx_exec_result_free(sbx_exec_result *res)
 #endif /* SANDBOX_IMPLEMENTATION */
 
 /*
+REVISION HISTORY
+    0.1.0  (2026-11-26)  first release: client with kubectl proxy, v1beta1 and
+                         v1alpha1 claims, watch to Ready, port-forward tunnel,
+                         run / write / read / list / exists, fd streaming.
+
 ------------------------------------------------------------------------------
 MIT License
 

@@ -127,7 +127,9 @@ static E2E_UNUSED int e2e_http(e2e_cluster *c, const char *method, const char *t
     memset(&resp, 0, sizeof resp);
     req.method = method;
     req.target = target;
-    req.headers = body ? "Content-Type: application/json\r\n" : NULL;
+    req.headers = !body ? NULL
+                  : strcmp(method, "PATCH") == 0 ? "Content-Type: application/merge-patch+json\r\n"
+                                                 : "Content-Type: application/json\r\n";
     req.body = body;
     req.body_len = body ? strlen(body) : 0;
     req.body_fd = -1;

@@ -32,25 +32,50 @@ static void cfg_template(sbx_sandbox_config *cfg)
     cfg->ns = "default";
 }
 
+/* Pod processes the dev cluster reports alive (each pod is a real process). */
+static int alive_processes(void)
+{
+    sbx__buf out;
+    sbx__jtok *t = NULL;
+    int n, arr, i, k, alive = -1;
+    if (e2e_http(&C, "GET", "/_admin/state", NULL, &out) == 200) {
+        n = sbx__json_parse_alloc(&C.a, out.data, out.len, &t);
+        arr = n > 0 ? sbx__json_get(out.data, t, n, 0, "processes") : -1;
+        if (arr >= 0 && t[arr].type == SBX__JSON_ARRAY) {
+            alive = 0;
+            for (i = arr + 1, k = 0; k < t[arr].size; k++, i = t[i].next) {
+                int a = sbx__json_mem(out.data, t, n, i, "alive");
+                if (a >= 0 && t[a].type == SBX__JSON_TRUE) alive++;
+            }
+        }
+        sbx__free(&C.a, t);
+    }
+    sbx__buf_free(&out);
+    return alive;
+}
+
 /* Wait (bounded) until no claim exists and the pods are back to the seed
    count, then check descriptors and children. */
 static void settle(void)
 {
     long long deadline = sbx__deadline(10000);
-    int claims = -1, pods = -1;
+    int claims = -1, pods = -1, procs = -1;
+    /* faults off first: they may hit the very requests that count */
+    e2e_faults(&C, "{\"never_ready\":null,\"delete_claim_after_ms\":null,\"watch_expired\":null,"
+                   "\"watch_drop_after\":null,\"cold_start_ms\":null,\"api_error_every\":null,"
+                   "\"api_fault_match\":null,\"portforward\":null,\"runtime\":null}");
     while (sbx__ms_left(deadline) > 0) {
         claims = e2e_count(&C, E2E_CLAIMS);
         pods = e2e_count(&C, E2E_PODS);
-        if (claims == 0 && pods == base_pods) break;
+        procs = alive_processes();
+        if (claims == 0 && pods == base_pods && procs == base_pods) break;
         poll(NULL, 0, 50);
     }
     CHECK_EQ_INT(claims, 0);
     CHECK_EQ_INT(pods, base_pods);
+    CHECK_EQ_INT(procs, base_pods); /* no runtime process outlives its pod */
     CHECK_EQ_INT(fds_now(), base_fds);
     CHECK_EQ_INT(e2e_child_count(), base_children);
-    e2e_faults(&C, "{\"never_ready\":null,\"delete_claim_after_ms\":null,\"watch_expired\":null,"
-                   "\"watch_drop_after\":null,\"cold_start_ms\":null,\"api_error_every\":null,"
-                   "\"api_fault_match\":null,\"portforward\":null,\"runtime\":null}");
 }
 
 static long long ms_since(long long t0) { return sbx__now_ms() - t0; }
@@ -287,6 +312,78 @@ TEST(rollback_when_tunnel_fails)
     e2e_faults(&C, "{\"portforward\":{\"error_text\":\"simulated kubelet failure\"}}");
     CHECK(sbx_open(&sb, &client, &cfg) != SBX_OK);
     CHECK_MSG(strstr(sb.err.msg, "simulated kubelet failure") || strstr(sb.err.msg, "lost connection"), "%s", sb.err.msg);
+    settle();
+}
+
+/* The Sandbox expires on its own (someone set spec.shutdownTime): the claim
+   forwards SandboxExpired, which is terminal. */
+struct expire_job {
+    const char *claim;
+};
+
+static void *expire_sandbox(void *arg)
+{
+    struct expire_job *job = (struct expire_job *)arg;
+    char target[256];
+    sbx__buf out;
+    long long deadline = sbx__deadline(5000);
+    E2E_FMT(target, sizeof target, "/apis/agents.x-k8s.io/v1beta1/namespaces/default/sandboxes/%s", job->claim);
+    while (sbx__ms_left(deadline) > 0) {
+        int st = e2e_http(&C, "PATCH", target, "{\"spec\":{\"shutdownTime\":\"2020-01-01T00:00:00Z\"}}", &out);
+        sbx__buf_free(&out);
+        if (st == 200) break;
+        poll(NULL, 0, 50);
+    }
+    return NULL;
+}
+
+TEST(sandbox_expired_is_terminal)
+{
+    sbx_sandbox sb;
+    sbx_sandbox_config cfg;
+    pthread_t th;
+    struct expire_job job;
+    cfg_template(&cfg);
+    cfg.template_name = NULL;
+    cfg.warm_pool = "python-sandbox-coldpool";
+    cfg.claim_name = "expiring-claim";
+    cfg.ready_timeout_ms = 20000;
+    job.claim = cfg.claim_name;
+    e2e_faults(&C, "{\"never_ready\":true}");
+    CHECK(pthread_create(&th, NULL, expire_sandbox, &job) == 0);
+    CHECK_EQ_INT(sbx_open(&sb, &client, &cfg), SBX_ERR_SANDBOX);
+    CHECK_MSG(strstr(sb.err.msg, "SandboxExpired"), "%s", sb.err.msg);
+    pthread_join(th, NULL);
+    settle();
+}
+
+TEST(rollback_when_create_fails)
+{
+    sbx_sandbox sb;
+    sbx_sandbox_config cfg;
+    cfg_template(&cfg);
+    e2e_faults(&C, "{\"api_error_every\":1,\"api_error_code\":500,\"api_fault_match\":\"^POST .*/sandboxclaims\"}");
+    CHECK_EQ_INT(sbx_open(&sb, &client, &cfg), SBX_ERR_HTTP);
+    CHECK_EQ_INT(sb.err.http_status, 500);
+    CHECK_MSG(strstr(sb.err.msg, "create SandboxClaim: HTTP 500"), "%s", sb.err.msg);
+    settle();
+}
+
+TEST(discovery_failure_is_reported)
+{
+    sbx_client c2;
+    sbx_client_config cc;
+    sbx_sandbox sb;
+    sbx_sandbox_config cfg;
+    memset(&cc, 0, sizeof cc);
+    cc.kubeconfig = C.kubeconfig;
+    CHECK_EQ_INT(sbx_client_open(&c2, &cc), SBX_OK);
+    e2e_faults(&C, "{\"api_error_every\":1,\"api_error_code\":403,\"api_fault_match\":\"^GET /apis/extensions.agents.x-k8s.io\"}");
+    cfg_template(&cfg);
+    CHECK_EQ_INT(sbx_open(&sb, &c2, &cfg), SBX_ERR_HTTP);
+    CHECK_EQ_INT(sb.err.http_status, 403);
+    CHECK_MSG(strstr(sb.err.msg, "extensions.agents.x-k8s.io"), "%s", sb.err.msg);
+    sbx_client_close(&c2);
     settle();
 }
 
@@ -569,6 +666,9 @@ int main(void)
     RUN(claim_name_conflict_keeps_the_other_claim);
     RUN(rollback_when_sandbox_lookup_fails);
     RUN(rollback_when_tunnel_fails);
+    RUN(sandbox_expired_is_terminal);
+    RUN(rollback_when_create_fails);
+    RUN(discovery_failure_is_reported);
     RUN(kubectl_missing);
     RUN(kubectl_failing);
     RUN(response_cap);

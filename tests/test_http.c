@@ -771,6 +771,10 @@ TEST(error_text)
     n = sbx__http_error_text(404, "{\"message\":\"\xc3\xa9\xc3\xa9\"}", 17, small, sizeof small);
     CHECK_STR(small, "HTTP 404"); /* no room for one whole character */
     CHECK_EQ_INT(sbx__http_error_text(404, "x", 1, small, 0), 0);
+    /* invalid escapes (a NUL or a non-ASCII byte after the backslash) */
+    n = sbx__http_error_text(400, "{\"message\":\"a\\\0b\\\xa2" "c\"}", 20, out, sizeof out);
+    CHECK_STR(out, "HTTP 400: a?b?c");
+    CHECK_EQ_INT(n, strlen(out));
 }
 
 /* ------------------------------------------------------------ network: basics */
@@ -1716,6 +1720,30 @@ TEST(deadlines)
     CHECK_EQ_INT(fd_count(), fds);
 }
 
+/* The deadline holds even while data keeps arriving: a body already waiting
+   in the kernel is not read once the deadline has passed. */
+TEST(expired_deadline_with_data_ready)
+{
+    cli k;
+    sbx__http_req q;
+    int fds = fd_count(), rc;
+    struct timespec ts;
+    CHECK_EQ_INT(cli_open(&k, URL), 0);
+    sbx__http_req_init(&q);
+    q.target = "/big?n=300000";
+    CHECK_EQ_INT(sbx__http_send(&k.c, &q, &k.r, sbx__deadline(3000), &k.e), SBX_OK);
+    ts.tv_sec = 0;
+    ts.tv_nsec = 200 * 1000000L; /* let the server finish writing into the socket buffers */
+    nanosleep(&ts, NULL);
+    rc = sbx__http_body_mem(&k.c, &k.r, &k.body, 1u << 20, sbx__now_ms() - 1, &k.e);
+    CHECK_EQ_INT(rc, SBX_ERR_TIMEOUT);
+    CHECK_HAS(k.e.msg, "timed out after");
+    CHECK(k.body.len < 300000);
+    CHECK_EQ_INT(k.c.fd, -1);
+    cli_close(&k);
+    CHECK_EQ_INT(fd_count(), fds);
+}
+
 TEST(connection_refused)
 {
     cli k;
@@ -1874,6 +1902,7 @@ int main(void)
     RUN(hostile_servers);
     RUN(trickled_response);
     RUN(deadlines);
+    RUN(expired_deadline_with_data_ready);
     RUN(connection_refused);
     RUN(connect_timeout);
     RUN(body_fd_broken_pipe_no_sigpipe);

@@ -31,6 +31,9 @@ for cxx in g++ clang++; do
         try "$cxx-$std" $cxx -std=$std $WARNXX -I. tests/compile/impl.cc -o "$OUT/$cxx-$std" -pthread
     done
 done
+# The README's quickstart is real code: extract its C block and build it.
+awk '/^```c$/{on=1; next} /^```$/{on=0} on' README.md > "$OUT/readme_quickstart.c"
+try "readme-quickstart" gcc -std=c99 $WARN -I. "$OUT/readme_quickstart.c" -o "$OUT/readme_quickstart" -pthread
 # The programs built above must also run (links resolved, SBX_STATIC copies independent).
 for b in gcc-c99 gcc-link gcc-static; do
     [ -x "$OUT/$b" ] && try "run-$b" "$OUT/$b"

@@ -2,7 +2,7 @@
    >>kube routes: Gateway status addresses (sbx__gateway_host), RFC 3339 times
    from sandboxd listings (sbx__parse_rfc3339), claim objects from the API
    (sbx__claim_info_read) and sandbox paths as sent to the runtimes
-   (sbx__rt_target, encoded once for sandboxd, twice for the python runtime).
+   (sbx__rt_target_enc, encoded once for sandboxd, twice for the python runtime).
 
    Invariants: an accepted address is a bracketed IPv6 literal or has no ':',
    and never holds '/', '?', '#', '@' or a blank; an encoded path holds only
@@ -56,7 +56,7 @@ static void fz_target(const char *str, int twice)
     sbx_result r1, r2;
     sbx__buf_init(&target, &a);
     sbx__buf_init(&clean, &a);
-    r1 = sbx__rt_target("/x/", str, 1, twice, &target, NULL);
+    r1 = sbx__rt_target_enc("/x/", str, 1, twice, &target, NULL);
     r2 = sbx__clean_path(str, &clean, 1, NULL);
     if ((r1 == SBX_OK) != (r2 == SBX_OK)) fz_fail("rt_target and clean_path disagree", str);
     if (r1 == SBX_OK) {
@@ -111,7 +111,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     n = sbx__json_parse_alloc(&a, (const char *)data, size, &t);
     if (n > 0) {
         sbx__claim_info ci;
-        sbx__claim_info_read((const char *)data, t, n, 0, &ci);
+        sbx__claim_info_read(&a, (const char *)data, t, n, 0, &ci);
         if (strlen(ci.sandbox) >= sizeof ci.sandbox || strlen(ci.reason) >= sizeof ci.reason ||
             strlen(ci.message) >= sizeof ci.message || strlen(ci.ready) >= sizeof ci.ready)
             fz_fail("claim field overflow", "(json)");
