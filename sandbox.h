@@ -48,19 +48,63 @@
        sbx_open         discovers the API version, resolves template -> pool,
                         creates the claim, WATCHES it (never polls) from the
                         create's resourceVersion until Ready (re-watching after a
-                        clean end or 410 Gone, failing at once on terminal reasons
-                        and on TemplateNotFound / WarmPoolNotFound), reads the
-                        sandbox and pod names, and starts
-                        `kubectl port-forward pod/POD 0:PORT --address 127.0.0.1`,
-                        ready when kubectl printed its line AND the runtime
-                        answered a health check through it. Any failure rolls back
+                        clean end or 410 Gone, with a bounded backoff on transient
+                        failures; failing at once on terminal reasons and on
+                        TemplateNotFound / WarmPoolNotFound), reads the sandbox
+                        and pod names and the pod IP, and connects (see MODES),
+                        ready when the runtime answered a health check, which also
+                        tells which runtime the pod runs. Any failure rolls back
                         what was created (tunnel stopped, claim deleted).
-       sbx_run ...      HTTP to the runtime through the tunnel; a dead tunnel is
-                        restarted before a call (never in the middle of one).
+       sbx_run ...      HTTP to the runtime; a dead tunnel is restarted before a
+                        call (never in the middle of one).
        sbx_close        SIGINT to kubectl port-forward, then SIGKILL after 2 s,
                         always reaped; DELETE of the claim (404 counts as done).
+       sbx_attach       connects to an existing Ready claim by name;
+       sbx_detach       lets go of it without deleting it.
        kubectl's output is drained by a thread per child for the child's whole
        life, so a tunnel never stalls or dies on a full or closed pipe.
+
+   MODES (sbx_client_config.mode: how runtime requests reach the pod)
+       SBX_MODE_POD_TUNNEL    default, the seed's way: one
+                              `kubectl port-forward pod/POD 0:PORT --address
+                              127.0.0.1` per sandbox (ephemeral local port).
+       SBX_MODE_ROUTER_TUNNEL one `kubectl port-forward svc/sandbox-router-svc
+                              0:8080` per client (router_namespace, default
+                              agent-sandbox-system), shared by all its sandboxes,
+                              started while the first claim becomes Ready. For
+                              pods that cannot be port-forwarded (gVisor, Kata).
+       SBX_MODE_GATEWAY       the router behind a Gateway: its address is watched
+                              for in status.addresses (gateway_name/_namespace,
+                              gateway_timeout_ms) and validated (an IP literal or
+                              a DNS name, nothing else), then used as DIRECT.
+       SBX_MODE_DIRECT        the router at router_url.
+       SBX_MODE_IN_CLUSTER    straight to http://<pod IP>:PORT, for programs that
+                              run inside the cluster (IPv4 preferred).
+       SBX_MODE_API_PROXY     the API server's pods/POD:PORT/proxy through the
+                              client's kubectl proxy: no process per sandbox.
+       The router modes send X-Sandbox-ID (the sandbox name), -Namespace, -Port,
+       -Pod-IP, -Timeout (the call's deadline) and, with router_token,
+       "Authorization: Bearer"; the router's own 400/502/504 text reaches the
+       message. With SBX_MODE_API_PROXY and your own proxy (api_url), give it a
+       --reject-paths that matches only the exec and attach subresources of a
+       pod (README.md has the exact value): kubectl's default rule is unanchored
+       and also blocks the runtime's /execute behind pods/POD:PORT/proxy.
+
+   RUNTIMES (sbx_sandbox_config.runtime; AUTO asks the pod)
+       python (legacy, port 8888)  run, write, read, list, exists
+       sandboxd (REST, port 8080)  write, read, list, exists, delete (run is gRPC
+                                   only upstream, so SBX_ERR_UNSUPPORTED here)
+       sbx_capabilities() says which; a call the runtime cannot do fails with
+       SBX_ERR_UNSUPPORTED and a message naming the runtime.
+
+   RETRIES
+       A command is never sent twice: run, python uploads, writes from a
+       descriptor, deletes and API POSTs are sent once, whatever happens. Reads,
+       lists, exists (and sandboxd writes from memory) and API GET/DELETE are
+       retried on connection failures and 502/503/504 (the API also 500) with a
+       jittered backoff (100 ms doubling to 2 s, at most 5 tries), always inside
+       the call's deadline; 429 waits for Retry-After when it fits the deadline.
+       Redirects are never followed: a 3xx is an error naming the Location.
 
    CONFIGURATION MACROS (define before including the implementation)
        SBX_STATIC                  all functions static (private copy per unit)
@@ -80,13 +124,19 @@
 
    API (details beside each declaration below)
        sbx_client_open / sbx_client_close     the connection to a cluster
-       sbx_open / sbx_close                   one sandbox (claim + tunnel)
-       sbx_run                                a command (no shell: argv split)
+       sbx_open / sbx_close                   one sandbox (claim + connection)
+       sbx_attach / sbx_detach                an existing claim; let go of one
+       sbx_status                             Ready / not Ready / gone, and why
+       sbx_delete_claim / sbx_list_claims     claims by name, by label selector
+       sbx_run                                a command (python runtime: no shell,
+                                              the string is split like a shell's words)
        sbx_write / sbx_read                   files from / into memory
        sbx_write_fd / sbx_read_fd             files from / into a descriptor
-       sbx_list / sbx_exists                  directory listing, existence
+       sbx_list / sbx_exists / sbx_delete     directories, existence, removal
+       sbx_capabilities                       what the pod's runtime can do
        sbx_set_call_timeout                   deadline of later calls
-       sbx_claim_name / sbx_sandbox_name / sbx_pod_name / sbx_namespace
+       sbx_claim_name / sbx_sandbox_name / sbx_pod_name / sbx_pod_ip /
+       sbx_namespace                          identity of an open sandbox
        sbx_exec_result_free / sbx_free        release what the library returned
        sbx_strerror                           fixed text of a result code
 
@@ -108,7 +158,7 @@
          open and closing twice is harmless. Do not copy a live handle.
        - Strings and arrays passed in are borrowed for the duration of the call.
        - Memory the library returns (sbx_exec_result out/err, sbx_read data,
-         sbx_list entries) is released with sbx_exec_result_free or sbx_free, and
+         sbx_list entries, sbx_list_claims names) is released with sbx_exec_result_free or sbx_free, and
          only so; it stays valid after the sandbox and the client are closed.
          Returned text is NUL-terminated (the NUL is not counted in lengths).
        - Out-parameters are zeroed on entry, so releasing after a failure is safe.
@@ -116,7 +166,9 @@
 
    THREAD SAFETY
        Separate sandboxes may be used from separate threads at once, and one
-       client may be shared by all of them (its connection pool is locked). One
+       client may be shared by all of them (its connection pool and shared router
+       tunnel are locked); the client-level calls (sbx_delete_claim,
+       sbx_list_claims) are thread-safe and report into their own err argument. One
        sandbox must not be used by two threads at the same time. Close every
        sandbox before its client. A user allocator must be thread-safe when
        several threads use the library. The library starts one thread per kubectl
@@ -125,9 +177,12 @@
 
    LIMITS AND SECURITY
        - The API is reached only through kubectl proxy on a private unix socket
-         (or the URL you give); the runtime only through 127.0.0.1 tunnels.
-         Redirects are never followed. There is no TLS in the library: kubectl
-         does the authenticated part.
+         (or the URL you give); the runtime through 127.0.0.1 tunnels, or in the
+         router, gateway, direct and in-cluster modes over plain HTTP to the
+         address the cluster (or you) named. Redirects are never followed. There
+         is no TLS in the library: kubectl does the authenticated part.
+       - Names that come from the cluster (sandbox, pod, Gateway address) are
+         validated before they go into a path, a header or a URL.
        - Paths inside the sandbox are relative to the runtime's base directory: a
          leading "/" is dropped; ".", ".." segments, control characters and
          invalid UTF-8 are refused. The legacy runtime decodes paths twice; the
@@ -349,6 +404,7 @@ SBX_API sbx_result sbx_attach(sbx_sandbox *sb, sbx_client *c, const char *ns, co
 /* Disconnect and free the handle, leaving the claim (and its sandbox) running.
    sbx_close on the other hand deletes the claim, however the handle was made. */
 SBX_API sbx_result sbx_detach(sbx_sandbox *sb);
+/* What the controller says about this sandbox's claim now (one GET). */
 SBX_API sbx_result sbx_status(sbx_sandbox *sb, sbx_claim_status *st);
 
 /* Client-level calls: thread-safe; err (may be NULL) receives the failure. */
@@ -7324,8 +7380,10 @@ SBX_API void sbx_exec_result_free(sbx_exec_result *res)
 /*
 REVISION HISTORY
     0.1.0  (2026-11-26)  first release: client with kubectl proxy, v1beta1 and
-                         v1alpha1 claims, watch to Ready, port-forward tunnel,
-                         run / write / read / list / exists, fd streaming.
+                         v1alpha1 claims, watch to Ready, six connection modes,
+                         python and sandboxd runtimes, run / write / read / list /
+                         exists / delete, fd streaming, attach / detach / status,
+                         claims by name and selector, idempotent-only retries.
 
 ------------------------------------------------------------------------------
 MIT License
