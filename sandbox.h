@@ -520,11 +520,6 @@ SBX_API void sbx_free(void *p);
 #define SBX__PRIVATE static
 #endif
 
-#ifdef MSG_NOSIGNAL
-#define SBX__SEND_FLAGS MSG_NOSIGNAL
-#else
-#define SBX__SEND_FLAGS 0
-#endif
 
 /* ======================================================================== */
 /* >>util: allocation, errors, buffers, clocks, descriptors                 */
@@ -2670,27 +2665,6 @@ SBX__PRIVATE long sbx__http_recv(int fd, char *p, size_t n, long long deadline)
     }
 }
 
-/* send everything with a deadline: 0 done, -1 error (errno), -2 deadline passed. */
-SBX__PRIVATE int sbx__http_send_all(int fd, const char *p, size_t n, long long deadline)
-{
-    while (n > 0) {
-        ssize_t r;
-        int pr;
-        if (sbx__now_ms() >= deadline) return -2;
-        r = send(fd, p, n, SBX__SEND_FLAGS);
-        if (r > 0) {
-            p += r;
-            n -= (size_t)r;
-            continue;
-        }
-        if (r < 0 && errno == EINTR) continue;
-        if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK) return -1;
-        pr = sbx__poll1(fd, POLLOUT, deadline);
-        if (pr == 0) return -2;
-        if (pr < 0) return -1;
-    }
-    return 0;
-}
 
 /* read from a caller's descriptor, blocking or not: > 0, 0 EOF, -1 error
    (errno), -2 deadline. poll() first, so a blocking pipe cannot hang us. */
@@ -2757,6 +2731,14 @@ SBX__PRIVATE int sbx__http_fd_write(int fd, const char *p, size_t n, int kind, l
         if (pr < 0) return -1;
     }
     return 0;
+}
+
+/* Send all of p on our own socket: 0, -1 (errno), -2 deadline. The same loop
+   as a caller's socket: MSG_NOSIGNAL where there is one, else SO_NOSIGPIPE was
+   set on the socket when it was made. */
+SBX__PRIVATE int sbx__http_send_all(int fd, const char *p, size_t n, long long deadline)
+{
+    return sbx__http_fd_write(fd, p, n, SBX__OUT_SOCKET, deadline);
 }
 
 SBX__PRIVATE int sbx__http_connect(sbx__conn *c, long long deadline, sbx_error *e)
