@@ -4850,14 +4850,25 @@ SBX__PRIVATE void sbx__pool_put(struct sbx__client *cl, sbx__conn *c)
     }
 }
 
-/* Describe a failed API answer: "HTTP 404: sandboxclaims... not found". */
-SBX__PRIVATE sbx_result sbx__api_fail(sbx_error *e, int status, const sbx__buf *body, const char *what)
+/* Describe a failed answer with the server's own words (a Kubernetes
+   Status "message", the runtime's or router's "message"/"detail", else the
+   start of the body): 'read "a.txt": HTTP 404: File not found'. 404 gives
+   SBX_ERR_NOT_FOUND, any other status SBX_ERR_HTTP. path may be NULL. */
+SBX__PRIVATE sbx_result sbx__status_fail(sbx_error *e, int status, const sbx__buf *body, const char *what,
+                                         const char *path)
 {
     char text[SBX_ERRMSG_SIZE];
     sbx_result code = status == 404 ? SBX_ERR_NOT_FOUND : SBX_ERR_HTTP;
-    sbx__http_error_text(status, body->data ? body->data : "", body->len, text, sizeof text);
+    sbx__http_error_text(status, body && body->data ? body->data : "", body ? body->len : 0, text, sizeof text);
     if (e) e->http_status = status;
+    if (path) return sbx__fail(e, code, "%s \"%.200s\": %s", what, path, text);
     return sbx__fail(e, code, "%s: %s", what, text);
+}
+
+/* An API answer: "create SandboxClaim: HTTP 409: ... already exists". */
+SBX__PRIVATE sbx_result sbx__api_fail(sbx_error *e, int status, const sbx__buf *body, const char *what)
+{
+    return sbx__status_fail(e, status, body, what, NULL);
 }
 
 /* One request to the API server with the body read into `out` (capped).
@@ -6183,24 +6194,6 @@ SBX__PRIVATE sbx_result sbx__rt_call(struct sbx__sandbox *s, const sbx__http_req
     return r;
 }
 
-/* Describe a runtime error answer: the runtime's (or router's) own
-   "message"/"detail": 'read "a.txt": HTTP 404: File not found'. */
-SBX__PRIVATE sbx_result sbx__rt_status_fail_path(sbx_error *e, int status, const sbx__buf *body, const char *what,
-                                                 const char *path)
-{
-    char text[SBX_ERRMSG_SIZE];
-    sbx_result code = status == 404 ? SBX_ERR_NOT_FOUND : SBX_ERR_HTTP;
-    sbx__http_error_text(status, body && body->data ? body->data : "", body ? body->len : 0, text, sizeof text);
-    if (e) e->http_status = status;
-    if (path) return sbx__fail(e, code, "%s \"%.200s\": %s", what, path, text);
-    return sbx__fail(e, code, "%s: %s", what, text);
-}
-
-SBX__PRIVATE sbx_result sbx__rt_status_fail(sbx_error *e, int status, const sbx__buf *body, const char *what)
-{
-    return sbx__rt_status_fail_path(e, status, body, what, NULL);
-}
-
 /* Paths inside the sandbox: relative to the runtime's base directory. A
    leading "/" is dropped, empty segments are folded; ".", "..", control
    characters and invalid UTF-8 are refused. */
@@ -6329,7 +6322,7 @@ SBX__PRIVATE sbx_result sbx__probe(struct sbx__sandbox *s, long long deadline, s
         } else {
             char what[96];
             snprintf(what, sizeof what, "health check GET %s", path);
-            r = sbx__rt_status_fail(e, io.status, &body, what);
+            r = sbx__status_fail(e, io.status, &body, what, NULL);
         }
         break;
     }
@@ -6958,7 +6951,7 @@ SBX_API sbx_result sbx_run(sbx_sandbox *sb, const char *command, sbx_exec_result
         req.idempotent = 0; /* a command must never run twice */
         r = sbx__rt_call(s, &req, &io, sbx__call_deadline(s), &sb->err);
     }
-    if (r == SBX_OK && io.status != 200) r = sbx__rt_status_fail(&sb->err, io.status, &out, "run");
+    if (r == SBX_OK && io.status != 200) r = sbx__status_fail(&sb->err, io.status, &out, "run", NULL);
     if (r == SBX_OK) {
         int so, se, ec;
         long long code = 0;
@@ -7041,7 +7034,7 @@ SBX__PRIVATE sbx_result sbx__write_common(sbx_sandbox *sb, const char *path, con
         r = sbx__rt_call(s, &req, &io, sbx__call_deadline(s), &sb->err);
     }
     if (r == SBX_OK && (io.status < 200 || io.status > 299))
-        r = sbx__rt_status_fail_path(&sb->err, io.status, &out, "write", path);
+        r = sbx__status_fail(&sb->err, io.status, &out, "write", path);
     else if (r != SBX_OK)
         sbx__err_prefix(&sb->err, "write \"%.200s\"", path ? path : "");
     sbx__buf_free(&clean);
@@ -7109,7 +7102,7 @@ SBX__PRIVATE sbx_result sbx__read_common(sbx_sandbox *sb, const char *path, sbx_
     if (r == SBX_OK && io.mismatch)
         r = sbx__fail(&sb->err, SBX_ERR_NOT_FOUND, "read \"%.200s\": it is a directory, not a file", path);
     else if (r == SBX_OK && io.status != 200)
-        r = sbx__rt_status_fail_path(&sb->err, io.status, io.mem, "read", path);
+        r = sbx__status_fail(&sb->err, io.status, io.mem, "read", path);
     sbx__buf_free(&errbody);
     return r;
 }
@@ -7205,7 +7198,7 @@ SBX_API sbx_result sbx_list(sbx_sandbox *sb, const char *path, sbx_file_entry **
     if (r == SBX_OK && io.mismatch) {
         r = sbx__fail(&sb->err, SBX_ERR_NOT_FOUND, "list \"%.200s\": it is a file, not a directory", path);
     } else if (r == SBX_OK && io.status != 200) {
-        r = sbx__rt_status_fail_path(&sb->err, io.status, &mem, "list", path);
+        r = sbx__status_fail(&sb->err, io.status, &mem, "list", path);
     } else if (r == SBX_OK) {
         n = sbx__json_parse_alloc(&s->cl->a, mem.data, mem.len, &t);
         if (n > 0) arr = sbd ? sbx__json_get(mem.data, t, n, 0, "entries") : 0;
@@ -7293,14 +7286,14 @@ SBX_API sbx_result sbx_exists(sbx_sandbox *sb, const char *path, int *exists)
         } else if (r == SBX_OK && ((io.status >= 200 && io.status < 300) || io.status == 416)) {
             *exists = 1;
         } else if (r == SBX_OK) {
-            r = sbx__rt_status_fail_path(&sb->err, io.status, NULL, "exists", path);
+            r = sbx__status_fail(&sb->err, io.status, NULL, "exists", path);
         }
         sbx__buf_free(&mem);
         return r;
     }
     r = sbx__path_call(sb, "exists", "GET", "/exists/", path, 1, NULL, "Accept: application/json\r\n", &io);
     if (r == SBX_OK && io.status != 200) {
-        r = sbx__rt_status_fail_path(&sb->err, io.status, &mem, "exists", path);
+        r = sbx__status_fail(&sb->err, io.status, &mem, "exists", path);
     } else if (r == SBX_OK) {
         n = sbx__json_parse_alloc(&s->cl->a, mem.data, mem.len, &t);
         ex = n > 0 ? sbx__json_mem(mem.data, t, n, 0, "exists") : -1;
@@ -7331,7 +7324,7 @@ SBX_API sbx_result sbx_delete(sbx_sandbox *sb, const char *path, int recursive)
     r = sbx__path_call(sb, "delete", "DELETE", "/v1/files/", path, 0, recursive ? "?recursive=true" : NULL,
                        "Accept: application/json\r\n", &io);
     if (r == SBX_OK && (io.status < 200 || io.status > 299))
-        r = sbx__rt_status_fail_path(&sb->err, io.status, &mem, "delete", path);
+        r = sbx__status_fail(&sb->err, io.status, &mem, "delete", path);
     sbx__buf_free(&mem);
     return r;
 }
