@@ -4657,19 +4657,15 @@ SBX__PRIVATE int sbx__json_mem(const char *js, const sbx__jtok *t, int ntok, int
     return sbx__json_member(js, t, ntok, obj, key, strlen(key));
 }
 
-/* Copy string token i into out (cut to cap - 1 bytes); "" when i is not a string. */
+/* Copy an identifier (string token i: a name, resourceVersion, IP) into out.
+   "" when i is not a string or does not fit: a cut name would name another
+   object, so it is never cut. (Text for messages: sbx__json_copy_text.) */
 SBX__PRIVATE void sbx__json_copy(const char *js, const sbx__jtok *t, int i, char *out, size_t cap)
 {
     size_t need = 0;
     out[0] = '\0';
     if (i < 0 || t[i].type != SBX__JSON_STRING) return;
-    if (sbx__json_unescape(js, t, i, out, cap, &need) == -1) {
-        /* too long for the buffer: keep what fits */
-        size_t n = t[i].end - t[i].start;
-        if (n > cap - 1) n = cap - 1;
-        memcpy(out, js + t[i].start, n);
-        out[n] = '\0';
-    }
+    if (sbx__json_unescape(js, t, i, out, cap, &need) != 0) out[0] = '\0';
 }
 
 /* Copy server text (string token i) for a message: unescaped, control
