@@ -2547,6 +2547,7 @@ typedef struct sbx__conn {
     size_t headcap;
     size_t rpos, rlen;      /* received, not yet parsed: buf[rpos, rlen) */
     size_t bpos, bend;      /* decoded body not yet delivered: buf[bpos, bend) */
+    int refused;            /* the last send failed in connect(): nothing of it left us */
 } sbx__conn;
 
 enum { SBX__BODY_NONE, SBX__BODY_LENGTH, SBX__BODY_CHUNKED, SBX__BODY_CLOSE };
@@ -3226,6 +3227,7 @@ SBX__PRIVATE int sbx__http_send(sbx__conn *c, const sbx__http_req *q, sbx__http_
         if (!c->buf) return sbx__fail(e, SBX_ERR_NOMEM, "out of memory for the HTTP buffer");
     }
     if (c->busy) sbx__conn_close(c);  /* the previous body was not read to its end */
+    c->refused = 0;
     rc = sbx__http_build(c, q, has_ua, &o, e);
     if (rc != SBX_OK) goto out;
     for (;;) {
@@ -3236,7 +3238,10 @@ SBX__PRIVATE int sbx__http_send(sbx__conn *c, const sbx__http_req *q, sbx__http_
         }
         if (c->fd < 0) {
             rc = sbx__http_connect(c, deadline, e);
-            if (rc != SBX_OK) goto out;
+            if (rc != SBX_OK) {
+                c->refused = rc == SBX_ERR_CONNECT && attempt == 0;
+                goto out;
+            }
         }
         c->seq++;
         c->busy = 1;
@@ -4583,6 +4588,7 @@ SBX__PRIVATE size_t sbx__proc_stderr_tail(sbx__proc *p, char *buf, size_t cap)
 #define SBX__GROUP_CORE "agents.x-k8s.io"
 #define SBX__GROUP_GATEWAY "gateway.networking.k8s.io"
 #define SBX__POOL_MAX 8 /* idle keep-alive connections kept to the API */
+#define SBX__NONCE_KEY "sandbox.h/open-nonce" /* annotation: 16 random hex digits per open */
 #define SBX__ROUTER_SVC "sandbox-router-svc"
 #define SBX__ROUTER_PORT 8080
 
@@ -4606,9 +4612,11 @@ struct sbx__client {
     char *context;
     char *ns;
     sbx__endpoint api;
-    sbx__proc proxy;
+    sbx__proc proxy;          /* pmu guards proxy and proxy_started */
     int proxy_started;
-    char *sockdir;            /* private directory of the proxy's unix socket */
+    unsigned proxy_restarts;  /* kubectl proxy restarted after it died */
+    pthread_mutex_t pmu;
+    char *sockdir;            /* private directory of the proxy's unix socket (set once) */
     int api_timeout_ms;
     pthread_mutex_t mu;       /* guards idle[], nidle, the versions, gw_ok/router (GATEWAY) */
     sbx__conn *idle[SBX__POOL_MAX];
@@ -4817,6 +4825,68 @@ SBX__PRIVATE sbx_result sbx__redirect_fail(sbx_error *e, const sbx__http_resp *r
                      what ? what : "", what ? ": " : "", resp->status, loc ? (int)n : 0, loc ? loc : "");
 }
 
+/* ---- the client's kubectl proxy --------------------------------------- */
+
+/* Spawn `kubectl proxy` on the socket of cl->sockdir and wait until it serves. */
+SBX__PRIVATE sbx_result sbx__proxy_spawn(struct sbx__client *cl, long long deadline, sbx_error *e)
+{
+    char sock[300], line[512];
+    sbx__argv av;
+    sbx_result r;
+    snprintf(sock, sizeof sock, "%s/proxy.sock", cl->sockdir);
+    unlink(sock); /* a killed proxy leaves its socket behind, and kubectl will not bind over it */
+    sbx__argv_kubectl(&av, cl);
+    sbx__argv_add(&av, "proxy", NULL);
+    sbx__argv_add(&av, "--unix-socket=", sock);
+    /* kubectl proxy's default --reject-paths (any pod path with "/exec" or
+       "/attach" in it) also refuses .../pods/POD:8888/proxy/execute; refuse
+       only the real exec and attach subresources (the socket is private) */
+    if (cl->mode == SBX_MODE_API_PROXY)
+        sbx__argv_add(&av, "--reject-paths=^/api/.*/pods/[^/]*/exec,^/api/.*/pods/[^/]*/attach", NULL);
+    if (av.oom) {
+        sbx__argv_free(&av);
+        return sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
+    }
+    r = (sbx_result)sbx__proc_spawn(&cl->proxy, av.v, NULL, &cl->a, e);
+    sbx__argv_free(&av);
+    if (r != SBX_OK) return r;
+    cl->proxy_started = 1;
+    return (sbx_result)sbx__proc_wait_line(&cl->proxy, "Starting to serve on ", line, sizeof line, deadline, e);
+}
+
+/* The proxy is supervised like the tunnels: when the client's own kubectl
+   proxy has died (killed, OOM, crashed), a new one is started on the same
+   socket (so cl->api and every connection's endpoint stay valid), once under
+   pmu however many threads find it dead, inside the caller's deadline.
+   *restarted (may be NULL) says whether this call started one. A client given
+   an api_url has no proxy to supervise. */
+SBX__PRIVATE sbx_result sbx__proxy_ensure(struct sbx__client *cl, long long deadline, int *restarted, sbx_error *e)
+{
+    sbx_result r = SBX_OK;
+    if (restarted) *restarted = 0;
+    if (!cl->sockdir) return SBX_OK;
+    pthread_mutex_lock(&cl->pmu);
+    if (!cl->proxy_started || !sbx__proc_running(&cl->proxy)) {
+        char why[256];
+        sbx__proc_describe(&cl->proxy, why, sizeof why);
+        if (cl->proxy_started) sbx__proc_stop(&cl->proxy, SIGTERM, 500); /* reap it */
+        memset(&cl->proxy, 0, sizeof cl->proxy);
+        cl->proxy_started = 0;
+        r = sbx__proxy_spawn(cl, deadline, e);
+        if (r == SBX_OK) {
+            cl->proxy_restarts++;
+            if (restarted) *restarted = 1;
+        } else {
+            if (cl->proxy_started) sbx__proc_stop(&cl->proxy, SIGTERM, 500);
+            memset(&cl->proxy, 0, sizeof cl->proxy);
+            cl->proxy_started = 0;
+            sbx__err_prefix(e, "restart kubectl proxy (the last one %s)", why);
+        }
+    }
+    pthread_mutex_unlock(&cl->pmu);
+    return r;
+}
+
 /* ---- connection pool to the API server --------------------------------- */
 
 SBX__PRIVATE sbx__conn *sbx__pool_get(struct sbx__client *cl)
@@ -4868,7 +4938,9 @@ SBX__PRIVATE sbx_result sbx__api_fail(sbx_error *e, int status, const sbx__buf *
 }
 
 /* One request to the API server with the body read into `out` (capped).
-   GET and DELETE are retried (see RETRIES); *status is the last answer's. */
+   GET and DELETE are retried (see RETRIES), any method when connect() failed
+   (nothing was sent); a dead kubectl proxy is restarted first. *status is the
+   last answer's. */
 SBX__PRIVATE sbx_result sbx__api_call(struct sbx__client *cl, const char *method, const char *target,
                                       const char *body, size_t blen, const char *ctype,
                                       sbx__buf *out, int *status, long long deadline, sbx_error *e)
@@ -4877,7 +4949,7 @@ SBX__PRIVATE sbx_result sbx__api_call(struct sbx__client *cl, const char *method
     sbx__http_resp resp;
     char headers[160];
     sbx_result r = SBX_OK;
-    int attempt, idem = strcmp(method, "GET") == 0 || strcmp(method, "DELETE") == 0;
+    int attempt, refused, idem = strcmp(method, "GET") == 0 || strcmp(method, "DELETE") == 0;
     *status = 0;
     sbx__http_req_init(&req);
     snprintf(headers, sizeof headers, "Accept: application/json\r\n%s%s%s",
@@ -4912,8 +4984,17 @@ SBX__PRIVATE sbx_result sbx__api_call(struct sbx__client *cl, const char *method
             }
         }
         sbx__http_resp_free(&resp);
+        refused = c->refused;
         sbx__pool_put(cl, c);
-        if (r == SBX_ERR_CONNECT && idem && attempt < SBX__RETRY_ATTEMPTS) wait = sbx__backoff_ms(attempt);
+        if (r == SBX_ERR_CONNECT) {
+            int restarted = 0;
+            sbx_result pr = sbx__proxy_ensure(cl, deadline, &restarted, e);
+            if (pr != SBX_OK) {
+                r = pr;
+                break;
+            }
+            if ((idem || refused) && attempt < SBX__RETRY_ATTEMPTS) wait = restarted ? 0 : sbx__backoff_ms(attempt);
+        }
         if (wait >= 0 && sbx__retry_wait(wait, deadline)) continue;
         break;
     }
@@ -4989,8 +5070,7 @@ SBX__PRIVATE sbx_result sbx__discover(struct sbx__client *cl, long long deadline
 SBX__PRIVATE sbx_result sbx__start_proxy(struct sbx__client *cl, int timeout_ms, sbx_error *e)
 {
     const char *tmp = getenv("TMPDIR");
-    char dir[256], sock[300], line[512], url[320];
-    sbx__argv av;
+    char dir[256], url[320];
     sbx_result r;
     if (!tmp || !*tmp || strlen(tmp) > 60) tmp = "/tmp";
     snprintf(dir, sizeof dir, "%s/sbx-proxy-XXXXXX", tmp);
@@ -5000,27 +5080,9 @@ SBX__PRIVATE sbx_result sbx__start_proxy(struct sbx__client *cl, int timeout_ms,
         rmdir(dir);
         return sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
     }
-    snprintf(sock, sizeof sock, "%s/proxy.sock", dir);
-    sbx__argv_kubectl(&av, cl);
-    sbx__argv_add(&av, "proxy", NULL);
-    sbx__argv_add(&av, "--unix-socket=", sock);
-    /* kubectl proxy's default --reject-paths (any pod path with "/exec" or
-       "/attach" in it) also refuses .../pods/POD:8888/proxy/execute; refuse
-       only the real exec and attach subresources (the socket is private) */
-    if (cl->mode == SBX_MODE_API_PROXY)
-        sbx__argv_add(&av, "--reject-paths=^/api/.*/pods/[^/]*/exec,^/api/.*/pods/[^/]*/attach", NULL);
-    if (av.oom) {
-        sbx__argv_free(&av);
-        return sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
-    }
-    r = (sbx_result)sbx__proc_spawn(&cl->proxy, av.v, NULL, &cl->a, e);
-    sbx__argv_free(&av);
+    r = sbx__proxy_spawn(cl, sbx__deadline(timeout_ms), e);
     if (r != SBX_OK) return sbx__err_prefix(e, "start kubectl proxy");
-    cl->proxy_started = 1;
-    r = (sbx_result)sbx__proc_wait_line(&cl->proxy, "Starting to serve on ", line, sizeof line,
-                            sbx__deadline(timeout_ms), e);
-    if (r != SBX_OK) return sbx__err_prefix(e, "start kubectl proxy");
-    snprintf(url, sizeof url, "unix:%s", sock);
+    snprintf(url, sizeof url, "unix:%s/proxy.sock", dir);
     return (sbx_result)sbx__endpoint_parse(url, &cl->api, e);
 }
 
@@ -5052,6 +5114,7 @@ SBX__PRIVATE void sbx__client_free(struct sbx__client *cl)
     sbx__free(&cl->a, cl->gateway_ns);
     pthread_mutex_destroy(&cl->mu);
     pthread_mutex_destroy(&cl->tmu);
+    pthread_mutex_destroy(&cl->pmu);
     {
         sbx_allocator a = cl->a;
         sbx__free(&a, cl);
@@ -5100,9 +5163,13 @@ SBX__PRIVATE sbx_result sbx__watch(struct sbx__client *cl, const char *base, con
         req.idempotent = 1;
         r = (sbx_result)sbx__http_send(&conn, &req, &resp, deadline, e);
         status = resp.status;
+        /* a dead kubectl proxy is restarted before watching again; one that
+           cannot be restarted ends the watch with its reason */
+        if (r == SBX_ERR_CONNECT) r = sbx__proxy_ensure(cl, deadline, NULL, e) == SBX_OK ? r : SBX_ERR_SPAWN;
         if (r != SBX_OK) {
-            transient = r != SBX_ERR_TIMEOUT && r != SBX_ERR_NOMEM;
+            transient = r != SBX_ERR_TIMEOUT && r != SBX_ERR_NOMEM && r != SBX_ERR_SPAWN;
             if (!transient) result = r;
+            done = r == SBX_ERR_SPAWN;
         } else if (status == 410 && !from_scratch) {
             rv[0] = '\0'; /* too old: watch again from the current state */
             sbx__http_body_discard(&conn, &resp, deadline, e);
@@ -5214,6 +5281,8 @@ struct sbx__sandbox {
     char *pool;               /* v1beta1: the warm pool the claim names */
     char *template_name;      /* v1alpha1: the template the claim names */
     int claim_created;        /* close (or a failed open) must delete it */
+    int claim_maybe;          /* a create may have landed unseen: rollback deletes it if it is ours */
+    char nonce[17];           /* sandbox.h/open-nonce of this open: proves a claim is ours */
     sbx_runtime want;         /* as configured */
     sbx_runtime runtime;      /* as found: PYTHON or SANDBOXD once connected */
     int server_port;          /* 0 until chosen (config, runtime or pod template) */
@@ -5382,12 +5451,18 @@ SBX__PRIVATE sbx_result sbx__claim_body(const struct sbx__sandbox *s, const sbx_
     }
     sbx__buf_puts(b, "},\"annotations\":{");
     first = 1;
+    if (s->nonce[0]) {
+        sbx__buf_printf(b, "\"" SBX__NONCE_KEY "\":\"%s\"", s->nonce);
+        first = 0;
+    }
     if (!has_requested_at) {
+        if (!first) sbx__buf_puts(b, ",");
         sbx__buf_printf(b, "\"agents.x-k8s.io/client-first-requested-at\":\"%s\"", now);
         first = 0;
     }
     for (kv = cfg->annotations; r == SBX_OK && kv && kv[0]; kv += 2, first = 0) {
         if (!kv[1]) return sbx__fail(e, SBX_ERR_INVALID_ARG, "annotations: key \"%.80s\" has no value", kv[0]);
+        if (s->nonce[0] && strcmp(kv[0], SBX__NONCE_KEY) == 0) continue; /* ours, always */
         if (!first) sbx__buf_puts(b, ",");
         r = sbx__jstr(b, kv[0], "an annotation key", e);
         if (r == SBX_OK) sbx__buf_puts(b, ":");
@@ -5433,38 +5508,149 @@ SBX__PRIVATE sbx_result sbx__claim_body(const struct sbx__sandbox *s, const sbx_
     return SBX_OK;
 }
 
-/* POST the claim; remembers the resourceVersion to watch from. */
+/* GET the claim named s->claim and say whether it is the one this open
+   created: *ours = 1 (its nonce is ours: rv and *uid are filled), 0 (someone
+   else's), -1 (there is none). */
+SBX__PRIVATE sbx_result sbx__claim_is_ours(struct sbx__sandbox *s, int *ours, char *rv, size_t rvcap, char *uid,
+                                           size_t uidcap, long long deadline, sbx_error *e)
+{
+    char target[512], suffix[300], nonce[64];
+    sbx__buf body;
+    sbx__jtok *t = NULL;
+    int status = 0, n;
+    sbx_result r;
+    *ours = 0;
+    snprintf(suffix, sizeof suffix, "/%s", s->claim);
+    sbx__claim_path(s, target, sizeof target, suffix);
+    sbx__buf_init(&body, &s->cl->a);
+    r = sbx__api_call(s->cl, "GET", target, NULL, 0, NULL, &body, &status, deadline, e);
+    if (r == SBX_OK && status == 404) {
+        *ours = -1;
+    } else if (r == SBX_OK && status != 200) {
+        r = sbx__api_fail(e, status, &body, "get SandboxClaim");
+    } else if (r == SBX_OK) {
+        n = sbx__json_parse_alloc(&s->cl->a, body.data, body.len, &t);
+        if (n <= 0 || t[0].type != SBX__JSON_OBJECT) {
+            r = sbx__fail(e, n == SBX__JSON_ERR_NOMEM ? SBX_ERR_NOMEM : SBX_ERR_PROTOCOL,
+                          "get SandboxClaim: the answer is not a JSON object");
+        } else {
+            int ann = sbx__json_get(body.data, t, n, 0, "metadata.annotations");
+            sbx__json_copy(body.data, t, ann >= 0 ? sbx__json_mem(body.data, t, n, ann, SBX__NONCE_KEY) : -1, nonce,
+                           sizeof nonce);
+            *ours = s->nonce[0] && strcmp(nonce, s->nonce) == 0;
+            if (*ours) {
+                if (rv) sbx__json_copy(body.data, t, sbx__json_get(body.data, t, n, 0, "metadata.resourceVersion"), rv, rvcap);
+                if (uid) sbx__json_copy(body.data, t, sbx__json_get(body.data, t, n, 0, "metadata.uid"), uid, uidcap);
+            }
+        }
+        sbx__free(&s->cl->a, t);
+    }
+    sbx__buf_free(&body);
+    return r;
+}
+
+/* POST the claim; remembers the resourceVersion to watch from. A create that
+   got a 5xx, a 429 or lost its connection is sent again, with the same name
+   and nonce, after a jittered backoff inside the deadline. A 409 after an
+   attempt that may have landed is looked at: our own nonce means that attempt
+   did land, and the claim is adopted; any other claim of that name is left
+   alone and the 409 reported. */
 SBX__PRIVATE sbx_result sbx__create_claim(struct sbx__sandbox *s, const sbx_sandbox_config *cfg, char *rv,
                                           size_t rvcap, long long deadline, sbx_error *e)
 {
     char target[256];
     sbx__buf req, body;
     sbx__jtok *t = NULL;
-    int status = 0, n;
+    int status = 0, n, attempt;
     sbx_result r;
     sbx__buf_init(&req, &s->cl->a);
     sbx__buf_init(&body, &s->cl->a);
     r = sbx__claim_body(s, cfg, &req, e);
     sbx__claim_path(s, target, sizeof target, "");
-    if (r == SBX_OK)
-        r = sbx__api_call(s->cl, "POST", target, req.data, req.len, "application/json", &body, &status,
-                          deadline, e);
-    if (r == SBX_OK && status != 201 && status != 200) {
-        /* 409: the name is someone else's, never delete it. A 5xx may come
-           after the claim was stored: roll back by name (404 is fine). */
-        if (status >= 500) s->claim_created = 1;
-        r = sbx__api_fail(e, status, &body, "create SandboxClaim");
-    } else if (r != SBX_OK && req.len && r != SBX_ERR_NOMEM && r != SBX_ERR_INVALID_ARG) {
-        s->claim_created = 1; /* the request may have reached the server */
-    } else if (r == SBX_OK) {
-        s->claim_created = 1;
-        n = sbx__json_parse_alloc(&s->cl->a, body.data, body.len, &t);
-        rv[0] = '\0';
-        if (n > 0) sbx__json_copy(body.data, t, sbx__json_get(body.data, t, n, 0, "metadata.resourceVersion"), rv, rvcap);
-        sbx__free(&s->cl->a, t);
+    for (attempt = 1; r == SBX_OK; attempt++) {
+        long long wait = -1;
+        r = sbx__api_call(s->cl, "POST", target, req.data, req.len, "application/json", &body, &status, deadline, e);
+        if (r == SBX_OK && (status == 201 || status == 200)) {
+            s->claim_created = 1;
+            s->claim_maybe = 0;
+            n = sbx__json_parse_alloc(&s->cl->a, body.data, body.len, &t);
+            rv[0] = '\0';
+            if (n > 0) sbx__json_copy(body.data, t, sbx__json_get(body.data, t, n, 0, "metadata.resourceVersion"), rv, rvcap);
+            sbx__free(&s->cl->a, t);
+            break;
+        }
+        if (r == SBX_OK && status == 409 && s->claim_maybe) {
+            int ours = 0;
+            sbx_error ge;
+            sbx__err_clear(&ge);
+            r = sbx__claim_is_ours(s, &ours, rv, rvcap, NULL, 0, deadline, &ge);
+            if (r != SBX_OK) {
+                *e = ge;
+                sbx__err_prefix(e, "create SandboxClaim answered 409 after an earlier try may have created it, "
+                                "and looking at it failed");
+                break;
+            }
+            if (ours == 1) { /* an earlier try landed: adopt it */
+                s->claim_created = 1;
+                s->claim_maybe = 0;
+                break;
+            }
+            if (ours == 0) s->claim_maybe = 0; /* someone else's: never touched */
+            r = sbx__api_fail(e, status, &body, "create SandboxClaim");
+            if (ours == -1 && attempt < SBX__RETRY_ATTEMPTS) wait = sbx__backoff_ms(attempt); /* gone since */
+        } else if (r == SBX_OK && status != 201 && status != 200) {
+            /* 409 on a first try: the name is someone else's, never delete it.
+               A 5xx may come after the claim was stored (rolled back if ours) */
+            if (status >= 500) s->claim_maybe = 1;
+            r = sbx__api_fail(e, status, &body, "create SandboxClaim");
+            if ((status == 429 || status == 500 || status == 502 || status == 503 || status == 504) &&
+                attempt < SBX__RETRY_ATTEMPTS) {
+                long long secs = -1;
+                if (status == 429) { /* Retry-After, as the Status repeats it */
+                    n = sbx__json_parse_alloc(&s->cl->a, body.data, body.len, &t);
+                    if (n > 0 && sbx__json_int(body.data, t, sbx__json_get(body.data, t, n, 0,
+                                                                         "details.retryAfterSeconds"), &secs) != 0)
+                        secs = -1;
+                    sbx__free(&s->cl->a, t);
+                    t = NULL;
+                }
+                wait = secs >= 0 && secs < 3600 ? secs * 1000 : sbx__backoff_ms(attempt);
+            }
+        } else if (r != SBX_OK && req.len && r != SBX_ERR_NOMEM && r != SBX_ERR_INVALID_ARG) {
+            s->claim_maybe = 1; /* the request may have reached the server */
+            if (r == SBX_ERR_CONNECT && attempt < SBX__RETRY_ATTEMPTS) wait = sbx__backoff_ms(attempt);
+        }
+        if (wait >= 0 && sbx__retry_wait(wait, deadline)) r = SBX_OK;
+        else break;
     }
     sbx__buf_free(&req);
     sbx__buf_free(&body);
+    return r;
+}
+
+/* Rollback of a create that may have landed unseen: the claim is deleted
+   only when it carries our nonce, and only that object (UID precondition). */
+SBX__PRIVATE sbx_result sbx__delete_if_ours(struct sbx__sandbox *s, long long deadline, sbx_error *e)
+{
+    char uid[128], target[512], suffix[300], pre[300];
+    sbx__buf body;
+    int ours = 0, status = 0;
+    sbx_result r;
+    uid[0] = '\0';
+    r = sbx__claim_is_ours(s, &ours, NULL, 0, uid, sizeof uid, deadline, e);
+    if (r != SBX_OK || ours != 1) return r;
+    snprintf(suffix, sizeof suffix, "/%s", s->claim);
+    sbx__claim_path(s, target, sizeof target, suffix);
+    snprintf(pre, sizeof pre, "{\"kind\":\"DeleteOptions\",\"apiVersion\":\"v1\",\"preconditions\":{\"uid\":\"%s\"}}",
+             uid);
+    sbx__buf_init(&body, &s->cl->a);
+    r = sbx__api_call(s->cl, "DELETE", target, uid[0] ? pre : NULL, uid[0] ? strlen(pre) : 0,
+                      uid[0] ? "application/json" : NULL, &body, &status, deadline, e);
+    /* 404: gone; 409: the UID differs, so the claim of that name is not ours */
+    if (r == SBX_OK && status != 200 && status != 202 && status != 404 && status != 409)
+        r = sbx__api_fail(e, status, &body, "delete SandboxClaim");
+    sbx__buf_free(&body);
+    if (r == SBX_OK) s->claim_maybe = 0;
     return r;
 }
 
@@ -5812,6 +5998,39 @@ SBX__PRIVATE void sbx__pf_explain(sbx__proc *p, int started, int stop, sbx_error
     sbx__err_prefix(e, "kubectl port-forward %s", why);
 }
 
+/* Whether kubectl's words on a failed start say that trying again may help:
+   the API server was briefly unable (5xx, 429, a timeout, a refused or reset
+   connection). A NotFound, a Forbidden, a pod that is not running, or
+   anything not known to be passing, is final. */
+SBX__PRIVATE int sbx__kubectl_transient(const char *said)
+{
+    static const char *const final[] = {"(NotFound)", "(Forbidden)", "(Unauthorized)", "(BadRequest)", "(Invalid)",
+                                        "not found", "forbidden", "not running", "is terminating",
+                                        "doesn't have a resource type", "unable to listen", NULL};
+    static const char *const passing[] = {"(InternalError)", "(ServiceUnavailable)", "(TooManyRequests)", "Timeout",
+                                          "connection refused", "connection reset", "was refused",
+                                          "Internal error", "Too many requests", "currently unable to handle",
+                                          "an error on the server", "unable to return a response in the time",
+                                          "Service Unavailable", "Bad Gateway", "Gateway Timeout", NULL};
+    int i;
+    for (i = 0; final[i]; i++)
+        if (strstr(said, final[i])) return 0;
+    for (i = 0; passing[i]; i++)
+        if (strstr(said, passing[i])) return 1;
+    return 0;
+}
+
+/* After a failed kubectl port-forward start: 1 when it failed on a transient
+   server error and a backoff (retry number `attempt`) fitted the deadline,
+   so that it may be started again; 0 when the failure is final. */
+SBX__PRIVATE int sbx__pf_retry(sbx__proc *p, int started, int attempt, long long deadline)
+{
+    char said[SBX__PROC_ERR_TAIL];
+    if (!started || sbx__proc_running(p)) return 0;
+    sbx__proc_stderr_tail(p, said, sizeof said);
+    return sbx__kubectl_transient(said) && sbx__retry_wait(sbx__backoff_ms(attempt), deadline);
+}
+
 /* POD_TUNNEL */
 SBX__PRIVATE void sbx__tunnel_stop(struct sbx__sandbox *s)
 {
@@ -5893,7 +6112,9 @@ SBX__PRIVATE sbx_result sbx__rtun_ensure(struct sbx__client *cl, long long deadl
                                          sbx_error *e)
 {
     sbx_result r = SBX_OK;
+    int attempt = 1;
     pthread_mutex_lock(&cl->tmu);
+again:
     if (!(cl->rtun_started && cl->rtun_port > 0 && sbx__proc_running(&cl->rtun))) {
         if (!cl->rtun_started || !sbx__proc_running(&cl->rtun)) {
             if (cl->rtun_started) sbx__proc_stop(&cl->rtun, SIGINT, 500);
@@ -5912,8 +6133,14 @@ SBX__PRIVATE sbx_result sbx__rtun_ensure(struct sbx__client *cl, long long deadl
         }
         if (r != SBX_OK) {
             /* a broken tunnel is not kept: the next call starts a new one (a
-               failed start, SBX_ERR_SPAWN, already carries kubectl's words) */
+               failed start, SBX_ERR_SPAWN, already carries kubectl's words);
+               one that failed on a transient server error is started again */
             if (r != SBX_ERR_SPAWN) sbx__pf_explain(&cl->rtun, cl->rtun_started, 1, e);
+            if (r == SBX_ERR_SPAWN && sbx__pf_retry(&cl->rtun, cl->rtun_started, attempt, deadline)) {
+                attempt++;
+                r = SBX_OK;
+                goto again;
+            }
             if (cl->rtun_started) sbx__proc_stop(&cl->rtun, SIGINT, 500);
             memset(&cl->rtun, 0, sizeof cl->rtun);
             cl->rtun_started = 0;
@@ -5960,17 +6187,18 @@ SBX__PRIVATE sbx_result sbx__route_ensure(struct sbx__sandbox *s, long long dead
     sbx__endpoint ep;
     char url[128];
     unsigned gen = 0;
-    int port = 0;
+    int port = 0, attempt;
     sbx_result r = SBX_OK;
     url[0] = '\0';
     switch (cl->mode) {
     case SBX_MODE_POD_TUNNEL:
         if (s->tunnel_started && s->rt_ready && sbx__proc_running(&s->tunnel)) return SBX_OK;
-        sbx__tunnel_stop(s);
-        r = sbx__tunnel_start(s, deadline, e);
-        if (r != SBX_OK) {
+        for (attempt = 1;; attempt++) { /* a start that failed on a transient server error is retried */
+            sbx__tunnel_stop(s);
+            r = sbx__tunnel_start(s, deadline, e);
+            if (r == SBX_OK) break;
             if (r != SBX_ERR_SPAWN) sbx__pf_explain(&s->tunnel, s->tunnel_started, 0, e);
-            return r;
+            if (!sbx__pf_retry(&s->tunnel, s->tunnel_started, attempt, deadline)) return r;
         }
         snprintf(url, sizeof url, "http://127.0.0.1:%d", s->local_port);
         break;
@@ -5996,7 +6224,8 @@ SBX__PRIVATE sbx_result sbx__route_ensure(struct sbx__sandbox *s, long long dead
                  s->server_port);
         break;
     case SBX_MODE_API_PROXY:
-        if (s->rt_ready) return SBX_OK;
+        r = sbx__proxy_ensure(cl, deadline, NULL, e);
+        if (r != SBX_OK || s->rt_ready) return r;
         ep = cl->api;
         break;
     }
@@ -6452,6 +6681,12 @@ SBX_API sbx_result sbx_client_open(sbx_client *c, const sbx_client_config *cfg)
         sbx__free(&a, cl);
         return sbx__fail(&c->err, SBX_ERR_SYS, "pthread_mutex_init failed");
     }
+    if (pthread_mutex_init(&cl->pmu, NULL) != 0) {
+        pthread_mutex_destroy(&cl->mu);
+        pthread_mutex_destroy(&cl->tmu);
+        sbx__free(&a, cl);
+        return sbx__fail(&c->err, SBX_ERR_SYS, "pthread_mutex_init failed");
+    }
     kubectl = cfg->kubectl ? cfg->kubectl : getenv("SANDBOX_KUBECTL");
     cl->kubectl = sbx__strdup(&cl->a, kubectl && *kubectl ? kubectl : "kubectl");
     if (!cl->kubectl) oom = 1;
@@ -6512,10 +6747,11 @@ SBX__PRIVATE sbx_result sbx__sandbox_release(struct sbx__sandbox *s, sbx_error *
 {
     sbx_result r = SBX_OK;
     sbx__tunnel_stop(s);
-    if (s->claim_created) {
+    if (s->claim_created || s->claim_maybe) {
         sbx_error de;
         sbx__err_clear(&de);
-        r = sbx__delete_claim(s, sbx__deadline(s->cl->api_timeout_ms), &de);
+        if (s->claim_created) r = sbx__delete_claim(s, sbx__deadline(s->cl->api_timeout_ms), &de);
+        else r = sbx__delete_if_ours(s, sbx__deadline(s->cl->api_timeout_ms), &de);
         if (r != SBX_OK && e->code == SBX_OK) *e = de;
     }
     return r;
@@ -6598,6 +6834,12 @@ SBX_API sbx_result sbx_open(sbx_sandbox *sb, sbx_client *c, const sbx_sandbox_co
     if (!s) return sbx__fail(&sb->err, SBX_ERR_NOMEM, "open sandbox: out of memory");
     s->template_name = sbx__opt_dup(&cl->a, cfg->template_name, &oom);
     s->pool = sbx__opt_dup(&cl->a, cfg->warm_pool, &oom);
+    {
+        unsigned char rnd[8];
+        int i;
+        sbx__random(rnd, sizeof rnd);
+        for (i = 0; i < 8; i++) snprintf(s->nonce + 2 * i, 3, "%02x", rnd[i]);
+    }
     sb->impl = s;
     if (!s->ns || !s->claim || oom) {
         r = sbx__fail(&sb->err, SBX_ERR_NOMEM, "out of memory");

@@ -14,10 +14,14 @@ misbehaviour of the watch (and of the pool list):
   ugly-status     Ready=False InvalidMetadata with control characters and a
                   5,000-character message
   bad-pools       the warm-pool list is not JSON
-  http-500        claim create answers 500 with a text/plain body
+  http-500        claim create stores the claim, then answers 500 with a
+                  text/plain body (every time)
 
-`GET /_stats` answers {"creates", "deletes", "watches"} per namespace; the test
-uses it to check that a failed open deleted its claim and that a misbehaving
+Claims are stored by name (GET serves them, DELETE removes them; a DELETE with
+a UID precondition that does not match answers 409). `GET /_stats` answers
+{"creates", "deletes", "watches", "live"} per namespace ("live": claims still
+stored); the test uses it to check that a failed open deleted its claim and
+that a misbehaving
 watch was not retried in a tight loop. Prints `PORT n` once listening on
 127.0.0.1; exits when its stdin closes (or after 120 s).
 """
@@ -32,9 +36,12 @@ STATS = {}
 LOCK = threading.Lock()
 
 
-def bump(ns, key):
+CLAIMS = {}  # (ns, name) -> stored claim
+
+
+def bump(ns, key, by=1):
     with LOCK:
-        STATS.setdefault(ns, {"creates": 0, "deletes": 0, "watches": 0})[key] += 1
+        STATS.setdefault(ns, {"creates": 0, "deletes": 0, "watches": 0, "live": 0})[key] += by
 
 
 GROUP = {"kind": "APIGroup", "apiVersion": "v1", "versions": [{"groupVersion": "x/v1beta1", "version": "v1beta1"}]}
@@ -84,6 +91,12 @@ class Handler(BaseHTTPRequestHandler):
         if kind == "sandboxclaims" and "watch=true" in self.path:
             bump(ns, "watches")
             return self.watch(ns)
+        m = re.match(r"^/apis/[^/]+/v1beta1/namespaces/[^/]+/sandboxclaims/([^/]+)$", path)
+        if m:
+            with LOCK:
+                obj = CLAIMS.get((ns, m.group(1)))
+            if obj is not None:
+                return self.send(200, obj)
         return self.send(404, {"kind": "Status", "code": 404, "message": "not found"})
 
     def watch(self, ns):
@@ -128,14 +141,40 @@ class Handler(BaseHTTPRequestHandler):
         m = re.match(r"^/apis/[^/]+/v1beta1/namespaces/([^/]+)/sandboxclaims$", self.path)
         ns = m.group(1) if m else "?"
         bump(ns, "creates")
+        md = body.setdefault("metadata", {})
+        md["resourceVersion"] = "5"
+        md["uid"] = "uid-%s" % md.get("name")
+        with LOCK:
+            key = (ns, md.get("name"))
+            if key in CLAIMS:
+                exists = True
+            else:
+                exists = False
+                CLAIMS[key] = body
+        if not exists:
+            bump(ns, "live")
         if ns == "http-500":
             return self.send(500, raw=b"internal \x1b[2J failure\n", ctype="text/plain")
-        body.setdefault("metadata", {})["resourceVersion"] = "5"
+        if exists:
+            return self.send(409, {"kind": "Status", "code": 409, "reason": "AlreadyExists",
+                                   "message": "sandboxclaims \"%s\" already exists" % key[1]})
         return self.send(201, body)
 
     def do_DELETE(self):
-        m = re.match(r"^/apis/[^/]+/v1beta1/namespaces/([^/]+)/sandboxclaims/", self.path)
-        bump(m.group(1) if m else "?", "deletes")
+        n = int(self.headers.get("Content-Length") or 0)
+        opts = json.loads(self.rfile.read(n) or b"{}")
+        m = re.match(r"^/apis/[^/]+/v1beta1/namespaces/([^/]+)/sandboxclaims/([^/?]+)", self.path)
+        ns, name = (m.group(1), m.group(2)) if m else ("?", "?")
+        bump(ns, "deletes")
+        uid = ((opts or {}).get("preconditions") or {}).get("uid")
+        with LOCK:
+            obj = CLAIMS.get((ns, name))
+            if obj is not None and uid and obj["metadata"].get("uid") != uid:
+                return self.send(409, {"kind": "Status", "code": 409, "message": "precondition failed"})
+            if obj is not None:
+                del CLAIMS[(ns, name)]
+        if obj is not None:
+            bump(ns, "live", -1)
         return self.send(200, {"kind": "Status", "status": "Success"})
 
 
