@@ -5583,7 +5583,7 @@ SBX__PRIVATE sbx_result sbx__create_claim(struct sbx__sandbox *s, const sbx_sand
             int ours = 0;
             sbx_error ge;
             sbx__err_clear(&ge);
-            r = sbx__claim_is_ours(s, &ours, rv, rvcap, NULL, 0, deadline, &ge);
+            r = sbx__claim_is_ours(s, &ours, NULL, 0, NULL, 0, deadline, &ge);
             if (r != SBX_OK) {
                 *e = ge;
                 sbx__err_prefix(e, "create SandboxClaim answered 409 after an earlier try may have created it, "
@@ -5593,6 +5593,7 @@ SBX__PRIVATE sbx_result sbx__create_claim(struct sbx__sandbox *s, const sbx_sand
             if (ours == 1) { /* an earlier try landed: adopt it */
                 s->claim_created = 1;
                 s->claim_maybe = 0;
+                rv[0] = '\0'; /* it may be Ready already: watch from its current state */
                 break;
             }
             if (ours == 0) s->claim_maybe = 0; /* someone else's: never touched */

@@ -21,6 +21,12 @@ is removed). Knobs (all optional):
   api_fault_match       str   regex on "METHOD path?query" selecting requests
                               the two knobs above count (default: every
                               /api and /apis request)
+  create_then_fail      int   the next N creates of a SandboxClaim store the
+                              object and then answer 500 (a create that
+                              landed but whose answer was lost)
+  create_then_drop      int   ... store the object and then close the
+                              connection without an answer (kubectl proxy
+                              turns that into a 502 for its client)
   watch_drop_after      int   watch streams are cut (connection closed without
                               the closing chunk) after this many events
   watch_expired         int   the next N watches that name a resourceVersion
