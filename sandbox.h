@@ -56,7 +56,8 @@
                         tells which runtime the pod runs. Any failure rolls back
                         what was created (tunnel stopped, claim deleted).
        sbx_run ...      HTTP to the runtime; a dead tunnel is restarted before a
-                        call (never in the middle of one).
+                        call (never in the middle of one), and so is a dead
+                        kubectl proxy before an API request (see RETRIES).
        sbx_close        SIGINT to kubectl port-forward, then SIGKILL after 2 s,
                         always reaped; DELETE of the claim (404 counts as done).
        sbx_attach       connects to an existing Ready claim by name;
@@ -99,12 +100,33 @@
 
    RETRIES
        A command is never sent twice: run, python uploads, writes from a
-       descriptor, deletes and API POSTs are sent once, whatever happens. Reads,
+       descriptor and deletes of files are sent once, whatever happens. Reads,
        lists, exists (and sandboxd writes from memory) and API GET/DELETE are
        retried on connection failures and 502/503/504 (the API also 500) with a
        jittered backoff (100 ms doubling to 2 s, at most 5 tries), always inside
        the call's deadline; 429 waits for Retry-After when it fits the deadline.
-       Redirects are never followed: a 3xx is an error naming the Location.
+       Any API request whose connection was refused (nothing was sent) is sent
+       again. Redirects are never followed: a 3xx is an error naming the Location.
+       Open retries every step that is safe to repeat, so a transient API error
+       (5xx, 429, a lost connection) does not fail it:
+       - the claim create is sent again with the same name. Every open writes a
+         random annotation sandbox.h/open-nonce; a 409 after a try that may have
+         landed is checked against it: our nonce means that try created the
+         claim, which is adopted; any other claim of that name is never adopted
+         or deleted (the open fails with the 409). A failed open deletes a claim
+         whose create was not answered only if it carries its nonce.
+       - discovery, the pool lookup and the claim watch retry as above (a watch
+         that could not start backs off and starts again);
+       - `kubectl port-forward` is started again, with backoff inside the
+         tunnel deadline, when it failed on a transient server error (its words
+         say InternalError, ServiceUnavailable, TooManyRequests, Timeout,
+         connection refused or reset); NotFound, Forbidden or a pod that is not
+         running fail at once, in kubectl's words. The same holds for the
+         restart of a tunnel that died. (kubectl reads the pod twice in a row
+         before it forwards, so it cannot start while every 2nd request fails.)
+       The client's `kubectl proxy` is supervised like the tunnels: if it died,
+       the next API call of any thread (sbx_close's DELETE included) starts a
+       new one on the same socket, once, inside that call's deadline.
 
    CONFIGURATION MACROS (define before including the implementation)
        SBX_STATIC                  all functions static (private copy per unit)
@@ -4579,10 +4601,29 @@ SBX__PRIVATE size_t sbx__proc_stderr_tail(sbx__proc *p, char *buf, size_t cap)
    jittered exponential backoff (SBX__RETRY_BASE_MS doubling up to
    SBX__RETRY_CAP_MS, +-25 %), at most SBX__RETRY_ATTEMPTS tries, never past the
    call's deadline; 429 waits for Retry-After (seconds), and when that is past
-   the deadline the 429 is reported at once. Everything else (run, a python
-   runtime upload, a write from a descriptor, delete of a file, API POST) is
-   sent once: a command never runs twice. Redirects are never followed: a 3xx
-   is an error naming its Location. */
+   the deadline the 429 is reported at once. An API request of any method whose
+   connect() failed sent nothing and is sent again (sbx__conn.refused). Everything
+   else (run, a python runtime upload, a write from a descriptor, delete of a
+   file) is sent once: a command never runs twice. Redirects are never
+   followed: a 3xx is an error naming its Location.
+   Open makes its other steps safe to repeat and repeats them:
+     claim create  POSTed again with the same name after 5xx, 429 (Retry-After
+                   from the Status details) or a lost connection; a 409 after a
+                   try that may have landed (claim_maybe) GETs the claim: the
+                   open's nonce (SBX__NONCE_KEY) there means it is ours and it is
+                   adopted (watched from its current state), else it is someone
+                   else's and never touched. Rollback of a create that was never
+                   answered deletes only a claim with our nonce, by UID
+                   precondition (sbx__delete_if_ours).
+     watch         a start answered 5xx/429 or refused backs off and starts again.
+     port-forward  a kubectl port-forward that exited on a transient server
+                   error (sbx__kubectl_transient reads its stderr) is started
+                   again with backoff inside the tunnel deadline, at open and at
+                   a restart; a final error (NotFound, Forbidden, not running)
+                   is reported at once.
+   The client's kubectl proxy is supervised: a request that finds it dead
+   (SBX_ERR_CONNECT and the child gone) starts a new one on the same socket
+   under pmu (sbx__proxy_ensure) and goes on inside its own deadline. */
 
 #define SBX__GROUP_EXT "extensions.agents.x-k8s.io"
 #define SBX__GROUP_CORE "agents.x-k8s.io"
