@@ -599,6 +599,27 @@ TEST(proxy_is_restarted_once_for_many_threads)
     em_settle(&C, &B);
 }
 
+/* SBX_MODE_API_PROXY: runtime calls travel through the proxy too, so a dead
+   proxy is restarted before a runtime call (nothing was sent yet). */
+TEST(api_proxy_route_restarts_the_proxy)
+{
+    sbx_client cl;
+    sbx_sandbox sb;
+    sbx_sandbox_config cfg;
+    if (em_client(&C, &cl, SBX_MODE_API_PROXY, NULL) != SBX_OK) { CHECK(0); return; }
+    sandbox_cfg(&cfg);
+    CHECK_MSG(sbx_open(&sb, &cl, &cfg) == SBX_OK, "%s", sb.err.msg);
+    if (sb.impl) {
+        run_echo(&sb, "before");
+        CHECK_EQ_INT(kill_proxy(&cl), 0);
+        run_echo(&sb, "after");
+        CHECK_EQ_INT(restarts(&cl), 1);
+        CHECK_MSG(sbx_close(&sb) == SBX_OK, "close: %s", sb.err.msg);
+    }
+    sbx_client_close(&cl);
+    em_settle(&C, &B);
+}
+
 /* ---- kubectl port-forward (kubectl pod route) --------------------------- */
 
 /* Wait until the sandbox's kubectl port-forward has ended (it exits on its
@@ -703,6 +724,42 @@ TEST(port_forward_fails_at_once_when_the_pod_is_gone)
     em_settle(&C, &B);
 }
 
+/* The shared router tunnel (kubectl port-forward svc/sandbox-router-svc)
+   died; at its restart kubectl's read of the Service answers 500: the start
+   is retried inside the call's deadline and the call succeeds. */
+TEST(router_tunnel_start_is_retried_on_a_transient_error)
+{
+    sbx_client cl;
+    sbx_sandbox sb;
+    sbx_sandbox_config cfg;
+    sbx__buf out;
+    int st[16], n;
+    long long since, deadline;
+    if (em_client(&C, &cl, SBX_MODE_ROUTER_TUNNEL, NULL) != SBX_OK) { CHECK(0); return; }
+    sandbox_cfg(&cfg);
+    CHECK_MSG(sbx_open(&sb, &cl, &cfg) == SBX_OK, "%s", sb.err.msg);
+    if (sb.impl) {
+        run_echo(&sb, "routed");
+        CHECK_EQ_INT(e2e_http(&C, "POST", "/_admin/kill-portforwards", "{}", &out), 200);
+        sbx__buf_free(&out);
+        deadline = sbx__deadline(5000);
+        while (sbx__ms_left(deadline) > 0 && sbx__proc_running(&cl.impl->rtun)) poll(NULL, 0, 10);
+        CHECK(!sbx__proc_running(&cl.impl->rtun));
+        CHECK_EQ_INT(e2e_faults(&C, "{\"api_error_every\":2,\"api_error_code\":500,\"api_fault_match\":"
+                                    "\"^GET /api/v1/namespaces/agent-sandbox-system/services/\"}"),
+                     0);
+        prime("GET", "/api/v1/namespaces/agent-sandbox-system/services/not-there", 500, 2);
+        since = log_seq();
+        run_echo(&sb, "rerouted");
+        n = logged("GET", "/services/sandbox-router-svc", "kubectl", since, st, 16, 2);
+        CHECK_MSG(n == 2 && st[0] == 500 && st[1] == 200, "%d service reads, first %d", n, st[0]);
+        CHECK_MSG(sbx_close(&sb) == SBX_OK, "close: %s", sb.err.msg);
+    }
+    clear_faults();
+    sbx_client_close(&cl);
+    em_settle(&C, &B);
+}
+
 TEST(kubectl_words_are_classified)
 {
     CHECK(sbx__kubectl_transient("Error from server (InternalError): Internal error occurred: injected fault"));
@@ -743,7 +800,9 @@ int main(void)
     T_RUN(foreign_claim_is_neither_adopted_nor_deleted);
     T_RUN(create_is_retried_after_429_and_503);
     T_RUN(watch_start_500_or_429_does_not_fail_open);
+    T_RUN(api_proxy_route_restarts_the_proxy);
     T_RUN(port_forward_start_is_retried_on_a_transient_error);
+    T_RUN(router_tunnel_start_is_retried_on_a_transient_error);
     T_RUN(port_forward_fails_at_once_when_the_pod_is_gone);
     T_RUN(open_survives_500_on_every_2nd_request);
     T_RUN(open_survives_500_on_every_3rd_request);
