@@ -85,7 +85,7 @@ static long long log_seq(void)
 }
 
 /* Statuses (in order) of the logged requests after `since` whose method is
-   `method`, whose path contains `needle`, and whose User-Agent contains
+   `method` (NULL: any), whose path contains `needle`, and whose User-Agent contains
    `agent` (NULL: any). The server logs a request just after answering it, so
    this waits (bounded) until `want` are there. */
 static int logged(const char *method, const char *needle, const char *agent, long long since, int *st, int max,
@@ -115,7 +115,7 @@ static int logged(const char *method, const char *needle, const char *agent, lon
                 if (ua >= 0) ua = sbx__json_mem(log.data, t, n, ua, "user-agent");
                 if (ua >= 0) sbx__json_unescape(log.data, t, ua, uas, sizeof uas, NULL);
                 if (q >= 0) sbx__json_int(log.data, t, q, &seq);
-                if (m < 0 || !sbx__json_eq(log.data, t, m, method) || !strstr(path, needle) || seq <= since ||
+                if (m < 0 || (method && !sbx__json_eq(log.data, t, m, method)) || !strstr(path, needle) || seq <= since ||
                     (agent && !strstr(uas, agent)))
                     continue;
                 if (s >= 0) sbx__json_int(log.data, t, s, &v);
@@ -229,7 +229,8 @@ static void open_with_500_every(int every)
     sbx_sandbox sb;
     sbx_sandbox_config cfg;
     char knob[128];
-    long long t0;
+    long long t0, since = log_seq();
+    int st[256], n, i, failed = 0, kubectl_failed = 0;
     sbx_result r;
     if (open_client(&cl) != SBX_OK) { CHECK(0); return; }
     sandbox_cfg(&cfg);
@@ -245,6 +246,14 @@ static void open_with_500_every(int every)
         CHECK_MSG(sbx_close(&sb) == SBX_OK, "every %d: close: %s", every, sb.err.msg);
         printf("  500 on every %d: close in %lld ms\n", every, em_since(t0));
     }
+    /* the faults were there, for the library and for kubectl */
+    n = logged(NULL, "/api", NULL, since, st, 256, 1);
+    for (i = 0; i < n && i < 256; i++) failed += st[i] == 500;
+    n = logged(NULL, "/api", "kubectl", since, st, 256, 1);
+    for (i = 0; i < n && i < 256; i++) kubectl_failed += st[i] == 500;
+    printf("  500 on every %d: %d API requests answered 500 (%d of them kubectl's own)\n", every, failed,
+           kubectl_failed);
+    CHECK(failed >= 2);
     clear_faults();
     sbx_client_close(&cl);
     em_settle(&C, &B);
