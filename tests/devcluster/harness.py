@@ -35,7 +35,7 @@ RESET_FAULTS = {k: None for k in (
     "controller_delay_ms", "cold_start_ms", "never_ready", "delete_claim_after_ms",
     "api_error_every", "api_error_code", "api_429_every", "retry_after", "api_fault_match",
     "watch_drop_after", "watch_expired", "watch_expired_http", "bookmark_interval_ms",
-    "portforward", "runtime")}
+    "portforward", "runtime", "create_then_fail", "create_then_drop")}
 
 
 def cond(obj, ctype="Ready"):

@@ -104,6 +104,28 @@ class ClusterFaults(unittest.TestCase):
         status, err = C.api("GET", CL + "/f-5xx")
         self.assertEqual(err["code"], 503)
 
+    def test_create_then_fail_and_drop(self):
+        # the claim is stored, and the answer is a 500 / no answer at all
+        C.faults(create_then_fail=1)
+        body = {"apiVersion": "extensions.agents.x-k8s.io/v1beta1", "kind": "SandboxClaim",
+                "metadata": {"name": "f-landed", "labels": {"faulttest": "yes"}},
+                "spec": {"warmPoolRef": {"name": "python-sandbox-warmpool"}}}
+        status, err = C.api("POST", CL, body)
+        self.assertEqual((status, err["code"]), (500, 500))
+        self.assertIn("create_then_fail", err["message"])
+        self.assertEqual(C.api("GET", CL + "/f-landed")[0], 200)
+        self.assertEqual(C.admin("GET", "faults").get("create_then_fail"), 0)
+        status, err = C.api("POST", CL, body)          # used up: the name is taken now
+        self.assertEqual(status, 409)
+        C.faults(create_then_drop=1)
+        body["metadata"]["name"] = "f-dropped"
+        # the harness sends a request again once when its connection is cut
+        # unanswered: the second try finds what the first one stored
+        status, err = C.api("POST", CL, body)
+        self.assertEqual((status, err["reason"]), (409, "AlreadyExists"))
+        self.assertEqual(C.api("GET", CL + "/f-dropped")[0], 200)
+        self.assertEqual(C.admin("GET", "faults").get("create_then_drop"), 0)
+
     def test_429_with_retry_after(self):
         C.faults(api_429_every=2, retry_after=3)
         C.api("GET", CL)
