@@ -5550,10 +5550,10 @@ SBX__PRIVATE sbx_result sbx__claim_body(const struct sbx__sandbox *s, const sbx_
 }
 
 /* GET the claim named s->claim and say whether it is the one this open
-   created: *ours = 1 (its nonce is ours: rv and *uid are filled), 0 (someone
-   else's), -1 (there is none). */
-SBX__PRIVATE sbx_result sbx__claim_is_ours(struct sbx__sandbox *s, int *ours, char *rv, size_t rvcap, char *uid,
-                                           size_t uidcap, long long deadline, sbx_error *e)
+   created: *ours = 1 (its nonce is ours; uid, if given, is filled), 0
+   (someone else's), -1 (there is none). */
+SBX__PRIVATE sbx_result sbx__claim_is_ours(struct sbx__sandbox *s, int *ours, char *uid, size_t uidcap,
+                                           long long deadline, sbx_error *e)
 {
     char target[512], suffix[300], nonce[64];
     sbx__buf body;
@@ -5579,10 +5579,8 @@ SBX__PRIVATE sbx_result sbx__claim_is_ours(struct sbx__sandbox *s, int *ours, ch
             sbx__json_copy(body.data, t, ann >= 0 ? sbx__json_mem(body.data, t, n, ann, SBX__NONCE_KEY) : -1, nonce,
                            sizeof nonce);
             *ours = s->nonce[0] && strcmp(nonce, s->nonce) == 0;
-            if (*ours) {
-                if (rv) sbx__json_copy(body.data, t, sbx__json_get(body.data, t, n, 0, "metadata.resourceVersion"), rv, rvcap);
-                if (uid) sbx__json_copy(body.data, t, sbx__json_get(body.data, t, n, 0, "metadata.uid"), uid, uidcap);
-            }
+            if (*ours && uid)
+                sbx__json_copy(body.data, t, sbx__json_get(body.data, t, n, 0, "metadata.uid"), uid, uidcap);
         }
         sbx__free(&s->cl->a, t);
     }
@@ -5624,7 +5622,7 @@ SBX__PRIVATE sbx_result sbx__create_claim(struct sbx__sandbox *s, const sbx_sand
             int ours = 0;
             sbx_error ge;
             sbx__err_clear(&ge);
-            r = sbx__claim_is_ours(s, &ours, NULL, 0, NULL, 0, deadline, &ge);
+            r = sbx__claim_is_ours(s, &ours, NULL, 0, deadline, &ge);
             if (r != SBX_OK) {
                 *e = ge;
                 sbx__err_prefix(e, "create SandboxClaim answered 409 after an earlier try may have created it, "
@@ -5679,7 +5677,7 @@ SBX__PRIVATE sbx_result sbx__delete_if_ours(struct sbx__sandbox *s, long long de
     int ours = 0, status = 0;
     sbx_result r;
     uid[0] = '\0';
-    r = sbx__claim_is_ours(s, &ours, NULL, 0, uid, sizeof uid, deadline, e);
+    r = sbx__claim_is_ours(s, &ours, uid, sizeof uid, deadline, e);
     if (r != SBX_OK || ours != 1) return r;
     snprintf(suffix, sizeof suffix, "/%s", s->claim);
     sbx__claim_path(s, target, sizeof target, suffix);
