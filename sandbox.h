@@ -6874,12 +6874,6 @@ SBX_API sbx_result sbx_open(sbx_sandbox *sb, sbx_client *c, const sbx_sandbox_co
     if (!s) return sbx__fail(&sb->err, SBX_ERR_NOMEM, "open sandbox: out of memory");
     s->template_name = sbx__opt_dup(&cl->a, cfg->template_name, &oom);
     s->pool = sbx__opt_dup(&cl->a, cfg->warm_pool, &oom);
-    {
-        unsigned char rnd[8];
-        int i;
-        sbx__random(rnd, sizeof rnd);
-        for (i = 0; i < 8; i++) snprintf(s->nonce + 2 * i, 3, "%02x", rnd[i]);
-    }
     sb->impl = s;
     if (!s->ns || !s->claim || oom) {
         r = sbx__fail(&sb->err, SBX_ERR_NOMEM, "out of memory");
@@ -6903,6 +6897,12 @@ SBX_API sbx_result sbx_open(sbx_sandbox *sb, sbx_client *c, const sbx_sandbox_co
     if (cl->mode == SBX_MODE_GATEWAY) r = sbx__gateway_resolve(cl, &sb->err);
     else if (cl->mode == SBX_MODE_ROUTER_TUNNEL) r = sbx__rtun_begin(cl, &sb->err);
     if (r != SBX_OK) goto fail;
+    {
+        unsigned char rnd[8];
+        int i;
+        sbx__random(rnd, sizeof rnd);
+        for (i = 0; i < 8; i++) snprintf(s->nonce + 2 * i, 3, "%02x", rnd[i]);
+    }
     r = sbx__create_claim(s, cfg, rv, sizeof rv, api_deadline, &sb->err);
     if (r != SBX_OK) goto fail;
     r = sbx__wait_ready(s, rv, sbx__deadline(cfg->ready_timeout_ms > 0 ? cfg->ready_timeout_ms : 180000), &sb->err);
