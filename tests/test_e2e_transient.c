@@ -33,6 +33,22 @@ static sbx_result open_client(sbx_client *cl)
     return em_client(&C, cl, SBX_MODE_POD_TUNNEL, NULL);
 }
 
+/* kubectl pod route: a client whose sandboxes use one `kubectl port-forward`
+   each. That is the only pod route on this branch; SANDBOX_POD_ROUTE=kubectl
+   forces it where the in-process WebSocket route is the default. */
+static sbx_result open_kubectl_client(sbx_client *cl)
+{
+    const char *was = getenv("SANDBOX_POD_ROUTE");
+    char keep[64];
+    sbx_result r;
+    E2E_FMT(keep, sizeof keep, "%s", was ? was : "");
+    setenv("SANDBOX_POD_ROUTE", "kubectl", 1);
+    r = open_client(cl);
+    if (was) setenv("SANDBOX_POD_ROUTE", keep, 1);
+    else unsetenv("SANDBOX_POD_ROUTE");
+    return r;
+}
+
 static void sandbox_cfg(sbx_sandbox_config *cfg)
 {
     memset(cfg, 0, sizeof *cfg);
@@ -229,31 +245,35 @@ static void open_with_500_every(int every)
     sbx_sandbox sb;
     sbx_sandbox_config cfg;
     char knob[128];
-    long long t0, since = log_seq();
-    int st[256], n, i, failed = 0, kubectl_failed = 0;
+    long long t0, since = log_seq(), open_ms = 0, close_ms = 0;
+    int st[512], n, i, round, failed = 0, kubectl_failed = 0, opened = 0;
     sbx_result r;
     if (open_client(&cl) != SBX_OK) { CHECK(0); return; }
     sandbox_cfg(&cfg);
     E2E_FMT(knob, sizeof knob, "{\"api_error_every\":%d,\"api_error_code\":500}", every);
     CHECK_EQ_INT(e2e_faults(&C, knob), 0);
-    t0 = sbx__now_ms();
-    r = sbx_open(&sb, &cl, &cfg);
-    CHECK_MSG(r == SBX_OK, "every %d: %s", every, sb.err.msg);
-    printf("  500 on every %d: open %s in %lld ms\n", every, r == SBX_OK ? "ok" : "FAILED", em_since(t0));
-    if (r == SBX_OK) {
+    /* three rounds: the faults land on different steps each time */
+    for (round = 0; round < 3; round++) {
+        t0 = sbx__now_ms();
+        r = sbx_open(&sb, &cl, &cfg);
+        open_ms += em_since(t0);
+        CHECK_MSG(r == SBX_OK, "every %d, round %d: %s", every, round, sb.err.msg);
+        if (r != SBX_OK) continue;
+        opened++;
         run_echo(&sb, "through");
         t0 = sbx__now_ms();
         CHECK_MSG(sbx_close(&sb) == SBX_OK, "every %d: close: %s", every, sb.err.msg);
-        printf("  500 on every %d: close in %lld ms\n", every, em_since(t0));
+        close_ms += em_since(t0);
     }
     /* the faults were there, for the library and for kubectl */
-    n = logged(NULL, "/api", NULL, since, st, 256, 1);
-    for (i = 0; i < n && i < 256; i++) failed += st[i] == 500;
-    n = logged(NULL, "/api", "kubectl", since, st, 256, 1);
-    for (i = 0; i < n && i < 256; i++) kubectl_failed += st[i] == 500;
-    printf("  500 on every %d: %d API requests answered 500 (%d of them kubectl's own)\n", every, failed,
+    n = logged(NULL, "/api", NULL, since, st, 512, 1);
+    for (i = 0; i < n && i < 512; i++) failed += st[i] == 500;
+    n = logged(NULL, "/api", "kubectl", since, st, 512, 1);
+    for (i = 0; i < n && i < 512; i++) kubectl_failed += st[i] == 500;
+    printf("  500 on every %d: %d/3 opened, open %lld ms and close %lld ms on average; %d API requests answered "
+           "500 (%d of them kubectl's own)\n", every, opened, open_ms / 3, close_ms / (opened ? opened : 1), failed,
            kubectl_failed);
-    CHECK(failed >= 2);
+    CHECK(failed >= 3);
     clear_faults();
     sbx_client_close(&cl);
     em_settle(&C, &B);
@@ -652,7 +672,7 @@ TEST(port_forward_start_is_retried_on_a_transient_error)
     sbx__buf out;
     int st[16], n;
     long long since, t0;
-    if (open_client(&cl) != SBX_OK) { CHECK(0); return; }
+    if (open_kubectl_client(&cl) != SBX_OK) { CHECK(0); return; }
     sandbox_cfg(&cfg);
     /* every 3rd pod read fails; primed so that kubectl's first read is one */
     CHECK_EQ_INT(e2e_faults(&C, "{\"api_error_every\":3,\"api_error_code\":500,"
@@ -698,7 +718,7 @@ TEST(port_forward_fails_at_once_when_the_pod_is_gone)
     int st[16], n;
     long long since, t0, took;
     sbx_result r;
-    if (open_client(&cl) != SBX_OK) { CHECK(0); return; }
+    if (open_kubectl_client(&cl) != SBX_OK) { CHECK(0); return; }
     sandbox_cfg(&cfg);
     CHECK_MSG(sbx_open(&sb, &cl, &cfg) == SBX_OK, "%s", sb.err.msg);
     if (!sb.impl) {
