@@ -578,6 +578,63 @@ TEST(create_after_the_proxy_died_is_sent_once)
     em_settle(&C, &B);
 }
 
+typedef struct open_job {
+    sbx_client *cl;
+    sbx_sandbox sb;
+    sbx_result r;
+} open_job;
+
+static void *open_thread(void *arg)
+{
+    open_job *j = (open_job *)arg;
+    sbx_sandbox_config cfg;
+    sandbox_cfg(&cfg);
+    cfg.warm_pool = "python-sandbox-coldpool";
+    j->r = sbx_open(&j->sb, j->cl, &cfg);
+    return NULL;
+}
+
+/* The proxy dies while open watches the claim (a cold start of 1.5 s): the
+   watch stream breaks, the next watch finds the proxy gone, restarts it and
+   goes on; open succeeds. */
+TEST(proxy_killed_during_the_ready_watch)
+{
+    sbx_client cl;
+    open_job job;
+    pthread_t th;
+    long long since, deadline;
+    int st[16], n, i, watching = 0;
+    if (open_client(&cl) != SBX_OK) { CHECK(0); return; }
+    CHECK_EQ_INT(e2e_faults(&C, "{\"cold_start_ms\":1500}"), 0);
+    since = log_seq();
+    memset(&job, 0, sizeof job);
+    job.cl = &cl;
+    pthread_create(&th, NULL, open_thread, &job);
+    /* wait until the claim exists, then until its watch has started */
+    deadline = sbx__deadline(10000);
+    while (!watching && sbx__ms_left(deadline) > 0) {
+        n = logged("POST", "/sandboxclaims", "sandbox.h", since, st, 16, 0);
+        if (n >= 1) watching = 1;
+        else poll(NULL, 0, 20);
+    }
+    CHECK(watching);
+    poll(NULL, 0, 300);
+    CHECK_EQ_INT(kill_proxy(&cl), 0);
+    pthread_join(th, NULL);
+    CHECK_MSG(job.r == SBX_OK, "%s", job.sb.err.msg);
+    CHECK_EQ_INT(restarts(&cl), 1);
+    n = logged("GET", "/sandboxclaims?watch=true", "sandbox.h", since, st, 16, 2);
+    CHECK_MSG(n >= 2, "%d watches", n);
+    for (i = 0; i < n && i < 16; i++) CHECK(st[i] == 200);
+    if (job.sb.impl) {
+        run_echo(&job.sb, "watched");
+        CHECK_MSG(sbx_close(&job.sb) == SBX_OK, "close: %s", job.sb.err.msg);
+    }
+    e2e_faults(&C, "{\"cold_start_ms\":null}");
+    sbx_client_close(&cl);
+    em_settle(&C, &B);
+}
+
 typedef struct status_job {
     sbx_sandbox *sb;
     sbx_result r;
@@ -825,6 +882,7 @@ int main(void)
     T_RUN(killed_proxy_is_restarted_by_the_next_call);
     T_RUN(create_after_the_proxy_died_is_sent_once);
     T_RUN(proxy_is_restarted_once_for_many_threads);
+    T_RUN(proxy_killed_during_the_ready_watch);
     T_RUN(retried_create_adopts_its_own_claim);
     T_RUN(foreign_claim_is_neither_adopted_nor_deleted);
     T_RUN(create_is_retried_after_429_and_503);
