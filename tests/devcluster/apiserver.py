@@ -743,7 +743,9 @@ class ApiServer:
             raise bad_request("invalid timeoutSeconds")
         bookmarks = _q(req.query, "allowWatchBookmarks", "") in TRUE
         expired = None
-        if rv not in (None, "", "0") and self.faults.take("watch_expired"):
+        if rv not in (None, "", "0") and (self.faults.take("watch_expired") or
+                                          self.faults.tick("watch_expired",
+                                                           "watch_expired_every")):
             expired = ApiError(410, "too old resource version: %s (%d)"
                                % (rv, self.store.current_rv()), "Expired")
         w = None
@@ -784,6 +786,7 @@ class ApiServer:
         next_bookmark = time.monotonic() + period
         sent = 0
         drop_after = self.faults.get("watch_drop_after")
+        end_after = self.faults.get("watch_end_after")
         table_include = _q(req.query, "includeObject", "Metadata") \
             if tables.wants_table(req.headers.get("accept")) else None
         last_check = time.monotonic()
@@ -811,6 +814,10 @@ class ApiServer:
                     o = tables.table(res, [o], o["metadata"]["resourceVersion"], table_include)
                 out.write((jdump({"type": typ, "object": o}) + "\n").encode())
                 sent += 1
+                if isinstance(end_after, int) and end_after > 0 and sent >= end_after:
+                    req.log_note = "ended after %d events" % sent
+                    out.end()                   # a clean end, as on a server-side timeout
+                    return 200, True
                 if isinstance(drop_after, int) and drop_after > 0 and sent >= drop_after:
                     req.log_note = "dropped after %d events" % sent
                     try:

@@ -30,8 +30,12 @@ is removed). Knobs (all optional):
                               before it is served (before the knobs above)
   watch_drop_after      int   watch streams are cut (connection closed without
                               the closing chunk) after this many events
+  watch_end_after       int   watch streams end cleanly (the closing chunk, as
+                              on a server-side timeout) after this many events
   watch_expired         int   the next N watches that name a resourceVersion
                               (not "" / "0") get 410 Expired
+  watch_expired_every   int   every Nth watch that names a resourceVersion
+                              gets 410 Expired (count restarts when set)
   watch_expired_http    bool  ... as a plain HTTP 410 Status instead of a 200
                               stream whose only event is ERROR 410
   bookmark_interval_ms  int   BOOKMARK period for allowWatchBookmarks=true

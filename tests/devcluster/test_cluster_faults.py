@@ -155,6 +155,30 @@ class ClusterFaults(unittest.TestCase):
         self.assertEqual(w.status, 200)
         w.close()
 
+    def test_watch_ended_cleanly(self):
+        for i in range(3):
+            self.claim("f-end-%d" % i)
+        C.faults(watch_end_after=2)
+        w = C.watch(CL + "?watch=true&labelSelector=faulttest%3Dyes")
+        closed, broken = w.wait_end(5)
+        w.close()
+        self.assertEqual(len(w.items), 2)
+        self.assertTrue(closed)                  # the terminating chunk came
+        self.assertIsNone(broken)
+
+    def test_watch_expired_every_nth(self):
+        rv = self.claim("f-410n")["metadata"]["resourceVersion"]
+        C.faults(watch_expired_every=2, watch_expired_http=True)
+        codes = []
+        for q in ("resourceVersion=" + rv, "resourceVersion=0", "resourceVersion=" + rv,
+                  "", "resourceVersion=" + rv, "resourceVersion=" + rv):
+            w = C.watch(CL + "?watch=true&timeoutSeconds=0.1&" + q)
+            codes.append(w.status)
+            w.wait_end(5)
+            w.close()
+        # only watches that name a resourceVersion count: the 2nd and 4th of them fail
+        self.assertEqual(codes, [200, 200, 410, 200, 200, 410])
+
     def test_runtime_faults_pass_through(self):
         self.claim("f-rt", pool="python-sandbox-coldpool")
         C.wait_claim("f-rt", ready)
