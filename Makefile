@@ -64,8 +64,9 @@ bench: $(B)/bench
 	@$(B)/bench
 
 # The fault matrix (issue 8): the seed workflow under each fault against one dev
-# cluster with the real kubectl; one table of outcomes and leftovers. Its own
-# target: `make faults` (build/faults NAME... runs only the rows naming NAME).
+# cluster with the real kubectl; one table of outcomes and leftovers. About a
+# minute, so `make test` runs the whole matrix too (suite "faults"); `make faults`
+# runs it alone and prints the table (build/faults NAME... runs the rows naming NAME).
 $(B)/faults: tests/faults.c sandbox.h tests/e2e.h | $(B)
 	$(CC) $(ALLFLAGS) $(SAN) $< -o $@ $(LDLIBS)
 
@@ -76,7 +77,8 @@ SUITES = compile="sh tests/compile/run.sh" \
          $(foreach t,$(UNIT_BINS),$(notdir $(t))="$(t)") \
          $(foreach t,$(TSAN_BINS),$(notdir $(t))="TSAN_OPTIONS=halt_on_error=1 $(t)") \
          $(foreach f,$(FUZZ_NAMES),replay_$(f)="$(B)/replay_$(f) tests/fuzz/corpus/$(f)") \
-         devcluster="$(PYTHON) tests/pyrun.py tests/devcluster devcluster"
+         devcluster="$(PYTHON) tests/pyrun.py tests/devcluster devcluster" \
+         faults="$(B)/faults"
 
 test: all
 	@sh tests/run.sh $(SUITES)

@@ -89,6 +89,9 @@ static e2e_cluster C;
 static int base_sandboxes, base_pods;
 static char marker[64]; /* "SBX_FAULTS_ROW=<pid>-<row>" */
 
+#if defined(__GNUC__) || defined(__clang__)
+static void note(row *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+#endif
 static void note(row *r, const char *fmt, ...)
 {
     size_t n = strlen(r->note);
@@ -319,6 +322,17 @@ static void step_fail(row *r, const char *step, const sbx_error *e)
     if (!r->outcome[0]) snprintf(r->outcome, sizeof r->outcome, "FAIL %s", step);
 }
 
+/* Until pid is dead (a zombie or gone), at most 2 s, then 100 ms more: the
+   fault happened between two calls, as it would mid-session, not during one. */
+static void wait_dead(int pid)
+{
+    long long deadline = sbx__deadline(2000);
+    pinfo p;
+    while (sbx__ms_left(deadline) > 0 && proc_stat(pid, &p) == 0 && p.state != 'Z' && p.state != 'X')
+        poll(NULL, 0, 5);
+    poll(NULL, 0, 100);
+}
+
 /* The mid-session fault of the row; 0 when it could not be applied. */
 static int mid_session(row *r)
 {
@@ -329,18 +343,22 @@ static int mid_session(row *r)
             return 0;
         }
         kill(pid, SIGKILL);
+        wait_dead(pid);
         note(r, "SIGKILLed kubectl proxy %d", pid);
     } else if (r->kind == K_KILL_TUNNEL) {
         int pid = find_kubectl("port-forward");
         if (pid) {
             kill(pid, SIGKILL);
+            wait_dead(pid);
             note(r, "SIGKILLed kubectl port-forward %d", pid);
         } else {
             admin_post(r, "/_admin/kill-portforwards", "{}");
+            poll(NULL, 0, 100);
             note(r, "no kubectl port-forward: cut the server-side tunnels");
         }
     } else if (r->kind == K_RESTART) {
         admin_post(r, "/_admin/restart-api?down_ms=1000", NULL);
+        poll(NULL, 0, 100);
         note(r, "API listener down for 1000 ms");
     }
     return 1;
