@@ -88,6 +88,7 @@ static const char RESET[] =
 static e2e_cluster C;
 static int base_sandboxes, base_pods;
 static char marker[64]; /* "SBX_FAULTS_ROW=<pid>-<row>" */
+static const char *route_seen;  /* the pod route the first open used, as seen from outside */
 
 #if defined(__GNUC__) || defined(__clang__)
 static void note(row *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -405,6 +406,9 @@ static void flow(row *r)
         step_fail(r, "open", &sb.err);
         goto out;
     }
+    if (!route_seen)
+        route_seen = find_kubectl("port-forward") ? "kubectl port-forward (a child per sandbox)"
+                                                  : "no kubectl port-forward child (in-process)";
     if (!mid_session(r)) snprintf(r->outcome, sizeof r->outcome, "FAIL setup");
     if (sbx_run(&sb, "echo fault-matrix", &res) != SBX_OK) {
         step_fail(r, "run", &sb.err);
@@ -656,6 +660,7 @@ int main(int argc, char **argv)
     printf("(leftovers: claims; sandboxes and pods beyond the seed's; processes started during the row that still exist\n"
            " 2 s after the owner ended or after close; descriptors of this process. Wall time %lld s.)\n",
            (sbx__now_ms() - t0) / 1000);
+    if (route_seen) printf("pod route seen: %s\n", route_seen);
     printf("faults: %d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }
