@@ -237,11 +237,21 @@ static int zombie_children(void)
     return z;
 }
 
-/* Processes left from this row: marked ones plus zombies of ours. */
-static int leftover_procs(void)
+/* Processes left from this row: marked ones plus zombies of ours; r (if not
+   NULL) notes what the first few are. */
+static int leftover_procs(row *r)
 {
-    int pids[MAX_PIDS];
-    return marked(pids, MAX_PIDS) + zombie_children();
+    int pids[MAX_PIDS], n = marked(pids, MAX_PIDS), i;
+    static char cmd[1 << 14];
+    for (i = 0; r && i < n && i < 4; i++) {
+        long len = proc_file(pids[i], "cmdline", cmd, sizeof cmd), k;
+        pinfo p;
+        int ppid = proc_stat(pids[i], &p) == 0 ? p.ppid : -1;
+        for (k = 0; k + 1 < len; k++)
+            if (cmd[k] == '\0') cmd[k] = ' ';
+        note(r, "left: pid %d (ppid %d) %.100s", pids[i], ppid, len > 0 ? cmd : "?");
+    }
+    return n + zombie_children();
 }
 
 /* After measuring: end what the row left (all started by this process tree). */
@@ -474,9 +484,25 @@ static int child_main(const char *mode, const char *kubeconfig)
     for (;;) pause();
 }
 
+/* Recorded descendants still alive (same start time, not a zombie) that carry no marker
+   (the marked ones are counted by leftover_procs). */
+static int recorded_alive(const pinfo *ds, int n)
+{
+    int i, k, alive = 0;
+    for (i = 0; i < n; i++) {
+        pinfo now;
+        if (proc_stat(ds[i].pid, &now) == 0 && now.start == ds[i].start && now.state != 'Z' && now.state != 'X') {
+            int pids[MAX_PIDS], m = marked(pids, MAX_PIDS), dup = 0;
+            for (k = 0; k < m; k++) dup |= pids[k] == ds[i].pid;
+            if (!dup) alive++;
+        }
+    }
+    return alive;
+}
+
 static void child_row(row *r)
 {
-    int in[2], outp[2], n, i, k, alive = 0, status;
+    int in[2], outp[2], n, status;
     pid_t pid;
     pinfo ds[MAX_PIDS];
     char line[600];
@@ -542,18 +568,21 @@ static void child_row(row *r)
     t_end = sbx__now_ms();
     close(in[1]);
     close(outp[0]);
-    /* processes 2 s after the owner ended */
+    /* processes 2 s after the owner ended (and, to say how late they are, when they went) */
     poll(NULL, 0, 2000);
-    for (i = 0; i < n; i++) {
-        pinfo now;
-        if (proc_stat(ds[i].pid, &now) == 0 && now.start == ds[i].start && now.state != 'Z' && now.state != 'X') {
-            int pids[MAX_PIDS], m = marked(pids, MAX_PIDS), dup = 0;
-            for (k = 0; k < m; k++) dup |= pids[k] == ds[i].pid;
-            if (!dup) alive++; /* (counted below otherwise) */
+    r->procs = recorded_alive(ds, n) + leftover_procs(r);
+    if (r->procs) {
+        long long gone = -1;
+        while (sbx__now_ms() - t_end < 10000) {
+            if (recorded_alive(ds, n) + leftover_procs(NULL) == 0) {
+                gone = sbx__now_ms() - t_end;
+                break;
+            }
+            poll(NULL, 0, 50);
         }
+        if (gone >= 0) note(r, "%d processes alive 2 s after the client ended, gone after %lld ms", r->procs, gone);
+        else note(r, "%d processes alive 2 s after the client ended, still there after 10 s", r->procs);
     }
-    r->procs = alive + leftover_procs();
-    if (r->procs) note(r, "%d processes alive 2 s after the client ended", r->procs);
     /* claims: up to 10 s after the owner ended */
     settle(r, (int)(10000 - (sbx__now_ms() - t_end)));
     r->ms = sbx__now_ms() - t0;
@@ -576,11 +605,14 @@ static void run_row(row *r, int index)
         child_row(r);
     } else {
         int procs;
+        long long closed;
         flow(r);
+        closed = sbx__now_ms();
         e2e_faults(&C, RESET);
-        procs = leftover_procs();
         settle(r, 10000);
-        r->procs = procs > leftover_procs() ? procs : leftover_procs();
+        /* processes still there 2 s after the client was closed */
+        while ((procs = leftover_procs(NULL)) != 0 && sbx__now_ms() - closed < 2000) poll(NULL, 0, 50);
+        r->procs = procs ? leftover_procs(r) : 0;
     }
     e2e_faults(&C, RESET);
     r->fds = e2e_fd_count() - fds0;
