@@ -49,7 +49,7 @@ typedef struct row {
     long long ms;
     int claims, sandboxes, pods, procs, fds;
     char outcome[48];
-    char note[600];
+    char note[1200];
 } row;
 
 #define ROW(name, faults, pool, kind) {name, faults, pool, kind, 0, 0, 0, 0, 0, 0, 0, 0, "", ""}
@@ -248,8 +248,8 @@ static int leftover_procs(row *r)
         pinfo p;
         int ppid = proc_stat(pids[i], &p) == 0 ? p.ppid : -1;
         for (k = 0; k + 1 < len; k++)
-            if (cmd[k] == '\0') cmd[k] = ' ';
-        note(r, "left: pid %d (ppid %d) %.100s", pids[i], ppid, len > 0 ? cmd : "?");
+            if (cmd[k] == '\0' || cmd[k] == '\n' || cmd[k] == '\t') cmd[k] = ' ';
+        note(r, "left: pid %d (ppid %d) %.60s", pids[i], ppid, len > 0 ? cmd : "?");
     }
     return n + zombie_children();
 }
