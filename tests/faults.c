@@ -634,6 +634,13 @@ static int wanted(const row *r, int argc, char **argv)
     return 0;
 }
 
+static int failed_rows(void)
+{
+    int i, n = 0;
+    for (i = 0; i < NROWS; i++) n += ROWS[i].ran && !ROWS[i].pass;
+    return n;
+}
+
 static const char *route_name(void)
 {
     const char *env = getenv("SANDBOX_POD_ROUTE");
@@ -671,6 +678,13 @@ int main(int argc, char **argv)
         printf("  ran %-34s %s (%lld ms)\n", ROWS[i].name, ROWS[i].outcome, ROWS[i].ms);
     }
     e2e_down(&C);
+    if (!failed_rows()) { /* keep the cluster's state and logs only when something failed */
+        char cmd[3300];
+        E2E_FMT(cmd, sizeof cmd, "rm -rf '%s' '%s.up.log' '%s.down.log'", C.dir, C.dir, C.dir);
+        if (system(cmd) != 0) printf("could not remove %s\n", C.dir);
+    } else {
+        printf("dev cluster state and log kept in %s\n", C.dir);
+    }
     printf("\n%-34s %-20s %8s | %6s %9s %5s %5s %4s\n", "fault", "outcome", "time", "claims", "sandboxes",
            "pods", "procs", "fds");
     printf("%.*s\n", 100, "----------------------------------------------------------------------------------------------------");
