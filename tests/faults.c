@@ -244,12 +244,27 @@ static int leftover_procs(row *r)
     int pids[MAX_PIDS], n = marked(pids, MAX_PIDS), i;
     static char cmd[1 << 14];
     for (i = 0; r && i < n && i < 4; i++) {
-        long len = proc_file(pids[i], "cmdline", cmd, sizeof cmd), k;
+        char shown[120];
+        size_t used = 0;
+        long len = proc_file(pids[i], "cmdline", cmd, sizeof cmd), k = 0;
         pinfo p;
-        int ppid = proc_stat(pids[i], &p) == 0 ? p.ppid : -1;
-        for (k = 0; k + 1 < len; k++)
-            if (cmd[k] == '\0' || cmd[k] == '\n' || cmd[k] == '\t') cmd[k] = ' ';
-        note(r, "left: pid %d (ppid %d) %.60s", pids[i], ppid, len > 0 ? cmd : "?");
+        int ppid = proc_stat(pids[i], &p) == 0 ? p.ppid : -1, skip = 0;
+        shown[0] = '\0';
+        /* the command without its --kubeconfig path (long, and the same for all) */
+        while (k < len && used + 2 < sizeof shown) {
+            const char *a = cmd + k, *slash = strrchr(a, '/');
+            k += (long)strlen(a) + 1;
+            if (skip || strncmp(a, "--kubeconfig", 12) == 0) {
+                skip = !skip && strcmp(a, "--kubeconfig") == 0;
+                continue;
+            }
+            if (a == cmd && slash) a = slash + 1;
+            used += (size_t)snprintf(shown + used, sizeof shown - used, "%s%s", used ? " " : "", a);
+            if (used >= sizeof shown) used = sizeof shown - 1;
+        }
+        for (k = 0; shown[k]; k++)
+            if (shown[k] == '\n' || shown[k] == '\t') shown[k] = ' ';
+        note(r, "left: pid %d (ppid %d) %.70s", pids[i], ppid, len > 0 ? shown : "?");
     }
     return n + zombie_children();
 }
