@@ -27,9 +27,9 @@ TSAN_BINS := $(B)/tsan_test_proc $(B)/tsan_test_e2e $(B)/tsan_test_e2e_modes $(B
 EXAMPLE_SRCS := $(sort $(wildcard examples/*.c))
 EXAMPLE_BINS := $(patsubst examples/%.c,$(B)/%,$(EXAMPLE_SRCS))
 
-.PHONY: all test unit fuzz examples demo bench clean install devcluster-up devcluster-down
+.PHONY: all test unit fuzz examples demo bench faults clean install devcluster-up devcluster-down
 
-all: $(UNIT_BINS) $(REPLAY_BINS) $(EXAMPLE_BINS) $(TSAN_BINS)
+all: $(UNIT_BINS) $(REPLAY_BINS) $(EXAMPLE_BINS) $(TSAN_BINS) $(B)/faults
 
 $(B):
 	@mkdir -p $(B)
@@ -63,11 +63,22 @@ $(B)/bench: tests/bench.c tests/e2e.h sandbox.h | $(B)
 bench: $(B)/bench
 	@$(B)/bench
 
+# The fault matrix (issue 8): the seed workflow under each fault against one dev
+# cluster with the real kubectl; one table of outcomes and leftovers. About a
+# minute, so `make test` runs the whole matrix too (suite "faults"); `make faults`
+# runs it alone and prints the table (build/faults NAME... runs the rows naming NAME).
+$(B)/faults: tests/faults.c sandbox.h tests/e2e.h | $(B)
+	$(CC) $(ALLFLAGS) $(SAN) $< -o $@ $(LDLIBS)
+
+faults: $(B)/faults
+	@$(B)/faults
+
 SUITES = compile="sh tests/compile/run.sh" \
          $(foreach t,$(UNIT_BINS),$(notdir $(t))="$(t)") \
          $(foreach t,$(TSAN_BINS),$(notdir $(t))="TSAN_OPTIONS=halt_on_error=1 $(t)") \
          $(foreach f,$(FUZZ_NAMES),replay_$(f)="$(B)/replay_$(f) tests/fuzz/corpus/$(f)") \
-         devcluster="$(PYTHON) tests/pyrun.py tests/devcluster devcluster"
+         devcluster="$(PYTHON) tests/pyrun.py tests/devcluster devcluster" \
+         faults="$(B)/faults"
 
 test: all
 	@sh tests/run.sh $(SUITES)

@@ -36,7 +36,8 @@ typedef struct e2e_cluster {
     char dir[1024];
     char kubeconfig[1100];
     char api_url[256];
-    sbx__endpoint ep;
+    char admin_url[256];      /* the admin listener (admin endpoints and the API), up while the API restarts */
+    sbx__endpoint ep;         /* admin_url: e2e_http's endpoint */
     sbx_allocator a;
     int up;
 } e2e_cluster;
@@ -92,8 +93,10 @@ static E2E_UNUSED int e2e_up(e2e_cluster *c, const char *name, const char *flags
         char p[600];
         E2E_FMT(p, sizeof p, "%s/api_url", c->dir);
         if (e2e_read_file(p, c->api_url, sizeof c->api_url) != 0) return -1;
+        E2E_FMT(p, sizeof p, "%s/admin_url", c->dir);
+        if (e2e_read_file(p, c->admin_url, sizeof c->admin_url) != 0) return -1;
     }
-    if (sbx__endpoint_parse(c->api_url, &c->ep, NULL) != SBX_OK) return -1;
+    if (sbx__endpoint_parse(c->admin_url, &c->ep, NULL) != SBX_OK) return -1;
     /* a private kubectl cache per run (kubectl.md §5) */
     E2E_FMT(cachedir, sizeof cachedir, "KUBECACHEDIR=%s/kubecache", c->dir);
     setenv("KUBECACHEDIR", cachedir + strlen("KUBECACHEDIR="), 1);
@@ -111,7 +114,8 @@ static E2E_UNUSED void e2e_down(e2e_cluster *c)
     c->up = 0;
 }
 
-/* One request to the cluster's API server (not through kubectl); the body of
+/* One request to the cluster's admin listener (which serves the API too, is not
+   restarted by /_admin/restart-api, and is never reached through kubectl); the body of
    the answer goes to *out (caller frees with sbx__buf_free). Returns the HTTP
    status, or -1. */
 static E2E_UNUSED int e2e_http(e2e_cluster *c, const char *method, const char *target, const char *body, sbx__buf *out)

@@ -25,6 +25,12 @@ from the store history or gives a 200 stream with one ERROR event holding a
 `timeoutSeconds` ends the stream cleanly; `allowWatchBookmarks=true` adds
 BOOKMARK events (period `bookmark_interval_ms`, default 1000).
 
+Listeners: the API listener (api_url, the kubeconfig's server) and a separate
+plain-HTTP loopback admin listener (admin_url), which serves /_admin/* and the
+same API (unauthenticated) and stays up while the API listener restarts. Request
+faults (api_error_every, api_429_every, api_latency_ms) apply to every non-admin
+request on either listener.
+
 Admin endpoints (never authenticated, never subject to faults), JSON:
   GET  /_admin/health                 {"ok": true}
   GET  /_admin/state                  live state, see Cluster.state()
@@ -34,6 +40,14 @@ Admin endpoints (never authenticated, never subject to faults), JSON:
                                       {"killed": N}
   GET  /_admin/requests[?since=SEQ&limit=N]   {"requests": [...]} request log
   DELETE /_admin/requests             clear the log
+  POST /_admin/restart-api?down_ms=N  API server restart with state kept: the API
+                                      listener is closed (new connects refused), every
+                                      connection accepted on it is cut (watches,
+                                      port-forwards, pod proxies), and after N ms
+                                      (default 1000) it listens again on the same
+                                      address and port -> {"down_ms", "ports"}; 409 while
+                                      a restart is under way. GET /_admin/state "api"
+                                      says {"up", "restarts", "connections"}.
   POST /_admin/compact                forget watch history -> {"resourceVersion"}
   POST /_admin/pods/kill              {"namespace","name","signal"?} kill a pod's
                                       process as if it crashed -> {"pid"}
@@ -79,45 +93,54 @@ class ApiServer:
         self.c = cluster
         self.store, self.registry = cluster.store, cluster.registry
         self.faults, self.reqlog = cluster.faults, cluster.reqlog
-        self.listeners = []
-        self.conns = set()
+        self.listeners = []            # {"host","port","ctx","role","sock"}
+        self.conns = {}                # accepted socket -> role of its listener
         self.lock = threading.Lock()
         self.stopping = False
+        self.api_down = False
+        self.restarts = 0
         self.token = cluster.config.get("token")
 
     # ------------------------------------------------------------ sockets
 
-    def listen(self, host, port, tls=None):
-        """Bind and start accepting. tls = (certfile, keyfile) or None. -> bound port."""
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind((host, port))
-        s.listen(256)
+    def listen(self, host, port, tls=None, role="api"):
+        """Bind and start accepting. tls = (certfile, keyfile) or None; role "api" (the
+        kubeconfig's listener, the one restart_api() takes down) or "admin". -> bound port."""
         ctx = None
         if tls:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             ctx.load_cert_chain(tls[0], tls[1])
-        self.listeners.append(s)
-        threading.Thread(target=self._accept_loop, args=(s, ctx), daemon=True,
-                         name="accept-%d" % s.getsockname()[1]).start()
-        return s.getsockname()[1]
+        rec = {"host": host, "port": port, "ctx": ctx, "role": role, "sock": None}
+        self._open_listener(rec)
+        self.listeners.append(rec)
+        return rec["port"]
 
-    def _accept_loop(self, lsock, ctx):
+    def _open_listener(self, rec):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((rec["host"], rec["port"]))
+            s.listen(256)
+        except OSError:
+            s.close()
+            raise
+        rec["sock"], rec["port"] = s, s.getsockname()[1]
+        threading.Thread(target=self._accept_loop, args=(s, rec["ctx"], rec["role"]),
+                         daemon=True, name="accept-%d" % rec["port"]).start()
+
+    def _accept_loop(self, lsock, ctx, role):
         while not self.stopping:
             try:
                 conn, addr = lsock.accept()
             except OSError:
                 return
-            threading.Thread(target=self._serve_conn, args=(conn, ctx), daemon=True,
+            threading.Thread(target=self._serve_conn, args=(conn, ctx, role), daemon=True,
                              name="conn").start()
 
     def shutdown(self):
         self.stopping = True
-        for s in self.listeners:
-            try:
-                s.close()
-            except OSError:
-                pass
+        for rec in self.listeners:
+            self._close_listener(rec)
         with self.lock:
             conns = list(self.conns)
         for c in conns:
@@ -126,7 +149,68 @@ class ApiServer:
             except OSError:
                 pass
 
-    def _serve_conn(self, sock, ctx):
+    @staticmethod
+    def _close_listener(rec):
+        s, rec["sock"] = rec["sock"], None
+        if s is None:
+            return
+        try:
+            s.shutdown(socket.SHUT_RDWR)    # wakes the thread blocked in accept() (Linux)
+        except OSError:
+            pass
+        try:
+            s.close()
+        except OSError:
+            pass
+
+    def api_state(self):
+        with self.lock:
+            return {"up": not self.api_down, "restarts": self.restarts,
+                    "connections": sum(1 for r in self.conns.values() if r == "api")}
+
+    def restart_api(self, down_ms):
+        """Take the API listener(s) away for down_ms: the listening socket is closed (new
+        connects are refused), every connection accepted on it is cut (watches, tunnels and
+        pod proxies included), then it listens again on the same address and port. Objects,
+        resourceVersions, watch history, pods and the admin listener are untouched.
+        Returns at once, with the listener already closed."""
+        with self.lock:
+            if self.api_down:
+                raise ApiError(409, "the API server is already restarting", "Conflict")
+            self.api_down = True
+            recs = [r for r in self.listeners if r["role"] == "api"]
+            cut = [c for c, r in self.conns.items() if r == "api"]
+        for rec in recs:
+            self._close_listener(rec)
+        for c in cut:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self.c.log("apiserver: restart: down for %d ms, %d connections cut" % (down_ms, len(cut)))
+
+        def back():
+            time.sleep(down_ms / 1000.0)
+            for rec in recs:
+                deadline = time.monotonic() + 10
+                while not self.stopping:
+                    try:
+                        self._open_listener(rec)
+                        break
+                    except OSError as e:      # the port is not free yet
+                        if time.monotonic() > deadline:
+                            self.c.log("apiserver: restart: cannot listen on %s:%d again: %s"
+                                       % (rec["host"], rec["port"], e))
+                            break
+                        time.sleep(0.05)
+            with self.lock:
+                self.api_down = False
+                self.restarts += 1
+            self.c.log("apiserver: restart: listening again")
+        threading.Thread(target=back, daemon=True, name="api-restart").start()
+        return [r["port"] for r in recs]
+
+    def _serve_conn(self, sock, ctx, role="api"):
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.settimeout(300)
@@ -136,7 +220,11 @@ class ApiServer:
             sock.close()
             return
         with self.lock:
-            self.conns.add(sock)
+            self.conns[sock] = role
+            cut = role == "api" and self.api_down    # accepted just before a restart
+        if cut:
+            sock.close()
+            return
         rfile = sock.makefile("rb", buffering=65536)
         try:
             while not self.stopping:
@@ -159,7 +247,7 @@ class ApiServer:
             pass
         finally:
             with self.lock:
-                self.conns.discard(sock)
+                self.conns.pop(sock, None)
             try:
                 rfile.close()
                 sock.close()
@@ -196,6 +284,9 @@ class ApiServer:
             except (ValueError, KeyError, TypeError) as e:
                 status = self._send_error(req, bad_request("bad admin request: %s" % e))
             return True
+        latency = self.faults.get_float("api_latency_ms", 0)
+        if latency > 0:
+            time.sleep(latency / 1000.0)
         try:
             if self.token and req.secure and \
                     req.headers.get("authorization", "") != "Bearer " + self.token:
@@ -227,9 +318,11 @@ class ApiServer:
         return keep
 
     def _inject_faults(self, req):
-        pattern = self.faults.get("api_fault_match") or r"^[A-Z]+ /apis?(/|$)"
+        # Unset: every request counts, whoever sends it and whatever it is (kubectl's
+        # /version probe, discovery, watches, port-forward upgrades, pod proxy, openapi).
+        pattern = self.faults.get("api_fault_match")
         try:
-            if not re.search(pattern, "%s %s" % (req.method, req.target)):
+            if pattern and not re.search(pattern, "%s %s" % (req.method, req.target)):
                 return
         except re.error:
             return
@@ -657,7 +750,9 @@ class ApiServer:
             raise bad_request("invalid timeoutSeconds")
         bookmarks = _q(req.query, "allowWatchBookmarks", "") in TRUE
         expired = None
-        if rv not in (None, "", "0") and self.faults.take("watch_expired"):
+        if rv not in (None, "", "0") and (self.faults.take("watch_expired") or
+                                          self.faults.tick("watch_expired",
+                                                           "watch_expired_every")):
             expired = ApiError(410, "too old resource version: %s (%d)"
                                % (rv, self.store.current_rv()), "Expired")
         w = None
@@ -698,6 +793,7 @@ class ApiServer:
         next_bookmark = time.monotonic() + period
         sent = 0
         drop_after = self.faults.get("watch_drop_after")
+        end_after = self.faults.get("watch_end_after")
         table_include = _q(req.query, "includeObject", "Metadata") \
             if tables.wants_table(req.headers.get("accept")) else None
         last_check = time.monotonic()
@@ -725,6 +821,10 @@ class ApiServer:
                     o = tables.table(res, [o], o["metadata"]["resourceVersion"], table_include)
                 out.write((jdump({"type": typ, "object": o}) + "\n").encode())
                 sent += 1
+                if isinstance(end_after, int) and end_after > 0 and sent >= end_after:
+                    req.log_note = "ended after %d events" % sent
+                    out.end()                   # a clean end, as on a server-side timeout
+                    return 200, True
                 if isinstance(drop_after, int) and drop_after > 0 and sent >= drop_after:
                     req.log_note = "dropped after %d events" % sent
                     try:
@@ -920,6 +1020,15 @@ class ApiServer:
             limit = _q(req.query, "limit")
             return self._send(req, 200, {"requests": self.reqlog.since(
                 since, int(limit) if limit else None)})
+        if path == "/_admin/restart-api" and m == "POST":
+            try:
+                down = int(_q(req.query, "down_ms", "1000"))
+            except ValueError:
+                raise bad_request("down_ms must be an integer")
+            if down < 0 or down > 600000:
+                raise bad_request("down_ms must be within 0..600000")
+            ports = self.restart_api(down)
+            return self._send(req, 200, {"down_ms": down, "ports": ports})
         if path == "/_admin/compact" and m == "POST":
             self.store.compact()
             return self._send(req, 200, {"resourceVersion": str(self.store.current_rv())})

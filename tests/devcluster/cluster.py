@@ -16,8 +16,9 @@ State directory files:
   kubeconfig     context `devcluster`, namespace default; http://127.0.0.1:PORT
                  (https + token + certificate-authority with --tls-cert/--tls-key/--token)
   api_url        the API server URL (as in the kubeconfig)
-  admin_url      plain-HTTP URL for /_admin/* (same as api_url unless TLS is on;
-                 with TLS it is a second, unauthenticated loopback listener)
+  admin_url      plain-HTTP URL for /_admin/*: a second, unauthenticated loopback
+                 listener that also serves the API and keeps running through
+                 POST /_admin/restart-api (the API listener's restart)
   pid            pid of the `serve` process (also its process group)
   cluster.json   {"api_url","admin_url","pid","pod_cidr","node_ip","kubeconfig",
                   "v1alpha1_only","started_ms"}
@@ -46,7 +47,8 @@ Fault flags (same names as the knobs in faults.py; change them at run time
 with POST /_admin/faults):
   --cold-start-ms N --controller-delay-ms N --never-ready --delete-claim-after-ms N
   --api-error-every N --api-error-code C --api-429-every N --retry-after S
-  --api-fault-match REGEX --watch-drop-after N --watch-expired N --watch-expired-http
+  --api-fault-match REGEX --api-latency-ms N --watch-drop-after N --watch-expired N
+  --watch-expired-http
   --faults JSON           any knobs as one JSON object (merged last)
 """
 import argparse
@@ -167,10 +169,9 @@ class Cluster:
                                (a.tls_cert, a.tls_key) if a.tls_cert else None)
         scheme = "https" if a.tls_cert else "http"
         self.api_url = "%s://127.0.0.1:%d" % (scheme, port)
-        if a.tls_cert:
-            self.admin_url = "http://127.0.0.1:%d" % self.api.listen("127.0.0.1", 0)
-        else:
-            self.admin_url = self.api_url
+        # always a listener of its own, so that /_admin/* (and the test harness) stay
+        # reachable while the API listener is restarted (POST /_admin/restart-api)
+        self.admin_url = "http://127.0.0.1:%d" % self.api.listen("127.0.0.1", 0, role="admin")
         self.config["internal_api_url"] = self.admin_url
         self.config["router_port80"] = _can_bind(self.ipblock.node_ip, 80)
         self.kubelet = Kubelet(self.store, self.registry, self.state_dir, self.ipblock,
@@ -291,6 +292,7 @@ class Cluster:
         return {"resourceVersion": rv, "api_url": self.api_url, "admin_url": self.admin_url,
                 "pod_cidr": self.ipblock.cidr, "pid": os.getpid(),
                 "v1alpha1_only": bool(self.args.v1alpha1_only),
+                "api": self.api.api_state(),
                 "claims": claims, "sandboxes": sandboxes, "warmpools": pools, "pods": pods,
                 "processes": self.kubelet.snapshot() if self.kubelet else [],
                 "watches": watchers,
@@ -328,6 +330,7 @@ def add_flags(ap):
     ap.add_argument("--api-429-every", type=int)
     ap.add_argument("--retry-after", type=int)
     ap.add_argument("--api-fault-match")
+    ap.add_argument("--api-latency-ms", type=int)
     ap.add_argument("--watch-drop-after", type=int)
     ap.add_argument("--watch-expired", type=int)
     ap.add_argument("--watch-expired-http", action="store_true")
@@ -336,7 +339,7 @@ def add_flags(ap):
 
 FAULT_FLAGS = ("cold_start_ms", "controller_delay_ms", "delete_claim_after_ms",
                "api_error_every", "api_error_code", "api_429_every", "retry_after",
-               "api_fault_match", "watch_drop_after", "watch_expired")
+               "api_fault_match", "api_latency_ms", "watch_drop_after", "watch_expired")
 
 
 def initial_faults(args):

@@ -13,14 +13,21 @@ is removed). Knobs (all optional):
   delete_claim_after_ms int   every claim the controller first sees while this
                               is set is deleted this long after its creation
   api_error_every       int   every Nth matching API request fails with
-                              `api_error_code` (default 500) and a Status body
+                              `api_error_code` (default 500) and a Status body;
+                              setting it (or api_429_every) restarts its count
   api_error_code        int   500 | 503 | 504 | 409 | ...
   api_429_every         int   every Nth matching API request gets 429
                               TooManyRequests with `Retry-After: retry_after`
   retry_after           int   seconds for Retry-After (default 1)
   api_fault_match       str   regex on "METHOD path?query" selecting requests
-                              the two knobs above count (default: every
-                              /api and /apis request)
+                              the two knobs above count. Unset: EVERY request
+                              but /_admin/*, from every client (kubectl's
+                              /version probe, discovery, proxy and port-forward
+                              included), any method, watches and upgrades
+                              (pods/portforward, WebSocket or SPDY) included;
+                              one counter per knob for the whole cluster
+  api_latency_ms        int   every request but /_admin/* waits this long
+                              before it is served (before the knobs above)
   create_then_fail      int   the next N creates of a SandboxClaim store the
                               object and then answer 500 (a create that
                               landed but whose answer was lost)
@@ -29,8 +36,12 @@ is removed). Knobs (all optional):
                               turns that into a 502 for its client)
   watch_drop_after      int   watch streams are cut (connection closed without
                               the closing chunk) after this many events
+  watch_end_after       int   watch streams end cleanly (the closing chunk, as
+                              on a server-side timeout) after this many events
   watch_expired         int   the next N watches that name a resourceVersion
                               (not "" / "0") get 410 Expired
+  watch_expired_every   int   every Nth watch that names a resourceVersion
+                              gets 410 Expired (count restarts when set)
   watch_expired_http    bool  ... as a plain HTTP 410 Status instead of a 200
                               stream whose only event is ERROR 410
   bookmark_interval_ms  int   BOOKMARK period for allowWatchBookmarks=true
@@ -79,6 +90,9 @@ class Faults:
         with self.lock:
             self.data = merge_patch(self.data, patch)
             snap = dict(self.data)
+            for k in patch:             # a period set (or reset) starts counting afresh
+                if k.endswith("_every"):
+                    self.counters.pop(k[:-len("_every")], None)
         for fn in self.on_change:
             fn(snap, patch)
         return snap

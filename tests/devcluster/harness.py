@@ -34,8 +34,9 @@ SANDBOXES = "/apis/agents.x-k8s.io/%s/namespaces/%s/sandboxes"
 RESET_FAULTS = {k: None for k in (
     "controller_delay_ms", "cold_start_ms", "never_ready", "delete_claim_after_ms",
     "api_error_every", "api_error_code", "api_429_every", "retry_after", "api_fault_match",
-    "watch_drop_after", "watch_expired", "watch_expired_http", "bookmark_interval_ms",
-    "portforward", "runtime", "create_then_fail", "create_then_drop")}
+    "api_latency_ms", "watch_drop_after", "watch_end_after", "watch_expired",
+    "watch_expired_every", "watch_expired_http",
+    "bookmark_interval_ms", "portforward", "runtime", "create_then_fail", "create_then_drop")}
 
 
 def cond(obj, ctype="Ready"):

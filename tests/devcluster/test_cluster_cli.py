@@ -108,11 +108,13 @@ class ClusterCli(unittest.TestCase):
         c = harness.DevCluster("--no-router", "--warm-replicas", "1", "--never-ready",
                                "--cold-start-ms", "50", "--controller-delay-ms", "1",
                                "--api-429-every", "1000", "--watch-drop-after", "7",
+                               "--api-latency-ms", "5",
                                "--faults", '{"retry_after": 2}').up()
         try:
             self.assertEqual(c.admin("GET", "faults"), {
                 "never_ready": True, "cold_start_ms": 50, "controller_delay_ms": 1,
-                "api_429_every": 1000, "watch_drop_after": 7, "retry_after": 2})
+                "api_429_every": 1000, "watch_drop_after": 7, "api_latency_ms": 5,
+                "retry_after": 2})
         finally:
             c.down()
 

@@ -6,8 +6,11 @@ Flags at start are covered by test_cluster_cli. Run:
 """
 import json
 import os
+import socket
+import subprocess
 import time
 import unittest
+import urllib.parse
 
 from . import harness
 from .harness import CLAIMS, cond, ready, reason
@@ -174,6 +177,30 @@ class ClusterFaults(unittest.TestCase):
         self.assertEqual(w.status, 200)
         w.close()
 
+    def test_watch_ended_cleanly(self):
+        for i in range(3):
+            self.claim("f-end-%d" % i)
+        C.faults(watch_end_after=2)
+        w = C.watch(CL + "?watch=true&labelSelector=faulttest%3Dyes")
+        closed, broken = w.wait_end(5)
+        w.close()
+        self.assertEqual(len(w.items), 2)
+        self.assertTrue(closed)                  # the terminating chunk came
+        self.assertIsNone(broken)
+
+    def test_watch_expired_every_nth(self):
+        rv = self.claim("f-410n")["metadata"]["resourceVersion"]
+        C.faults(watch_expired_every=2, watch_expired_http=True)
+        codes = []
+        for q in ("resourceVersion=" + rv, "resourceVersion=0", "resourceVersion=" + rv,
+                  "", "resourceVersion=" + rv, "resourceVersion=" + rv):
+            w = C.watch(CL + "?watch=true&timeoutSeconds=0.1&" + q)
+            codes.append(w.status)
+            w.wait_end(5)
+            w.close()
+        # only watches that name a resourceVersion count: the 2nd and 4th of them fail
+        self.assertEqual(codes, [200, 200, 410, 200, 200, 410])
+
     def test_runtime_faults_pass_through(self):
         self.claim("f-rt", pool="python-sandbox-coldpool")
         C.wait_claim("f-rt", ready)
@@ -200,6 +227,181 @@ class ClusterFaults(unittest.TestCase):
         self.assertEqual(reqs[0]["method"], "GET")
         self.assertIn("watch=1", reqs[0]["path"])
         self.assertEqual(reqs[1]["headers"].get("accept"), "application/json")
+
+    # ------------------------------------------------ faults that hit every client
+
+    def _upgrade(self, pod, base=None):
+        """A raw port-forward upgrade request (kubectl's WebSocket form); -> status code."""
+        u = urllib.parse.urlsplit(base or C.api_url)
+        s = socket.create_connection((u.hostname, u.port), timeout=5)
+        try:
+            s.sendall(("GET %s/%s/portforward HTTP/1.1\r\nHost: %s:%d\r\n"
+                       "Connection: Upgrade\r\nUpgrade: websocket\r\n"
+                       "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: c2J4c2J4c2J4c2J4c2J4cw==\r\n"
+                       "Sec-WebSocket-Protocol: SPDY/3.1+portforward.k8s.io\r\n\r\n"
+                       % (PODS, pod, u.hostname, u.port)).encode())
+            head = s.recv(4096).decode("latin-1")
+            return int(head.split(" ", 2)[1])
+        finally:
+            s.close()
+
+    def test_error_period_counts_every_request_of_every_client(self):
+        """api_fault_match unset: every request but /_admin/* counts, on one counter:
+        any method, /version, /openapi, watches, port-forward upgrades, from any connection."""
+        self.claim("f-all")
+        pod = C.wait_claim("f-all", ready)["status"]["sandbox"]["name"]
+        a, b = harness.Http(C.api_url), harness.Http(C.admin_url)
+        body = {"metadata": {"labels": {"x": "y"}}}
+        reqs = [lambda: a.request("GET", "/version")[0],
+                lambda: b.request("GET", CL + "/f-all")[0],
+                lambda: a.request("PATCH", CL + "/f-all", body,
+                                  {"Content-Type": "application/merge-patch+json"})[0],
+                lambda: a.request("GET", "/openapi/v3")[0],
+                lambda: self._upgrade(pod),
+                lambda: a.request("GET", CL + "?watch=true&timeoutSeconds=0.2")[0],
+                lambda: b.request("POST", CL, {"apiVersion": "extensions.agents.x-k8s.io/v1beta1",
+                                               "kind": "SandboxClaim",
+                                               "metadata": {"name": "f-all2",
+                                                            "labels": {"faulttest": "yes"}},
+                                               "spec": {"warmPoolRef": {"name": "nope"}}})[0],
+                lambda: a.request("HEAD", "/healthz")[0],
+                lambda: a.request("DELETE", CL + "/f-all2")[0],
+                lambda: a.request("GET", "/api")[0]]
+        C.faults(api_error_every=2)
+        codes = []
+        for i, r in enumerate(reqs):
+            codes.append(r())
+            C.admin("GET", "health")                  # admin requests are never counted
+        fails = [i for i, c in enumerate(codes) if c == 500]
+        self.assertEqual(fails, [1, 3, 5, 7, 9], codes)
+        self.assertNotIn(500, [codes[i] for i in (0, 2, 4, 6, 8)])
+        self.assertEqual(codes[4], 101)
+        # setting the knob restarts its count: the 3rd request after it fails
+        C.faults(api_error_every=3, api_error_code=503)
+        codes = [a.request("GET", "/version")[0] for _ in range(6)]
+        self.assertEqual(codes, [200, 200, 503, 200, 200, 503])
+        a.close()
+        b.close()
+
+    @unittest.skipIf(harness.KUBECTL is None, "kubectl is not installed")
+    def test_error_period_hits_kubectl(self):
+        """The real kubectl (its /version probe, discovery and GETs) is failed too."""
+        C.kubectl("get", "pods")                      # warm the discovery cache
+        seq = C.last_seq()
+        C.faults(api_error_every=1)
+        p = C.kubectl("get", "pods", "-o", "name")
+        C.faults(api_error_every=None)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("InternalError", p.stderr)
+        seen = C.requests_since(seq)
+        kub = [r for r in seen if "kubectl" in r["headers"].get("user-agent", "")]
+        self.assertTrue(any(r["path"].startswith("/version") for r in kub), kub)
+        self.assertTrue(kub and all(r["status"] == 500 for r in kub),
+                        [(r["path"], r["status"]) for r in kub])
+
+    def test_api_latency(self):
+        a = harness.Http(C.api_url)
+        a.request("GET", "/version")
+        t0 = time.monotonic()
+        a.request("GET", "/version")
+        fast = time.monotonic() - t0
+        C.faults(api_latency_ms=250)
+        for path in ("/version", CL, PODS + "?watch=1&timeoutSeconds=0.1"):
+            t0 = time.monotonic()
+            status, _ = a.request("GET", path)
+            took = time.monotonic() - t0
+            self.assertEqual(status, 200)
+            self.assertGreaterEqual(took, 0.25, path)
+            self.assertLess(took, 2.0, path)
+        t0 = time.monotonic()
+        C.admin("GET", "health")                      # admin: never delayed
+        self.assertLess(time.monotonic() - t0, 0.2)
+        C.faults(api_latency_ms=None)
+        t0 = time.monotonic()
+        a.request("GET", "/version")
+        self.assertLess(time.monotonic() - t0, fast + 0.2)
+        a.close()
+
+    def _api_up(self):
+        return C.state_dump()["api"]["up"]
+
+    def test_restart_api_keeps_state(self):
+        self.claim("f-rs")
+        C.wait_claim("f-rs", ready)
+        C.wait_pool_ready()                   # the pool refilled: nothing else is changing
+        c0 = C.claim("f-rs")
+        st0 = C.state_dump()
+        pids0 = sorted(p["pid"] for p in st0["processes"] if p["alive"])
+        port = int(C.api_url.rsplit(":", 1)[1])
+        a = harness.Http(C.api_url)
+        self.assertEqual(a.request("GET", CL + "/f-rs")[0], 200)     # a kept-alive connection
+        w = harness.Watch(C.api_url, CL + "?watch=true&resourceVersion=%s"
+                          % c0["metadata"]["resourceVersion"])
+        time.sleep(0.1)
+        self.assertGreaterEqual(C.state_dump()["api"]["connections"], 2)
+        t0 = time.monotonic()
+        out = C.admin("POST", "restart-api?down_ms=700")
+        self.assertEqual(out, {"down_ms": 700, "ports": [port]})
+        # down: the watch and the kept connection are cut, new connects refused
+        closed, broken = w.wait_end(3)
+        self.assertFalse(closed)
+        self.assertTrue(broken)
+        with self.assertRaises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        self.assertFalse(self._api_up())
+        self.assertEqual(C.api("GET", "/_admin/health")[0], 200)      # admin stays up
+        self.assertEqual(C.api("GET", CL + "/f-rs")[0], 200)          # ...and serves the API
+        self.assertEqual(C.api("POST", "/_admin/restart-api?down_ms=10")[0], 409)
+        C.wait_for(self._api_up, 5, 0.01, "API back")
+        self.assertGreaterEqual(time.monotonic() - t0, 0.65)
+        self.assertEqual(C.state_dump()["api"]["restarts"], 1 + st0["api"]["restarts"])
+        # up again on the same port, with the same objects and resourceVersions
+        status, c1 = a.request("GET", CL + "/f-rs")          # Http reconnects once
+        self.assertEqual(status, 200)
+        self.assertEqual(c1["metadata"]["resourceVersion"], c0["metadata"]["resourceVersion"])
+        self.assertEqual(c1["metadata"]["uid"], c0["metadata"]["uid"])
+        st1 = C.state_dump()
+        self.assertGreaterEqual(int(st1["resourceVersion"]), int(st0["resourceVersion"]))
+        self.assertLessEqual(set(pids0), set(p["pid"] for p in st1["processes"] if p["alive"]))
+        # the watch history survived: resuming from the old resourceVersion works
+        w2 = harness.Watch(C.api_url, CL + "?watch=true&timeoutSeconds=0.3&resourceVersion=%s"
+                           % c0["metadata"]["resourceVersion"])
+        self.assertEqual(w2.status, 200)
+        w2.wait_end(3)
+        self.assertNotIn("ERROR", [e["type"] for e in w2.items])
+        w.close()
+        w2.close()
+        a.close()
+
+    @unittest.skipIf(harness.KUBECTL is None, "kubectl is not installed")
+    def test_restart_api_kubectl_proxy_recovers(self):
+        """The real `kubectl proxy` answers 500 while the API is down and recovers by itself;
+        a `kubectl port-forward` loses its tunnel ("lost connection to pod")."""
+        self.claim("f-rsk")
+        pod = C.wait_claim("f-rsk", ready)["status"]["sandbox"]["name"]
+        proxy = C.kubectl_bg("proxy", "--port=0")
+        port = int(proxy.wait_line(r"Starting to serve on 127\.0\.0\.1:(\d+)").group(1))
+        pf = C.kubectl_bg("port-forward", "pod/" + pod, "0:8888", "--address", "127.0.0.1")
+        pf.wait_line(r"Forwarding from 127\.0\.0\.1:\d+")
+        via = harness.Http("http://127.0.0.1:%d" % port)
+        try:
+            self.assertEqual(via.request("GET", CL + "/f-rsk")[0], 200)
+            C.admin("POST", "restart-api?down_ms=1500")
+            status, err = via.request("GET", CL + "/f-rsk")
+            self.assertEqual(status, 500)
+            self.assertIn(b"connection refused", err if isinstance(err, bytes) else
+                          json.dumps(err).encode())
+            self.assertEqual(pf.proc.wait(5), 1)
+            self.assertIn("lost connection to pod", "\n".join(pf.err))
+            C.wait_for(self._api_up, 5, 0.01, "API back")
+            status, obj = via.request("GET", CL + "/f-rsk")
+            self.assertEqual(status, 200)
+            self.assertEqual(obj["metadata"]["name"], "f-rsk")
+            self.assertIsNone(proxy.proc.poll())
+        finally:
+            via.close()
+            proxy.stop()
+            pf.stop()
 
     def test_state_lists_processes(self):
         st = C.state_dump()
