@@ -83,12 +83,14 @@
                               port-forward pod/POD 0:PORT --address 127.0.0.1`
                               child per sandbox (~50 ms and ~48 MB each).
                               AUTO falls back to it when the upgrade is refused
-                              (any answer but 101 and 404, e.g. a proxy that
-                              drops upgrades): decided once per client, then
-                              every later sandbox uses it at once. Force it with
-                              SBX_POD_ROUTE_KUBECTL when something between you
-                              and the API server breaks WebSockets in ways that
-                              still answer 101, or to compare with kubectl.
+                              (any answer but 101, e.g. a proxy that drops
+                              upgrades; not a 404 or a 400 naming the pod:
+                              those are about the pod): decided once per
+                              client, then every later sandbox uses it at
+                              once. Force it with SBX_POD_ROUTE_KUBECTL when
+                              something between you and the API server breaks
+                              WebSockets in ways that still answer 101, or to
+                              compare with kubectl.
                               sbx_route() names the route a sandbox uses.
        SBX_MODE_ROUTER_TUNNEL one `kubectl port-forward svc/sandbox-router-svc
                               0:8080` per client (router_namespace, default
@@ -3635,9 +3637,9 @@ SBX__PRIVATE int sbx__http_do(sbx__conn *c, const sbx__http_req *q, sbx__http_re
        (the endpoint's prefix goes first). Buffers are allocated here, once:
        the data path allocates nothing.
    int sbx__ws_open(ws, deadline, e)   upgrade on a fresh connection to api;
-       the socket (>= 0) or an error: a non-101 answer sets ws->refused and
-       ws->status (SBX_ERR_HTTP, or SBX_ERR_NOT_FOUND for 404, with the
-       server's words); a bad Sec-WebSocket-Accept or subprotocol is
+       the socket (>= 0) or an error: a non-101 answer sets ws->refused,
+       ws->status and ws->why (SBX_ERR_HTTP, or SBX_ERR_NOT_FOUND for 404,
+       with the server's words); a bad Sec-WebSocket-Accept or subprotocol is
        SBX_ERR_PROTOCOL.
    long sbx__ws_read(ws, &port, p, n, deadline)    data of any port: > 0 bytes
        (port set), 0 the WebSocket ended (close frame or EOF), -1 errno
@@ -4191,6 +4193,7 @@ SBX__PRIVATE int sbx__ws_open(sbx__ws *ws, long long deadline, sbx_error *e)
         sbx__buf_init(&body, &ws->a);
         if (sbx__http_body_mem(&ws->up, &resp, &body, 65536, deadline, NULL) != SBX_OK) body.len = 0;
         sbx__http_error_text(resp.status, body.data ? body.data : "", body.len, text, sizeof text);
+        sbx__fmt(ws->why, sizeof ws->why, "%s", text);
         sbx__buf_free(&body);
         sbx__conn_close(&ws->up);
         if (e) e->http_status = resp.status;
@@ -6854,11 +6857,13 @@ SBX__PRIVATE sbx_result sbx__route_ensure(struct sbx__sandbox *s, long long dead
         }
         if (s->pod_ws) {
             r = sbx__ws_route(s, deadline, e);
-            /* a refused upgrade (any non-101 but 404, which is about the pod)
-               in AUTO: this client uses kubectl port-forward from now on, and
-               this sandbox tries it at once */
+            /* a refused upgrade in AUTO: this client uses kubectl port-forward
+               from now on, and this sandbox tries it at once. Answers about
+               the pod itself are not refusals of the upgrade: 404, and a 400
+               that names the pod ("pod P is not running", while the pod is
+               being made again); kubectl would fail the same way. */
             if (r == SBX_OK || cl->pod_route != SBX_POD_ROUTE_AUTO || !s->ws || !s->ws->refused ||
-                s->ws->status == 404)
+                s->ws->status == 404 || (s->ws->status == 400 && strstr(s->ws->why, s->pod)))
                 return r;
             pthread_mutex_lock(&cl->mu);
             cl->pf_kubectl = 1;

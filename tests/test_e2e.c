@@ -309,7 +309,9 @@ TEST(rollback_when_tunnel_fails)
     sbx_sandbox sb;
     sbx_sandbox_config cfg;
     cfg_template(&cfg);
-    e2e_faults(&C, "{\"portforward\":{\"error_text\":\"simulated kubelet failure\"}}");
+    /* error_text: kubectl's transports; channel_error: the WebSocket route's */
+    e2e_faults(&C, "{\"portforward\":{\"error_text\":\"simulated kubelet failure\","
+                   "\"channel_error\":\"simulated kubelet failure\"}}");
     CHECK(sbx_open(&sb, &client, &cfg) != SBX_OK);
     CHECK_MSG(strstr(sb.err.msg, "simulated kubelet failure") || strstr(sb.err.msg, "lost connection"), "%s", sb.err.msg);
     settle();
