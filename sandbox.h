@@ -6807,7 +6807,10 @@ SBX__PRIVATE sbx_result sbx__ws_route(struct sbx__sandbox *s, long long deadline
         s->rt_ready = 1;
     }
     if (s->rt.fd >= 0 && sbx__conn_stale(&s->rt)) sbx__conn_close(&s->rt);
-    if (s->rt.fd >= 0) return SBX_OK;
+    if (s->rt.fd >= 0) {
+        s->ws->why[0] = '\0';  /* only this exchange's words go into its message */
+        return SBX_OK;
+    }
     r = (sbx_result)sbx__http_connect(&s->rt, deadline, e);
     if (r != SBX_OK) sbx__err_prefix(e, "port-forward WebSocket GET %s%s", cl->api.prefix, s->ws->target);
     return r;
