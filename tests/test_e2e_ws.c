@@ -31,6 +31,8 @@ typedef struct pf_seen {
     double last_time;
 } pf_seen;
 
+static char pf_pod[256]; /* "" or only events of this pod */
+
 static void pf_events(const char *kind, double since, const char *field, pf_seen *out)
 {
     sbx__buf st;
@@ -49,6 +51,7 @@ static void pf_events(const char *kind, double since, const char *field, pf_seen
         if (tm > out->last_time) out->last_time = tm;
         if (tm <= since || !sbx__json_eq(st.data, t, sbx__json_mem(st.data, t, n, i, "transport"), "channel")) continue;
         if (kind && !sbx__json_eq(st.data, t, sbx__json_mem(st.data, t, n, i, "event"), kind)) continue;
+        if (pf_pod[0] && !sbx__json_eq(st.data, t, sbx__json_get(st.data, t, n, i, "pod[1]"), pf_pod)) continue;
         out->count++;
         if (field) {
             int f = sbx__json_mem(st.data, t, n, i, field);
@@ -65,6 +68,18 @@ static double pf_now(void)
     pf_seen s;
     pf_events(NULL, 0, NULL, &s);
     return s.last_time;
+}
+
+/* The same, waiting (bounded) until at least `want` such events were logged:
+   the server logs a close when its side of the tunnel has ended. */
+static void pf_wait(const char *kind, double since, const char *field, int want, pf_seen *out)
+{
+    long long until = sbx__deadline(5000);
+    do {
+        pf_events(kind, since, field, out);
+        if (out->count >= want) return;
+        poll(NULL, 0, 50);
+    } while (sbx__ms_left(until) > 0);
 }
 
 static int run_echo(sbx_sandbox *sb, const char *word)
@@ -108,11 +123,13 @@ TEST(default_route_is_websocket_with_one_child)
         CHECK_EQ_INT(sbx_read(&sb, "big.bin", &back, &len), SBX_OK);
         CHECK(back && len == sizeof big && memcmp(back, big, len) == 0);
         sbx_free(back);
+        snprintf(pf_pod, sizeof pf_pod, "%s", sbx_pod_name(&sb));
         pf_events("portforward.open", t0, NULL, &s);
         CHECK_EQ_INT(s.count, 1);   /* health check, 20 runs and the files: ONE WebSocket */
         CHECK_EQ_INT(sbx_close(&sb), SBX_OK);
         CHECK_STR(sbx_route(&sb), "");
-        pf_events("portforward.close", t0, "client_close", &s);
+        pf_wait("portforward.close", t0, "client_close", 1, &s);
+        pf_pod[0] = '\0';
         CHECK_EQ_INT(s.count, 1);
         CHECK_EQ_INT(s.field, 1000); /* our close handshake */
     } else {
@@ -222,12 +239,14 @@ TEST(split_frames_and_server_ping)
         CHECK_EQ_INT(sbx_read(&sb, "d.bin", &back, &len), SBX_OK);
         CHECK(back && len == sizeof data && memcmp(back, data, len) == 0);
         sbx_free(back);
+        snprintf(pf_pod, sizeof pf_pod, "%s", sbx_pod_name(&sb));
         CHECK_EQ_INT(sbx_close(&sb), SBX_OK);
-        pf_events("portforward.close", t0, "pongs", &s);
+        pf_wait("portforward.close", t0, "pongs", 1, &s);
         CHECK_EQ_INT(s.count, 1);
         CHECK_EQ_INT(s.field, 1);    /* the server's ping was answered */
         pf_events("portforward.close", t0, "split_sends", &s);
         CHECK_MSG(s.field > 1000, "split_sends %lld", s.field);
+        pf_pod[0] = '\0';
     } else {
         printf("  %s\n", sb.err.msg);
     }
@@ -317,6 +336,59 @@ TEST(pod_deleted_mid_stream)
     em_settle(&C, &B);
 }
 
+/* Several ports on one WebSocket (the internal API sandboxd's REST + gRPC
+   will need): ports=8888,8888 gives two independent connections to the
+   runtime, each answering its own request on its own channel pair. */
+TEST(two_ports_on_one_websocket)
+{
+    sbx_client cl;
+    sbx_sandbox sb;
+    sbx_sandbox_config cfg;
+    if (em_client(&C, &cl, SBX_MODE_POD_TUNNEL, NULL) != SBX_OK) { CHECK(0); return; }
+    cfg_python(&cfg);
+    CHECK_EQ_INT(sbx_open(&sb, &cl, &cfg), SBX_OK);
+    if (sb.impl) {
+        char target[300], got[2][4096];
+        size_t have[2] = {0, 0};
+        int ports[2] = {8888, 8888}, fd, port = -1, fds = e2e_fd_count();
+        long long deadline = sbx__deadline(10000);
+        sbx__ws *ws;
+        sbx_error e;
+        static const char q0[] = "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+        static const char q1[] = "GET /nothing-here HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n";
+        snprintf(target, sizeof target, "/api/v1/namespaces/default/pods/%s/portforward?ports=8888,8888", sbx_pod_name(&sb));
+        ws = sbx__ws_new(&cl.impl->a, &cl.impl->api, target, ports, 2);
+        CHECK(ws != NULL);
+        sbx__err_clear(&e);
+        fd = ws ? sbx__ws_open(ws, deadline, &e) : -1;
+        CHECK_MSG(fd >= 0, "%s", e.msg);
+        if (fd >= 0) {
+            CHECK_EQ_INT(sbx__ws_write(ws, 1, q1, sizeof q1 - 1, deadline), 0);
+            CHECK_EQ_INT(sbx__ws_write(ws, 0, q0, sizeof q0 - 1, deadline), 0);
+            while (!(strstr(got[0], "\"status\"") && strstr(got[1], "404")) && sbx__ms_left(deadline) > 0) {
+                char buf[1024];
+                long n = sbx__ws_read(ws, &port, buf, sizeof buf, deadline);
+                if (n <= 0) break;
+                if (have[port] + (size_t)n < sizeof got[0]) {
+                    memcpy(got[port] + have[port], buf, (size_t)n);
+                    have[port] += (size_t)n;
+                    got[port][have[port]] = '\0';
+                }
+            }
+            CHECK_MSG(strncmp(got[0], "HTTP/1.", 7) == 0 && strstr(got[0], " 200 ") && strstr(got[0], "\"status\""),
+                      "port 0: %.200s", got[0]);
+            CHECK_MSG(strncmp(got[1], "HTTP/1.", 7) == 0 && strstr(got[1], " 404 "), "port 1: %.200s", got[1]);
+        }
+        sbx__ws_free(ws);
+        CHECK_EQ_INT(e2e_fd_count(), fds);
+        CHECK_EQ_INT(sbx_close(&sb), SBX_OK);
+    } else {
+        printf("  %s\n", sb.err.msg);
+    }
+    sbx_client_close(&cl);
+    em_settle(&C, &B);
+}
+
 TEST(bad_pod_route_settings_are_refused)
 {
     sbx_client cl;
@@ -352,6 +424,7 @@ int main(void)
     EM_RUN(split_frames_and_server_ping);
     EM_RUN(abrupt_close_is_clear_and_the_next_call_reconnects);
     EM_RUN(pod_deleted_mid_stream);
+    EM_RUN(two_ports_on_one_websocket);
     CHECK_EQ_INT(e2e_child_count(), 0);
     e2e_down(&C);
     printf("suite took %lld ms\n", em_since(t0));
