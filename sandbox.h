@@ -3805,8 +3805,18 @@ SBX__PRIVATE size_t sbx__ws_frame_build(unsigned char *out, int op, unsigned lon
 
 SBX__PRIVATE void sbx__ws_mask(unsigned char *p, size_t n, const unsigned char mask[4], size_t off)
 {
-    size_t i;
-    for (i = 0; i < n; i++) p[i] ^= mask[(off + i) & 3];
+    unsigned char k[8];
+    unsigned long long kk, w;
+    size_t i = 0;
+    int j;
+    for (j = 0; j < 8; j++) k[j] = mask[(off + (size_t)j) & 3];
+    memcpy(&kk, k, 8);
+    for (; i + 8 <= n; i += 8) {  /* 8 bytes at a time; memcpy: no alignment needed */
+        memcpy(&w, p + i, 8);
+        w ^= kk;
+        memcpy(p + i, &w, 8);
+    }
+    for (; i < n; i++) p[i] ^= k[i & 7];
 }
 
 /* ---- decoder: frames -> channel events ---------------------------------- */

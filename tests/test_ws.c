@@ -233,6 +233,17 @@ TEST(frame_build_and_mask)
     CHECK_EQ_INT(p[0], 'a' ^ 1); CHECK_EQ_INT(p[3], 'd' ^ 4); CHECK_EQ_INT(p[4], 'e' ^ 1);
     sbx__ws_mask(p, 6, mask, 0);
     CHECK(memcmp(p, "abcdef", 6) == 0);
+    {   /* the word-at-a-time path agrees with the definition at every offset and length */
+        unsigned char a[64], b[64];
+        size_t off, len, i;
+        for (off = 0; off < 4; off++)
+            for (len = 0; len <= 40; len++) {
+                for (i = 0; i < len; i++) a[i] = b[i] = (unsigned char)(i * 37 + off);
+                sbx__ws_mask(a, len, mask, off);
+                for (i = 0; i < len; i++) b[i] ^= mask[(off + i) & 3];
+                CHECK(memcmp(a, b, len) == 0);
+            }
+    }
 }
 
 /* ---- decoder ------------------------------------------------------------ */
