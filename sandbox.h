@@ -3656,6 +3656,9 @@ SBX__PRIVATE int sbx__http_do(sbx__conn *c, const sbx__http_req *q, sbx__http_re
 #ifndef SBX_WS_MAX_MESSAGE
 #define SBX_WS_MAX_MESSAGE (16u * 1024u * 1024u)  /* one WebSocket message from the server */
 #endif
+#if SBX_WS_MAX_MESSAGE < 3
+#error "SBX_WS_MAX_MESSAGE must be at least 3 (a channel byte and a port number)"
+#endif
 #ifndef SBX__WS_CLOSE_WAIT_MS
 #define SBX__WS_CLOSE_WAIT_MS 250   /* our close: wait this long for the server's */
 #endif
