@@ -2,9 +2,10 @@
 
    Creates, uses and destroys agent sandboxes on clusters running the
    kubernetes-sigs/agent-sandbox controller: a SandboxClaim is created and
-   watched until Ready, a `kubectl port-forward` tunnel reaches the pod, and the
-   program runs commands and moves files in and out. Closing the handle stops the
-   tunnel and deletes the claim, on every path. libc + POSIX + pthreads only.
+   watched until Ready, a port-forward reaches the pod (in-process, over a
+   WebSocket through the client's one `kubectl proxy`), and the program runs
+   commands and moves files in and out. Closing the handle ends the route and
+   deletes the claim, on every path. libc + POSIX + pthreads only.
 
    DO THIS
        #define SANDBOX_IMPLEMENTATION
@@ -26,7 +27,7 @@
            fwrite(res.out, 1, res.out_len, stdout);
            sbx_exec_result_free(&res);
        }
-       sbx_close(&sb);                          stops the tunnel, deletes the claim
+       sbx_close(&sb);                          ends the route, deletes the claim
        sbx_client_close(&client);               stops kubectl proxy
 
    REQUIREMENTS
@@ -55,20 +56,43 @@
                         ready when the runtime answered a health check, which also
                         tells which runtime the pod runs. Any failure rolls back
                         what was created (tunnel stopped, claim deleted).
-       sbx_run ...      HTTP to the runtime; a dead tunnel is restarted before a
-                        call (never in the middle of one), and so is a dead
-                        kubectl proxy before an API request (see RETRIES).
-       sbx_close        SIGINT to kubectl port-forward, then SIGKILL after 2 s,
-                        always reaped; DELETE of the claim (404 counts as done).
+       sbx_run ...      HTTP to the runtime; a dead route is reconnected before a
+                        call (never in the middle of one), and a dead kubectl
+                        proxy is restarted before an API request (see RETRIES).
+       sbx_close        closes the WebSocket (close handshake), or stops kubectl
+                        port-forward (SIGINT, then SIGKILL after 2 s, always
+                        reaped); DELETE of the claim (404 counts as done).
        sbx_attach       connects to an existing Ready claim by name;
        sbx_detach       lets go of it without deleting it.
        kubectl's output is drained by a thread per child for the child's whole
        life, so a tunnel never stalls or dies on a full or closed pipe.
 
    MODES (sbx_client_config.mode: how runtime requests reach the pod)
-       SBX_MODE_POD_TUNNEL    default, the seed's way: one
-                              `kubectl port-forward pod/POD 0:PORT --address
-                              127.0.0.1` per sandbox (ephemeral local port).
+       SBX_MODE_POD_TUNNEL    default: a port-forward to the pod, by one of
+                              two routes (sbx_client_config.pod_route, or
+                              $SANDBOX_POD_ROUTE=auto|websocket|kubectl):
+         websocket            (AUTO, WEBSOCKET) in-process: each kept-alive
+                              runtime connection is one WebSocket (the kubelet's
+                              v4.channel.k8s.io port-forward) made through the
+                              client's API connection, GET .../pods/POD/
+                              portforward?ports=PORT. No process per sandbox:
+                              the kubectl proxy is the client's only child. Text
+                              on the error channel becomes the call's message; a
+                              deleted pod ends the call with the server's words,
+                              and later calls reconnect if the pod is back.
+         kubectl port-forward (KUBECTL) the seed's way: one `kubectl
+                              port-forward pod/POD 0:PORT --address 127.0.0.1`
+                              child per sandbox (~50 ms and ~48 MB each).
+                              AUTO falls back to it when the upgrade is refused
+                              (any answer but 101, e.g. a proxy that drops
+                              upgrades; not a 404 or a 400 naming the pod:
+                              those are about the pod): decided once per
+                              client, then every later sandbox uses it at
+                              once. Force it with SBX_POD_ROUTE_KUBECTL when
+                              something between you and the API server breaks
+                              WebSockets in ways that still answer 101, or to
+                              compare with kubectl.
+                              sbx_route() names the route a sandbox uses.
        SBX_MODE_ROUTER_TUNNEL one `kubectl port-forward svc/sandbox-router-svc
                               0:8080` per client (router_namespace, default
                               agent-sandbox-system), shared by all its sandboxes,
@@ -141,8 +165,12 @@
        SBX_MAX_API_BYTES           16 MiB; one Kubernetes API answer
        SBX_MAX_LINE_BYTES          16 MiB; one watch event
        SBX_JSON_MAX_DEPTH          64; nesting of JSON documents
-   Environment (read, never written): SANDBOX_KUBECTL, SANDBOX_API_URL; kubectl
-   itself reads KUBECONFIG and the rest of its usual environment.
+       SBX_WS_MAX_MESSAGE          16 MiB; one WebSocket message from the pod
+                                   route (data is streamed, never held whole;
+                                   frames need no allocation)
+   Environment (read, never written): SANDBOX_KUBECTL, SANDBOX_API_URL,
+   SANDBOX_POD_ROUTE; kubectl itself reads KUBECONFIG and the rest of its usual
+   environment.
 
    API (details beside each declaration below)
        sbx_client_open / sbx_client_close     the connection to a cluster
@@ -156,6 +184,7 @@
        sbx_write_fd / sbx_read_fd             files from / into a descriptor
        sbx_list / sbx_exists / sbx_delete     directories, existence, removal
        sbx_capabilities                       what the pod's runtime can do
+       sbx_route                              which route a sandbox uses
        sbx_set_call_timeout                   deadline of later calls
        sbx_claim_name / sbx_sandbox_name / sbx_pod_name / sbx_pod_ip /
        sbx_namespace                          identity of an open sandbox
@@ -199,7 +228,8 @@
 
    LIMITS AND SECURITY
        - The API is reached only through kubectl proxy on a private unix socket
-         (or the URL you give); the runtime through 127.0.0.1 tunnels, or in the
+         (or the URL you give); the runtime through that same API connection
+         (WebSocket port-forward, API proxy) or 127.0.0.1 tunnels, or in the
          router, gateway, direct and in-cluster modes over plain HTTP to the
          address the cluster (or you) named. Redirects are never followed. There
          is no TLS in the library: kubectl does the authenticated part.
@@ -309,6 +339,14 @@ typedef enum sbx_mode {
                                   connection (kubectl proxy): no process per sandbox             */
 } sbx_mode;
 
+/* How SBX_MODE_POD_TUNNEL reaches the pod (sbx_client_config.pod_route). */
+typedef enum sbx_pod_route {
+    SBX_POD_ROUTE_AUTO = 0,    /* default: in-process WebSocket port-forward through the client's
+                                  API connection; kubectl port-forward when the upgrade is refused */
+    SBX_POD_ROUTE_WEBSOCKET,   /* WebSocket only (no fallback)                                   */
+    SBX_POD_ROUTE_KUBECTL      /* one `kubectl port-forward` child per sandbox (the seed's way)  */
+} sbx_pod_route;
+
 typedef struct sbx_client_config {
     const char *kubectl;       /* default: $SANDBOX_KUBECTL, else "kubectl" on PATH   */
     const char *kubeconfig;    /* default: kubectl's choice ($KUBECONFIG, ~/.kube/config) */
@@ -328,6 +366,8 @@ typedef struct sbx_client_config {
     const char *gateway_namespace; /* GATEWAY: default "default"                       */
     int gateway_timeout_ms;    /* GATEWAY: wait for an address; default 180000         */
     sbx_allocator allocator;   /* default: SBX_MALLOC / SBX_REALLOC / SBX_FREE        */
+    sbx_pod_route pod_route;   /* POD_TUNNEL: default $SANDBOX_POD_ROUTE (auto, websocket,
+                                  kubectl), else AUTO                                  */
 } sbx_client_config;
 
 /* Which server runs in the pod (sbx_sandbox_config.runtime). */
@@ -456,6 +496,9 @@ SBX_API const char *sbx_sandbox_name(const sbx_sandbox *sb);
 SBX_API const char *sbx_pod_name(const sbx_sandbox *sb);
 SBX_API const char *sbx_namespace(const sbx_sandbox *sb);
 SBX_API const char *sbx_pod_ip(const sbx_sandbox *sb);  /* NULL when the Sandbox reports none */
+/* The route in use: "websocket", "kubectl port-forward", "router tunnel",
+   "gateway", "direct", "in-cluster", "api proxy"; "" when closed. */
+SBX_API const char *sbx_route(const sbx_sandbox *sb);
 
 SBX_API void sbx_exec_result_free(sbx_exec_result *res);
 SBX_API void sbx_free(void *p);
@@ -1824,6 +1867,19 @@ SBX__PRIVATE int sbx__json_write_str(sbx__buf *b, const char *s, size_t n)
        == len), -1: invalid (d->why).
    int sbx__linesplit_feed(ls, p, n, &used)  1: line ends at p[used-1] ('\n'),
        0: all n bytes continue the line, -1: the line would pass ls->cap.
+
+   TRANSPORT (optional; >>ws uses it)
+   sbx__conn_transport(c, tr, state) after sbx__conn_init: the connection's
+       bytes travel tr instead of its own socket. tr->open makes ONE stream
+       (returns a descriptor >= 0 for poll-free bookkeeping, or an sbx_result
+       < 0 with e filled), recv/send/stale behave like the socket versions
+       (recv: > 0, 0 EOF, -1 errno, -2 deadline; ECONNRESET counts as a
+       dropped connection), close ends the stream. One stream = one kept-alive
+       connection: the same reuse, stale check and re-send rules apply.
+   req.upgrade = 1: a 101 Switching Protocols is the final answer (nothing
+       else is read; the bytes after its head stay in c->buf[c->rpos, c->rlen)
+       and the caller takes the socket over). Any other status is an ordinary
+       response.
 */
 
 #if SBX_MAX_HEADER_BYTES > 0x3fffffff || SBX_MAX_HEADER_BYTES < 256
@@ -2557,9 +2613,19 @@ SBX__PRIVATE int sbx__endpoint_parse(const char *url, sbx__endpoint *ep, sbx_err
 
 /* ---- connections -------------------------------------------------------- */
 
+typedef struct sbx__transport {
+    int (*open)(void *state, long long deadline, sbx_error *e);
+    void (*close)(void *state);
+    long (*recv)(void *state, char *p, size_t n, long long deadline);
+    int (*send)(void *state, const char *p, size_t n, long long deadline);
+    int (*stale)(void *state);
+} sbx__transport;
+
 typedef struct sbx__conn {
     sbx__endpoint ep;
     sbx_allocator a;
+    const sbx__transport *tr;  /* NULL: the socket itself */
+    void *trs;                 /* the transport's state */
     int fd;                 /* -1: not connected */
     int busy;               /* a response body is still unread */
     unsigned long seq;      /* exchange number; a response is current while resp->seq == seq */
@@ -2585,6 +2651,7 @@ typedef struct sbx__http_req {
     const char *multipart_name;     /* non-NULL: multipart/form-data, one file part */
     const char *multipart_filename;
     int idempotent;                 /* may be re-sent once (see above)             */
+    int upgrade;                    /* 101 is a final answer (see TRANSPORT)        */
 } sbx__http_req;
 
 typedef struct sbx__http_resp {
@@ -2622,9 +2689,18 @@ SBX__PRIVATE void sbx__conn_init(sbx__conn *c, const sbx__endpoint *ep, const sb
     c->fd = -1;
 }
 
+SBX__PRIVATE void sbx__conn_transport(sbx__conn *c, const sbx__transport *tr, void *state)
+{
+    c->tr = tr;
+    c->trs = state;
+}
+
 SBX__PRIVATE void sbx__conn_close(sbx__conn *c)
 {
-    if (c->fd >= 0) close(c->fd);
+    if (c->fd >= 0) {
+        if (c->tr) c->tr->close(c->trs);
+        else close(c->fd);
+    }
     c->fd = -1;
     c->busy = 0;
     c->served = 0;
@@ -2768,6 +2844,13 @@ SBX__PRIVATE int sbx__http_connect(sbx__conn *c, long long deadline, sbx_error *
 {
     int k, fd = -1, err = ECONNREFUSED, soerr, one = 1;
     socklen_t sl;
+    if (c->tr) {
+        fd = c->tr->open(c->trs, deadline, e);
+        if (fd < 0) return fd;
+        c->fd = fd;
+        c->served = 0;
+        return SBX_OK;
+    }
     for (k = 0; k < c->ep.naddr; k++) {
         int type = SOCK_STREAM;
 #ifdef SOCK_CLOEXEC
@@ -2829,6 +2912,21 @@ SBX__PRIVATE int sbx__http_stale(int fd)
     r = recv(fd, &b, 1, MSG_PEEK);
     if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return 0;
     return 1;  /* EOF, an error, or bytes nobody asked for */
+}
+
+SBX__PRIVATE long sbx__conn_recv(sbx__conn *c, char *p, size_t n, long long deadline)
+{
+    return c->tr ? c->tr->recv(c->trs, p, n, deadline) : sbx__http_recv(c->fd, p, n, deadline);
+}
+
+SBX__PRIVATE int sbx__conn_send(sbx__conn *c, const char *p, size_t n, long long deadline)
+{
+    return c->tr ? c->tr->send(c->trs, p, n, deadline) : sbx__http_send_all(c->fd, p, n, deadline);
+}
+
+SBX__PRIVATE int sbx__conn_stale(sbx__conn *c)
+{
+    return c->tr ? c->tr->stale(c->trs) : sbx__http_stale(c->fd);
 }
 
 /* The exchange is over: keep the socket only if it is clean and kept alive. */
@@ -3032,11 +3130,11 @@ SBX__PRIVATE int sbx__http_write_req(sbx__conn *c, const sbx__http_req *q, const
     unsigned long long sent = 0;
     const char *what = "request head";
     *dropped = 0;
-    r = sbx__http_send_all(c->fd, o->head.data, o->head.len, deadline);
+    r = sbx__conn_send(c, o->head.data, o->head.len, deadline);
     if (r != 0) goto fail;
     what = "request body";
     if (q->body_fd < 0 && q->body_len > 0 && !o->inline_body) {
-        r = sbx__http_send_all(c->fd, (const char *)q->body, q->body_len, deadline);
+        r = sbx__conn_send(c, (const char *)q->body, q->body_len, deadline);
         if (r != 0) goto fail;
         sent = q->body_len;
     } else if (q->body_fd >= 0) {
@@ -3070,16 +3168,16 @@ SBX__PRIVATE int sbx__http_write_req(sbx__conn *c, const sbx__http_req *q, const
                 memcpy(d - hl, h, (size_t)hl);
                 d[got] = '\r';
                 d[got + 1] = '\n';
-                r = sbx__http_send_all(c->fd, d - hl, (size_t)got + (size_t)hl + 2, deadline);
+                r = sbx__conn_send(c, d - hl, (size_t)got + (size_t)hl + 2, deadline);
             } else {
-                r = sbx__http_send_all(c->fd, d, (size_t)got, deadline);
+                r = sbx__conn_send(c, d, (size_t)got, deadline);
             }
             if (r != 0) goto fail;
             sent += (unsigned long long)got;
         }
     }
     if (o->tail_len) {
-        r = sbx__http_send_all(c->fd, o->tail, o->tail_len, deadline);
+        r = sbx__conn_send(c, o->tail, o->tail_len, deadline);
         if (r != 0) goto fail;
     }
     return SBX_OK;
@@ -3120,7 +3218,7 @@ SBX__PRIVATE int sbx__http_framing(sbx__conn *c, sbx__http_resp *r, int head_req
         return sbx__fail(e, SBX_ERR_PROTOCOL, "response from %s: both Transfer-Encoding and Content-Length", c->ep.name);
     r->content_length = cl;
     r->chunked = te;
-    if (head_req || r->status == 204 || r->status == 304) {
+    if (head_req || r->status == 204 || r->status == 304 || r->status == 101) {
         r->mode = SBX__BODY_NONE;
         r->content_length = head_req ? cl : 0;
     } else if (te) {
@@ -3137,7 +3235,7 @@ SBX__PRIVATE int sbx__http_framing(sbx__conn *c, sbx__http_resp *r, int head_req
 }
 
 /* Read the final response head (skipping 1xx). *dropped: EOF or reset before any byte. */
-SBX__PRIVATE int sbx__http_read_head(sbx__conn *c, sbx__http_resp *r, int head_req, int close_req,
+SBX__PRIVATE int sbx__http_read_head(sbx__conn *c, sbx__http_resp *r, int head_req, int close_req, int upgrade,
                                      long long deadline, int *dropped, sbx_error *e)
 {
     int interim = 0;
@@ -3170,7 +3268,7 @@ SBX__PRIVATE int sbx__http_read_head(sbx__conn *c, sbx__http_resp *r, int head_r
                 c->rlen = avail;
                 c->rpos = 0;
             }
-            got = sbx__http_recv(c->fd, c->buf + c->rlen, SBX__HTTP_BUF_SIZE - c->rlen, deadline);
+            got = sbx__conn_recv(c, c->buf + c->rlen, SBX__HTTP_BUF_SIZE - c->rlen, deadline);
             if (got == -2)
                 return sbx__fail(e, SBX_ERR_TIMEOUT, "wait for the response head from %s: timed out (%lu bytes received)",
                                  c->ep.name, (unsigned long)total);
@@ -3189,7 +3287,7 @@ SBX__PRIVATE int sbx__http_read_head(sbx__conn *c, sbx__http_resp *r, int head_r
             c->rlen += (size_t)got;
             total += (size_t)got;
         }
-        if (status >= 200) {
+        if (status >= 200 || (status == 101 && upgrade)) {
             size_t i;
             char *base;
             if (c->headcap < (size_t)pr + 1) {
@@ -3255,7 +3353,7 @@ SBX__PRIVATE int sbx__http_send(sbx__conn *c, const sbx__http_req *q, sbx__http_
     for (;;) {
         reused = 0;
         if (c->fd >= 0) {
-            if (sbx__http_stale(c->fd)) sbx__conn_close(c);
+            if (sbx__conn_stale(c)) sbx__conn_close(c);
             else reused = 1;
         }
         if (c->fd < 0) {
@@ -3270,7 +3368,7 @@ SBX__PRIVATE int sbx__http_send(sbx__conn *c, const sbx__http_req *q, sbx__http_
         c->rpos = c->rlen = c->bpos = c->bend = 0;
         r->seq = c->seq;
         rc = sbx__http_write_req(c, q, &o, deadline, &dropped, e);
-        if (rc == SBX_OK) rc = sbx__http_read_head(c, r, head_req, close_req, deadline, &dropped, e);
+        if (rc == SBX_OK) rc = sbx__http_read_head(c, r, head_req, close_req, q->upgrade, deadline, &dropped, e);
         if (rc == SBX_OK) break;
         sbx__conn_close(c);
         sbx__http_resp_free(r);
@@ -3291,7 +3389,12 @@ SBX__PRIVATE int sbx__http_send(sbx__conn *c, const sbx__http_req *q, sbx__http_
         }
         goto out;
     }
-    if (r->mode == SBX__BODY_NONE || (r->mode == SBX__BODY_LENGTH && r->left == 0)) sbx__http_finish(c, r);
+    if (r->status == 101) {
+        r->keep_alive = 0;  /* the caller takes the socket over */
+        r->body_done = 1;
+    } else if (r->mode == SBX__BODY_NONE || (r->mode == SBX__BODY_LENGTH && r->left == 0)) {
+        sbx__http_finish(c, r);
+    }
 out:
     sbx__buf_free(&o.head);
     return rc;
@@ -3349,7 +3452,7 @@ SBX__PRIVATE int sbx__http_body_peek(sbx__conn *c, sbx__http_resp *r, const char
             continue;
         }
         c->rpos = c->rlen = c->bpos = c->bend = 0;
-        got = sbx__http_recv(c->fd, c->buf, SBX__HTTP_IO_SIZE, deadline);
+        got = sbx__conn_recv(c, c->buf, SBX__HTTP_IO_SIZE, deadline);
         if (got == -2)
             return sbx__http_body_fail(c, sbx__fail(e, SBX_ERR_TIMEOUT, "read response body from %s: timed out after "
                                                     "%llu bytes", c->ep.name, r->body_read));
@@ -3514,6 +3617,758 @@ SBX__PRIVATE int sbx__http_do(sbx__conn *c, const sbx__http_req *q, sbx__http_re
     if (rc != SBX_OK) return rc;
     if (body) return sbx__http_body_mem(c, r, body, cap, deadline, e);
     return sbx__http_body_discard(c, r, deadline, e);
+}
+
+/* ======================================================================== */
+/* >>ws: SHA-1, base64, RFC 6455 client, port-forward channels              */
+/* ======================================================================== */
+/* The kubelet's plain WebSocket port-forward (subprotocol v4.channel.k8s.io)
+   as a transport of sbx__conn (TRANSPORT in >>http): a sandbox's runtime
+   connection is one WebSocket made through the client's own API connection,
+   so no process runs per sandbox. One WebSocket = one kept-alive HTTP
+   connection; there is no half-close.
+
+   PRIMITIVES
+   void sbx__sha1(const void *p, size_t n, unsigned char out[20]);
+   size_t sbx__base64(const unsigned char *p, size_t n, char *out);
+       out needs 4 * ((n + 2) / 3) + 1 bytes; NUL-terminated; returns the length.
+
+   FRAMES (RFC 6455; no allocation; fuzzed)
+   int sbx__ws_frame_head(p, n, &h, &why)   > 0: bytes of the frame head (2-14)
+       with h filled, 0: need more, -1: invalid (why names the rule). A server
+       frame has no RSV bit, a known opcode, is unmasked, uses the shortest
+       length form; control frames are FIN and at most 125 bytes.
+   size_t sbx__ws_frame_build(out[14], op, len, mask)   head of a FIN, masked
+       client frame. void sbx__ws_mask(p, n, mask, off) masks in place (off:
+       the payload offset of p[0]).
+
+   DECODER: bytes -> channel events (no I/O, no allocation; fuzzed)
+   sbx__wsd_init(&d, ports, nports)    ports as asked in ?ports=, in order
+   int sbx__wsd_step(&d, in, n, max, &used, &ev)   consumes in[0..used) and
+       returns one event: SBX__WSE_MORE (all used, nothing to say),
+       SBX__WSE_DATA (ev.port: index of the port, ev.p/ev.n: at most max payload
+       bytes of data channel 2i, pointing into in), SBX__WSE_PING (d.ctl,
+       d.ctl_len), SBX__WSE_PONG, SBX__WSE_CLOSE (d.close_code, d.why: the
+       reason), SBX__WSE_ERROR (ev.port: the server's text on channel 2i+1 is
+       in d.err, cut at SBX__WS_ERR_MAX), SBX__WSE_BAD (d.why; stays failed).
+       Channel rules: a channel's first two bytes are its port number
+       (little-endian) and must match the one asked for; a channel past the
+       ports asked for, a text message (the base64 variant is not asked for),
+       a fragment outside a message and a message longer than
+       SBX_WS_MAX_MESSAGE are refused. Data is delivered as it arrives (a
+       message is never held whole).
+
+   CONNECTION
+   sbx__ws *sbx__ws_new(a, api, target, ports, nports)   NULL: no memory.
+       target: "/api/v1/namespaces/NS/pods/POD/portforward?ports=P[,Q]"
+       (the endpoint's prefix goes first). Buffers are allocated here, once:
+       the data path allocates nothing.
+   int sbx__ws_open(ws, deadline, e)   upgrade on a fresh connection to api;
+       the socket (>= 0) or an error: a non-101 answer sets ws->refused,
+       ws->status and ws->why (SBX_ERR_HTTP, or SBX_ERR_NOT_FOUND for 404,
+       with the server's words); a bad Sec-WebSocket-Accept or subprotocol is
+       SBX_ERR_PROTOCOL.
+   long sbx__ws_read(ws, &port, p, n, deadline)    data of any port: > 0 bytes
+       (port set), 0 the WebSocket ended (close frame or EOF), -1 errno
+       (ECONNRESET: the error channel spoke; EPROTO / EMSGSIZE: the server
+       broke a rule), -2 deadline. Pings are answered on the way. ws->why
+       says what happened in the server's words.
+   int sbx__ws_write(ws, port, p, n, deadline)     0, -1 errno, -2 deadline.
+   void sbx__ws_close(ws)    close handshake (bounded by SBX__WS_CLOSE_WAIT_MS)
+   void sbx__ws_free(ws)     close and free; NULL is fine.
+   ws->tr: the transport for sbx__conn_transport(c, &ws->tr, ws); it reads
+       and writes port 0. Its stale check answers pings that came while the
+       connection was idle and calls anything else (close, EOF, data) stale. */
+
+#ifndef SBX_WS_MAX_MESSAGE
+#define SBX_WS_MAX_MESSAGE (16u * 1024u * 1024u)  /* one WebSocket message from the server */
+#endif
+#if SBX_WS_MAX_MESSAGE < 3
+#error "SBX_WS_MAX_MESSAGE must be at least 3 (a channel byte and a port number)"
+#endif
+#ifndef SBX__WS_CLOSE_WAIT_MS
+#define SBX__WS_CLOSE_WAIT_MS 250   /* our close: wait this long for the server's */
+#endif
+#define SBX__WS_MAX_PORTS 8
+#define SBX__WS_ERR_MAX 256         /* error channel text kept */
+#define SBX__WS_OUT_SIZE 32768      /* one client frame, head included */
+#define SBX__WS_PROTOCOL "v4.channel.k8s.io"
+
+/* ---- SHA-1 (FIPS 180-4) and base64 (RFC 4648) --------------------------- */
+
+#define SBX__ROL32(x, k) ((((x) << (k)) | ((x) >> (32 - (k)))) & 0xffffffffUL)
+
+SBX__PRIVATE void sbx__sha1_block(unsigned long h[5], const unsigned char *b)
+{
+    unsigned long w[80], a, bb, c, d, x, f, k, t;
+    int i;
+    for (i = 0; i < 16; i++)
+        w[i] = ((unsigned long)b[4 * i] << 24) | ((unsigned long)b[4 * i + 1] << 16) |
+               ((unsigned long)b[4 * i + 2] << 8) | (unsigned long)b[4 * i + 3];
+    for (i = 16; i < 80; i++) {
+        x = w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16];
+        w[i] = SBX__ROL32(x, 1);
+    }
+    a = h[0]; bb = h[1]; c = h[2]; d = h[3]; x = h[4];
+    for (i = 0; i < 80; i++) {
+        if (i < 20) { f = (bb & c) | (~bb & d); k = 0x5a827999UL; }
+        else if (i < 40) { f = bb ^ c ^ d; k = 0x6ed9eba1UL; }
+        else if (i < 60) { f = (bb & c) | (bb & d) | (c & d); k = 0x8f1bbcdcUL; }
+        else { f = bb ^ c ^ d; k = 0xca62c1d6UL; }
+        t = (SBX__ROL32(a, 5) + (f & 0xffffffffUL) + x + k + w[i]) & 0xffffffffUL;
+        x = d;
+        d = c;
+        c = SBX__ROL32(bb, 30);
+        bb = a;
+        a = t;
+    }
+    h[0] = (h[0] + a) & 0xffffffffUL;
+    h[1] = (h[1] + bb) & 0xffffffffUL;
+    h[2] = (h[2] + c) & 0xffffffffUL;
+    h[3] = (h[3] + d) & 0xffffffffUL;
+    h[4] = (h[4] + x) & 0xffffffffUL;
+}
+
+SBX__PRIVATE void sbx__sha1(const void *data, size_t n, unsigned char out[20])
+{
+    const unsigned char *p = (const unsigned char *)data;
+    unsigned long h[5] = {0x67452301UL, 0xefcdab89UL, 0x98badcfeUL, 0x10325476UL, 0xc3d2e1f0UL};
+    unsigned char last[128];
+    unsigned long long bits = (unsigned long long)n * 8u;
+    size_t rest, tail, i;
+    for (; n >= 64; p += 64, n -= 64) sbx__sha1_block(h, p);
+    rest = n;
+    memset(last, 0, sizeof last);
+    if (rest) memcpy(last, p, rest);
+    last[rest] = 0x80;
+    tail = rest + 9 <= 64 ? 64 : 128;
+    for (i = 0; i < 8; i++) last[tail - 1 - i] = (unsigned char)(bits >> (8 * i));
+    sbx__sha1_block(h, last);
+    if (tail == 128) sbx__sha1_block(h, last + 64);
+    for (i = 0; i < 20; i++) out[i] = (unsigned char)(h[i / 4] >> (24 - 8 * (i % 4)));
+}
+
+SBX__PRIVATE size_t sbx__base64(const unsigned char *p, size_t n, char *out)
+{
+    static const char abc[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    size_t i, o = 0;
+    for (i = 0; i + 2 < n; i += 3) {
+        unsigned long v = ((unsigned long)p[i] << 16) | ((unsigned long)p[i + 1] << 8) | p[i + 2];
+        out[o++] = abc[(v >> 18) & 63];
+        out[o++] = abc[(v >> 12) & 63];
+        out[o++] = abc[(v >> 6) & 63];
+        out[o++] = abc[v & 63];
+    }
+    if (i < n) {
+        unsigned long v = (unsigned long)p[i] << 16;
+        if (i + 1 < n) v |= (unsigned long)p[i + 1] << 8;
+        out[o++] = abc[(v >> 18) & 63];
+        out[o++] = abc[(v >> 12) & 63];
+        out[o++] = i + 1 < n ? abc[(v >> 6) & 63] : '=';
+        out[o++] = '=';
+    }
+    out[o] = '\0';
+    return o;
+}
+
+/* ---- frames ------------------------------------------------------------- */
+
+enum { SBX__WS_CONT = 0, SBX__WS_TEXT = 1, SBX__WS_BINARY = 2, SBX__WS_CLOSE = 8, SBX__WS_PING = 9, SBX__WS_PONG = 10 };
+
+typedef struct sbx__ws_fh {
+    int fin;
+    int op;
+    unsigned long long len;
+} sbx__ws_fh;
+
+SBX__PRIVATE int sbx__ws_frame_head(const unsigned char *p, size_t n, sbx__ws_fh *h, const char **why)
+{
+    size_t need = 2, i;
+    unsigned long long len;
+    if (n < 2) return 0;
+    if (p[0] & 0x70) { *why = "a reserved bit (RSV1-3) is set, but no extension was agreed"; return -1; }
+    h->fin = (p[0] & 0x80) != 0;
+    h->op = p[0] & 0x0f;
+    if (!(h->op <= 2 || (h->op >= 8 && h->op <= 10))) { *why = "unknown opcode"; return -1; }
+    if (p[1] & 0x80) { *why = "a frame from the server is masked"; return -1; }
+    len = p[1] & 0x7f;
+    if (len == 126) need = 4;
+    else if (len == 127) need = 10;
+    if (h->op >= 8 && (!h->fin || len > 125)) {
+        *why = "a control frame is fragmented or longer than 125 bytes";
+        return -1;
+    }
+    if (n < need) return 0;
+    if (need > 2) {
+        len = 0;
+        for (i = 2; i < need; i++) len = (len << 8) | p[i];
+        if (need == 10 && (p[2] & 0x80)) { *why = "payload length has its top bit set"; return -1; }
+        if ((need == 4 && len < 126) || (need == 10 && len <= 0xffff)) {
+            *why = "payload length not in its shortest form";
+            return -1;
+        }
+    }
+    h->len = len;
+    return (int)need;
+}
+
+SBX__PRIVATE size_t sbx__ws_frame_build(unsigned char *out, int op, unsigned long long len, const unsigned char mask[4])
+{
+    size_t o = 2;
+    int i;
+    out[0] = (unsigned char)(0x80 | (op & 0x0f));
+    if (len < 126) {
+        out[1] = (unsigned char)(0x80 | len);
+    } else if (len <= 0xffff) {
+        out[1] = 0x80 | 126;
+        out[2] = (unsigned char)(len >> 8);
+        out[3] = (unsigned char)len;
+        o = 4;
+    } else {
+        out[1] = 0x80 | 127;
+        for (i = 0; i < 8; i++) out[2 + i] = (unsigned char)(len >> (56 - 8 * i));
+        o = 10;
+    }
+    memcpy(out + o, mask, 4);
+    return o + 4;
+}
+
+SBX__PRIVATE void sbx__ws_mask(unsigned char *p, size_t n, const unsigned char mask[4], size_t off)
+{
+    unsigned char k[8];
+    unsigned long long kk, w;
+    size_t i = 0;
+    int j;
+    for (j = 0; j < 8; j++) k[j] = mask[(off + (size_t)j) & 3];
+    memcpy(&kk, k, 8);
+    for (; i + 8 <= n; i += 8) {  /* 8 bytes at a time; memcpy: no alignment needed */
+        memcpy(&w, p + i, 8);
+        w ^= kk;
+        memcpy(p + i, &w, 8);
+    }
+    for (; i < n; i++) p[i] ^= k[i & 7];
+}
+
+/* ---- decoder: frames -> channel events ---------------------------------- */
+
+enum { SBX__WSE_MORE, SBX__WSE_DATA, SBX__WSE_PING, SBX__WSE_PONG, SBX__WSE_CLOSE, SBX__WSE_ERROR, SBX__WSE_BAD };
+
+typedef struct sbx__wsd {
+    int nports;
+    int port[SBX__WS_MAX_PORTS];
+    unsigned char pfx_n[2 * SBX__WS_MAX_PORTS];   /* prefix bytes seen per channel */
+    unsigned pfx_v[2 * SBX__WS_MAX_PORTS];
+    unsigned char hb[14];     /* a frame head arriving in pieces */
+    size_t hn;
+    int in_frame, fop, ffin;
+    unsigned long long left;  /* payload bytes of the current frame still to come */
+    int msg;                  /* a data message is in progress */
+    int chan;                 /* its channel; -1 before its first byte */
+    unsigned long long msg_len;
+    unsigned char ctl[125];
+    size_t ctl_len;
+    int close_code;           /* 1005: the close frame had none */
+    char err[SBX__WS_ERR_MAX];
+    size_t err_len;
+    int bad;
+    char why[160];
+} sbx__wsd;
+
+typedef struct sbx__wse {
+    int port;
+    const unsigned char *p;
+    size_t n;
+} sbx__wse;
+
+SBX__PRIVATE void sbx__wsd_init(sbx__wsd *d, const int *ports, int nports)
+{
+    int i;
+    memset(d, 0, sizeof *d);
+    d->nports = nports < 0 ? 0 : nports > SBX__WS_MAX_PORTS ? SBX__WS_MAX_PORTS : nports;
+    for (i = 0; i < d->nports; i++) d->port[i] = ports[i];
+    d->chan = -1;
+}
+
+SBX__PRIVATE int sbx__wsd_fail(sbx__wsd *d, const char *why, size_t *used, size_t i)
+{
+    d->bad = 1;
+    sbx__fmt(d->why, sizeof d->why, "%s", why);
+    *used = i;
+    return SBX__WSE_BAD;
+}
+
+/* The close frame's code and reason (control characters shown as '?'). */
+SBX__PRIVATE int sbx__wsd_close(sbx__wsd *d)
+{
+    size_t i, o = 0;
+    int c;
+    d->close_code = 1005;
+    d->why[0] = '\0';
+    if (d->ctl_len == 0) return 0;
+    if (d->ctl_len == 1) return -1;
+    c = (d->ctl[0] << 8) | d->ctl[1];
+    if (c < 1000 || (c >= 1004 && c <= 1006) || (c >= 1015 && c < 3000) || c >= 5000) return -1;
+    d->close_code = c;
+    for (i = 2; i < d->ctl_len && o + 1 < sizeof d->why; i++)
+        d->why[o++] = (d->ctl[i] < 0x20 || d->ctl[i] == 0x7f) ? '?' : (char)d->ctl[i];
+    d->why[o] = '\0';
+    return 0;
+}
+
+SBX__PRIVATE int sbx__wsd_step(sbx__wsd *d, const unsigned char *in, size_t n, size_t max, size_t *used, sbx__wse *ev)
+{
+    size_t i = 0;
+    ev->port = -1;
+    ev->p = NULL;
+    ev->n = 0;
+    if (d->bad) { *used = 0; return SBX__WSE_BAD; }
+    if (max == 0) max = 1;
+    for (;;) {
+        if (!d->in_frame) {
+            sbx__ws_fh h;
+            const char *why = NULL;
+            int hr = 0;
+            if (d->hn == 0 && n - i >= 14) {
+                hr = sbx__ws_frame_head(in + i, n - i, &h, &why);
+                if (hr > 0) i += (size_t)hr;
+            } else {
+                while (i < n) {
+                    d->hb[d->hn++] = in[i++];
+                    hr = sbx__ws_frame_head(d->hb, d->hn, &h, &why);
+                    if (hr != 0) break;
+                }
+                if (hr > 0) d->hn = 0;
+            }
+            if (hr < 0) return sbx__wsd_fail(d, why, used, i);
+            if (hr == 0) { *used = n; return SBX__WSE_MORE; }
+            if (h.op == SBX__WS_TEXT)
+                return sbx__wsd_fail(d, "a text message (the base64 channel protocol was not asked for)", used, i);
+            if (h.op == SBX__WS_CONT && !d->msg) return sbx__wsd_fail(d, "a continuation frame outside a message", used, i);
+            if (h.op == SBX__WS_BINARY) {
+                if (d->msg) return sbx__wsd_fail(d, "a new message inside a fragmented one", used, i);
+                d->msg = 1;
+                d->chan = -1;
+                d->msg_len = 0;
+            }
+            if (h.op < 8) {
+                if (h.len > (unsigned long long)SBX_WS_MAX_MESSAGE - d->msg_len)
+                    return sbx__wsd_fail(d, "a message longer than SBX_WS_MAX_MESSAGE", used, i);
+                d->msg_len += h.len;
+            }
+            d->in_frame = 1;
+            d->fop = h.op;
+            d->ffin = h.fin;
+            d->left = h.len;
+            d->ctl_len = 0;
+        }
+        if (d->fop >= 8) {
+            size_t k = (size_t)(d->left < (unsigned long long)(n - i) ? d->left : (unsigned long long)(n - i));
+            memcpy(d->ctl + d->ctl_len, in + i, k);
+            d->ctl_len += k;
+            d->left -= k;
+            i += k;
+            if (d->left > 0) { *used = n; return SBX__WSE_MORE; }
+            d->in_frame = 0;
+            *used = i;
+            if (d->fop == SBX__WS_PING) return SBX__WSE_PING;
+            if (d->fop == SBX__WS_PONG) return SBX__WSE_PONG;
+            if (sbx__wsd_close(d) != 0) return sbx__wsd_fail(d, "a close frame with a bad status code", used, i);
+            return SBX__WSE_CLOSE;
+        }
+        /* a data frame: channel byte, port prefix, then payload */
+        if (d->left > 0 && i < n && d->chan < 0) {
+            d->chan = in[i++];
+            d->left--;
+            if (d->chan >= 2 * d->nports) {
+                char w[96];
+                sbx__fmt(w, sizeof w, "data on channel %d, but %d port(s) were asked for", d->chan, d->nports);
+                return sbx__wsd_fail(d, w, used, i);
+            }
+            if (d->chan & 1) d->err_len = 0;
+        }
+        while (d->left > 0 && i < n && d->chan >= 0 && d->pfx_n[d->chan] < 2) {
+            d->pfx_v[d->chan] |= (unsigned)in[i++] << (8 * d->pfx_n[d->chan]);
+            d->left--;
+            if (++d->pfx_n[d->chan] == 2 && (int)d->pfx_v[d->chan] != d->port[d->chan / 2]) {
+                char w[96];
+                sbx__fmt(w, sizeof w, "channel %d starts with port %u, but port %d was asked for", d->chan,
+                         d->pfx_v[d->chan], d->port[d->chan / 2]);
+                return sbx__wsd_fail(d, w, used, i);
+            }
+        }
+        if (d->left > 0 && i < n) {
+            size_t k = (size_t)(d->left < (unsigned long long)(n - i) ? d->left : (unsigned long long)(n - i));
+            if (!(d->chan & 1)) {
+                if (k > max) k = max;
+                ev->port = d->chan / 2;
+                ev->p = in + i;
+                ev->n = k;
+                d->left -= k;
+                i += k;
+                if (d->left == 0) {
+                    d->in_frame = 0;
+                    if (d->ffin) d->msg = 0;
+                }
+                *used = i;
+                return SBX__WSE_DATA;
+            }
+            {
+                size_t room = sizeof d->err - 1 - d->err_len, c = k < room ? k : room, j;
+                for (j = 0; j < c; j++) {
+                    unsigned char b = in[i + j];
+                    d->err[d->err_len++] = (b < 0x20 || b == 0x7f) ? ' ' : (char)b;
+                }
+                d->err[d->err_len] = '\0';
+            }
+            d->left -= k;
+            i += k;
+        }
+        if (d->left > 0) { *used = n; return SBX__WSE_MORE; }
+        d->in_frame = 0;
+        if (d->ffin) {
+            d->msg = 0;
+            if (d->chan >= 0 && (d->chan & 1) && d->err_len > 0) {
+                ev->port = d->chan / 2;
+                *used = i;
+                return SBX__WSE_ERROR;
+            }
+        }
+        if (i == n) { *used = n; return SBX__WSE_MORE; }
+    }
+}
+
+/* ---- connection ----------------------------------------------------------- */
+
+typedef struct sbx__ws {
+    sbx_allocator a;
+    sbx__conn up;             /* the upgrade goes through here; its buffer is our input */
+    char *target;
+    int ports[SBX__WS_MAX_PORTS];
+    int nports;
+    int fd;                   /* -1: no WebSocket open */
+    sbx__wsd d;
+    size_t ipos, ilen;        /* received, not yet decoded: up.buf[ipos, ilen) */
+    unsigned char *out;       /* SBX__WS_OUT_SIZE: client frames are masked here */
+    unsigned char rnd[256];   /* masking keys, refilled from /dev/urandom */
+    size_t rnd_used;
+    int close_sent, close_got;
+    int refused;              /* the last open got a non-101 answer ... */
+    int status;               /* ... with this status */
+    char why[SBX_ERRMSG_SIZE / 2];
+    sbx__transport tr;
+} sbx__ws;
+
+SBX__PRIVATE void sbx__ws_key(sbx__ws *ws, unsigned char mask[4])
+{
+    if (ws->rnd_used + 4 > sizeof ws->rnd) {
+        sbx__random(ws->rnd, sizeof ws->rnd);
+        ws->rnd_used = 0;
+    }
+    memcpy(mask, ws->rnd + ws->rnd_used, 4);
+    ws->rnd_used += 4;
+}
+
+/* One client frame of op with payload pre[0..npre) + p[0..n), masked in the
+   output buffer piece by piece. 0, -1 errno, -2 deadline. */
+SBX__PRIVATE int sbx__ws_send_frame(sbx__ws *ws, int op, const unsigned char *pre, size_t npre, const unsigned char *p,
+                                    size_t n, long long deadline)
+{
+    unsigned char mask[4];
+    size_t h, off = 0, total = npre + n;
+    int r;
+    if (ws->fd < 0) { errno = ENOTCONN; return -1; }
+    sbx__ws_key(ws, mask);
+    h = sbx__ws_frame_build(ws->out, op, total, mask);
+    while (off < total || h > 0) {
+        size_t room = SBX__WS_OUT_SIZE - h, k = 0;
+        while (k < room && off < total) {
+            size_t take;
+            const unsigned char *src;
+            if (off < npre) { src = pre + off; take = npre - off; }
+            else { src = p + (off - npre); take = total - off; }
+            if (take > room - k) take = room - k;
+            memcpy(ws->out + h + k, src, take);
+            sbx__ws_mask(ws->out + h + k, take, mask, off);
+            k += take;
+            off += take;
+        }
+        r = sbx__http_send_all(ws->fd, (const char *)ws->out, h + k, deadline);
+        if (r != 0) return r;
+        h = 0;
+    }
+    return 0;
+}
+
+SBX__PRIVATE int sbx__ws_write(sbx__ws *ws, int port, const void *data, size_t n, long long deadline)
+{
+    const unsigned char *p = (const unsigned char *)data;
+    unsigned char chan;
+    if (port < 0 || port >= ws->nports) { errno = EINVAL; return -1; }
+    if (ws->close_got || ws->close_sent) { errno = EPIPE; return -1; }
+    chan = (unsigned char)(2 * port);
+    while (n > 0) {
+        size_t k = n > SBX__WS_OUT_SIZE - 15 ? SBX__WS_OUT_SIZE - 15 : n;
+        int r = sbx__ws_send_frame(ws, SBX__WS_BINARY, &chan, 1, p, k, deadline);
+        if (r != 0) return r;
+        p += k;
+        n -= k;
+    }
+    return 0;
+}
+
+/* Handle a control event; 1: the WebSocket ended (close frame). */
+SBX__PRIVATE int sbx__ws_control(sbx__ws *ws, int ev, long long deadline)
+{
+    if (ev == SBX__WSE_PING && !ws->close_sent) {
+        sbx__ws_send_frame(ws, SBX__WS_PONG, ws->d.ctl, ws->d.ctl_len, NULL, 0, deadline);
+    } else if (ev == SBX__WSE_CLOSE) {
+        ws->close_got = 1;
+        if (!ws->close_sent) {
+            unsigned char code[2];
+            int c = ws->d.close_code == 1005 ? 1000 : ws->d.close_code;
+            code[0] = (unsigned char)(c >> 8);
+            code[1] = (unsigned char)c;
+            ws->close_sent = 1;
+            sbx__ws_send_frame(ws, SBX__WS_CLOSE, code, 2, NULL, 0, deadline);
+        }
+        if (ws->d.close_code != 1000 && ws->d.close_code != 1005)
+            sbx__fmt(ws->why, sizeof ws->why, "the server closed the WebSocket with code %d%s%s", ws->d.close_code,
+                     ws->d.why[0] ? ": " : "", ws->d.why);
+        return 1;
+    }
+    return 0;
+}
+
+SBX__PRIVATE long sbx__ws_read(sbx__ws *ws, int *port, char *p, size_t n, long long deadline)
+{
+    unsigned char *in = (unsigned char *)ws->up.buf;
+    for (;;) {
+        long got;
+        while (ws->ipos < ws->ilen) {
+            sbx__wse ev;
+            size_t used = 0;
+            int r = sbx__wsd_step(&ws->d, in + ws->ipos, ws->ilen - ws->ipos, n, &used, &ev);
+            ws->ipos += used;
+            if (r == SBX__WSE_DATA) {
+                memcpy(p, ev.p, ev.n);
+                *port = ev.port;
+                return (long)ev.n;
+            }
+            if (r == SBX__WSE_ERROR) {
+                sbx__fmt(ws->why, sizeof ws->why, "port %d: %s", ws->ports[ev.port], ws->d.err);
+                errno = ECONNRESET;
+                return -1;
+            }
+            if (r == SBX__WSE_BAD) {
+                sbx__fmt(ws->why, sizeof ws->why, "the server broke the WebSocket protocol: %s", ws->d.why);
+                errno = strstr(ws->d.why, "SBX_WS_MAX_MESSAGE") ? EMSGSIZE : EPROTO;
+                return -1;
+            }
+            if (sbx__ws_control(ws, r, deadline)) return 0;
+        }
+        if (ws->close_got || ws->fd < 0) return 0;
+        ws->ipos = ws->ilen = 0;
+        got = sbx__http_recv(ws->fd, (char *)in, SBX__HTTP_BUF_SIZE, deadline);
+        if (got == 0) {
+            ws->close_got = 1;
+            if (!ws->why[0]) sbx__fmt(ws->why, sizeof ws->why, "the connection ended without a close frame");
+            return 0;
+        }
+        if (got < 0) return got;
+        ws->ilen = (size_t)got;
+    }
+}
+
+SBX__PRIVATE void sbx__ws_close(sbx__ws *ws)
+{
+    if (ws->fd < 0) return;
+    if (!ws->close_got && !ws->d.bad) {
+        long long deadline = sbx__deadline(SBX__WS_CLOSE_WAIT_MS);
+        char sink[512];
+        int port;
+        if (!ws->close_sent) {
+            static const unsigned char normal[2] = {0x03, 0xe8}; /* 1000 */
+            ws->close_sent = 1;
+            if (sbx__ws_send_frame(ws, SBX__WS_CLOSE, normal, 2, NULL, 0, deadline) != 0) ws->close_got = 1;
+        }
+        while (!ws->close_got && sbx__ws_read(ws, &port, sink, sizeof sink, deadline) > 0) {}
+    }
+    close(ws->fd);
+    ws->fd = -1;
+}
+
+SBX__PRIVATE int sbx__ws_open(sbx__ws *ws, long long deadline, sbx_error *e)
+{
+    static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+    unsigned char rnd[16], digest[20];
+    char key[32], accept[32], hdrs[400], both[80];
+    const char *v;
+    size_t vn;
+    sbx__http_req req;
+    sbx__http_resp resp;
+    int rc, fd;
+    sbx__ws_close(ws);
+    ws->refused = 0;
+    ws->status = 0;
+    ws->why[0] = '\0';
+    sbx__random(rnd, sizeof rnd);
+    sbx__base64(rnd, sizeof rnd, key);
+    sbx__fmt(both, sizeof both, "%s%s", key, guid);
+    sbx__sha1(both, strlen(both), digest);
+    sbx__base64(digest, sizeof digest, accept);
+    sbx__fmt(hdrs, sizeof hdrs, "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+             "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Protocol: " SBX__WS_PROTOCOL "\r\n", key);
+    sbx__http_req_init(&req);
+    req.target = ws->target;
+    req.headers = hdrs;
+    req.upgrade = 1;
+    sbx__conn_close(&ws->up);  /* a fresh connection: it becomes the WebSocket */
+    rc = sbx__http_send(&ws->up, &req, &resp, deadline, e);
+    if (rc != SBX_OK) return rc;
+    if (resp.status != 101) {
+        sbx__buf body;
+        char text[SBX_ERRMSG_SIZE / 2];
+        ws->refused = 1;
+        ws->status = resp.status;
+        sbx__buf_init(&body, &ws->a);
+        if (sbx__http_body_mem(&ws->up, &resp, &body, 65536, deadline, NULL) != SBX_OK) body.len = 0;
+        sbx__http_error_text(resp.status, body.data ? body.data : "", body.len, text, sizeof text);
+        sbx__fmt(ws->why, sizeof ws->why, "%s", text);
+        sbx__buf_free(&body);
+        sbx__conn_close(&ws->up);
+        if (e) e->http_status = resp.status;
+        return sbx__fail(e, resp.status == 404 ? SBX_ERR_NOT_FOUND : SBX_ERR_HTTP,
+                         "WebSocket upgrade refused (%s)", text);
+    }
+    v = sbx__http_header(&resp, "upgrade", &vn);
+    if (!v || !sbx__http_has_token(v, vn, "websocket")) {
+        sbx__conn_close(&ws->up);
+        return sbx__fail(e, SBX_ERR_PROTOCOL, "101 answer without \"Upgrade: websocket\"");
+    }
+    v = sbx__http_header(&resp, "sec-websocket-accept", &vn);
+    if (!v || vn != strlen(accept) || memcmp(v, accept, vn) != 0) {
+        sbx__conn_close(&ws->up);
+        return sbx__fail(e, SBX_ERR_PROTOCOL, "101 answer with a wrong Sec-WebSocket-Accept (\"%.40s\", want \"%s\")",
+                         v ? v : "", accept);
+    }
+    v = sbx__http_header(&resp, "sec-websocket-protocol", &vn);
+    if (!v || !sbx__http_ieq(v, vn, SBX__WS_PROTOCOL)) {
+        sbx__conn_close(&ws->up);
+        return sbx__fail(e, SBX_ERR_PROTOCOL, "101 answer without the subprotocol " SBX__WS_PROTOCOL " (got \"%.60s\")",
+                         v ? v : "");
+    }
+    /* take the socket over, with whatever came after the 101 */
+    fd = ws->up.fd;
+    ws->ilen = ws->up.rlen - ws->up.rpos;
+    memmove(ws->up.buf, ws->up.buf + ws->up.rpos, ws->ilen);
+    ws->ipos = 0;
+    ws->up.fd = -1;
+    ws->up.busy = 0;
+    ws->fd = fd;
+    ws->close_sent = ws->close_got = 0;
+    sbx__wsd_init(&ws->d, ws->ports, ws->nports);
+    return fd;
+}
+
+/* ---- the transport (port 0) ------------------------------------------------ */
+
+SBX__PRIVATE int sbx__ws_tr_open(void *st, long long deadline, sbx_error *e)
+{
+    return sbx__ws_open((sbx__ws *)st, deadline, e);
+}
+
+SBX__PRIVATE void sbx__ws_tr_close(void *st)
+{
+    sbx__ws_close((sbx__ws *)st);
+}
+
+SBX__PRIVATE long sbx__ws_tr_recv(void *st, char *p, size_t n, long long deadline)
+{
+    sbx__ws *ws = (sbx__ws *)st;
+    int port = 0;
+    long r = sbx__ws_read(ws, &port, p, n, deadline);
+    if (r > 0 && port != 0) {
+        sbx__fmt(ws->why, sizeof ws->why, "data for port %d on a connection to port %d", ws->ports[port], ws->ports[0]);
+        errno = EPROTO;
+        return -1;
+    }
+    return r;
+}
+
+SBX__PRIVATE int sbx__ws_tr_send(void *st, const char *p, size_t n, long long deadline)
+{
+    return sbx__ws_write((sbx__ws *)st, 0, p, n, deadline);
+}
+
+/* Idle: a ping is answered (not stale); a close, EOF, data, an error or a
+   broken rule is stale. Never blocks. */
+SBX__PRIVATE int sbx__ws_tr_stale(void *st)
+{
+    sbx__ws *ws = (sbx__ws *)st;
+    unsigned char *in = (unsigned char *)ws->up.buf;
+    if (ws->fd < 0 || ws->close_got || ws->d.bad) return 1;
+    for (;;) {
+        ssize_t got;
+        while (ws->ipos < ws->ilen) {
+            sbx__wse ev;
+            size_t used = 0;
+            int r = sbx__wsd_step(&ws->d, in + ws->ipos, ws->ilen - ws->ipos, 1, &used, &ev);
+            ws->ipos += used;
+            if (r == SBX__WSE_PING) sbx__ws_control(ws, r, sbx__deadline(SBX__WS_CLOSE_WAIT_MS));
+            else if (r == SBX__WSE_CLOSE) { sbx__ws_control(ws, r, sbx__deadline(SBX__WS_CLOSE_WAIT_MS)); return 1; }
+            else if (r != SBX__WSE_PONG && r != SBX__WSE_MORE) return 1;
+        }
+        ws->ipos = ws->ilen = 0;
+        got = recv(ws->fd, in, SBX__HTTP_BUF_SIZE, 0);
+        if (got > 0) { ws->ilen = (size_t)got; continue; }
+        if (got < 0 && errno == EINTR) continue;
+        if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
+        return 1;
+    }
+}
+
+SBX__PRIVATE void sbx__ws_free(sbx__ws *ws)
+{
+    sbx_allocator a;
+    if (!ws) return;
+    sbx__ws_close(ws);
+    sbx__conn_free(&ws->up);
+    a = ws->a;
+    sbx__free(&a, ws->target);
+    sbx__free(&a, ws->out);
+    sbx__free(&a, ws);
+}
+
+SBX__PRIVATE sbx__ws *sbx__ws_new(const sbx_allocator *alloc, const sbx__endpoint *api, const char *target,
+                                   const int *ports, int nports)
+{
+    sbx_allocator a = sbx__allocator(alloc);
+    sbx__ws *ws;
+    int i;
+    if (nports < 1 || nports > SBX__WS_MAX_PORTS) return NULL;
+    ws = (sbx__ws *)sbx__malloc(&a, sizeof *ws);
+    if (!ws) return NULL;
+    memset(ws, 0, sizeof *ws);
+    ws->a = a;
+    ws->fd = -1;
+    ws->rnd_used = sizeof ws->rnd;
+    sbx__conn_init(&ws->up, api, &a);
+    for (i = 0; i < nports; i++) ws->ports[i] = ports[i];
+    ws->nports = nports;
+    ws->target = sbx__strdup(&a, target);
+    ws->out = (unsigned char *)sbx__malloc(&a, SBX__WS_OUT_SIZE);
+    ws->up.buf = (char *)sbx__malloc(&a, SBX__HTTP_BUF_SIZE);
+    ws->tr.open = sbx__ws_tr_open;
+    ws->tr.close = sbx__ws_tr_close;
+    ws->tr.recv = sbx__ws_tr_recv;
+    ws->tr.send = sbx__ws_tr_send;
+    ws->tr.stale = sbx__ws_tr_stale;
+    if (!ws->target || !ws->out || !ws->up.buf) {
+        sbx__ws_free(ws);
+        return NULL;
+    }
+    sbx__wsd_init(&ws->d, ws->ports, ws->nports);
+    return ws;
 }
 
 /* ======================================================================== */
@@ -4583,7 +5438,11 @@ SBX__PRIVATE size_t sbx__proc_stderr_tail(sbx__proc *p, char *buf, size_t cap)
    mode; modes differ only in the endpoint, a path prefix, extra headers and how
    a tunnel is started (sbx__route_ensure); the request code is shared
    (sbx__rt_call):
-     POD_TUNNEL     127.0.0.1:L  kubectl port-forward pod/POD 0:PORT (per sandbox)
+     POD_TUNNEL     websocket: rt rides on an sbx__ws (>>ws) through the API
+                    endpoint, opened before anything is sent (sbx__ws_route), so a
+                    refused upgrade in AUTO can still switch the client (pf_kubectl,
+                    under mu) and this sandbox to:
+                    127.0.0.1:L  kubectl port-forward pod/POD 0:PORT (per sandbox)
      ROUTER_TUNNEL  127.0.0.1:L  kubectl port-forward svc/sandbox-router-svc 0:8080,
                                  one per client, started lazily under tmu, restarted
                                  when it died; router headers
@@ -4666,6 +5525,8 @@ struct sbx__client {
     const char *core_version;
     /* the route */
     sbx_mode mode;
+    sbx_pod_route pod_route;  /* POD_TUNNEL, as configured */
+    int pf_kubectl;           /* AUTO: the upgrade was refused, kubectl from now on (under mu) */
     char *router_ns;
     char *router_token;
     char *gateway_name;
@@ -5334,8 +6195,10 @@ struct sbx__sandbox {
     sbx__conn rt;             /* keep-alive connection to the route's endpoint */
     int rt_ready;
     unsigned rt_gen;          /* ROUTER_TUNNEL: the tunnel generation rt points at */
-    sbx__proc tunnel;         /* POD_TUNNEL */
+    sbx__proc tunnel;         /* POD_TUNNEL over kubectl port-forward */
     int tunnel_started;
+    int pod_ws;               /* POD_TUNNEL: 1 WebSocket, 0 kubectl, -1 not chosen yet */
+    sbx__ws *ws;              /* POD_TUNNEL over WebSocket: rt's transport */
     int local_port;
     int call_timeout_ms;
     int tunnel_timeout_ms;
@@ -6078,6 +6941,8 @@ SBX__PRIVATE void sbx__tunnel_stop(struct sbx__sandbox *s)
         sbx__conn_free(&s->rt);
         s->rt_ready = 0;
     }
+    sbx__ws_free(s->ws);
+    s->ws = NULL;
     if (s->tunnel_started) {
         /* SIGINT is kubectl port-forward's clean stop (GOAWAY, exit 0) */
         sbx__proc_stop(&s->tunnel, SIGINT, 2000);
@@ -6196,6 +7061,41 @@ again:
 
 /* ---- the route ---------------------------------------------------------- */
 
+/* POD_TUNNEL over WebSocket: s->rt rides on s->ws; a WebSocket that is not
+   open (or went stale while idle) is opened here, before anything is sent,
+   so a refused upgrade can still change the route. */
+SBX__PRIVATE sbx_result sbx__ws_route(struct sbx__sandbox *s, long long deadline, sbx_error *e)
+{
+    struct sbx__client *cl = s->cl;
+    sbx_result r;
+    if (!s->ws) {
+        sbx__buf t;
+        int port = s->server_port;
+        sbx__buf_init(&t, &cl->a);
+        if (sbx__buf_printf(&t, "/api/v1/namespaces/%s/pods/%s/portforward?ports=%d", s->ns, s->pod, port) == 0)
+            s->ws = sbx__ws_new(&cl->a, &cl->api, t.data, &port, 1);
+        sbx__buf_free(&t);
+        if (!s->ws) return sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
+    }
+    if (!s->rt_ready) {
+        sbx__endpoint ep;
+        memset(&ep, 0, sizeof ep);
+        sbx__fmt(ep.name, sizeof ep.name, "pod/%s:%d (websocket)", s->pod, s->server_port);
+        strcpy(ep.host, "localhost");
+        sbx__conn_init(&s->rt, &ep, &cl->a);
+        sbx__conn_transport(&s->rt, &s->ws->tr, s->ws);
+        s->rt_ready = 1;
+    }
+    if (s->rt.fd >= 0 && sbx__conn_stale(&s->rt)) sbx__conn_close(&s->rt);
+    if (s->rt.fd >= 0) {
+        s->ws->why[0] = '\0';  /* only this exchange's words go into its message */
+        return SBX_OK;
+    }
+    r = (sbx_result)sbx__http_connect(&s->rt, deadline, e);
+    if (r != SBX_OK) sbx__err_prefix(e, "port-forward WebSocket GET %s%s", cl->api.prefix, s->ws->target);
+    return r;
+}
+
 SBX__PRIVATE int sbx__mode_routed(sbx_mode m)
 {
     return m == SBX_MODE_ROUTER_TUNNEL || m == SBX_MODE_GATEWAY || m == SBX_MODE_DIRECT;
@@ -6232,6 +7132,29 @@ SBX__PRIVATE sbx_result sbx__route_ensure(struct sbx__sandbox *s, long long dead
     url[0] = '\0';
     switch (cl->mode) {
     case SBX_MODE_POD_TUNNEL:
+        if (s->pod_ws < 0) {
+            pthread_mutex_lock(&cl->mu);
+            s->pod_ws = cl->pod_route == SBX_POD_ROUTE_WEBSOCKET ||
+                        (cl->pod_route == SBX_POD_ROUTE_AUTO && !cl->pf_kubectl);
+            pthread_mutex_unlock(&cl->mu);
+        }
+        if (s->pod_ws) {
+            r = sbx__ws_route(s, deadline, e);
+            /* a refused upgrade in AUTO: this client uses kubectl port-forward
+               from now on, and this sandbox tries it at once. Answers about
+               the pod itself are not refusals of the upgrade: 404, and a 400
+               that names the pod ("pod P is not running", while the pod is
+               being made again); kubectl would fail the same way. */
+            if (r == SBX_OK || cl->pod_route != SBX_POD_ROUTE_AUTO || !s->ws || !s->ws->refused ||
+                s->ws->status == 404 || (s->ws->status == 400 && strstr(s->ws->why, s->pod)))
+                return r;
+            pthread_mutex_lock(&cl->mu);
+            cl->pf_kubectl = 1;
+            pthread_mutex_unlock(&cl->mu);
+            sbx__tunnel_stop(s);
+            s->pod_ws = 0;
+            sbx__err_clear(e);
+        }
         if (s->tunnel_started && s->rt_ready && sbx__proc_running(&s->tunnel)) return SBX_OK;
         for (attempt = 1;; attempt++) { /* a start that failed on a transient server error is retried */
             sbx__tunnel_stop(s);
@@ -6343,7 +7266,9 @@ typedef struct sbx__rtio {
    (a pod tunnel after a connection failure is stopped: see sbx__pf_explain). */
 SBX__PRIVATE sbx_result sbx__rt_fail_context(struct sbx__sandbox *s, sbx_error *e, const char *what, sbx_result r)
 {
-    if (s->cl->mode == SBX_MODE_POD_TUNNEL) {
+    if (s->cl->mode == SBX_MODE_POD_TUNNEL && s->pod_ws == 1) {
+        if (s->ws && s->ws->why[0]) sbx__err_prefix(e, "port-forward WebSocket: %s", s->ws->why);
+    } else if (s->cl->mode == SBX_MODE_POD_TUNNEL) {
         sbx__pf_explain(&s->tunnel, s->tunnel_started, r == SBX_ERR_CONNECT, e);
     } else if (s->cl->mode == SBX_MODE_ROUTER_TUNNEL) {
         pthread_mutex_lock(&s->cl->tmu);
@@ -6359,7 +7284,7 @@ SBX__PRIVATE sbx_result sbx__rt_fail_context(struct sbx__sandbox *s, sbx_error *
 SBX__PRIVATE void sbx__route_reset(struct sbx__sandbox *s)
 {
     if (s->rt_ready) sbx__conn_close(&s->rt);
-    if (s->cl->mode == SBX_MODE_POD_TUNNEL) sbx__tunnel_stop(s);
+    if (s->cl->mode == SBX_MODE_POD_TUNNEL && s->pod_ws != 1) sbx__tunnel_stop(s);
 }
 
 /* One call to the runtime over the sandbox's route. `in->target` is the
@@ -6661,6 +7586,15 @@ SBX__PRIVATE sbx_result sbx__client_mode(struct sbx__client *cl, const sbx_clien
     if ((int)cfg->mode < (int)SBX_MODE_POD_TUNNEL || (int)cfg->mode > (int)SBX_MODE_API_PROXY)
         return sbx__fail(e, SBX_ERR_INVALID_ARG, "mode %d is not an sbx_mode", (int)cfg->mode);
     cl->mode = cfg->mode;
+    if ((int)cfg->pod_route < (int)SBX_POD_ROUTE_AUTO || (int)cfg->pod_route > (int)SBX_POD_ROUTE_KUBECTL)
+        return sbx__fail(e, SBX_ERR_INVALID_ARG, "pod_route %d is not an sbx_pod_route", (int)cfg->pod_route);
+    cl->pod_route = cfg->pod_route;
+    if (cl->pod_route == SBX_POD_ROUTE_AUTO && (s = getenv("SANDBOX_POD_ROUTE")) != NULL && *s) {
+        if (strcmp(s, "websocket") == 0) cl->pod_route = SBX_POD_ROUTE_WEBSOCKET;
+        else if (strcmp(s, "kubectl") == 0) cl->pod_route = SBX_POD_ROUTE_KUBECTL;
+        else if (strcmp(s, "auto") != 0)
+            return sbx__fail(e, SBX_ERR_INVALID_ARG, "SANDBOX_POD_ROUTE=\"%.40s\": want auto, websocket or kubectl", s);
+    }
     cl->router_ns = sbx__strdup(&cl->a, cfg->router_namespace && *cfg->router_namespace ? cfg->router_namespace
                                                                                         : "agent-sandbox-system");
     cl->gateway_name = sbx__strdup(&cl->a, cfg->gateway_name && *cfg->gateway_name ? cfg->gateway_name
@@ -6817,6 +7751,7 @@ SBX__PRIVATE struct sbx__sandbox *sbx__sandbox_new(struct sbx__client *cl, const
     if (!s) return NULL;
     memset(s, 0, sizeof *s);
     s->cl = cl;
+    s->pod_ws = -1;
     s->want = cfg->runtime;
     s->server_port = cfg->server_port;
     s->call_timeout_ms = cfg->call_timeout_ms > 0 ? cfg->call_timeout_ms : 60000;
@@ -7617,6 +8552,21 @@ SBX_API const char *sbx_sandbox_name(const sbx_sandbox *sb) { return sb && sb->i
 SBX_API const char *sbx_pod_name(const sbx_sandbox *sb) { return sb && sb->impl ? sb->impl->pod : NULL; }
 SBX_API const char *sbx_namespace(const sbx_sandbox *sb) { return sb && sb->impl ? sb->impl->ns : NULL; }
 SBX_API const char *sbx_pod_ip(const sbx_sandbox *sb) { return sb && sb->impl ? sb->impl->pod_ip : NULL; }
+
+SBX_API const char *sbx_route(const sbx_sandbox *sb)
+{
+    const struct sbx__sandbox *s = sb ? sb->impl : NULL;
+    if (!s) return "";
+    switch (s->cl->mode) {
+    case SBX_MODE_POD_TUNNEL: return s->pod_ws == 1 ? "websocket" : "kubectl port-forward";
+    case SBX_MODE_ROUTER_TUNNEL: return "router tunnel";
+    case SBX_MODE_GATEWAY: return "gateway";
+    case SBX_MODE_DIRECT: return "direct";
+    case SBX_MODE_IN_CLUSTER: return "in-cluster";
+    case SBX_MODE_API_PROXY: return "api proxy";
+    }
+    return "";
+}
 
 SBX_API void sbx_exec_result_free(sbx_exec_result *res)
 {

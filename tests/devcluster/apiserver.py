@@ -971,8 +971,13 @@ class ApiServer:
             return ip, int(port)
 
         req.log_note = "portforward"
-        self.reqlog.add(req.method, req.target, req.headers, 101, time.monotonic(), False,
-                        "portforward upgrade")
+        started = time.monotonic()
+        answer = []
+
+        def on_answer(code):   # logged when answered, not when the tunnel ends
+            answer.append(code)
+            self.reqlog.add(req.method, req.target, req.headers, code, started, False,
+                            "portforward upgrade" if code == 101 else "portforward refused")
         req.logged = True
         req.body.drain()
         pf_faults = self.faults.get("portforward")
@@ -980,8 +985,8 @@ class ApiServer:
             pf_faults = {}
         portforward.serve(req.sock, req.rfile, req.method, req.headers, resolve,
                           (ns, name, uid), self.c.tunnels, faults=pf_faults,
-                          log=self.c.pf_log)
-        return 101, False
+                          log=self.c.pf_log, query=req.query, on_answer=on_answer)
+        return (answer[0] if answer else 101), False
 
     def _pod_log(self, req, ns, name):
         pods = self.registry.get("", "pods")
@@ -1036,8 +1041,14 @@ class ApiServer:
             body = self._json_body(req) or {}
             sig = body.get("signal", "SIGKILL")
             signum = getattr(signal, sig) if isinstance(sig, str) else int(sig)
-            pid = self.c.kubelet.kill_process(body.get("namespace", "default"), body["name"],
-                                              signum)
+            ns = body.get("namespace", "default")
+            # channel WebSockets first say that the pod is gone (their pod-side
+            # connections would otherwise just end); SPDY tunnels live on, as
+            # kubectl's do when a container restarts
+            pid = self.c.kubelet.kill_process(
+                ns, body["name"], signum,
+                before=lambda: self.c.tunnels and self.c.tunnels.gone(
+                    (ns, body["name"]), "killed", spdy=False))
             if pid is None:
                 raise ApiError(404, "no live process for pod %s" % body["name"], "NotFound")
             return self._send(req, 200, {"pid": pid})

@@ -197,7 +197,7 @@ class Cluster:
 
     def _pod_gone(self, key):
         if self.tunnels is not None:
-            self.tunnels.kill(key)
+            self.tunnels.gone(key, "deleted")
 
     def write_files(self):
         d = self.state_dir

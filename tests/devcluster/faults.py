@@ -46,7 +46,26 @@ is removed). Knobs (all optional):
                               stream whose only event is ERROR 410
   bookmark_interval_ms  int   BOOKMARK period for allowWatchBookmarks=true
                               watches (default 1000)
-  portforward           dict  passed to portforward.serve(faults=...)
+  portforward           dict  passed to portforward.serve(faults=...); its
+                              knobs are listed in portforward.py. kubectl's
+                              transports: no_websocket, no_spdy,
+                              no_protocol_header, error_text,
+                              kill_after_bytes, no_error_fin. The kubelet's
+                              WebSocket channel protocol (v4.channel.k8s.io):
+          refuse_channel_ws   bool  channel upgrades get 403, Status message
+                                    "upgrade refused (fault refuse_channel_ws)"
+                                    (SPDY and kubectl's WebSocket still work)
+          channel_error       str   after the port prefixes, this text on the
+                                    first port's error channel, then a close
+          split_frames        bool  frames to the client one byte per send()
+          ping_first          bool  a ping "sbx" before any data frame; the
+                                    close event's "pongs" counts the answers
+          abrupt_after_bytes  int   after N data bytes to the client, the TCP
+                                    connection ends without a close frame
+                              A pod deleted or killed (POST /_admin/pods/kill)
+                              while a channel WebSocket is open ends it with
+                              'pod "NAME" is gone (deleted|killed)' on the
+                              error channel, then a close frame.
   runtime               dict  written to STATE/runtime-faults.json (atomic
                               rename), which every runtime process re-reads
 

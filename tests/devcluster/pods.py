@@ -405,12 +405,16 @@ class Kubelet:
             except OSError:
                 pass
 
-    def kill_process(self, ns, name, sig=signal.SIGKILL):
-        """Simulate a crash of a pod's process (admin endpoint). -> pid or None."""
+    def kill_process(self, ns, name, sig=signal.SIGKILL, before=None):
+        """Simulate a crash of a pod's process (admin endpoint). -> pid or None.
+
+        `before()` runs just before the signal when there is a process to kill."""
         with self.lock:
             pp = self.procs.get((ns, name))
         if pp is None or not pp.alive():
             return None
+        if before is not None:
+            before()
         try:
             os.killpg(pp.proc.pid, sig)
         except OSError:

@@ -282,7 +282,7 @@ class FakeAPI:
         if path == "/api/v1/namespaces/default/pods/web-0/portforward":
             headers = {k.lower(): v for k, v in h.headers.items()}
             pf.serve(h.connection, h.rfile, h.command, headers, self.resolve, POD,
-                     self.registry, self.faults, self.log)
+                     self.registry, self.faults, self.log, query=query)
             h.close_connection = True
             return
         self.json(h, 404, {"kind": "Status", "apiVersion": "v1", "status": "Failure",
@@ -898,6 +898,706 @@ class PortForwardUpgradeRejectTest(unittest.TestCase):
             self.assertIn(" 101 ", c.status_line + " ")
             self.assertNotIn("sec-websocket-protocol", c.headers)
             self.assertNotIn("x-stream-protocol-version", c.headers)
+
+
+# --------------------------------------------------------------------------
+# the kubelet's plain WebSocket channel protocol (v4.channel.k8s.io), with a
+# WebSocket client written here: masked frames, fragments, ping/pong, close
+
+PF_PATH = "/api/v1/namespaces/default/pods/web-0/portforward"
+
+
+class WsChannelClient:
+    """Client side of v4.channel.k8s.io over TCP (`where` = port) or a unix socket
+    (`where` = path, e.g. a `kubectl proxy --unix-socket`)."""
+
+    def __init__(self, where, query="ports=8080", protocol=pf.CHANNEL_PROTOCOL,
+                 path=PF_PATH, method="GET", extra=()):
+        if isinstance(where, int):
+            self.c = connect(where, timeout=10)
+            host = "127.0.0.1:%d" % where
+        else:
+            self.c = socket.socket(socket.AF_UNIX)
+            self.c.settimeout(10)
+            self.c.connect(where)
+            host = "localhost"
+        self.b64 = protocol == pf.CHANNEL_BASE64_PROTOCOL
+        self.key = base64.b64encode(os.urandom(16)).decode()
+        hdrs = ["%s %s?%s HTTP/1.1" % (method, path, query) if query else
+                "%s %s HTTP/1.1" % (method, path), "Host: " + host,
+                "Connection: Upgrade", "Upgrade: websocket",
+                "Sec-WebSocket-Key: " + self.key, "Sec-WebSocket-Version: 13"]
+        if protocol:
+            hdrs.append("Sec-WebSocket-Protocol: " + protocol)
+        hdrs += list(extra)
+        self.c.sendall(("\r\n".join(hdrs) + "\r\n\r\n").encode())
+        self.rf = self.c.makefile("rb")
+        self.status_line = self.rf.readline().decode().strip()
+        self.status = int(self.status_line.split()[1]) if self.status_line else 0
+        self.headers = {}
+        while True:
+            line = self.rf.readline().decode()
+            if line in ("\r\n", "\n", ""):
+                break
+            k, v = line.split(":", 1)
+            self.headers[k.strip().lower()] = v.strip()
+        self.recvs = []
+
+    def accept_ok(self):
+        want = base64.b64encode(hashlib.sha1((self.key + pf.WS_GUID).encode()).digest())
+        return self.headers.get("sec-websocket-accept") == want.decode()
+
+    def body(self):
+        if "content-length" in self.headers:
+            return self.rf.read(int(self.headers["content-length"]))
+        return self.rf.read()
+
+    # ---- writing (masked, as RFC 6455 requires of clients)
+
+    def frame(self, op, payload, fin=True, masked=True, mask=None):
+        mask = mask or os.urandom(4)
+        b0 = (0x80 if fin else 0) | op
+        m = 0x80 if masked else 0
+        n = len(payload)
+        if n < 126:
+            h = struct.pack(">BB", b0, m | n)
+        elif n < 65536:
+            h = struct.pack(">BBH", b0, m | 126, n)
+        else:
+            h = struct.pack(">BBQ", b0, m | 127, n)
+        if not masked:
+            return h + payload
+        return h + mask + pf._unmask(mask, payload)   # XOR is its own inverse
+
+    def send_frame(self, op, payload, **kw):
+        self.c.sendall(self.frame(op, payload, **kw))
+
+    def message(self, ch, data):
+        if self.b64:
+            return pf.OP_TEXT, bytes([0x30 + ch]) + base64.b64encode(data)
+        return pf.OP_BINARY, bytes([ch]) + data
+
+    def send(self, ch, data, fragments=1):
+        op, payload = self.message(ch, data)
+        if fragments <= 1:
+            return self.send_frame(op, payload)
+        step = max(1, len(payload) // fragments)
+        cuts = list(range(0, len(payload), step))[:fragments]
+        out = b""
+        for k, start in enumerate(cuts):
+            end = cuts[k + 1] if k + 1 < len(cuts) else len(payload)
+            out += self.frame(op if k == 0 else pf.OP_CONT, payload[start:end],
+                              fin=k == len(cuts) - 1)
+        self.c.sendall(out)
+
+    def close(self, code=1000):
+        self.send_frame(pf.OP_CLOSE, struct.pack(">H", code))
+
+    # ---- reading
+
+    def read_frame(self):
+        """-> (fin, opcode, payload); EOFError at the end of the TCP stream."""
+        h = self.rf.read(2)
+        if len(h) < 2:
+            raise EOFError("eof")
+        assert not h[1] & 0x80, "server frames must not be masked"
+        n = h[1] & 0x7F
+        if n == 126:
+            n = struct.unpack(">H", self.rf.read(2))[0]
+        elif n == 127:
+            n = struct.unpack(">Q", self.rf.read(8))[0]
+        p = self.rf.read(n)
+        if len(p) < n:
+            raise EOFError("eof inside a frame")
+        return bool(h[0] & 0x80), h[0] & 0x0F, p
+
+    def decode(self, op, p):
+        """A data message -> (channel, payload)."""
+        if self.b64:
+            assert op == pf.OP_TEXT, op
+            return p[0] - 0x30, base64.b64decode(p[1:])
+        assert op == pf.OP_BINARY, op
+        return p[0], p[1:]
+
+    def read_until(self, pred=None, answer_ping=True, answer_close=True, timeout=20.0):
+        """Read messages until pred(channels) is true, or the close frame (then
+        answered), or EOF. -> (channels: {ch: bytearray}, log: [(kind, ...)],
+        close: code or None (no close frame), eof)."""
+        self.c.settimeout(timeout)
+        chans, log, close = {}, [], None
+        while True:
+            try:
+                fin, op, p = self.read_frame()
+            except EOFError:
+                return chans, log, close, True
+            self.recvs.append((op, len(p)))
+            if op == pf.OP_PING:
+                log.append(("ping", p))
+                if answer_ping:
+                    self.send_frame(pf.OP_PONG, p)
+                continue
+            if op == pf.OP_CLOSE:
+                close = struct.unpack(">H", p[:2])[0] if len(p) >= 2 else 1005
+                log.append(("close", close, p[2:].decode()))
+                if answer_close:
+                    try:
+                        self.send_frame(pf.OP_CLOSE, p[:2])
+                    except OSError:
+                        pass
+                return chans, log, close, False
+            if op == pf.OP_PONG:
+                log.append(("pong", p))
+                continue
+            assert fin, "the server sends whole messages"
+            ch, data = self.decode(op, p)
+            log.append(("data", ch, len(data)))
+            chans.setdefault(ch, bytearray()).extend(data)
+            if pred is not None and pred(chans):
+                return chans, log, close, False
+
+    def read_prefixes(self, ports):
+        """The 2-byte little-endian port on every channel, data then error."""
+        want = []
+        for i, p in enumerate(ports):
+            want += [(2 * i, struct.pack("<H", p)), (2 * i + 1, struct.pack("<H", p))]
+        got = []
+        for _ in want:
+            fin, op, p = self.read_frame()
+            got.append(self.decode(op, p))
+        return got == want, got
+
+    def eof(self, timeout=5.0):
+        self.c.settimeout(timeout)
+        return self.rf.read(1) == b""
+
+    def shut(self):
+        try:
+            self.rf.close()
+            self.c.close()
+        except OSError:
+            pass
+
+
+class ChannelBase:
+    """v4.channel.k8s.io against the fake API server, directly or through a proxy."""
+
+    via_proxy = False
+
+    @classmethod
+    def setUpClass(cls):
+        cls.cluster = Cluster()
+        cls.api = cls.cluster.api
+        cls.where = cls.api.port
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.cluster.close()
+
+    def setUp(self):
+        self.api.faults.clear()
+        with self.api.lock:
+            self.api.events.clear()
+
+    def tearDown(self):
+        self.api.registry.kill()
+        self.assertTrue(self.api.registry.wait_empty(timeout=5))
+
+    def ws(self, query="ports=8080", protocol=pf.CHANNEL_PROTOCOL, ok=True, **kw):
+        c = WsChannelClient(self.where, query, protocol, **kw)
+        self.addCleanup(c.shut)
+        if ok:
+            self.assertEqual(c.status, 101, c.status_line)
+            self.assertTrue(c.accept_ok(), c.headers)
+        return c
+
+    def closed_event(self):
+        self.assertTrue(self.api.registry.wait_empty(timeout=6))
+        ev = self.api.event("portforward.close")
+        self.assertTrue(ev, "no close event")
+        ev = ev[-1]
+        self.assertEqual(ev["transport"], "channel")
+        self.assertEqual(ev["threads_alive"], 0)
+        return ev
+
+    def test_upgrade_prefixes_and_echo_close_handshake(self):
+        c = self.ws()
+        self.assertEqual(c.headers.get("sec-websocket-protocol"), pf.CHANNEL_PROTOCOL)
+        self.assertEqual(c.headers.get("upgrade", "").lower(), "websocket")
+        ok, got = c.read_prefixes([8080])
+        self.assertTrue(ok, got)
+        self.assertEqual(got[0], (0, b"\x90\x1f"))   # 8080 little-endian
+        c.send(0, b"hello ")
+        c.send(0, b"world")
+        chans, _, close, eof = c.read_until(lambda ch: len(ch.get(0, b"")) >= 11)
+        self.assertEqual(bytes(chans[0]), b"hello world")
+        c.close(1000)
+        chans, log, close, eof = c.read_until(answer_close=False)
+        self.assertEqual(close, 1000, log)     # the server answers our close with its own
+        self.assertTrue(c.eof())
+        ev = self.closed_event()
+        self.assertEqual(ev["reason"], "client close")
+        self.assertEqual(ev["client_close"], 1000)
+        self.assertEqual(ev["ports"], [8080])
+        self.assertEqual(ev["protocol"], pf.CHANNEL_PROTOCOL)
+        self.assertEqual(ev["bytes_in"], 11)
+        self.assertEqual(ev["bytes_out"], 11)
+        self.assertEqual(ev["frames_in"].get("BINARY"), 2)
+
+    def test_base64_protocol(self):
+        c = self.ws(protocol=pf.CHANNEL_BASE64_PROTOCOL)
+        self.assertEqual(c.headers.get("sec-websocket-protocol"), pf.CHANNEL_BASE64_PROTOCOL)
+        fin, op, p = c.read_frame()
+        self.assertEqual((op, p), (pf.OP_TEXT, b"0" + base64.b64encode(b"\x90\x1f")))
+        fin, op, p = c.read_frame()
+        self.assertEqual((op, p), (pf.OP_TEXT, b"1kB8="))
+        blob = os.urandom(70000)
+        c.send(0, blob, fragments=3)
+        chans, _, _, _ = c.read_until(lambda ch: len(ch.get(0, b"")) >= len(blob))
+        self.assertEqual(bytes(chans[0]), blob)
+        c.close()
+        self.assertEqual(c.read_until(answer_close=False)[2], 1000)
+
+    def test_no_subprotocol_is_binary(self):
+        c = self.ws(protocol=None)
+        self.assertNotIn("sec-websocket-protocol", c.headers)
+        ok, got = c.read_prefixes([8080])
+        self.assertTrue(ok, got)
+        c.send(0, b"bin")
+        self.assertEqual(bytes(c.read_until(lambda ch: len(ch.get(0, b"")) >= 3)[0][0]), b"bin")
+
+    def test_several_ports(self):
+        for query in ("ports=8080&ports=8081", "ports=8080,8081"):
+            c = self.ws(query)
+            ok, got = c.read_prefixes([8080, 8081])
+            self.assertTrue(ok, got)
+            c.send(0, b"echo me", fragments=2)
+            chans, _, close, _ = c.read_until(
+                lambda ch: len(ch.get(2, b"")) >= BIG and len(ch.get(0, b"")) >= 7)
+            self.assertEqual(bytes(chans[0]), b"echo me")
+            self.assertEqual(hashlib.sha256(bytes(chans[2])).hexdigest(), BIG_SHA)
+            self.assertNotIn(1, chans)
+            self.assertNotIn(3, chans)
+            self.assertLessEqual(max(n for op, n in c.recvs), pf.MAX_DATA + 1)
+            c.close()
+            self.assertEqual(c.read_until(answer_close=False)[2], 1000)
+            ev = self.closed_event()
+            self.assertEqual(ev["ports"], [8080, 8081])
+            c.shut()
+
+    def test_pod_side_end_closes_websocket(self):
+        c = self.ws("ports=8081")        # source: 10 MB, then the target closes
+        c.read_prefixes([8081])
+        chans, log, close, eof = c.read_until()
+        self.assertEqual(close, 1000, log[-3:])
+        self.assertEqual(hashlib.sha256(bytes(chans[0])).hexdigest(), BIG_SHA)
+        self.assertTrue(c.eof())
+        ev = self.closed_event()
+        self.assertEqual(ev["reason"], "pod side closed")
+        self.assertEqual(ev["bytes_out"], BIG)
+        self.assertEqual(ev["client_close"], 1000)   # our answer was read
+
+    def test_upload_10mb_fragmented(self):
+        c = self.ws()
+        c.read_prefixes([8080])
+        got = bytearray()
+        done = threading.Event()
+
+        def reader():
+            chans, _, _, _ = c.read_until(lambda ch: len(ch.get(0, b"")) >= BIG, timeout=30)
+            got.extend(chans.get(0, b""))
+            done.set()
+        t = threading.Thread(target=reader, daemon=True)
+        t.start()
+        step = 100000
+        for off in range(0, BIG, step):
+            c.send(0, BIG_DATA[off:off + step], fragments=1 + off // step % 3)
+            if off // step % 10 == 0:
+                c.send_frame(pf.OP_PING, b"p%d" % off)
+        t.join(60)
+        self.assertTrue(done.is_set())
+        self.assertEqual(hashlib.sha256(bytes(got)).hexdigest(), BIG_SHA)
+        c.close()
+
+    def test_ping_inside_fragmented_message(self):
+        c = self.ws()
+        c.read_prefixes([8080])
+        c.c.sendall(c.frame(pf.OP_BINARY, b"\x00frag", fin=False)
+                    + c.frame(pf.OP_PING, b"mid")
+                    + c.frame(pf.OP_CONT, b"ment", fin=False)
+                    + c.frame(pf.OP_CONT, b"ed", fin=True))
+        chans, log, _, _ = c.read_until(lambda ch: len(ch.get(0, b"")) >= 10)
+        self.assertIn(("pong", b"mid"), log)
+        self.assertEqual(bytes(chans[0]), b"fragmented")
+        c.send(1, b"ignored: the error channel is server to client")
+        c.send(7, b"ignored: no such channel")
+        c.send_frame(pf.OP_BINARY, b"")
+        c.send(0, b"!")
+        self.assertEqual(bytes(c.read_until(lambda ch: ch.get(0))[0][0]), b"!")
+        c.close()
+        c.read_until(answer_close=False)
+        ev = self.closed_event()
+        self.assertEqual(ev["pings_answered"], 1)
+        self.assertEqual(ev["ignored"], 3)
+        self.assertEqual(ev["frames_in"].get("CONT"), 2)
+
+    def protocol_error(self, raw, code, text):
+        c = self.ws()
+        c.read_prefixes([8080])
+        c.c.sendall(raw(c))
+        chans, log, close, eof = c.read_until(answer_close=False)
+        self.assertEqual(close, code, log)
+        self.assertEqual(log[-1][2], text)
+        self.assertNotIn(0, chans)
+        self.assertTrue(c.eof(timeout=5))
+        ev = self.closed_event()
+        self.assertEqual(ev["reason"], "protocol error: " + text)
+        self.assertEqual(ev["server_close"], code)
+        self.assertEqual(ev["bytes_in"], 0)          # nothing reached the pod
+
+    def test_unmasked_frame_rejected(self):
+        self.protocol_error(lambda c: c.frame(pf.OP_BINARY, b"\x00data", masked=False),
+                            1002, "client frames must be masked")
+
+    def test_protocol_errors(self):
+        self.protocol_error(lambda c: c.frame(pf.OP_CONT, b"x"), 1002,
+                            "continuation frame outside a message")
+        self.protocol_error(lambda c: c.frame(pf.OP_PING, b"x" * 126), 1002,
+                            "control frames must be whole and at most 125 bytes")
+        self.protocol_error(lambda c: c.frame(pf.OP_BINARY, b"\x00a", fin=False)
+                            + c.frame(pf.OP_BINARY, b"\x00b"), 1002,
+                            "new message inside a fragmented one")
+        self.protocol_error(lambda c: c.frame(0x3, b""), 1002, "unknown opcode 3")
+        self.protocol_error(lambda c: bytes([0xC2, 0x80]) + b"\0\0\0\0", 1002,
+                            "reserved bits set")
+
+    def test_bad_base64(self):
+        c = self.ws(protocol=pf.CHANNEL_BASE64_PROTOCOL)
+        c.read_prefixes([8080])
+        c.send_frame(pf.OP_TEXT, b"0not base64!")
+        chans, log, close, _ = c.read_until(answer_close=False)
+        self.assertEqual(close, 1007, log)
+
+    def test_connection_refused_on_error_channel(self):
+        c = self.ws("ports=8083")
+        c.read_prefixes([8083])
+        chans, log, close, _ = c.read_until()
+        self.assertRegex(bytes(chans[1]).decode(),
+                         r"^error forwarding port 8083 to pod web-0_default: dial tcp "
+                         r"127\.0\.0\.1:\d+: connect: connection refused$")
+        self.assertEqual(close, 1000)
+        self.assertNotIn(0, chans)
+        ev = self.closed_event()
+        self.assertEqual(ev["reason"], "no pod-side connection")
+        self.assertEqual(len(ev["errors"]), 1)
+
+    def test_one_port_refused_other_works(self):
+        c = self.ws("ports=8083,8080,9999")
+        c.read_prefixes([8083, 8080, 9999])
+        c.send(2, b"still here")
+        chans, log, close, _ = c.read_until(
+            lambda ch: ch.get(1) and ch.get(5) and len(ch.get(2, b"")) >= 10)
+        self.assertIn(b"connection refused", bytes(chans[1]))
+        self.assertEqual(bytes(chans[5]), b"error forwarding port 9999 to pod web-0_default: "
+                                          b"pod web-0 does not expose port 9999")
+        self.assertEqual(bytes(chans[2]), b"still here")
+        self.assertIsNone(close)
+        c.close()
+        self.assertEqual(c.read_until(answer_close=False)[2], 1000)
+
+    def test_client_ping_answered(self):
+        c = self.ws()
+        c.read_prefixes([8080])
+        c.send_frame(pf.OP_PING, b"hi")
+        fin, op, p = c.read_frame()
+        self.assertEqual((fin, op, p), (True, pf.OP_PONG, b"hi"))
+        c.send_frame(pf.OP_PING, b"")
+        self.assertEqual(c.read_frame(), (True, pf.OP_PONG, b""))
+        c.close()
+        c.read_until(answer_close=False)
+        self.assertEqual(self.closed_event()["pings_answered"], 2)
+
+    def test_upgrade_refusals(self):
+        for query, text in (("", 'query parameter "ports" is required'),
+                            ("ports=abc", 'invalid port "abc"'),
+                            ("ports=8080,70000", 'invalid port "70000"'),
+                            ("ports=0", 'invalid port "0"')):
+            c = self.ws(query, ok=False)
+            self.assertEqual(c.status, 400, c.status_line)
+            body = json.loads(c.body())
+            self.assertEqual((body["kind"], body["code"]), ("Status", 400))
+            self.assertIn(text, body["message"])
+        c = self.ws(protocol="v5.channel.k8s.io", ok=False)
+        self.assertEqual(c.status, 400)
+        self.assertIn("v4.channel.k8s.io", json.loads(c.body())["message"])
+        c = self.ws(extra=["Sec-WebSocket-Version: 8"], ok=False)
+        self.assertEqual(c.status, 400)
+        self.assertEqual(self.api.registry.count(), 0)
+
+    # ---- faults
+
+    def test_fault_refuse_channel_ws(self):
+        self.api.faults["refuse_channel_ws"] = True
+        for proto in pf.CHANNEL_PROTOCOLS + (None,):
+            c = self.ws(protocol=proto, ok=False)
+            self.assertEqual(c.status, 403, c.status_line)
+            body = json.loads(c.body())
+            self.assertEqual((body["kind"], body["code"], body["reason"]),
+                             ("Status", 403, "Forbidden"))
+            self.assertEqual(body["message"], "upgrade refused (fault refuse_channel_ws)")
+        # kubectl's own protocols keep working, so a fallback to them can be tested
+        if not self.via_proxy:
+            for ws in (True, False):
+                s = SpdyClient(self.api.port, ws=ws)
+                self.addCleanup(s.close)
+                self.assertIn(" 101 ", s.status_line + " ")
+
+    def test_fault_channel_error(self):
+        self.api.faults["channel_error"] = "kubelet: something broke"
+        before = self.cluster.targets["echo"].accepted
+        c = self.ws("ports=8080,8081")
+        ok, got = c.read_prefixes([8080, 8081])
+        self.assertTrue(ok, got)
+        t0 = time.monotonic()
+        chans, log, close, eof = c.read_until(answer_close=False)
+        self.assertEqual(bytes(chans[1]), b"kubelet: something broke")
+        self.assertEqual(set(chans), {1})
+        self.assertEqual(close, 1000)
+        # no answer to the close: the server still ends the connection
+        self.assertTrue(c.eof(timeout=pf.CLOSE_WAIT + pf.DRAIN_WAIT + 3))
+        self.assertLess(time.monotonic() - t0, pf.CLOSE_WAIT + pf.DRAIN_WAIT + 3)
+        self.assertEqual(self.cluster.targets["echo"].accepted, before)
+        ev = self.closed_event()
+        self.assertEqual(ev["reason"], "channel_error")
+
+    def test_fault_split_frames(self):
+        self.api.faults["split_frames"] = True
+        c = self.ws("ports=8080")
+        ok, got = c.read_prefixes([8080])
+        self.assertTrue(ok, got)
+        blob = os.urandom(300)
+        c.send(0, blob)
+        chans, _, _, _ = c.read_until(lambda ch: len(ch.get(0, b"")) >= len(blob))
+        self.assertEqual(bytes(chans[0]), blob)
+        c.close()
+        self.assertEqual(c.read_until(answer_close=False)[2], 1000)
+        ev = self.closed_event()
+        # 2 prefix frames of 5 bytes, one data frame of 4 + 301, one close of 4
+        self.assertEqual(ev["frames_out"], {"BINARY": 3, "CLOSE": 1})
+        self.assertEqual(ev["split_sends"], 5 + 5 + 305 + 4)
+
+    def test_fault_ping_first(self):
+        self.api.faults["ping_first"] = True
+        for answer in (True, False):
+            with self.api.lock:
+                self.api.events.clear()
+            c = self.ws()
+            fin, op, p = c.read_frame()
+            self.assertEqual((op, p), (pf.OP_PING, b"sbx"))   # before any data frame
+            if answer:
+                c.send_frame(pf.OP_PONG, b"sbx")
+            ok, got = c.read_prefixes([8080])
+            self.assertTrue(ok, got)
+            c.send(0, b"after ping")
+            chans, _, _, _ = c.read_until(lambda ch: len(ch.get(0, b"")) >= 10)
+            self.assertEqual(bytes(chans[0]), b"after ping")
+            c.close()
+            c.read_until(answer_close=False)
+            ev = self.closed_event()
+            self.assertEqual((ev["pings_sent"], ev["pongs"]), (1, 1 if answer else 0))
+            c.shut()
+
+    def test_fault_abrupt_after_bytes(self):
+        self.api.faults["abrupt_after_bytes"] = 100000
+        c = self.ws("ports=8081")
+        c.read_prefixes([8081])
+        chans, log, close, eof = c.read_until()
+        self.assertTrue(eof)
+        self.assertIsNone(close)            # no close frame
+        self.assertEqual(len(chans[0]), 100000)
+        self.assertEqual(bytes(chans[0]), BIG_DATA[:100000])
+        ev = self.closed_event()
+        self.assertEqual(ev["reason"], "abrupt_after_bytes")
+        self.assertEqual(ev["bytes_out"], 100000)
+        self.assertNotIn("CLOSE", ev["frames_out"])
+
+    def test_pod_gone_mid_stream(self):
+        c = self.ws("ports=8080,8084")
+        c.read_prefixes([8080, 8084])
+        c.send(0, b"alive?")
+        c.send(2, b"x")
+        c.read_until(lambda ch: ch.get(0) and ch.get(2))
+        self.assertEqual(self.api.registry.gone(POD, "deleted"), 1)
+        chans, log, close, _ = c.read_until()
+        self.assertEqual(bytes(chans[1]), b'error forwarding port 8080 to pod web-0_default: '
+                                          b'pod "web-0" is gone (deleted)')
+        self.assertEqual(bytes(chans[3]), b'error forwarding port 8084 to pod web-0_default: '
+                                          b'pod "web-0" is gone (deleted)')
+        self.assertEqual(close, 1000)
+        self.assertEqual([e[0] for e in log][-3:], ["data", "data", "close"])
+        self.assertTrue(c.eof())
+        ev = self.closed_event()
+        self.assertEqual(ev["reason"], "pod gone: deleted")
+
+    def test_registry_kill_is_abrupt(self):
+        c = self.ws()
+        c.read_prefixes([8080])
+        self.assertEqual(self.api.registry.kill(POD), 1)
+        chans, log, close, eof = c.read_until()
+        self.assertTrue(eof)
+        self.assertIsNone(close)
+        self.assertEqual(self.closed_event()["reason"], "killed")
+
+class PortForwardChannelTest(ChannelBase, unittest.TestCase):
+    def test_spdy_tunnels_unaffected_by_gone_without_spdy(self):
+        s = SpdyClient(self.api.port, ws=True)
+        self.addCleanup(s.close)
+        c = self.ws()
+        self.assertEqual(self.api.registry.gone(POD, "killed", spdy=False), 1)
+        self.assertEqual(c.read_until()[2], 1000)
+        esid, dsid = s.open_pair(0, 8080)
+        s.data(dsid, b"spdy lives", fin=True)
+        data, _, _ = s.collect({esid, dsid})
+        self.assertEqual(bytes(data[dsid]), b"spdy lives")
+
+
+class PortForwardChannelViaKubectlProxyTest(ChannelBase, unittest.TestCase):
+    """The same tests through the real `kubectl proxy --unix-socket` (it passes
+    WebSocket upgrades through)."""
+
+    via_proxy = True
+
+    @classmethod
+    def setUpClass(cls):
+        _need_kubectl(cls)
+        ChannelBase.setUpClass.__func__(cls)
+        cls.tmp = tempfile.TemporaryDirectory(prefix="pfproxy-")
+        path = os.path.join(cls.tmp.name, "proxy.sock")
+        cls.proxy = Kubectl(cls.tmp.name, cls.api.port, ["proxy", "--unix-socket=" + path])
+        try:
+            cls.proxy.wait_lines(r"^Starting to serve on (.*)$")
+        except AssertionError:
+            cls.proxy.kill()
+            cls.cluster.close()
+            raise
+        cls.where = path
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.proxy.kill()
+        ChannelBase.tearDownClass.__func__(cls)
+        cls.tmp.cleanup()
+
+    def test_request_went_through_the_proxy(self):
+        c = self.ws()
+        c.read_prefixes([8080])
+        with self.api.lock:
+            reqs = [r for r in self.api.requests if r[1] == PF_PATH]
+        self.assertTrue(reqs)
+        hdrs = {k.lower(): v for k, v in reqs[-1][2].items()}
+        # the proxy rewrote Host and added its User-Agent (our client sent none)
+        self.assertEqual(hdrs.get("host"), "127.0.0.1:%d" % self.api.port)
+        self.assertTrue(hdrs.get("user-agent", "").startswith("kubectl/"), hdrs)
+        self.assertEqual(hdrs.get("sec-websocket-protocol"), pf.CHANNEL_PROTOCOL)
+        c.close()
+        c.read_until(answer_close=False)
+
+
+class PortForwardChannelDevClusterTest(unittest.TestCase):
+    """v4.channel.k8s.io through the dev cluster's API server to a real runtime pod:
+    the query reaches serve(), the request log records the answer, pods killed or
+    deleted end the WebSocket with an error-channel message and a close frame."""
+
+    @classmethod
+    def setUpClass(cls):
+        from . import harness
+        cls.C = harness.DevCluster("--warm-replicas", "3", "--no-router").up()
+        try:
+            cls.C.wait_pool_ready(timeout=30)
+        except Exception:
+            cls.C.down()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.C.down()
+
+    def tearDown(self):
+        self.C.reset_faults()
+
+    def runtime_pods(self):
+        _, obj = self.C.api("GET", "/api/v1/namespaces/default/pods")
+        return [p["metadata"]["name"] for p in obj["items"]
+                if (p.get("status") or {}).get("phase") == "Running" and
+                any(c.get("type") == "Ready" and c.get("status") == "True"
+                    for c in p["status"].get("conditions") or []) and
+                not p["metadata"].get("deletionTimestamp") and
+                any(pt.get("containerPort") == 8888 for c in p["spec"]["containers"]
+                    for pt in c.get("ports") or [])]
+
+    def ws(self, pod, query="ports=8888", protocol=pf.CHANNEL_PROTOCOL):
+        port = int(self.C.api_url.rsplit(":", 1)[1])
+        c = WsChannelClient(port, query, protocol,
+                            path="/api/v1/namespaces/default/pods/%s/portforward" % pod)
+        self.addCleanup(c.shut)
+        return c
+
+    def test_get_runtime_and_request_log(self):
+        pod = self.runtime_pods()[0]
+        seq = self.C.last_seq()
+        c = self.ws(pod)
+        self.assertEqual(c.status, 101, c.status_line)
+        self.assertEqual(c.headers.get("sec-websocket-protocol"), pf.CHANNEL_PROTOCOL)
+        ok, got = c.read_prefixes([8888])
+        self.assertTrue(ok, got)
+        c.send(0, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        chans, log, close, _ = c.read_until()
+        self.assertEqual(close, 1000, log)      # the runtime closed: so does the WebSocket
+        self.assertTrue(bytes(chans[0]).startswith(b"HTTP/1.1 200 "), chans)
+        self.assertNotIn(1, chans)
+        reqs = [r for r in self.C.requests_since(seq) if "/portforward" in r["path"]]
+        self.assertEqual(len(reqs), 1, reqs)
+        self.assertEqual(reqs[0]["path"], "/api/v1/namespaces/default/pods/%s/portforward"
+                                          "?ports=8888" % pod)
+        self.assertEqual(reqs[0]["status"], 101)
+        self.assertEqual(reqs[0]["headers"]["sec-websocket-protocol"], pf.CHANNEL_PROTOCOL)
+        ev = self.C.wait_for(lambda: [e for e in self.C.state_dump()["portforwards"]["events"]
+                                      if e["event"] == "portforward.close"], timeout=5)[-1]
+        self.assertEqual((ev["transport"], ev["reason"]), ("channel", "pod side closed"))
+
+    def test_refuse_fault_is_logged_as_refused(self):
+        pod = self.runtime_pods()[0]
+        self.C.faults(portforward={"refuse_channel_ws": True})
+        seq = self.C.last_seq()
+        c = self.ws(pod)
+        self.assertEqual(c.status, 403)
+        self.assertEqual(json.loads(c.body())["message"],
+                         "upgrade refused (fault refuse_channel_ws)")
+        reqs = [r for r in self.C.requests_since(seq) if "/portforward" in r["path"]]
+        self.assertEqual([r["status"] for r in reqs], [403])
+
+    def gone(self, end, why):
+        pod = self.runtime_pods()[0]
+        uid = self.C.get("/api/v1/namespaces/default/pods/" + pod)["metadata"]["uid"]
+        c = self.ws(pod)
+        c.read_prefixes([8888])
+        c.send(0, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")   # keep-alive: stays open
+        c.read_until(lambda ch: b"\r\n\r\n" in ch.get(0, b""))
+        end(pod)
+        chans, log, close, _ = c.read_until()
+        self.assertEqual(bytes(chans.get(1, b"")).decode(),
+                         'error forwarding port 8888 to pod %s_default, uid %s: '
+                         'pod "%s" is gone (%s)' % (pod, uid, pod, why))
+        self.assertEqual(close, 1000, log)
+        c.c.settimeout(5)
+        self.assertEqual(c.rf.read(), b"", log)     # then the connection ends
+
+    def test_pod_killed_mid_stream(self):
+        self.gone(lambda pod: self.C.admin("POST", "pods/kill",
+                                           {"namespace": "default", "name": pod}), "killed")
+
+    def test_pod_deleted_mid_stream(self):
+        self.gone(lambda pod: self.C.delete("/api/v1/namespaces/default/pods/" + pod),
+                  "deleted")
 
 
 # --------------------------------------------------------------------------
