@@ -7139,14 +7139,29 @@ SBX__PRIVATE sbx_result sbx__route_ensure(struct sbx__sandbox *s, long long dead
             pthread_mutex_unlock(&cl->mu);
         }
         if (s->pod_ws) {
-            r = sbx__ws_route(s, deadline, e);
+            /* the upgrade travels the API connection: a dead kubectl proxy is
+               restarted first, and a transient answer (5xx, 429) or a lost
+               connection is the API server's trouble, not a refusal of
+               WebSockets: tried again inside the deadline, never a fallback */
+            for (attempt = 1;; attempt++) {
+                int transient;
+                r = sbx__proxy_ensure(cl, deadline, NULL, e);
+                if (r != SBX_OK) return r;
+                r = sbx__ws_route(s, deadline, e);
+                transient = s->ws && s->ws->refused ? s->ws->status >= 500 || s->ws->status == 429
+                                                    : r == SBX_ERR_CONNECT;
+                if (!transient || attempt >= SBX__RETRY_ATTEMPTS ||
+                    !sbx__retry_wait(sbx__backoff_ms(attempt), deadline))
+                    break;
+            }
             /* a refused upgrade in AUTO: this client uses kubectl port-forward
                from now on, and this sandbox tries it at once. Answers about
                the pod itself are not refusals of the upgrade: 404, and a 400
                that names the pod ("pod P is not running", while the pod is
                being made again); kubectl would fail the same way. */
             if (r == SBX_OK || cl->pod_route != SBX_POD_ROUTE_AUTO || !s->ws || !s->ws->refused ||
-                s->ws->status == 404 || (s->ws->status == 400 && strstr(s->ws->why, s->pod)))
+                s->ws->status == 404 || s->ws->status >= 500 || s->ws->status == 429 ||
+                (s->ws->status == 400 && strstr(s->ws->why, s->pod)))
                 return r;
             pthread_mutex_lock(&cl->mu);
             cl->pf_kubectl = 1;
