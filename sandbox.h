@@ -3577,8 +3577,11 @@ extern char **environ;
 }
 #endif
 
+struct sbx__sup;
+
 struct sbx__proc_state {
     sbx_allocator a;
+    struct sbx__sup *sup;       /* registered with it (a reference held) until reaped */
     pthread_mutex_t mu;
     pthread_cond_t cv;
     int mono;                   /* cv runs on CLOCK_MONOTONIC */
@@ -3617,6 +3620,8 @@ typedef struct sbx__proc {
     long long spawn_ms;
     char name[64];              /* basename of argv[0], for messages */
     char errline[256];          /* stderr summary recorded by stop */
+    struct sbx__sup *sup;       /* optional, set before spawn: the child is registered
+                                   with this supervisor until it is reaped */
 } sbx__proc;
 
 SBX__PRIVATE void sbx__proc_close_fd(int *fd)
@@ -3828,11 +3833,224 @@ SBX__PRIVATE void sbx__proc_child(const struct sbx__proc_childctx *c)
     _exit(127);
 }
 
+/* ---- the supervisor: nothing outlives the program ----------------------- */
+/* Children (kubectl proxy, kubectl port-forward) and created claims must go
+   when the owning process goes, however it goes (close, exit without close,
+   crash, SIGKILL), without signal handlers in the caller and without relying
+   on the thread that started them (PR_SET_PDEATHSIG follows a thread, and is
+   Linux only). The one event every death delivers is the kernel closing the
+   process's descriptors, so: one small supervisor process per client holds the
+   other end of a socket that only this library holds (close-on-exec, and the
+   kubectl children close every descriptor above 2). We tell it which process
+   groups and claims are ours; it does nothing until it reads end-of-file, then
+   sends SIGTERM to each registered group, SIGKILL after 1 s to what is left,
+   says "k" back, and deletes the registered claims with `kubectl delete
+   --wait=false` (retried with backoff, about 8 s, on errors that are not
+   NotFound/Forbidden/Unauthorized).
+
+   Why a shell script and not C in a forked child: a forked child of a big
+   multi-threaded program may only make async-signal-safe calls, and, worse,
+   it keeps the parent's whole address space copy-on-write: as the program
+   keeps writing to its heap, the supervisor would pin a full copy of it. So
+   the child execs /bin/sh at once (about 1 MB, a few ms); the script is fixed
+   text and every value reaches it as a positional argument, never as code.
+   The shell runs the loop in the background and exits, so the supervisor is
+   never our child (nothing for the caller to reap, no zombie, however long
+   the claim deletion takes) and sits in its own session and process group,
+   ignoring SIGINT/SIGHUP/SIGPIPE: a Ctrl-C that kills the program does not
+   kill its cleaner.
+
+   No pid-reuse kill: a child is un-registered before it is reaped (the
+   drainer sends "u PID" between waitid(WNOWAIT) and waitpid); the socket is a
+   FIFO, so the supervisor reads that before any end-of-file. A claim is
+   registered right after its create reached the server and un-registered after
+   its DELETE succeeded or when it is detached.
+
+   Protocol (one line each, fields separated by one space, all names checked
+   RFC 1123 names and decimal pids):  p PID | u PID | c NS NAME VERSION |
+   d NS NAME VERSION.  The supervisor answers "PID\n" (its own pid) once at the
+   start, and "k\n" once its kills are done. Limits: a fork() without exec in
+   the program keeps the socket open in the forked copy (the supervisor then
+   waits for both); with a unix: api_url the supervisor cannot reach the API
+   (kubectl cannot speak over a unix socket) and only kills - use a lease. */
+
+struct sbx__sup {
+    sbx_allocator a;
+    pthread_mutex_t mu;         /* one writer at a time; guards fd and refs */
+    int fd;                     /* our end of the socket; -1 once finished */
+    int refs;                   /* the client + each proc state registered with it */
+    pid_t pid;                  /* the supervisor (not our child) */
+};
+
+static const char sbx__sup_script[] =
+    "trap '' INT HUP PIPE\n"
+    "sup() {\n"
+    "  pids= claims=\n"
+    "  while IFS=' ' read -r op a b c; do\n"
+    "    case $op in\n"
+    "    p) pids=\"$pids $a\" ;;\n"
+    "    u) n=; for x in $pids; do [ \"$x\" = \"$a\" ] || n=\"$n $x\"; done; pids=$n ;;\n"
+    "    c) claims=\"$claims $a/$b/$c\" ;;\n"
+    "    d) n=; for x in $claims; do [ \"$x\" = \"$a/$b/$c\" ] || n=\"$n $x\"; done; claims=$n ;;\n"
+    "    esac\n"
+    "  done\n"
+    "  if [ -n \"$pids\" ]; then\n"
+    "    for x in $pids; do kill -s TERM -- \"-$x\" 2>/dev/null || kill -s TERM \"$x\" 2>/dev/null; done\n"
+    "    i=0\n"
+    "    while [ $i -lt 10 ]; do\n"
+    "      left=; for x in $pids; do kill -s 0 \"$x\" 2>/dev/null && left=\"$left $x\"; done\n"
+    "      pids=$left; [ -z \"$pids\" ] && break\n"
+    "      sleep 0.1 2>/dev/null || sleep 1; i=$((i + 1))\n"
+    "    done\n"
+    "    for x in $pids; do kill -s KILL -- \"-$x\" 2>/dev/null; kill -s KILL \"$x\" 2>/dev/null; done\n"
+    "  fi\n"
+    "  echo k\n"
+    "  exec 1>/dev/null\n"
+    "  [ \"$5\" = none ] && exit 0\n"
+    "  for x in $claims; do del \"$@\" \"${x%%/*}\" \"${x#*/}\" & done\n"
+    "  wait\n"
+    "  exit 0\n"
+    "}\n"
+    "kube() {\n"
+    "  kb=$1 kc=$2 cx=$3 srv=$4; shift 5\n"
+    "  if [ -n \"$srv\" ]; then set -- \"--server=$srv\" \"$@\"; fi\n"
+    "  if [ -n \"$cx\" ]; then set -- \"--context=$cx\" \"$@\"; fi\n"
+    "  if [ -n \"$kc\" ]; then set -- \"--kubeconfig=$kc\" \"$@\"; fi\n"
+    "  \"$kb\" \"$@\"\n"
+    "}\n"
+    "del() {\n"
+    "  ns=$6 rest=$7; name=${rest%%/*} ver=${rest#*/} t=0 d=1\n"
+    "  while :; do\n"
+    "    out=$(kube \"$1\" \"$2\" \"$3\" \"$4\" \"$5\" delete \"sandboxclaims.$ver.extensions.agents.x-k8s.io\" \"$name\""
+    " -n \"$ns\" --wait=false --ignore-not-found 2>&1 </dev/null) && return 0\n"
+    "    case $out in *NotFound*|*Forbidden*|*forbidden*|*Unauthorized*) return 1 ;; esac\n"
+    "    t=$((t + d)); [ $t -gt 8 ] && return 1\n"
+    "    sleep $d; d=$((d * 2))\n"
+    "  done\n"
+    "}\n"
+    "sup \"$@\" <&1 2>/dev/null &\n"
+    "echo \"$!\"\n";
+
+/* The forked child: async-signal-safe calls only, then /bin/sh. fd 0 and 2
+   are /dev/null, fd 1 is the socket. */
+SBX__PRIVATE void sbx__sup_child(const struct sbx__proc_childctx *c, int sock)
+{
+    static const int sigs[] = {SIGHUP, SIGINT, SIGQUIT, SIGPIPE, SIGTERM, SIGALRM,
+                               SIGCHLD, SIGUSR1, SIGUSR2, SIGTSTP, SIGTTIN, SIGTTOU};
+    int report[2], fd, step = 1;
+    size_t i, off = 0;
+    if (setsid() >= 0) {
+        step = 2;
+        for (i = 0; i < sizeof sigs / sizeof sigs[0]; i++) sigaction(sigs[i], &c->dfl, NULL);
+        sigprocmask(SIG_SETMASK, &c->empty, NULL);
+        if (dup2(c->devnull, 0) >= 0 && dup2(sock, 1) >= 0 && dup2(c->devnull, 2) >= 0) {
+            for (fd = 3; fd <= c->maxfd; fd++)
+                if (fd != c->exec_w) close(fd);
+            step = 0;
+            execve(c->path, c->argv, c->envp);
+        }
+    }
+    report[0] = step;
+    report[1] = errno;
+    while (off < sizeof report) {
+        ssize_t w = write(c->exec_w, (const char *)report + off, sizeof report - off);
+        if (w > 0) off += (size_t)w;
+        else if (w < 0 && errno == EINTR) continue;
+        else break;
+    }
+    _exit(127);
+}
+
+SBX__PRIVATE void sbx__sup_ref(struct sbx__sup *s)
+{
+    pthread_mutex_lock(&s->mu);
+    s->refs++;
+    pthread_mutex_unlock(&s->mu);
+}
+
+SBX__PRIVATE void sbx__sup_unref(struct sbx__sup *s)
+{
+    int last;
+    if (!s) return;
+    pthread_mutex_lock(&s->mu);
+    last = --s->refs == 0;
+    pthread_mutex_unlock(&s->mu);
+    if (last) {
+        sbx_allocator a = s->a;
+        if (s->fd >= 0) close(s->fd);
+        pthread_mutex_destroy(&s->mu);
+        sbx__free(&a, s);
+    }
+}
+
+/* Send one line. Best effort: a supervisor that is gone (EPIPE) or stuck for
+   SBX__SUP_SEND_MS cannot be helped from here; the caller's work goes on. */
+#ifndef SBX__SUP_SEND_MS
+#define SBX__SUP_SEND_MS 200
+#endif
+SBX__PRIVATE int sbx__sup_send(struct sbx__sup *s, const char *line)
+{
+    size_t n = strlen(line), off = 0;
+    long long dl = sbx__deadline(SBX__SUP_SEND_MS);
+    int flags = 0, ok = 1;
+#ifdef MSG_NOSIGNAL
+    flags = MSG_NOSIGNAL;
+#endif
+    if (!s) return -1;
+    pthread_mutex_lock(&s->mu);
+    if (s->fd < 0) ok = 0;
+    while (ok && off < n) {
+        ssize_t w = send(s->fd, line + off, n - off, flags);
+        if (w > 0) off += (size_t)w;
+        else if (w < 0 && errno == EINTR) continue;
+        else if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && sbx__poll1(s->fd, POLLOUT, dl) == 1) continue;
+        else ok = 0;
+    }
+    pthread_mutex_unlock(&s->mu);
+    return ok ? 0 : -1;
+}
+
+/* Register / un-register a child's process group (the child leads it). */
+SBX__PRIVATE int sbx__sup_add_pid(struct sbx__sup *s, pid_t pid)
+{
+    char line[40];
+    snprintf(line, sizeof line, "p %ld\n", (long)pid);
+    return pid > 0 ? sbx__sup_send(s, line) : -1;
+}
+
+SBX__PRIVATE int sbx__sup_del_pid(struct sbx__sup *s, pid_t pid)
+{
+    char line[40];
+    snprintf(line, sizeof line, "u %ld\n", (long)pid);
+    return pid > 0 ? sbx__sup_send(s, line) : -1;
+}
+
+/* Register (add = 1) / un-register a claim: names are checked, as they end up
+   in a line of the protocol and in kubectl's arguments. */
+SBX__PRIVATE int sbx__sup_claim(struct sbx__sup *s, int add, const char *ns, const char *name, const char *version)
+{
+    char line[600];
+    size_t i;
+    if (!ns || !name || !version || strlen(ns) > 63 || strlen(name) > 253 || strlen(version) > 40) return -1;
+    for (i = 0; version[i]; i++)
+        if (!((version[i] >= 'a' && version[i] <= 'z') || (version[i] >= '0' && version[i] <= '9'))) return -1;
+    for (i = 0; ns[i]; i++)
+        if (!((ns[i] >= 'a' && ns[i] <= 'z') || (ns[i] >= '0' && ns[i] <= '9') || ns[i] == '-')) return -1;
+    for (i = 0; name[i]; i++)
+        if (!((name[i] >= 'a' && name[i] <= 'z') || (name[i] >= '0' && name[i] <= '9') || name[i] == '-' ||
+              name[i] == '.'))
+            return -1;
+    if (!ns[0] || !name[0] || !version[0]) return -1;
+    snprintf(line, sizeof line, "%c %s %s %s\n", add ? 'c' : 'd', ns, name, version);
+    return sbx__sup_send(s, line);
+}
+
 /* ---- the drainer -------------------------------------------------------- */
 
 SBX__PRIVATE void sbx__proc_state_free(struct sbx__proc_state *st)
 {
     sbx_allocator a = st->a;
+    sbx__sup_unref(st->sup);
     sbx__proc_close_fd(&st->out_fd);
     sbx__proc_close_fd(&st->err_fd);
     sbx__proc_close_fd(&st->wake_rd);
@@ -4039,6 +4257,8 @@ SBX__PRIVATE void *sbx__proc_drain(void *arg)
         r = waitid(P_PID, (id_t)st->pid, &si, WEXITED | WNOWAIT);
         if (r == 0 || errno != EINTR) break;
     }
+    /* the pid stops being ours at the reap: the supervisor forgets it first */
+    if (st->sup) sbx__sup_del_pid(st->sup, st->pid);
     if (r != 0 && errno != ECHILD) {
         /* A system without WNOWAIT: collect outside mu. Until `reaped` is
            set below, a stop could signal a pid that was just recycled; that
@@ -4196,6 +4416,174 @@ SBX__PRIVATE int sbx__proc_exec_report(int fd, int report[2])
     return -1;
 }
 
+#ifndef SBX__SUP_START_MS
+#define SBX__SUP_START_MS 5000
+#endif
+
+/* Start the supervisor. kubectl/kubeconfig/context/server say how it reaches
+   the API to delete claims (server: an http:// API URL given by the user, used
+   with an empty kubeconfig); can_delete = 0: it only kills. */
+SBX__PRIVATE sbx_result sbx__sup_start(const sbx_allocator *a, const char *kubectl, const char *kubeconfig,
+                                       const char *context, const char *server, int can_delete,
+                                       struct sbx__sup **out, sbx_error *e)
+{
+    sbx_allocator al = sbx__allocator(a);
+    struct sbx__sup *s;
+    struct sbx__proc_childctx cc;
+    char *argv[10], **envp = NULL, line[32];
+    int sv[2] = {-1, -1}, execp[2] = {-1, -1}, devnull = -1, err = 0, report[2], rc, status, one = 1;
+    size_t got = 0;
+    long long dl;
+    long v = 0;
+    pid_t pid, w;
+    union {
+        const char *c;
+        char *m;
+    } u[8];
+    *out = NULL;
+    s = (struct sbx__sup *)sbx__malloc(&al, sizeof *s);
+    if (!s) return sbx__fail(e, SBX_ERR_NOMEM, "start the supervisor: out of memory");
+    memset(s, 0, sizeof *s);
+    s->a = al;
+    s->fd = -1;
+    s->refs = 1;
+    if (pthread_mutex_init(&s->mu, NULL) != 0) {
+        sbx__free(&al, s);
+        return sbx__fail(e, SBX_ERR_SYS, "start the supervisor: pthread_mutex_init failed");
+    }
+    envp = sbx__proc_envp(&al, NULL, &err);
+    if (!envp) {
+        rc = sbx__fail(e, SBX_ERR_NOMEM, "start the supervisor: out of memory");
+        goto fail;
+    }
+    devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (devnull < 0 || sbx__proc_fd_high(&devnull) != 0 || socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0 ||
+        sbx__set_cloexec(sv[0]) != 0 || sbx__set_cloexec(sv[1]) != 0 || sbx__proc_fd_high(&sv[0]) != 0 ||
+        sbx__proc_fd_high(&sv[1]) != 0 || sbx__proc_pipe(execp) != 0) {
+        rc = sbx__fail_sys(e, SBX_ERR_SYS, errno, "start the supervisor: cannot create its socket");
+        goto fail;
+    }
+#if !defined(MSG_NOSIGNAL) && defined(SO_NOSIGPIPE)
+    setsockopt(sv[0], SOL_SOCKET, SO_NOSIGPIPE, &one, sizeof one);
+#endif
+    (void)one;
+    u[0].c = "/bin/sh";
+    u[1].c = "-c";
+    u[2].c = sbx__sup_script;
+    u[3].c = "sandbox.h-supervisor";
+    u[4].c = kubectl ? kubectl : "kubectl";
+    u[5].c = kubeconfig ? kubeconfig : "";
+    u[6].c = context ? context : "";
+    u[7].c = server ? server : "";
+    for (rc = 0; rc < 8; rc++) argv[rc] = u[rc].m;
+    argv[8] = can_delete ? argv[3] : NULL; /* any word but "none" */
+    if (!can_delete) {
+        u[0].c = "none";
+        argv[8] = u[0].m;
+    }
+    argv[9] = NULL;
+    memset(&cc, 0, sizeof cc);
+    cc.path = "/bin/sh";
+    cc.argv = argv;
+    cc.envp = envp;
+    cc.devnull = devnull;
+    cc.exec_w = execp[1];
+    cc.maxfd = sbx__proc_max_fd();
+    sigemptyset(&cc.empty);
+    cc.dfl.sa_handler = SIG_DFL;
+    sigemptyset(&cc.dfl.sa_mask);
+    cc.dfl.sa_flags = 0;
+    pid = fork();
+    if (pid < 0) {
+        rc = sbx__fail_sys(e, SBX_ERR_SPAWN, errno, "start the supervisor: fork");
+        goto fail;
+    }
+    if (pid == 0) sbx__sup_child(&cc, sv[1]); /* never returns */
+    sbx__proc_close_fd(&devnull);
+    sbx__proc_close_fd(&sv[1]);
+    sbx__proc_close_fd(&execp[1]);
+    sbx__free(&al, envp);
+    envp = NULL;
+    rc = sbx__proc_exec_report(execp[0], report);
+    sbx__proc_close_fd(&execp[0]);
+    if (rc != 0) {
+        if (report[0] < 0) kill(pid, SIGKILL);
+        do w = waitpid(pid, &status, 0);
+        while (w < 0 && errno == EINTR);
+        rc = sbx__fail_sys(e, SBX_ERR_SPAWN, report[1], "start the supervisor: cannot run /bin/sh%s",
+                           report[0] == 1 ? " (setsid)" : report[0] == 2 ? " (dup2)" : "");
+        goto fail;
+    }
+    /* The shell prints the background loop's pid, then exits: reap it. */
+    dl = sbx__deadline(SBX__SUP_START_MS);
+    line[0] = '\0';
+    while (got + 1 < sizeof line && sbx__poll1(sv[0], POLLIN, dl) == 1) {
+        ssize_t r = read(sv[0], line + got, 1);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0 || line[got] == '\n') break;
+        got++;
+    }
+    line[got] = '\0';
+    for (rc = 0; line[rc] >= '0' && line[rc] <= '9' && v < 100000000L; rc++) v = v * 10 + (line[rc] - '0');
+    for (;;) {
+        w = waitpid(pid, &status, WNOHANG);
+        if (w != 0 && !(w < 0 && errno == EINTR)) break;
+        if (sbx__now_ms() >= dl) {
+            kill(pid, SIGKILL);
+            do w = waitpid(pid, &status, 0);
+            while (w < 0 && errno == EINTR);
+            break;
+        }
+        poll(NULL, 0, 1);
+    }
+    if (v <= 1 || line[rc] != '\0') {
+        rc = sbx__fail(e, SBX_ERR_SPAWN, "start the supervisor: /bin/sh did not report the supervisor's pid");
+        goto fail;
+    }
+    if (sbx__set_nonblock(sv[0], 1) != 0) {
+        rc = sbx__fail_sys(e, SBX_ERR_SYS, errno, "start the supervisor: fcntl");
+        goto fail;
+    }
+    s->pid = (pid_t)v;
+    s->fd = sv[0];
+    *out = s;
+    return SBX_OK;
+fail:
+    sbx__proc_close_fd(&devnull);
+    sbx__proc_close_fd(&sv[0]); /* a started loop reads end-of-file and exits */
+    sbx__proc_close_fd(&sv[1]);
+    sbx__proc_close_fd(&execp[0]);
+    sbx__proc_close_fd(&execp[1]);
+    sbx__free(&al, envp);
+    pthread_mutex_destroy(&s->mu);
+    sbx__free(&al, s);
+    return (sbx_result)rc;
+}
+
+/* The owner lets go (sbx_client_close): end-of-file for the supervisor, which
+   kills what is still registered (nothing, normally), answers "k", deletes
+   claims still registered (in the background) and exits. Wait up to wait_ms
+   for the "k", so the kills are done when close returns. */
+SBX__PRIVATE void sbx__sup_finish(struct sbx__sup *s, int wait_ms)
+{
+    long long dl = sbx__deadline(wait_ms);
+    char c;
+    if (!s) return;
+    pthread_mutex_lock(&s->mu);
+    if (s->fd >= 0) {
+        shutdown(s->fd, SHUT_WR);
+        while (sbx__poll1(s->fd, POLLIN, dl) == 1) {
+            ssize_t r = read(s->fd, &c, 1);
+            if (r < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)) continue;
+            if (r <= 0 || c == 'k') break;
+        }
+        close(s->fd);
+        s->fd = -1;
+    }
+    pthread_mutex_unlock(&s->mu);
+    sbx__sup_unref(s);
+}
+
 SBX__PRIVATE int sbx__proc_spawn(sbx__proc *p, char *const argv[], char *const env_extra[],
                                  const sbx_allocator *a, sbx_error *e)
 {
@@ -4268,6 +4656,11 @@ SBX__PRIVATE int sbx__proc_spawn(sbx__proc *p, char *const argv[], char *const e
         goto fail;
     }
     if (pid == 0) sbx__proc_child(&cc); /* never returns */
+    if (p->sup) { /* from now on, the child dies with us */
+        sbx__sup_ref(p->sup);
+        st->sup = p->sup;
+        sbx__sup_add_pid(st->sup, pid);
+    }
 
     sbx__proc_close_fd(&devnull);
     sbx__proc_close_fd(&outp[1]);
@@ -4282,6 +4675,7 @@ SBX__PRIVATE int sbx__proc_spawn(sbx__proc *p, char *const argv[], char *const e
     sbx__proc_close_fd(&execp[0]);
     if (rc != 0) {
         if (report[0] < 0) kill(pid, SIGKILL); /* stuck before exec */
+        if (st->sup) sbx__sup_del_pid(st->sup, pid);
         do w = waitpid(pid, &status, 0);
         while (w < 0 && errno == EINTR);
         if (report[0] < 0)
@@ -4310,6 +4704,7 @@ SBX__PRIVATE int sbx__proc_spawn(sbx__proc *p, char *const argv[], char *const e
     if (rc != 0) {
         kill(-pid, SIGKILL);
         kill(pid, SIGKILL);
+        if (st->sup) sbx__sup_del_pid(st->sup, pid);
         do w = waitpid(pid, &status, 0);
         while (w < 0 && errno == EINTR);
         rc = sbx__fail_sys(e, SBX_ERR_SYS, rc, "spawn %s: cannot start the output reader thread", p->name);
@@ -4580,6 +4975,7 @@ SBX__PRIVATE size_t sbx__proc_stderr_tail(sbx__proc *p, char *buf, size_t cap)
    is an error naming its Location. */
 
 #define SBX__GROUP_EXT "extensions.agents.x-k8s.io"
+#define SBX__OWNER_LABEL "app.kubernetes.io/managed-by"
 #define SBX__GROUP_CORE "agents.x-k8s.io"
 #define SBX__GROUP_GATEWAY "gateway.networking.k8s.io"
 #define SBX__POOL_MAX 8 /* idle keep-alive connections kept to the API */
@@ -4630,7 +5026,67 @@ struct sbx__client {
     int rtun_started;
     int rtun_port;            /* 0 until the line was seen and /healthz answered */
     unsigned rtun_gen;        /* bumped at every start: sandboxes reconnect */
+    /* ownership: the supervisor kills our children and deletes our claims when
+       we go; the owner annotations of every claim (interfaces.md) */
+    struct sbx__sup *sup;
+    char owner_host[256];
+    char owner_pid[24];
+    char owner_start[24];     /* seconds since the epoch; "" where unknown */
 };
+
+/* This process's start time in seconds since the epoch (Linux: starttime of
+   /proc/self/stat in clock ticks after boot + btime of /proc/stat); "" where
+   the system does not tell. With host and pid it names one process for good:
+   a sweep can tell an orphan's claim from a live owner's. */
+SBX__PRIVATE void sbx__owner_start(char *out, size_t cap)
+{
+    char buf[1024];
+    const char *p;
+    unsigned long long ticks = 0, btime = 0;
+    long hz = sysconf(_SC_CLK_TCK);
+    int fd, field;
+    ssize_t n;
+    out[0] = '\0';
+    fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return;
+    n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0) return;
+    buf[n] = '\0';
+    p = strrchr(buf, ')'); /* the command name may hold spaces and parentheses */
+    if (!p) return;
+    for (field = 2; *p && field < 22; p++)
+        if (*p == ' ') field++;
+    while (*p >= '0' && *p <= '9') ticks = ticks * 10 + (unsigned long long)(*p++ - '0');
+    fd = open("/proc/stat", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return;
+    {
+        char sbuf[8192];
+        n = read(fd, sbuf, sizeof sbuf - 1);
+        close(fd);
+        if (n <= 0) return;
+        sbuf[n] = '\0';
+        p = strstr(sbuf, "\nbtime ");
+        if (!p) return;
+        for (p += 7; *p >= '0' && *p <= '9'; p++) btime = btime * 10 + (unsigned long long)(*p - '0');
+    }
+    if (hz <= 0 || btime == 0 || ticks == 0) return;
+    snprintf(out, cap, "%llu", btime + ticks / (unsigned long long)hz);
+}
+
+/* host name, pid and start time of this process, for the claims' annotations */
+SBX__PRIVATE void sbx__owner_init(struct sbx__client *cl)
+{
+    size_t i;
+    if (gethostname(cl->owner_host, sizeof cl->owner_host - 1) != 0) cl->owner_host[0] = '\0';
+    cl->owner_host[sizeof cl->owner_host - 1] = '\0';
+    for (i = 0; cl->owner_host[i]; i++) /* printable ASCII only: it goes into JSON */
+        if ((unsigned char)cl->owner_host[i] < 0x21 || (unsigned char)cl->owner_host[i] > 0x7e ||
+            cl->owner_host[i] == '"' || cl->owner_host[i] == '\\')
+            cl->owner_host[i] = '?';
+    snprintf(cl->owner_pid, sizeof cl->owner_pid, "%ld", (long)getpid());
+    sbx__owner_start(cl->owner_start, sizeof cl->owner_start);
+}
 
 /* RFC 1123 label (max 63, no dots) or subdomain (max 253, dots between labels). */
 SBX__PRIVATE int sbx__valid_dns_name(const char *s, int subdomain)
@@ -5001,6 +5457,7 @@ SBX__PRIVATE sbx_result sbx__start_proxy(struct sbx__client *cl, int timeout_ms,
         return sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
     }
     snprintf(sock, sizeof sock, "%s/proxy.sock", dir);
+    cl->proxy.sup = cl->sup;
     sbx__argv_kubectl(&av, cl);
     sbx__argv_add(&av, "proxy", NULL);
     sbx__argv_add(&av, "--unix-socket=", sock);
@@ -5035,6 +5492,8 @@ SBX__PRIVATE void sbx__client_free(struct sbx__client *cl)
     /* SIGINT is kubectl port-forward's clean stop (GOAWAY, exit 0) */
     if (cl->rtun_started) sbx__proc_stop(&cl->rtun, SIGINT, 2000);
     if (cl->proxy_started) sbx__proc_stop(&cl->proxy, SIGTERM, 2000);
+    sbx__sup_finish(cl->sup, 3000); /* our children are stopped: it finds nothing to kill */
+    cl->sup = NULL;
     if (cl->sockdir) {
         char sock[300];
         snprintf(sock, sizeof sock, "%s/proxy.sock", cl->sockdir);
@@ -5214,6 +5673,10 @@ struct sbx__sandbox {
     char *pool;               /* v1beta1: the warm pool the claim names */
     char *template_name;      /* v1alpha1: the template the claim names */
     int claim_created;        /* close (or a failed open) must delete it */
+    int claim_owned;          /* registered with the supervisor (created by sbx_open) */
+    char nonce[17];           /* sandbox.h/open-nonce: 16 random hex digits per open */
+    int lease_s;              /* lease_seconds; 0 = none */
+    long long expiry;         /* ttl_seconds: fixed shutdownTime (epoch s); 0 = none */
     sbx_runtime want;         /* as configured */
     sbx_runtime runtime;      /* as found: PYTHON or SANDBOXD once connected */
     int server_port;          /* 0 until chosen (config, runtime or pod template) */
@@ -5360,6 +5823,7 @@ SBX__PRIVATE sbx_result sbx__claim_body(const struct sbx__sandbox *s, const sbx_
     int has_created_by = 0, has_requested_at = 0, first;
     sbx_result r = SBX_OK;
     int beta = strcmp(s->cl->ext_version, "v1beta1") == 0;
+    const struct sbx__client *cl = s->cl;
     for (kv = cfg->labels; kv && kv[0] && kv[1]; kv += 2)
         if (strcmp(kv[0], "agents.x-k8s.io/created-by") == 0) has_created_by = 1;
     for (kv = cfg->annotations; kv && kv[0] && kv[1]; kv += 2)
@@ -5368,26 +5832,27 @@ SBX__PRIVATE sbx_result sbx__claim_body(const struct sbx__sandbox *s, const sbx_
     if (sbx__buf_printf(b, "{\"apiVersion\":\"" SBX__GROUP_EXT "/%s\",\"kind\":\"SandboxClaim\","
                            "\"metadata\":{\"name\":\"%s\",\"labels\":{", s->cl->ext_version, s->claim) != 0)
         return sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
-    first = 1;
-    if (!has_created_by) {
-        sbx__buf_puts(b, "\"agents.x-k8s.io/created-by\":\"sandbox-h\"");
-        first = 0;
-    }
+    /* ours first; a user key of the same name is skipped (no duplicate keys) */
+    sbx__buf_puts(b, "\"" SBX__OWNER_LABEL "\":\"sandbox.h\"");
+    first = 0;
+    if (!has_created_by) sbx__buf_puts(b, ",\"agents.x-k8s.io/created-by\":\"sandbox-h\"");
     for (kv = cfg->labels; r == SBX_OK && kv && kv[0]; kv += 2, first = 0) {
         if (!kv[1]) return sbx__fail(e, SBX_ERR_INVALID_ARG, "labels: key \"%.80s\" has no value", kv[0]);
+        if (strcmp(kv[0], SBX__OWNER_LABEL) == 0) continue;
         if (!first) sbx__buf_puts(b, ",");
         r = sbx__jstr(b, kv[0], "a label key", e);
         if (r == SBX_OK) sbx__buf_puts(b, ":");
         if (r == SBX_OK) r = sbx__jstr(b, kv[1], "a label value", e);
     }
     sbx__buf_puts(b, "},\"annotations\":{");
-    first = 1;
-    if (!has_requested_at) {
-        sbx__buf_printf(b, "\"agents.x-k8s.io/client-first-requested-at\":\"%s\"", now);
-        first = 0;
-    }
+    sbx__buf_printf(b, "\"sandbox.h/owner-host\":\"%s\",\"sandbox.h/owner-pid\":\"%s\","
+                       "\"sandbox.h/owner-start\":\"%s\",\"sandbox.h/open-nonce\":\"%s\"",
+                    cl->owner_host, cl->owner_pid, cl->owner_start, s->nonce);
+    first = 0;
+    if (!has_requested_at) sbx__buf_printf(b, ",\"agents.x-k8s.io/client-first-requested-at\":\"%s\"", now);
     for (kv = cfg->annotations; r == SBX_OK && kv && kv[0]; kv += 2, first = 0) {
         if (!kv[1]) return sbx__fail(e, SBX_ERR_INVALID_ARG, "annotations: key \"%.80s\" has no value", kv[0]);
+        if (strncmp(kv[0], "sandbox.h/", 10) == 0) continue; /* ours */
         if (!first) sbx__buf_puts(b, ",");
         r = sbx__jstr(b, kv[0], "an annotation key", e);
         if (r == SBX_OK) sbx__buf_puts(b, ":");
@@ -5587,6 +6052,22 @@ SBX__PRIVATE sbx_result sbx__resolve_pod(struct sbx__sandbox *s, long long deadl
     return SBX_OK;
 }
 
+/* A claim sbx_open created is registered with the supervisor (deleted if we
+   die) until it is deleted or detached. Attached claims are not: we did not
+   create them. */
+SBX__PRIVATE void sbx__claim_own(struct sbx__sandbox *s)
+{
+    if (s->claim_owned || !s->cl->sup) return;
+    if (sbx__sup_claim(s->cl->sup, 1, s->ns, s->claim, s->cl->ext_version) == 0) s->claim_owned = 1;
+}
+
+SBX__PRIVATE void sbx__claim_disown(struct sbx__sandbox *s)
+{
+    if (!s->claim_owned) return;
+    sbx__sup_claim(s->cl->sup, 0, s->ns, s->claim, s->cl->ext_version);
+    s->claim_owned = 0;
+}
+
 /* DELETE a claim by name; 404 counts as done (*gone = 1 then). */
 SBX__PRIVATE sbx_result sbx__delete_claim_ns(struct sbx__client *cl, const char *ns, const char *name, int *gone,
                                              long long deadline, sbx_error *e)
@@ -5612,6 +6093,7 @@ SBX__PRIVATE sbx_result sbx__delete_claim(struct sbx__sandbox *s, long long dead
     int gone = 0;
     sbx_result r = sbx__delete_claim_ns(s->cl, s->ns, s->claim, &gone, deadline, e);
     if (r == SBX_OK) s->claim_created = 0;
+    if (r == SBX_OK) sbx__claim_disown(s);
     return r;
 }
 
@@ -5763,6 +6245,7 @@ SBX__PRIVATE sbx_result sbx__pf_spawn(struct sbx__client *cl, sbx__proc *p, cons
         sbx__argv_free(&av);
         return sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
     }
+    p->sup = cl->sup;
     r = (sbx_result)sbx__proc_spawn(p, av.v, NULL, &cl->a, e);
     sbx__argv_free(&av);
     if (r != SBX_OK) sbx__err_prefix(e, "start kubectl port-forward %s", target);
@@ -6468,8 +6951,19 @@ SBX_API sbx_result sbx_client_open(sbx_client *c, const sbx_client_config *cfg)
     } else {
         r = sbx__client_mode(cl, cfg, &c->err);
     }
+    url = cfg->api_url ? cfg->api_url : getenv("SANDBOX_API_URL");
     if (r == SBX_OK) {
-        url = cfg->api_url ? cfg->api_url : getenv("SANDBOX_API_URL");
+        /* first, so every child after it is covered. With an http:// API URL
+           the supervisor deletes through that URL with an empty kubeconfig (no
+           credentials sent over plain HTTP); with unix: it cannot reach it */
+        sbx__owner_init(cl);
+        if (url && *url)
+            r = sbx__sup_start(&cl->a, cl->kubectl, "/dev/null", NULL, url, strncmp(url, "http://", 7) == 0,
+                               &cl->sup, &c->err);
+        else
+            r = sbx__sup_start(&cl->a, cl->kubectl, cl->kubeconfig, cl->context, NULL, 1, &cl->sup, &c->err);
+    }
+    if (r == SBX_OK) {
         if (url && *url) r = (sbx_result)sbx__endpoint_parse(url, &cl->api, &c->err);
         else r = sbx__start_proxy(cl, cfg->proxy_timeout_ms > 0 ? cfg->proxy_timeout_ms : 15000, &c->err);
     }
@@ -6621,7 +7115,14 @@ SBX_API sbx_result sbx_open(sbx_sandbox *sb, sbx_client *c, const sbx_sandbox_co
     if (cl->mode == SBX_MODE_GATEWAY) r = sbx__gateway_resolve(cl, &sb->err);
     else if (cl->mode == SBX_MODE_ROUTER_TUNNEL) r = sbx__rtun_begin(cl, &sb->err);
     if (r != SBX_OK) goto fail;
+    {
+        unsigned char rnd[8];
+        int i;
+        sbx__random(rnd, sizeof rnd);
+        for (i = 0; i < 8; i++) snprintf(s->nonce + 2 * i, 3, "%02x", rnd[i]);
+    }
     r = sbx__create_claim(s, cfg, rv, sizeof rv, api_deadline, &sb->err);
+    if (s->claim_created) sbx__claim_own(s); /* it may exist: ours until deleted (rollback below) */
     if (r != SBX_OK) goto fail;
     r = sbx__wait_ready(s, rv, sbx__deadline(cfg->ready_timeout_ms > 0 ? cfg->ready_timeout_ms : 180000), &sb->err);
     if (r != SBX_OK) goto fail;
@@ -6735,6 +7236,7 @@ SBX_API sbx_result sbx_detach(sbx_sandbox *sb)
 {
     if (!sb || !sb->impl) return SBX_OK;
     sbx__err_clear(&sb->err);
+    sbx__claim_disown(sb->impl); /* the supervisor never touches it again */
     sbx__sandbox_free(sb->impl);
     sb->impl = NULL;
     return SBX_OK;

@@ -1,0 +1,480 @@
+/* End-to-end: nothing outlives the program (issue 8). A client program that
+   ends without closing - it returns without sbx_client_close, is SIGKILLed, or
+   gets Ctrl-C (SIGINT to its process group) - leaves no kubectl child after
+   2 s and no claim after 10 s; a detached claim and another program's claim
+   survive; every claim carries its owner; sbx_client_close leaves no
+   supervisor behind. The client programs are forked copies of this suite
+   (each opens its own client after the fork); their children are found in
+   /proc before they die (they are reparented after) and followed by pid and
+   start time, so a recycled pid is never mistaken for a survivor. */
+#define SANDBOX_IMPLEMENTATION
+#include "sandbox.h"
+#include "test.h"
+#include "e2e.h"
+#include "e2e_more.h"
+
+static e2e_cluster C;
+static em_base B;
+
+#define CLAIMS_NS "/apis/extensions.agents.x-k8s.io/v1beta1/namespaces/default/sandboxclaims"
+
+/* ---- processes, by pid and start time ----------------------------------- */
+
+typedef struct proc_id {
+    int pid;
+    unsigned long long start;
+} proc_id;
+
+/* state, parent and start time of pid from /proc; 0 if it does not exist */
+static int proc_read(int pid, char *state, int *ppid, unsigned long long *start)
+{
+    char path[64], buf[2048], *p;
+    FILE *f;
+    int field;
+    E2E_FMT(path, sizeof path, "/proc/%d/stat", pid);
+    if (!(f = fopen(path, "r"))) return 0;
+    if (!fgets(buf, sizeof buf, f)) buf[0] = '\0';
+    fclose(f);
+    p = strrchr(buf, ')');
+    if (!p || sscanf(p + 1, " %c %d", state, ppid) != 2) return 0;
+    for (field = 2; *p && field < 22; p++)
+        if (*p == ' ') field++;
+    *start = strtoull(p, NULL, 10);
+    return 1;
+}
+
+/* the process still runs (a zombie has ended; a new process on the pid is another one) */
+static int proc_alive(const proc_id *id)
+{
+    char st;
+    int ppid;
+    unsigned long long start;
+    return proc_read(id->pid, &st, &ppid, &start) && start == id->start && st != 'Z' && st != 'X';
+}
+
+/* children of `pid` (one level) into out; returns how many */
+static int proc_children(int pid, proc_id *out, int cap)
+{
+    DIR *d = opendir("/proc");
+    struct dirent *de;
+    int n = 0;
+    if (!d) return 0;
+    while ((de = readdir(d)) != NULL && n < cap) {
+        char st;
+        int ppid, p;
+        unsigned long long start;
+        if (de->d_name[0] < '0' || de->d_name[0] > '9') continue;
+        p = atoi(de->d_name);
+        if (proc_read(p, &st, &ppid, &start) && ppid == pid && st != 'Z') {
+            out[n].pid = p;
+            out[n].start = start;
+            n++;
+        }
+    }
+    closedir(d);
+    return n;
+}
+
+static int proc_id_of(int pid, proc_id *id)
+{
+    char st;
+    int ppid;
+    id->pid = pid;
+    return proc_read(pid, &st, &ppid, &id->start);
+}
+
+/* ms until none of ids runs (polled every 10 ms), or -1 after limit_ms */
+static long long wait_gone(const proc_id *ids, int n, int limit_ms)
+{
+    long long t0 = sbx__now_ms();
+    for (;;) {
+        int i, alive = 0;
+        for (i = 0; i < n; i++) alive += proc_alive(&ids[i]);
+        if (!alive) return sbx__now_ms() - t0;
+        if (sbx__now_ms() - t0 > limit_ms) return -1;
+        poll(NULL, 0, 10);
+    }
+}
+
+static int claim_status(const char *name)
+{
+    char target[300];
+    sbx__buf out;
+    int st;
+    E2E_FMT(target, sizeof target, CLAIMS_NS "/%s", name);
+    st = e2e_http(&C, "GET", target, NULL, &out);
+    sbx__buf_free(&out);
+    return st;
+}
+
+/* ms until the claim is gone (404), or -1 after limit_ms */
+static long long wait_claim_gone(const char *name, int limit_ms)
+{
+    long long t0 = sbx__now_ms();
+    for (;;) {
+        if (claim_status(name) == 404) return sbx__now_ms() - t0;
+        if (sbx__now_ms() - t0 > limit_ms) return -1;
+        poll(NULL, 0, 100);
+    }
+}
+
+/* ---- the client program -------------------------------------------------- */
+
+enum { END_RETURN, END_SIGKILL, END_SIGINT, END_DETACH, END_RETURN_2 };
+
+typedef struct client_run {
+    int pid;                  /* the client program */
+    int sup;                  /* its supervisor */
+    char claim[128], claim2[128];
+    proc_id kids[16];         /* its children while it ran */
+    int nkids;
+} client_run;
+
+static void say(int fd, const char *s)
+{
+    size_t n = strlen(s);
+    while (n > 0) {
+        ssize_t w = write(fd, s, n);
+        if (w <= 0) break;
+        s += w;
+        n -= (size_t)w;
+    }
+}
+
+/* The forked program: a client, one sandbox (two with END_RETURN_2, the
+   second in its own client... no: the same client), then the end. */
+static void client_main(int fd, int how, const char *try_name)
+{
+    sbx_client cl;
+    sbx_client_config cc;
+    sbx_sandbox sb, sb2;
+    sbx_sandbox_config cfg;
+    sbx_exec_result res;
+    char line[512];
+    memset(&cc, 0, sizeof cc);
+    cc.kubeconfig = C.kubeconfig;
+    if (how == END_SIGINT) setpgid(0, 0); /* its own group, like a shell job */
+    if (sbx_client_open(&cl, &cc) != SBX_OK) {
+        E2E_FMT(line, sizeof line, "ERR client: %s\n", cl.err.msg);
+        say(fd, line);
+        _exit(1);
+    }
+    memset(&cfg, 0, sizeof cfg);
+    cfg.template_name = "python-sandbox-template";
+    if (try_name) {
+        /* someone else's name: 409, never ours */
+        cfg.claim_name = try_name;
+        if (sbx_open(&sb, &cl, &cfg) == SBX_OK) {
+            say(fd, "ERR opened someone else's claim\n");
+            _exit(1);
+        }
+        cfg.claim_name = NULL;
+    }
+    if (sbx_open(&sb, &cl, &cfg) != SBX_OK) {
+        E2E_FMT(line, sizeof line, "ERR open: %s\n", sb.err.msg);
+        say(fd, line);
+        _exit(1);
+    }
+    if (sbx_run(&sb, "echo hi", &res) == SBX_OK) sbx_exec_result_free(&res);
+    if (how == END_RETURN_2 && sbx_open(&sb2, &cl, &cfg) != SBX_OK) {
+        E2E_FMT(line, sizeof line, "ERR open 2: %s\n", sb2.err.msg);
+        say(fd, line);
+        _exit(1);
+    }
+    E2E_FMT(line, sizeof line, "OK %d %s %s\n", (int)cl.impl->sup->pid, sbx_claim_name(&sb),
+            how == END_RETURN_2 ? sbx_claim_name(&sb2) : "-");
+    say(fd, line);
+    if (how == END_DETACH) sbx_detach(&sb);
+    if (how == END_SIGKILL || how == END_SIGINT) {
+        for (;;) pause(); /* the test ends it */
+    }
+    /* returns from main without closing anything: exit() without the
+       sanitizer's leak report of what we deliberately did not free (the
+       library registers no atexit handler, so this is the same to it) */
+    poll(NULL, 0, 300); /* time for the parent to list our children */
+    _exit(0);
+}
+
+/* Start the client program; wait for its report and list its children. 0 = ok. */
+static int client_start(client_run *r, int how, const char *try_name)
+{
+    int p[2], got = 0;
+    char buf[512];
+    long long dl = sbx__deadline(60000);
+    memset(r, 0, sizeof *r);
+    if (pipe(p) != 0) return -1;
+    fflush(stdout);
+    r->pid = (int)fork();
+    if (r->pid < 0) return -1;
+    if (r->pid == 0) {
+        close(p[0]);
+        client_main(p[1], how, try_name);
+        _exit(1);
+    }
+    close(p[1]);
+    while (got < (int)sizeof buf - 1 && sbx__poll1(p[0], POLLIN, dl) == 1) {
+        ssize_t n = read(p[0], buf + got, sizeof buf - 1 - (size_t)got);
+        if (n <= 0) break;
+        got += (int)n;
+        if (memchr(buf, '\n', (size_t)got)) break;
+    }
+    close(p[0]);
+    buf[got] = '\0';
+    if (strncmp(buf, "OK ", 3) != 0 ||
+        sscanf(buf + 3, "%d %127s %127s", &r->sup, r->claim, r->claim2) != 3) {
+        printf("  client program: %s\n", got ? buf : "(no report)");
+        kill(r->pid, SIGKILL);
+        waitpid(r->pid, NULL, 0);
+        return -1;
+    }
+    r->nkids = proc_children(r->pid, r->kids, 16);
+    return 0;
+}
+
+static int client_wait(client_run *r)
+{
+    int st = 0;
+    while (waitpid(r->pid, &st, 0) < 0 && errno == EINTR) {}
+    return st;
+}
+
+/* After the client program ended: its children gone within 2 s, its claims
+   within 10 s, and then its supervisor too. */
+static void check_cleaned(client_run *r, const char *how)
+{
+    proc_id sup;
+    long long kids_ms, claim_ms, claim2_ms = 0, sup_ms;
+    int have_sup = proc_id_of(r->sup, &sup);
+    CHECK_MSG(r->nkids >= 2, "%s: expected kubectl proxy and port-forward, found %d children", how, r->nkids);
+    kids_ms = wait_gone(r->kids, r->nkids, 2000);
+    CHECK_MSG(kids_ms >= 0, "%s: a kubectl child still runs 2 s after its owner ended", how);
+    claim_ms = wait_claim_gone(r->claim, 10000);
+    CHECK_MSG(claim_ms >= 0, "%s: claim %s still there 10 s after its owner ended", how, r->claim);
+    if (strcmp(r->claim2, "-") != 0) {
+        claim2_ms = wait_claim_gone(r->claim2, 10000);
+        CHECK_MSG(claim2_ms >= 0, "%s: claim %s still there 10 s after its owner ended", how, r->claim2);
+    }
+    sup_ms = have_sup ? wait_gone(&sup, 1, 10000) : 0;
+    CHECK_MSG(sup_ms >= 0, "%s: the supervisor %d still runs", how, r->sup);
+    printf("  %s: %d children gone after %lld ms, claim%s gone after %lld ms, supervisor after %lld ms\n", how,
+           r->nkids, kids_ms, claim2_ms ? "s" : "", claim_ms > claim2_ms ? claim_ms : claim2_ms, sup_ms);
+}
+
+/* ---- tests --------------------------------------------------------------- */
+
+TEST(return_without_close_cleans_up)
+{
+    client_run r;
+    int st;
+    if (client_start(&r, END_RETURN_2, NULL) != 0) {
+        CHECK(0);
+        return;
+    }
+    st = client_wait(&r);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    check_cleaned(&r, "exit without close (2 sandboxes)");
+    em_settle(&C, &B);
+}
+
+TEST(sigkill_mid_session_cleans_up)
+{
+    client_run r;
+    int st;
+    if (client_start(&r, END_SIGKILL, NULL) != 0) {
+        CHECK(0);
+        return;
+    }
+    kill(r.pid, SIGKILL);
+    st = client_wait(&r);
+    CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+    check_cleaned(&r, "SIGKILL");
+    em_settle(&C, &B);
+}
+
+TEST(ctrl_c_to_the_group_cleans_up)
+{
+    client_run r;
+    int st;
+    if (client_start(&r, END_SIGINT, NULL) != 0) {
+        CHECK(0);
+        return;
+    }
+    poll(NULL, 0, 100); /* its setpgid happened before its report */
+    CHECK_EQ_INT(kill(-r.pid, SIGINT), 0);
+    st = client_wait(&r);
+    CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGINT);
+    check_cleaned(&r, "SIGINT to the process group");
+    em_settle(&C, &B);
+}
+
+TEST(detached_claim_survives)
+{
+    client_run r;
+    em_base b2 = B;
+    proc_id sup;
+    if (client_start(&r, END_DETACH, NULL) != 0) {
+        CHECK(0);
+        return;
+    }
+    proc_id_of(r.sup, &sup);
+    client_wait(&r);
+    CHECK_MSG(wait_gone(r.kids, r.nkids, 2000) >= 0, "a child survived");
+    CHECK_MSG(wait_gone(&sup, 1, 3000) >= 0, "the supervisor survived (it had no claim to delete)");
+    poll(NULL, 0, 3000); /* longer than a supervisor would take to delete it */
+    CHECK_EQ_INT(claim_status(r.claim), 200);
+    {
+        sbx_client cl;
+        sbx_client_config cc;
+        memset(&cc, 0, sizeof cc);
+        cc.kubeconfig = C.kubeconfig;
+        if (sbx_client_open(&cl, &cc) == SBX_OK) {
+            CHECK_EQ_INT(sbx_delete_claim(&cl, "default", r.claim, NULL), SBX_OK);
+            sbx_client_close(&cl);
+        }
+    }
+    em_settle(&C, &b2);
+}
+
+TEST(another_programs_claim_survives)
+{
+    client_run r;
+    em_base b2 = B;
+    sbx__buf out;
+    int st;
+    const char *body = "{\"apiVersion\":\"extensions.agents.x-k8s.io/v1beta1\",\"kind\":\"SandboxClaim\","
+                       "\"metadata\":{\"name\":\"not-ours\"},\"spec\":{\"warmPoolRef\":{\"name\":\"python-pool\"}}}";
+    st = e2e_http(&C, "POST", CLAIMS_NS, body, &out);
+    sbx__buf_free(&out);
+    CHECK_EQ_INT(st, 201);
+    /* the program even tries that name first (409: not ours), then dies */
+    if (client_start(&r, END_SIGKILL, "not-ours") != 0) {
+        CHECK(0);
+    } else {
+        kill(r.pid, SIGKILL);
+        client_wait(&r);
+        check_cleaned(&r, "SIGKILL beside another program's claim");
+    }
+    CHECK_EQ_INT(claim_status("not-ours"), 200);
+    st = e2e_http(&C, "DELETE", CLAIMS_NS "/not-ours", NULL, &out);
+    sbx__buf_free(&out);
+    CHECK_EQ_INT(st, 200);
+    em_settle(&C, &b2);
+}
+
+static int json_str_at(const char *js, const sbx__jtok *t, int n, int obj, const char *key, char *out, size_t cap)
+{
+    int i = sbx__json_mem(js, t, n, obj, key);
+    out[0] = '\0';
+    if (i < 0) return -1;
+    sbx__json_copy(js, t, i, out, cap);
+    return 0;
+}
+
+TEST(claims_carry_their_owner)
+{
+    sbx_client cl;
+    sbx_client_config cc;
+    sbx_sandbox sb;
+    sbx_sandbox_config cfg;
+    static const char *const labels[] = {"team", "blue", "app.kubernetes.io/managed-by", "me", NULL};
+    static const char *const ann[] = {"note", "hello", "sandbox.h/owner-pid", "1", NULL};
+    sbx__buf out;
+    sbx__jtok *t = NULL;
+    char target[300], v[300], host[256];
+    int n, lab, an, i;
+    memset(&cc, 0, sizeof cc);
+    cc.kubeconfig = C.kubeconfig;
+    CHECK_EQ_INT(sbx_client_open(&cl, &cc), SBX_OK);
+    if (!cl.impl) return;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.template_name = "python-sandbox-template";
+    cfg.labels = labels;
+    cfg.annotations = ann;
+    CHECK_EQ_INT(sbx_open(&sb, &cl, &cfg), SBX_OK);
+    if (sb.impl) {
+        E2E_FMT(target, sizeof target, CLAIMS_NS "/%s", sbx_claim_name(&sb));
+        CHECK_EQ_INT(e2e_http(&C, "GET", target, NULL, &out), 200);
+        n = sbx__json_parse_alloc(&C.a, out.data, out.len, &t);
+        lab = n > 0 ? sbx__json_get(out.data, t, n, 0, "metadata.labels") : -1;
+        an = n > 0 ? sbx__json_get(out.data, t, n, 0, "metadata.annotations") : -1;
+        CHECK(lab >= 0 && an >= 0);
+        if (lab >= 0 && an >= 0) {
+            json_str_at(out.data, t, n, lab, "app.kubernetes.io/managed-by", v, sizeof v);
+            CHECK_STR(v, "sandbox.h");
+            json_str_at(out.data, t, n, lab, "team", v, sizeof v);
+            CHECK_STR(v, "blue");
+            json_str_at(out.data, t, n, an, "note", v, sizeof v);
+            CHECK_STR(v, "hello");
+            gethostname(host, sizeof host);
+            json_str_at(out.data, t, n, an, "sandbox.h/owner-host", v, sizeof v);
+            CHECK_STR(v, host);
+            json_str_at(out.data, t, n, an, "sandbox.h/owner-pid", v, sizeof v);
+            CHECK_EQ_INT(atol(v), (long)getpid());
+            json_str_at(out.data, t, n, an, "sandbox.h/owner-start", v, sizeof v);
+            {
+                long long start = atoll(v), now = (long long)time(NULL);
+                CHECK_MSG(start > now - 3600 && start <= now, "owner-start %s, now %lld", v, now);
+            }
+            json_str_at(out.data, t, n, an, "sandbox.h/open-nonce", v, sizeof v);
+            CHECK_EQ_INT(strlen(v), 16);
+            for (i = 0; v[i]; i++) CHECK(strchr("0123456789abcdef", v[i]) != NULL);
+            CHECK_STR(v, sb.impl->nonce);
+        }
+        sbx__free(&C.a, t);
+        sbx__buf_free(&out);
+        CHECK_EQ_INT(sbx_close(&sb), SBX_OK);
+    } else {
+        printf("  %s\n", sb.err.msg);
+    }
+    sbx_client_close(&cl);
+    em_settle(&C, &B);
+}
+
+TEST(close_leaves_no_supervisor)
+{
+    sbx_client cl;
+    sbx_client_config cc;
+    proc_id sup;
+    long long t0, ms;
+    memset(&cc, 0, sizeof cc);
+    cc.kubeconfig = C.kubeconfig;
+    t0 = sbx__now_ms();
+    CHECK_EQ_INT(sbx_client_open(&cl, &cc), SBX_OK);
+    if (!cl.impl) return;
+    printf("  client open (supervisor + kubectl proxy): %lld ms\n", sbx__now_ms() - t0);
+    CHECK(proc_id_of(cl.impl->sup->pid, &sup) && proc_alive(&sup));
+    {
+        char path[64], buf[4096];
+        E2E_FMT(path, sizeof path, "/proc/%d/status", sup.pid);
+        if (e2e_read_file(path, buf, sizeof buf) == 0 && strstr(buf, "VmRSS:")) {
+            char *p = strstr(buf, "VmRSS:");
+            printf("  supervisor %.*s\n", (int)strcspn(p, "\n"), p);
+        }
+    }
+    t0 = sbx__now_ms();
+    sbx_client_close(&cl);
+    printf("  client close: %lld ms\n", sbx__now_ms() - t0);
+    ms = wait_gone(&sup, 1, 1000);
+    CHECK_MSG(ms >= 0, "the supervisor %d outlived sbx_client_close", sup.pid);
+    em_settle(&C, &B);
+}
+
+int main(void)
+{
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    e2e_pick_kubectl();
+    if (e2e_up(&C, "owner", "") != 0) {
+        printf("SKIP: the dev cluster did not start\n");
+        return 1;
+    }
+    em_baseline(&C, &B);
+    RUN(close_leaves_no_supervisor);
+    RUN(claims_carry_their_owner);
+    RUN(return_without_close_cleans_up);
+    RUN(sigkill_mid_session_cleans_up);
+    RUN(ctrl_c_to_the_group_cleans_up);
+    RUN(detached_claim_survives);
+    RUN(another_programs_claim_survives);
+    e2e_down(&C);
+    return test_summary("e2e_owner");
+}
