@@ -354,6 +354,12 @@ typedef struct sbx_sandbox_config {
                                   8080 (sandboxd), AUTO: the pod template's first
                                   containerPort, else 8888                              */
     size_t max_output_bytes;   /* cap on run output and read size; default SBX_MAX_RESPONSE_BYTES */
+    int lease_seconds;         /* > 0: the claim expires lease_seconds after the last sign of
+                                  life of this process (spec.lifecycle.shutdownTime, renewed
+                                  every lease_seconds / 3 while the client is open), so it goes
+                                  even if the whole machine does; with ttl_seconds the earlier
+                                  of the two wins. shutdown_policy as with ttl_seconds.
+                                  Default 0: no lease                                    */
 } sbx_sandbox_config;
 
 typedef struct sbx_exec_result {
@@ -4995,6 +5001,8 @@ SBX__PRIVATE size_t sbx__proc_stderr_tail(sbx__proc *p, char *buf, size_t cap)
 #define SBX__ROUTER_GRACE_MS 1000    /* router modes: wait this long past X-Sandbox-Timeout */
 #endif
 
+struct sbx__lease;
+
 struct sbx__client {
     sbx_allocator a;
     char *kubectl;
@@ -5032,6 +5040,14 @@ struct sbx__client {
     char owner_host[256];
     char owner_pid[24];
     char owner_start[24];     /* seconds since the epoch; "" where unknown */
+    /* leases: one renewal thread, started by the first sandbox with a lease */
+    pthread_mutex_t lmu;      /* guards leases, lbusy, lstop */
+    pthread_cond_t lcv;
+    int lmono;                /* lcv runs on CLOCK_MONOTONIC */
+    struct sbx__lease *leases;
+    struct sbx__lease *lbusy; /* being renewed right now (outside lmu) */
+    int lstop, lthread_on;
+    pthread_t lthread;
 };
 
 /* This process's start time in seconds since the epoch (Linux: starttime of
@@ -5481,10 +5497,124 @@ SBX__PRIVATE sbx_result sbx__start_proxy(struct sbx__client *cl, int timeout_ms,
     return (sbx_result)sbx__endpoint_parse(url, &cl->api, e);
 }
 
+/* ---- leases: shutdownTime renewed while we live (sbx__lease_add below) -- */
+/* A claim with a lease carries spec.lifecycle.shutdownTime = now + lease; one
+   thread per client (started by the first leased sandbox, joined at client
+   close) moves it forward every lease/3 with a merge-patch, never past a TTL's
+   fixed expiry. When the process, or the machine, is gone, the controller
+   deletes the claim at most a lease later. A failed renewal is tried again
+   after a second (the next ones still fit the lease); 404 ends the lease. */
+
+struct sbx__lease {
+    struct sbx__lease *next;
+    char ns[64];
+    char claim[254];
+    int lease_s;
+    long long expiry;         /* TTL's fixed end (epoch s), 0 = none */
+    long long due;            /* next renewal (sbx__now_ms clock) */
+    int done;                 /* no more renewals (gone, or at the TTL's end) */
+    unsigned long long renewals;
+};
+
+/* wait on cl->lcv until woken or `deadline` (lmu held) */
+SBX__PRIVATE void sbx__lease_wait(struct sbx__client *cl, long long deadline)
+{
+    struct timespec ts;
+    long long left = deadline - sbx__now_ms();
+    if (left <= 0) return;
+    if (left > 3600000LL) left = 3600000LL;
+    clock_gettime(cl->lmono ? CLOCK_MONOTONIC : CLOCK_REALTIME, &ts);
+    ts.tv_sec += (time_t)(left / 1000);
+    ts.tv_nsec += (long)(left % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    pthread_cond_timedwait(&cl->lcv, &cl->lmu, &ts);
+}
+
+/* PATCH spec.lifecycle.shutdownTime to `until` (epoch s); 1 = done, 0 = ok, -1 = failed */
+SBX__PRIVATE int sbx__lease_patch(struct sbx__client *cl, const char *ns, const char *claim, long long until,
+                                  long long deadline)
+{
+    char target[600], when[40], body[120];
+    sbx__buf out;
+    sbx_error e;
+    int status = 0;
+    sbx_result r;
+    snprintf(target, sizeof target, "/apis/" SBX__GROUP_EXT "/%s/namespaces/%s/sandboxclaims/%s", cl->ext_version, ns,
+             claim);
+    sbx__rfc3339(when, until - (long long)time(NULL), 0);
+    snprintf(body, sizeof body, "{\"spec\":{\"lifecycle\":{\"shutdownTime\":\"%s\"}}}", when);
+    sbx__buf_init(&out, &cl->a);
+    r = sbx__api_call(cl, "PATCH", target, body, strlen(body), "application/merge-patch+json", &out, &status,
+                      deadline, &e);
+    sbx__buf_free(&out);
+    if (r == SBX_OK && status == 404) return 1;
+    return r == SBX_OK && status == 200 ? 0 : -1;
+}
+
+SBX__PRIVATE void *sbx__lease_thread(void *arg)
+{
+    struct sbx__client *cl = (struct sbx__client *)arg;
+    pthread_mutex_lock(&cl->lmu);
+    while (!cl->lstop) {
+        struct sbx__lease *l, *due = NULL;
+        long long next = sbx__now_ms() + 3600000LL, until, period;
+        char ns[64], claim[254];
+        int rc;
+        for (l = cl->leases; l; l = l->next) {
+            if (l->done) continue;
+            if (!due || l->due < due->due) due = l;
+        }
+        if (due && due->due < next) next = due->due;
+        if (!due || sbx__now_ms() < next) {
+            sbx__lease_wait(cl, next);
+            continue;
+        }
+        period = (long long)due->lease_s * 1000 / 3;
+        if (period < 200) period = 200;
+        until = (long long)time(NULL) + due->lease_s;
+        if (due->expiry && until >= due->expiry) until = due->expiry;
+        memcpy(ns, due->ns, sizeof ns);
+        memcpy(claim, due->claim, sizeof claim);
+        cl->lbusy = due;
+        pthread_mutex_unlock(&cl->lmu);
+        /* never longer than a period: the next renewal must still fit the lease */
+        rc = sbx__lease_patch(cl, ns, claim, until,
+                              sbx__deadline(cl->api_timeout_ms < period ? cl->api_timeout_ms : (int)period));
+        pthread_mutex_lock(&cl->lmu);
+        cl->lbusy = NULL;
+        pthread_cond_broadcast(&cl->lcv);
+        if (rc == 0) due->renewals++;
+        if (rc == 1 || (rc == 0 && due->expiry && until >= due->expiry)) due->done = 1;
+        due->due = sbx__now_ms() + (rc < 0 && period > 1000 ? 1000 : period);
+    }
+    pthread_mutex_unlock(&cl->lmu);
+    return NULL;
+}
+
+/* Client close: stop and join the thread, drop what is left. */
+SBX__PRIVATE void sbx__lease_stop(struct sbx__client *cl)
+{
+    pthread_mutex_lock(&cl->lmu);
+    cl->lstop = 1;
+    pthread_cond_broadcast(&cl->lcv);
+    pthread_mutex_unlock(&cl->lmu);
+    if (cl->lthread_on) pthread_join(cl->lthread, NULL);
+    cl->lthread_on = 0;
+    while (cl->leases) {
+        struct sbx__lease *l = cl->leases;
+        cl->leases = l->next;
+        sbx__free(&cl->a, l);
+    }
+}
+
 SBX__PRIVATE void sbx__client_free(struct sbx__client *cl)
 {
     int i;
     if (!cl) return;
+    sbx__lease_stop(cl); /* before the proxy goes: a renewal in flight ends on its own */
     for (i = 0; i < cl->nidle; i++) {
         sbx__conn_free(cl->idle[i]);
         sbx__free(&cl->a, cl->idle[i]);
@@ -5511,6 +5641,8 @@ SBX__PRIVATE void sbx__client_free(struct sbx__client *cl)
     sbx__free(&cl->a, cl->gateway_ns);
     pthread_mutex_destroy(&cl->mu);
     pthread_mutex_destroy(&cl->tmu);
+    pthread_cond_destroy(&cl->lcv);
+    pthread_mutex_destroy(&cl->lmu);
     {
         sbx_allocator a = cl->a;
         sbx__free(&a, cl);
@@ -5677,6 +5809,7 @@ struct sbx__sandbox {
     char nonce[17];           /* sandbox.h/open-nonce: 16 random hex digits per open */
     int lease_s;              /* lease_seconds; 0 = none */
     long long expiry;         /* ttl_seconds: fixed shutdownTime (epoch s); 0 = none */
+    struct sbx__lease *lease; /* renewed by the client's lease thread */
     sbx_runtime want;         /* as configured */
     sbx_runtime runtime;      /* as found: PYTHON or SANDBOXD once connected */
     int server_port;          /* 0 until chosen (config, runtime or pod template) */
@@ -5866,9 +5999,12 @@ SBX__PRIVATE sbx_result sbx__claim_body(const struct sbx__sandbox *s, const sbx_
         sbx__buf_printf(b, "\"sandboxTemplateRef\":{\"name\":\"%s\"}", s->template_name);
         if (s->pool) sbx__buf_printf(b, ",\"warmpool\":\"%s\"", s->pool);
     }
-    if (cfg->ttl_seconds > 0) {
-        /* the policy was checked against the three known values */
-        sbx__rfc3339(expiry, cfg->ttl_seconds, 0);
+    if (cfg->ttl_seconds > 0 || cfg->lease_seconds > 0) {
+        /* the earlier of TTL and lease; the policy was checked against the
+           three known values */
+        long long off = cfg->ttl_seconds > 0 ? cfg->ttl_seconds : cfg->lease_seconds;
+        if (cfg->lease_seconds > 0 && cfg->lease_seconds < off) off = cfg->lease_seconds;
+        sbx__rfc3339(expiry, off, 0);
         sbx__buf_printf(b, ",\"lifecycle\":{\"shutdownTime\":\"%s\",\"shutdownPolicy\":\"%s\"}", expiry,
                         cfg->shutdown_policy && *cfg->shutdown_policy ? cfg->shutdown_policy : "Delete");
     }
@@ -6094,6 +6230,86 @@ SBX__PRIVATE sbx_result sbx__delete_claim(struct sbx__sandbox *s, long long dead
     sbx_result r = sbx__delete_claim_ns(s->cl, s->ns, s->claim, &gone, deadline, e);
     if (r == SBX_OK) s->claim_created = 0;
     if (r == SBX_OK) sbx__claim_disown(s);
+    return r;
+}
+
+/* Renew this sandbox's claim from now on (the first one starts the thread). */
+SBX__PRIVATE sbx_result sbx__lease_add(struct sbx__sandbox *s, sbx_error *e)
+{
+    struct sbx__client *cl = s->cl;
+    struct sbx__lease *l = (struct sbx__lease *)sbx__malloc(&cl->a, sizeof *l);
+    int rc = 0;
+    if (!l) return sbx__fail(e, SBX_ERR_NOMEM, "lease: out of memory");
+    memset(l, 0, sizeof *l);
+    snprintf(l->ns, sizeof l->ns, "%s", s->ns);
+    snprintf(l->claim, sizeof l->claim, "%s", s->claim);
+    l->lease_s = s->lease_s;
+    l->expiry = s->expiry;
+    l->due = sbx__now_ms() + (long long)s->lease_s * 1000 / 3;
+    pthread_mutex_lock(&cl->lmu);
+    if (!cl->lthread_on) {
+        pthread_attr_t attr;
+        rc = pthread_attr_init(&attr);
+        if (rc == 0) {
+            pthread_attr_setstacksize(&attr, SBX__PROC_STACK);
+            rc = pthread_create(&cl->lthread, &attr, sbx__lease_thread, cl);
+            pthread_attr_destroy(&attr);
+        }
+        if (rc == 0) cl->lthread_on = 1;
+    }
+    if (rc == 0) {
+        l->next = cl->leases;
+        cl->leases = l;
+        s->lease = l;
+        pthread_cond_broadcast(&cl->lcv);
+    }
+    pthread_mutex_unlock(&cl->lmu);
+    if (rc != 0) {
+        sbx__free(&cl->a, l);
+        return sbx__fail_sys(e, SBX_ERR_SYS, rc, "lease: cannot start the renewal thread");
+    }
+    return SBX_OK;
+}
+
+/* Stop renewing (waits for a renewal in flight: bounded by its deadline). */
+SBX__PRIVATE void sbx__lease_del(struct sbx__sandbox *s)
+{
+    struct sbx__client *cl = s->cl;
+    struct sbx__lease **pp;
+    if (!s->lease) return;
+    pthread_mutex_lock(&cl->lmu);
+    while (cl->lbusy == s->lease) sbx__lease_wait(cl, sbx__now_ms() + 1000);
+    for (pp = &cl->leases; *pp; pp = &(*pp)->next)
+        if (*pp == s->lease) {
+            *pp = s->lease->next;
+            break;
+        }
+    pthread_mutex_unlock(&cl->lmu);
+    sbx__free(&cl->a, s->lease);
+    s->lease = NULL;
+}
+
+/* Take the lease off a claim: shutdownTime back to the TTL's end, or no lifecycle. */
+SBX__PRIVATE sbx_result sbx__lease_lift(struct sbx__client *cl, const char *ns, const char *claim, long long expiry,
+                                        long long deadline, sbx_error *e)
+{
+    char target[512], suffix[300], when[40], body[120];
+    sbx__buf out;
+    int status = 0;
+    sbx_result r;
+    snprintf(suffix, sizeof suffix, "/%s", claim);
+    sbx__claims_path(cl, ns, target, sizeof target, suffix);
+    if (expiry) {
+        sbx__rfc3339(when, expiry - (long long)time(NULL), 0);
+        snprintf(body, sizeof body, "{\"spec\":{\"lifecycle\":{\"shutdownTime\":\"%s\"}}}", when);
+    } else {
+        snprintf(body, sizeof body, "{\"spec\":{\"lifecycle\":null}}");
+    }
+    sbx__buf_init(&out, &cl->a);
+    r = sbx__api_call(cl, "PATCH", target, body, strlen(body), "application/merge-patch+json", &out, &status,
+                      deadline, e);
+    if (r == SBX_OK && status != 200) r = sbx__api_fail(e, status, &out, "patch SandboxClaim");
+    sbx__buf_free(&out);
     return r;
 }
 
@@ -6935,6 +7151,27 @@ SBX_API sbx_result sbx_client_open(sbx_client *c, const sbx_client_config *cfg)
         sbx__free(&a, cl);
         return sbx__fail(&c->err, SBX_ERR_SYS, "pthread_mutex_init failed");
     }
+    {
+        pthread_condattr_t ca;
+        int rc = pthread_mutex_init(&cl->lmu, NULL);
+        if (rc == 0) {
+            rc = pthread_condattr_init(&ca);
+            if (rc == 0) {
+#if SBX__PROC_MONO_COND
+                cl->lmono = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) == 0;
+#endif
+                rc = pthread_cond_init(&cl->lcv, &ca);
+                pthread_condattr_destroy(&ca);
+            }
+            if (rc != 0) pthread_mutex_destroy(&cl->lmu);
+        }
+        if (rc != 0) {
+            pthread_mutex_destroy(&cl->mu);
+            pthread_mutex_destroy(&cl->tmu);
+            sbx__free(&a, cl);
+            return sbx__fail(&c->err, SBX_ERR_SYS, "pthread_cond_init failed");
+        }
+    }
     kubectl = cfg->kubectl ? cfg->kubectl : getenv("SANDBOX_KUBECTL");
     cl->kubectl = sbx__strdup(&cl->a, kubectl && *kubectl ? kubectl : "kubectl");
     if (!cl->kubectl) oom = 1;
@@ -6987,6 +7224,7 @@ SBX_API void sbx_client_close(sbx_client *c)
 SBX__PRIVATE void sbx__sandbox_free(struct sbx__sandbox *s)
 {
     const sbx_allocator *a = &s->cl->a;
+    sbx__lease_del(s);
     sbx__tunnel_stop(s);
     if (s->rt_ready) sbx__conn_free(&s->rt);
     sbx__free(a, s->ns);
@@ -7005,6 +7243,7 @@ SBX__PRIVATE void sbx__sandbox_free(struct sbx__sandbox *s)
 SBX__PRIVATE sbx_result sbx__sandbox_release(struct sbx__sandbox *s, sbx_error *e)
 {
     sbx_result r = SBX_OK;
+    sbx__lease_del(s);
     sbx__tunnel_stop(s);
     if (s->claim_created) {
         sbx_error de;
@@ -7074,6 +7313,10 @@ SBX_API sbx_result sbx_open(sbx_sandbox *sb, sbx_client *c, const sbx_sandbox_co
     if (cfg->claim_name && *cfg->claim_name && !sbx__valid_dns_name(cfg->claim_name, 1))
         return sbx__fail(&sb->err, SBX_ERR_INVALID_ARG, "open sandbox: claim_name \"%.80s\" is not a valid name",
                          cfg->claim_name);
+    if (cfg->lease_seconds < 0 || cfg->ttl_seconds < 0)
+        return sbx__fail(&sb->err, SBX_ERR_INVALID_ARG, "open sandbox: %s %d is negative",
+                         cfg->lease_seconds < 0 ? "lease_seconds" : "ttl_seconds",
+                         cfg->lease_seconds < 0 ? cfg->lease_seconds : cfg->ttl_seconds);
     if (cfg->shutdown_policy && *cfg->shutdown_policy && strcmp(cfg->shutdown_policy, "Delete") != 0 &&
         strcmp(cfg->shutdown_policy, "DeleteForeground") != 0 && strcmp(cfg->shutdown_policy, "Retain") != 0)
         return sbx__fail(&sb->err, SBX_ERR_INVALID_ARG,
@@ -7121,8 +7364,11 @@ SBX_API sbx_result sbx_open(sbx_sandbox *sb, sbx_client *c, const sbx_sandbox_co
         sbx__random(rnd, sizeof rnd);
         for (i = 0; i < 8; i++) snprintf(s->nonce + 2 * i, 3, "%02x", rnd[i]);
     }
+    s->lease_s = cfg->lease_seconds;
+    s->expiry = cfg->ttl_seconds > 0 ? (long long)time(NULL) + cfg->ttl_seconds : 0;
     r = sbx__create_claim(s, cfg, rv, sizeof rv, api_deadline, &sb->err);
     if (s->claim_created) sbx__claim_own(s); /* it may exist: ours until deleted (rollback below) */
+    if (r == SBX_OK && s->lease_s > 0) r = sbx__lease_add(s, &sb->err); /* renewed while it becomes Ready */
     if (r != SBX_OK) goto fail;
     r = sbx__wait_ready(s, rv, sbx__deadline(cfg->ready_timeout_ms > 0 ? cfg->ready_timeout_ms : 180000), &sb->err);
     if (r != SBX_OK) goto fail;
@@ -7234,12 +7480,21 @@ SBX_API sbx_result sbx_close(sbx_sandbox *sb)
 
 SBX_API sbx_result sbx_detach(sbx_sandbox *sb)
 {
+    struct sbx__sandbox *s;
+    sbx_result r = SBX_OK;
     if (!sb || !sb->impl) return SBX_OK;
+    s = sb->impl;
     sbx__err_clear(&sb->err);
-    sbx__claim_disown(sb->impl); /* the supervisor never touches it again */
-    sbx__sandbox_free(sb->impl);
+    sbx__claim_disown(s); /* the supervisor never touches it again */
+    if (s->lease) {
+        /* a detached claim outlives us: lift the lease (back to the TTL's end, or none) */
+        sbx__lease_del(s);
+        r = sbx__lease_lift(s->cl, s->ns, s->claim, s->expiry, sbx__deadline(s->cl->api_timeout_ms), &sb->err);
+        if (r != SBX_OK) sbx__err_prefix(&sb->err, "detach (claim %s): lift the lease", s->claim);
+    }
+    sbx__sandbox_free(s);
     sb->impl = NULL;
-    return SBX_OK;
+    return r;
 }
 
 /* Common entry of every call on a sandbox. */

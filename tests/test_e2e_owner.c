@@ -120,7 +120,7 @@ static long long wait_claim_gone(const char *name, int limit_ms)
 
 /* ---- the client program -------------------------------------------------- */
 
-enum { END_RETURN, END_SIGKILL, END_SIGINT, END_DETACH, END_RETURN_2 };
+enum { END_RETURN, END_SIGKILL, END_SIGINT, END_DETACH, END_RETURN_2, END_SIGKILL_LEASE };
 
 typedef struct client_run {
     int pid;                  /* the client program */
@@ -128,6 +128,7 @@ typedef struct client_run {
     char claim[128], claim2[128];
     proc_id kids[16];         /* its children while it ran */
     int nkids;
+    long long end_ms;         /* when it ended (was killed, or exited) */
 } client_run;
 
 static void say(int fd, const char *s)
@@ -141,8 +142,8 @@ static void say(int fd, const char *s)
     }
 }
 
-/* The forked program: a client, one sandbox (two with END_RETURN_2, the
-   second in its own client... no: the same client), then the end. */
+/* The forked program: a client, one sandbox (two with END_RETURN_2), then
+   the end `how`. */
 static void client_main(int fd, int how, const char *try_name)
 {
     sbx_client cl;
@@ -161,6 +162,7 @@ static void client_main(int fd, int how, const char *try_name)
     }
     memset(&cfg, 0, sizeof cfg);
     cfg.template_name = "python-sandbox-template";
+    if (how == END_SIGKILL_LEASE) cfg.lease_seconds = 3;
     if (try_name) {
         /* someone else's name: 409, never ours */
         cfg.claim_name = try_name;
@@ -185,7 +187,7 @@ static void client_main(int fd, int how, const char *try_name)
             how == END_RETURN_2 ? sbx_claim_name(&sb2) : "-");
     say(fd, line);
     if (how == END_DETACH) sbx_detach(&sb);
-    if (how == END_SIGKILL || how == END_SIGINT) {
+    if (how == END_SIGKILL || how == END_SIGINT || how == END_SIGKILL_LEASE) {
         for (;;) pause(); /* the test ends it */
     }
     /* returns from main without closing anything: exit() without the
@@ -235,7 +237,14 @@ static int client_wait(client_run *r)
 {
     int st = 0;
     while (waitpid(r->pid, &st, 0) < 0 && errno == EINTR) {}
+    if (!r->end_ms) r->end_ms = sbx__now_ms();
     return st;
+}
+
+static void client_kill(client_run *r, int group, int sig)
+{
+    r->end_ms = sbx__now_ms();
+    CHECK_EQ_INT(kill(group ? -r->pid : r->pid, sig), 0);
 }
 
 /* After the client program ended: its children gone within 2 s, its claims
@@ -247,11 +256,14 @@ static void check_cleaned(client_run *r, const char *how)
     int have_sup = proc_id_of(r->sup, &sup);
     CHECK_MSG(r->nkids >= 2, "%s: expected kubectl proxy and port-forward, found %d children", how, r->nkids);
     kids_ms = wait_gone(r->kids, r->nkids, 2000);
+    if (kids_ms >= 0) kids_ms = sbx__now_ms() - r->end_ms; /* counted from the end of the owner */
     CHECK_MSG(kids_ms >= 0, "%s: a kubectl child still runs 2 s after its owner ended", how);
     claim_ms = wait_claim_gone(r->claim, 10000);
+    if (claim_ms >= 0) claim_ms = sbx__now_ms() - r->end_ms;
     CHECK_MSG(claim_ms >= 0, "%s: claim %s still there 10 s after its owner ended", how, r->claim);
     if (strcmp(r->claim2, "-") != 0) {
         claim2_ms = wait_claim_gone(r->claim2, 10000);
+        if (claim2_ms >= 0) claim2_ms = sbx__now_ms() - r->end_ms;
         CHECK_MSG(claim2_ms >= 0, "%s: claim %s still there 10 s after its owner ended", how, r->claim2);
     }
     sup_ms = have_sup ? wait_gone(&sup, 1, 10000) : 0;
@@ -284,7 +296,7 @@ TEST(sigkill_mid_session_cleans_up)
         CHECK(0);
         return;
     }
-    kill(r.pid, SIGKILL);
+    client_kill(&r, 0, SIGKILL);
     st = client_wait(&r);
     CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
     check_cleaned(&r, "SIGKILL");
@@ -300,7 +312,7 @@ TEST(ctrl_c_to_the_group_cleans_up)
         return;
     }
     poll(NULL, 0, 100); /* its setpgid happened before its report */
-    CHECK_EQ_INT(kill(-r.pid, SIGINT), 0);
+    client_kill(&r, 1, SIGINT);
     st = client_wait(&r);
     CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGINT);
     check_cleaned(&r, "SIGINT to the process group");
@@ -350,7 +362,7 @@ TEST(another_programs_claim_survives)
     if (client_start(&r, END_SIGKILL, "not-ours") != 0) {
         CHECK(0);
     } else {
-        kill(r.pid, SIGKILL);
+        client_kill(&r, 0, SIGKILL);
         client_wait(&r);
         check_cleaned(&r, "SIGKILL beside another program's claim");
     }
@@ -459,6 +471,173 @@ TEST(close_leaves_no_supervisor)
     em_settle(&C, &B);
 }
 
+/* spec.lifecycle of a claim: shutdownTime (epoch s, 0 if none) and policy */
+static double claim_shutdown(const char *name, char *policy, size_t cap)
+{
+    char target[300], when[64];
+    sbx__buf out;
+    sbx__jtok *t = NULL;
+    int n, i;
+    double v = 0;
+    if (policy) policy[0] = '\0';
+    E2E_FMT(target, sizeof target, CLAIMS_NS "/%s", name);
+    if (e2e_http(&C, "GET", target, NULL, &out) == 200) {
+        n = sbx__json_parse_alloc(&C.a, out.data, out.len, &t);
+        i = n > 0 ? sbx__json_get(out.data, t, n, 0, "spec.lifecycle.shutdownTime") : -1;
+        if (i >= 0) {
+            sbx__json_copy(out.data, t, i, when, sizeof when);
+            v = sbx__parse_rfc3339(when, strlen(when));
+        }
+        i = n > 0 && policy ? sbx__json_get(out.data, t, n, 0, "spec.lifecycle.shutdownPolicy") : -1;
+        if (i >= 0) sbx__json_copy(out.data, t, i, policy, cap);
+        sbx__free(&C.a, t);
+    }
+    sbx__buf_free(&out);
+    return v;
+}
+
+TEST(lease_sets_and_renews_shutdown_time)
+{
+    sbx_client cl;
+    sbx_client_config cc;
+    sbx_sandbox sb;
+    sbx_sandbox_config cfg;
+    char policy[32], name[128];
+    double t1, t2, first;
+    int moves = 0, i;
+    memset(&cc, 0, sizeof cc);
+    cc.kubeconfig = C.kubeconfig;
+    CHECK_EQ_INT(sbx_client_open(&cl, &cc), SBX_OK);
+    if (!cl.impl) return;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.template_name = "python-sandbox-template";
+    cfg.lease_seconds = 3;
+    CHECK_EQ_INT(sbx_open(&sb, &cl, &cfg), SBX_OK);
+    if (!sb.impl) {
+        printf("  %s\n", sb.err.msg);
+        sbx_client_close(&cl);
+        return;
+    }
+    E2E_FMT(name, sizeof name, "%s", sbx_claim_name(&sb));
+    first = t1 = claim_shutdown(name, policy, sizeof policy);
+    CHECK_MSG(t1 > (double)time(NULL) && t1 <= (double)time(NULL) + 4, "shutdownTime %.0f, now %lld", t1,
+              (long long)time(NULL));
+    CHECK_STR(policy, "Delete");
+    /* 6 s: twice the lease; it moves about every second and the claim lives */
+    for (i = 0; i < 12; i++) {
+        poll(NULL, 0, 500);
+        t2 = claim_shutdown(name, NULL, 0);
+        CHECK_MSG(t2 > 0, "the claim went while its owner lives (%d ms)", (i + 1) * 500);
+        if (t2 <= 0) break;
+        if (t2 > t1) moves++;
+        t1 = t2;
+    }
+    printf("  shutdownTime moved %d times in 6 s, %.0f s further than the first\n", moves, t1 - first);
+    CHECK_MSG(moves >= 3, "renewed %d times", moves);
+    {
+        sbx_exec_result res;
+        CHECK_EQ_INT(sbx_run(&sb, "echo alive", &res), SBX_OK);
+        sbx_exec_result_free(&res);
+    }
+    CHECK_EQ_INT(sbx_close(&sb), SBX_OK);
+    sbx_client_close(&cl);
+    em_settle(&C, &B);
+}
+
+TEST(lease_never_passes_the_ttl)
+{
+    sbx_client cl;
+    sbx_client_config cc;
+    sbx_sandbox sb;
+    sbx_sandbox_config cfg;
+    char name[128];
+    double t, limit;
+    memset(&cc, 0, sizeof cc);
+    cc.kubeconfig = C.kubeconfig;
+    CHECK_EQ_INT(sbx_client_open(&cl, &cc), SBX_OK);
+    if (!cl.impl) return;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.template_name = "python-sandbox-template";
+    cfg.lease_seconds = 3;
+    cfg.ttl_seconds = 5;
+    limit = (double)time(NULL) + 6;
+    CHECK_EQ_INT(sbx_open(&sb, &cl, &cfg), SBX_OK);
+    if (sb.impl) {
+        E2E_FMT(name, sizeof name, "%s", sbx_claim_name(&sb));
+        poll(NULL, 0, 3000);
+        t = claim_shutdown(name, NULL, 0);
+        CHECK_MSG(t > 0 && t <= limit, "shutdownTime %.0f past the TTL's end %.0f", t, limit);
+        sbx_close(&sb);
+    }
+    sbx_client_close(&cl);
+    em_settle(&C, &B);
+}
+
+TEST(detach_lifts_the_lease)
+{
+    sbx_client cl;
+    sbx_client_config cc;
+    sbx_sandbox sb;
+    sbx_sandbox_config cfg;
+    char name[128];
+    em_base b2 = B;
+    memset(&cc, 0, sizeof cc);
+    cc.kubeconfig = C.kubeconfig;
+    CHECK_EQ_INT(sbx_client_open(&cl, &cc), SBX_OK);
+    if (!cl.impl) return;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.template_name = "python-sandbox-template";
+    cfg.lease_seconds = 3;
+    CHECK_EQ_INT(sbx_open(&sb, &cl, &cfg), SBX_OK);
+    if (sb.impl) {
+        E2E_FMT(name, sizeof name, "%s", sbx_claim_name(&sb));
+        CHECK_EQ_INT(sbx_detach(&sb), SBX_OK);
+        CHECK(claim_shutdown(name, NULL, 0) == 0);
+        sbx_client_close(&cl);
+        poll(NULL, 0, 4500); /* longer than the lease */
+        CHECK_EQ_INT(claim_status(name), 200);
+        if (sbx_client_open(&cl, &cc) == SBX_OK) {
+            CHECK_EQ_INT(sbx_delete_claim(&cl, "default", name, NULL), SBX_OK);
+            sbx_client_close(&cl);
+        }
+    } else {
+        sbx_client_close(&cl);
+    }
+    em_settle(&C, &b2);
+}
+
+/* The machine-gone case, as near as one machine gets: the owner AND its
+   supervisor are SIGKILLed; only the controller is left to act, at the
+   lease's end. */
+TEST(lease_owner_and_supervisor_killed_controller_deletes)
+{
+    client_run r;
+    double until;
+    long long ms;
+    int i;
+    if (client_start(&r, END_SIGKILL_LEASE, NULL) != 0) {
+        CHECK(0);
+        return;
+    }
+    kill(r.sup, SIGKILL);
+    client_kill(&r, 0, SIGKILL);
+    client_wait(&r);
+    until = claim_shutdown(r.claim, NULL, 0);
+    CHECK_MSG(until > 0, "no shutdownTime on a leased claim");
+    ms = wait_claim_gone(r.claim, 10000);
+    if (ms >= 0) ms = sbx__now_ms() - r.end_ms;
+    CHECK_MSG(ms >= 0, "the controller did not delete claim %s within 10 s", r.claim);
+    printf("  owner and supervisor SIGKILLed: claim gone after %lld ms (lease 3 s)\n", ms);
+    /* with the supervisor killed first, nothing stopped its kubectl children: we do */
+    for (i = 0; i < r.nkids; i++)
+        if (proc_alive(&r.kids[i])) {
+            kill(-r.kids[i].pid, SIGKILL);
+            kill(r.kids[i].pid, SIGKILL);
+        }
+    wait_gone(r.kids, r.nkids, 2000);
+    em_settle(&C, &B);
+}
+
 int main(void)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -475,6 +654,10 @@ int main(void)
     RUN(ctrl_c_to_the_group_cleans_up);
     RUN(detached_claim_survives);
     RUN(another_programs_claim_survives);
+    RUN(lease_sets_and_renews_shutdown_time);
+    RUN(lease_never_passes_the_ttl);
+    RUN(detach_lifts_the_lease);
+    RUN(lease_owner_and_supervisor_killed_controller_deletes);
     e2e_down(&C);
     return test_summary("e2e_owner");
 }
