@@ -126,6 +126,7 @@ typedef struct client_run {
     int pid;                  /* the client program */
     int sup;                  /* its supervisor */
     char claim[128], claim2[128];
+    char sockdir[300];        /* kubectl proxy's private directory */
     proc_id kids[16];         /* its children while it ran */
     int nkids;
     long long end_ms;         /* when it ended (was killed, or exited) */
@@ -183,8 +184,8 @@ static void client_main(int fd, int how, const char *try_name)
         say(fd, line);
         _exit(1);
     }
-    E2E_FMT(line, sizeof line, "OK %d %s %s\n", (int)cl.impl->sup->pid, sbx_claim_name(&sb),
-            how == END_RETURN_2 ? sbx_claim_name(&sb2) : "-");
+    E2E_FMT(line, sizeof line, "OK %d %s %s %s\n", (int)cl.impl->sup->pid, sbx_claim_name(&sb),
+            how == END_RETURN_2 ? sbx_claim_name(&sb2) : "-", cl.impl->sockdir);
     say(fd, line);
     if (how == END_DETACH) sbx_detach(&sb);
     if (how == END_SIGKILL || how == END_SIGINT || how == END_SIGKILL_LEASE) {
@@ -223,7 +224,7 @@ static int client_start(client_run *r, int how, const char *try_name)
     close(p[0]);
     buf[got] = '\0';
     if (strncmp(buf, "OK ", 3) != 0 ||
-        sscanf(buf + 3, "%d %127s %127s", &r->sup, r->claim, r->claim2) != 3) {
+        sscanf(buf + 3, "%d %127s %127s %299s", &r->sup, r->claim, r->claim2, r->sockdir) != 4) {
         printf("  client program: %s\n", got ? buf : "(no report)");
         kill(r->pid, SIGKILL);
         waitpid(r->pid, NULL, 0);
@@ -268,6 +269,7 @@ static void check_cleaned(client_run *r, const char *how)
     }
     sup_ms = have_sup ? wait_gone(&sup, 1, 10000) : 0;
     CHECK_MSG(sup_ms >= 0, "%s: the supervisor %d still runs", how, r->sup);
+    CHECK_MSG(access(r->sockdir, F_OK) != 0, "%s: kubectl proxy's directory %s is still there", how, r->sockdir);
     printf("  %s: %d children gone after %lld ms, claim%s gone after %lld ms, supervisor after %lld ms\n", how,
            r->nkids, kids_ms, claim2_ms ? "s" : "", claim_ms > claim2_ms ? claim_ms : claim2_ms, sup_ms);
 }
@@ -332,6 +334,7 @@ TEST(detached_claim_survives)
     client_wait(&r);
     CHECK_MSG(wait_gone(r.kids, r.nkids, 2000) >= 0, "a child survived");
     CHECK_MSG(wait_gone(&sup, 1, 3000) >= 0, "the supervisor survived (it had no claim to delete)");
+    CHECK_MSG(access(r.sockdir, F_OK) != 0, "kubectl proxy's directory %s is still there", r.sockdir);
     poll(NULL, 0, 3000); /* longer than a supervisor would take to delete it */
     CHECK_EQ_INT(claim_status(r.claim), 200);
     {
@@ -635,6 +638,12 @@ TEST(lease_owner_and_supervisor_killed_controller_deletes)
             kill(r.kids[i].pid, SIGKILL);
         }
     wait_gone(r.kids, r.nkids, 2000);
+    {
+        char sock[400];
+        E2E_FMT(sock, sizeof sock, "%s/proxy.sock", r.sockdir);
+        unlink(sock);
+        rmdir(r.sockdir);
+    }
     em_settle(&C, &B);
 }
 
