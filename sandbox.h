@@ -91,7 +91,10 @@
        gone within 30 ms of the owner's end (bound: about 1.1 s), claims gone
        after about 1.3 s (bound: 10 s while the API server is reachable).
        - Attached claims are not registered (we did not create them); a
-         detached claim and anybody else's claim are never touched.
+         detached claim and anybody else's claim are never touched. A claim
+         whose DELETE failed in sbx_close (or in a failed open's rollback)
+         stays registered: the supervisor tries again when the client closes
+         or the program ends.
        - The supervisor is not a child of your program (its shell parent exits
          at once: nothing to reap, no zombie), runs in its own session and
          ignores SIGINT/SIGHUP, so a Ctrl-C that kills your program does not
@@ -120,8 +123,11 @@
        lifts the lease (shutdownTime back to the TTL's end, or no lifecycle);
        if that PATCH fails, detach returns the error and the claim expires at
        its last shutdownTime. Pick a lease well above the API's worst latency
-       (e.g. 30-120 s): a program stalled (SIGSTOP, debugger) longer than the
-       lease loses its sandbox.
+       (e.g. 30-120 s; at least 3 s, as shutdownTime has whole seconds): a
+       program stalled (SIGSTOP, debugger) longer than the lease loses its
+       sandbox, and the machine's clock must agree with the cluster's to well
+       within the lease. Leases apply to claims sbx_open creates (not to
+       attached ones).
 
    MODES (sbx_client_config.mode: how runtime requests reach the pod)
        SBX_MODE_POD_TUNNEL    default, the seed's way: one
@@ -415,12 +421,12 @@ typedef struct sbx_sandbox_config {
                                   8080 (sandboxd), AUTO: the pod template's first
                                   containerPort, else 8888                              */
     size_t max_output_bytes;   /* cap on run output and read size; default SBX_MAX_RESPONSE_BYTES */
-    int lease_seconds;         /* > 0: the claim expires lease_seconds after the last sign of
-                                  life of this process (spec.lifecycle.shutdownTime, renewed
-                                  every lease_seconds / 3 while the client is open), so it goes
-                                  even if the whole machine does; with ttl_seconds the earlier
-                                  of the two wins. shutdown_policy as with ttl_seconds.
-                                  Default 0: no lease                                    */
+    int lease_seconds;         /* >= 3: the claim expires lease_seconds after the last sign
+                                  of life of this process (spec.lifecycle.shutdownTime,
+                                  renewed every lease_seconds / 3 while the client is open),
+                                  so it goes even if the whole machine does; with ttl_seconds
+                                  the earlier of the two wins. shutdown_policy as with
+                                  ttl_seconds. Default 0: no lease                        */
 } sbx_sandbox_config;
 
 typedef struct sbx_exec_result {
@@ -7266,19 +7272,21 @@ SBX_API sbx_result sbx_client_open(sbx_client *c, const sbx_client_config *cfg)
     }
     url = cfg->api_url ? cfg->api_url : getenv("SANDBOX_API_URL");
     if (r == SBX_OK) {
-        /* first, so every child after it is covered. With an http:// API URL
-           the supervisor deletes through that URL with an empty kubeconfig (no
-           credentials sent over plain HTTP); with unix: it cannot reach it */
+        /* the supervisor starts before any child, so every child is covered.
+           With an http:// API URL it deletes through that URL with an empty
+           kubeconfig (no credentials sent over plain HTTP); with unix: it
+           cannot reach the API */
         sbx__owner_init(cl);
-        if (url && *url)
-            r = sbx__sup_start(&cl->a, cl->kubectl, "/dev/null", NULL, url, strncmp(url, "http://", 7) == 0,
-                               &cl->sup, &c->err);
-        else
+        if (url && *url) {
+            r = (sbx_result)sbx__endpoint_parse(url, &cl->api, &c->err);
+            if (r == SBX_OK)
+                r = sbx__sup_start(&cl->a, cl->kubectl, "/dev/null", NULL, url, strncmp(url, "http://", 7) == 0,
+                                   &cl->sup, &c->err);
+        } else {
             r = sbx__sup_start(&cl->a, cl->kubectl, cl->kubeconfig, cl->context, NULL, 1, &cl->sup, &c->err);
-    }
-    if (r == SBX_OK) {
-        if (url && *url) r = (sbx_result)sbx__endpoint_parse(url, &cl->api, &c->err);
-        else r = sbx__start_proxy(cl, cfg->proxy_timeout_ms > 0 ? cfg->proxy_timeout_ms : 15000, &c->err);
+            if (r == SBX_OK)
+                r = sbx__start_proxy(cl, cfg->proxy_timeout_ms > 0 ? cfg->proxy_timeout_ms : 15000, &c->err);
+        }
     }
     if (r != SBX_OK) {
         sbx__client_free(cl);
@@ -7389,10 +7397,10 @@ SBX_API sbx_result sbx_open(sbx_sandbox *sb, sbx_client *c, const sbx_sandbox_co
     if (cfg->claim_name && *cfg->claim_name && !sbx__valid_dns_name(cfg->claim_name, 1))
         return sbx__fail(&sb->err, SBX_ERR_INVALID_ARG, "open sandbox: claim_name \"%.80s\" is not a valid name",
                          cfg->claim_name);
-    if (cfg->lease_seconds < 0 || cfg->ttl_seconds < 0)
-        return sbx__fail(&sb->err, SBX_ERR_INVALID_ARG, "open sandbox: %s %d is negative",
-                         cfg->lease_seconds < 0 ? "lease_seconds" : "ttl_seconds",
-                         cfg->lease_seconds < 0 ? cfg->lease_seconds : cfg->ttl_seconds);
+    /* shutdownTime has whole seconds: a shorter lease could lapse between renewals */
+    if (cfg->lease_seconds < 0 || (cfg->lease_seconds > 0 && cfg->lease_seconds < 3))
+        return sbx__fail(&sb->err, SBX_ERR_INVALID_ARG, "open sandbox: lease_seconds %d: 0 (none) or at least 3",
+                         cfg->lease_seconds);
     if (cfg->shutdown_policy && *cfg->shutdown_policy && strcmp(cfg->shutdown_policy, "Delete") != 0 &&
         strcmp(cfg->shutdown_policy, "DeleteForeground") != 0 && strcmp(cfg->shutdown_policy, "Retain") != 0)
         return sbx__fail(&sb->err, SBX_ERR_INVALID_ARG,

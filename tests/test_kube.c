@@ -345,6 +345,12 @@ TEST(open_argument_checks)
     cfg.claim_name = "UPPER";
     CHECK_EQ_INT(sbx_open(&sb, &c, &cfg), SBX_ERR_INVALID_ARG);
     cfg.claim_name = NULL;
+    cfg.lease_seconds = 2; /* shutdownTime has whole seconds: too short to renew safely */
+    CHECK_EQ_INT(sbx_open(&sb, &c, &cfg), SBX_ERR_INVALID_ARG);
+    CHECK_MSG(strstr(sb.err.msg, "lease_seconds 2") != NULL, "%s", sb.err.msg);
+    cfg.lease_seconds = -1;
+    CHECK_EQ_INT(sbx_open(&sb, &c, &cfg), SBX_ERR_INVALID_ARG);
+    cfg.lease_seconds = 0;
     cfg.server_port = 70000;
     CHECK_EQ_INT(sbx_open(&sb, &c, &cfg), SBX_ERR_INVALID_ARG);
     CHECK(sb.impl == NULL);
