@@ -4523,6 +4523,7 @@ SBX__PRIVATE sbx_result sbx__sup_start(const sbx_allocator *a, const char *kubec
     struct sbx__proc_childctx cc;
     char *argv[10], **envp = NULL, line[32];
     int sv[2] = {-1, -1}, execp[2] = {-1, -1}, devnull = -1, err = 0, report[2], rc, status, one = 1;
+    int sock_type = SOCK_STREAM;
     size_t got = 0;
     long long dl;
     long v = 0;
@@ -4548,7 +4549,10 @@ SBX__PRIVATE sbx_result sbx__sup_start(const sbx_allocator *a, const char *kubec
         goto fail;
     }
     devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
-    if (devnull < 0 || sbx__proc_fd_high(&devnull) != 0 || socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0 ||
+#ifdef SOCK_CLOEXEC
+    sock_type |= SOCK_CLOEXEC; /* no window for another thread's fork+exec to inherit it */
+#endif
+    if (devnull < 0 || sbx__proc_fd_high(&devnull) != 0 || socketpair(AF_UNIX, sock_type, 0, sv) != 0 ||
         sbx__set_cloexec(sv[0]) != 0 || sbx__set_cloexec(sv[1]) != 0 || sbx__proc_fd_high(&sv[0]) != 0 ||
         sbx__proc_fd_high(&sv[1]) != 0 || sbx__proc_pipe(execp) != 0) {
         rc = sbx__fail_sys(e, SBX_ERR_SYS, errno, "start the supervisor: cannot create its socket");

@@ -463,6 +463,43 @@ TEST(claims_carry_their_owner)
     em_settle(&C, &B);
 }
 
+/* kubectl proxy dies mid-session: whether or not sbx_close's DELETE gets
+   through (a restarted proxy; without one it fails), the claim stays
+   registered until deleted, so it is gone within 10 s of sbx_client_close. */
+TEST(proxy_killed_claim_still_deleted)
+{
+    sbx_client cl;
+    sbx_client_config cc;
+    sbx_sandbox sb;
+    sbx_sandbox_config cfg;
+    char name[128];
+    sbx_result r;
+    long long t0, ms;
+    memset(&cc, 0, sizeof cc);
+    cc.kubeconfig = C.kubeconfig;
+    CHECK_EQ_INT(sbx_client_open(&cl, &cc), SBX_OK);
+    if (!cl.impl) return;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.template_name = "python-sandbox-template";
+    CHECK_EQ_INT(sbx_open(&sb, &cl, &cfg), SBX_OK);
+    if (!sb.impl) {
+        printf("  %s\n", sb.err.msg);
+        sbx_client_close(&cl);
+        return;
+    }
+    E2E_FMT(name, sizeof name, "%s", sbx_claim_name(&sb));
+    CHECK_EQ_INT(kill(cl.impl->proxy.pid, SIGKILL), 0);
+    poll(NULL, 0, 200);
+    r = sbx_close(&sb);
+    printf("  sbx_close after the proxy died: %s%s\n", r == SBX_OK ? "ok" : "failed: ", r == SBX_OK ? "" : sb.err.msg);
+    t0 = sbx__now_ms();
+    sbx_client_close(&cl);
+    ms = wait_claim_gone(name, 10000);
+    CHECK_MSG(ms >= 0, "claim %s still there 10 s after sbx_client_close", name);
+    printf("  claim gone %lld ms after sbx_client_close\n", sbx__now_ms() - t0);
+    em_settle(&C, &B);
+}
+
 TEST(close_leaves_no_supervisor)
 {
     sbx_client cl;
@@ -676,6 +713,7 @@ int main(void)
     em_baseline(&C, &B);
     RUN(close_leaves_no_supervisor);
     RUN(claims_carry_their_owner);
+    RUN(proxy_killed_claim_still_deleted);
     RUN(return_without_close_cleans_up);
     RUN(sigkill_mid_session_cleans_up);
     RUN(sigkill_with_api_url_cleans_up);
