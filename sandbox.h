@@ -3920,8 +3920,8 @@ SBX__PRIVATE void sbx__proc_child(const struct sbx__proc_childctx *c)
    groups and claims are ours; it does nothing until it reads end-of-file, then
    sends SIGTERM to each registered group, SIGKILL after 1 s to what is left,
    says "k" back, and deletes the registered claims with `kubectl delete
-   --wait=false` (retried with backoff, about 8 s, on errors that are not
-   NotFound/Forbidden/Unauthorized).
+   --wait=false --request-timeout=5s` (retried with backoff, 4 tries in about
+   8 s, on errors that are not NotFound/Forbidden/Unauthorized).
 
    Why a shell script and not C in a forked child: a forked child of a big
    multi-threaded program may only make async-signal-safe calls, and, worse,
@@ -3960,6 +3960,7 @@ struct sbx__sup {
 
 static const char sbx__sup_script[] =
     "trap '' INT HUP PIPE\n"
+    "set -f\n"
     "sup() {\n"
     "  pids= claims= dirs=\n"
     "  while IFS=' ' read -r op a b c; do\n"
@@ -4000,7 +4001,7 @@ static const char sbx__sup_script[] =
     "  ns=$6 rest=$7; name=${rest%%/*} ver=${rest#*/} t=0 d=1\n"
     "  while :; do\n"
     "    out=$(kube \"$1\" \"$2\" \"$3\" \"$4\" \"$5\" delete \"sandboxclaims.$ver.extensions.agents.x-k8s.io\" \"$name\""
-    " -n \"$ns\" --wait=false --ignore-not-found 2>&1 </dev/null) && return 0\n"
+    " -n \"$ns\" --wait=false --ignore-not-found --request-timeout=5s 2>&1 </dev/null) && return 0\n"
     "    case $out in *NotFound*|*Forbidden*|*forbidden*|*Unauthorized*) return 1 ;; esac\n"
     "    t=$((t + d)); [ $t -gt 8 ] && return 1\n"
     "    sleep $d; d=$((d * 2))\n"
