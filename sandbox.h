@@ -4522,7 +4522,7 @@ SBX__PRIVATE sbx_result sbx__sup_start(const sbx_allocator *a, const char *kubec
     sbx_allocator al = sbx__allocator(a);
     struct sbx__sup *s;
     struct sbx__proc_childctx cc;
-    char *argv[10], **envp = NULL, line[32];
+    char *argv[10], **envp = NULL, line[32], name[48];
     int sv[2] = {-1, -1}, execp[2] = {-1, -1}, devnull = -1, err = 0, report[2], rc, status, one = 1;
     int sock_type = SOCK_STREAM;
     size_t got = 0;
@@ -4566,7 +4566,8 @@ SBX__PRIVATE sbx_result sbx__sup_start(const sbx_allocator *a, const char *kubec
     u[0].c = "/bin/sh";
     u[1].c = "-c";
     u[2].c = sbx__sup_script;
-    u[3].c = "sandbox.h-supervisor";
+    snprintf(name, sizeof name, "sandbox.h-supervisor:%ld", (long)getpid()); /* $0: whose it is, for ps */
+    u[3].c = name;
     u[4].c = kubectl ? kubectl : "kubectl";
     u[5].c = kubeconfig ? kubeconfig : "";
     u[6].c = context ? context : "";

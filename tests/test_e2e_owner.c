@@ -513,6 +513,7 @@ TEST(close_leaves_no_supervisor)
     if (!cl.impl) return;
     printf("  client open (supervisor + kubectl proxy): %lld ms\n", sbx__now_ms() - t0);
     CHECK(proc_id_of(cl.impl->sup->pid, &sup) && proc_alive(&sup));
+    CHECK_EQ_INT(e2e_supervisor_count(), B.supervisors + 1); /* found by its name */
     {
         char path[64], buf[4096];
         E2E_FMT(path, sizeof path, "/proc/%d/status", sup.pid);
