@@ -12,264 +12,34 @@
 #include "test.h"
 #include "e2e.h"
 #include "e2e_more.h"
+#include "e2e_owner.h"
 
 static e2e_cluster C;
 static em_base B;
 
 #define CLAIMS_NS "/apis/extensions.agents.x-k8s.io/v1beta1/namespaces/default/sandboxclaims"
 
-/* ---- processes, by pid and start time ----------------------------------- */
-
-typedef struct proc_id {
-    int pid;
-    unsigned long long start;
-} proc_id;
-
-/* state, parent and start time of pid from /proc; 0 if it does not exist */
-static int proc_read(int pid, char *state, int *ppid, unsigned long long *start)
-{
-    char path[64], buf[2048], *p;
-    FILE *f;
-    int field;
-    E2E_FMT(path, sizeof path, "/proc/%d/stat", pid);
-    if (!(f = fopen(path, "r"))) return 0;
-    if (!fgets(buf, sizeof buf, f)) buf[0] = '\0';
-    fclose(f);
-    p = strrchr(buf, ')');
-    if (!p || sscanf(p + 1, " %c %d", state, ppid) != 2) return 0;
-    for (field = 2; *p && field < 22; p++)
-        if (*p == ' ') field++;
-    *start = strtoull(p, NULL, 10);
-    return 1;
-}
-
-/* the process still runs (a zombie has ended; a new process on the pid is another one) */
-static int proc_alive(const proc_id *id)
-{
-    char st;
-    int ppid;
-    unsigned long long start;
-    return proc_read(id->pid, &st, &ppid, &start) && start == id->start && st != 'Z' && st != 'X';
-}
-
-/* children of `pid` (one level) into out; returns how many */
-static int proc_children(int pid, proc_id *out, int cap)
-{
-    DIR *d = opendir("/proc");
-    struct dirent *de;
-    int n = 0;
-    if (!d) return 0;
-    while ((de = readdir(d)) != NULL && n < cap) {
-        char st;
-        int ppid, p;
-        unsigned long long start;
-        if (de->d_name[0] < '0' || de->d_name[0] > '9') continue;
-        p = atoi(de->d_name);
-        if (proc_read(p, &st, &ppid, &start) && ppid == pid && st != 'Z') {
-            out[n].pid = p;
-            out[n].start = start;
-            n++;
-        }
-    }
-    closedir(d);
-    return n;
-}
-
-static int proc_id_of(int pid, proc_id *id)
-{
-    char st;
-    int ppid;
-    id->pid = pid;
-    return proc_read(pid, &st, &ppid, &id->start);
-}
-
-/* ms until none of ids runs (polled every 10 ms), or -1 after limit_ms */
-static long long wait_gone(const proc_id *ids, int n, int limit_ms)
-{
-    long long t0 = sbx__now_ms();
-    for (;;) {
-        int i, alive = 0;
-        for (i = 0; i < n; i++) alive += proc_alive(&ids[i]);
-        if (!alive) return sbx__now_ms() - t0;
-        if (sbx__now_ms() - t0 > limit_ms) return -1;
-        poll(NULL, 0, 10);
-    }
-}
-
-static int claim_status(const char *name)
-{
-    char target[300];
-    sbx__buf out;
-    int st;
-    E2E_FMT(target, sizeof target, CLAIMS_NS "/%s", name);
-    st = e2e_http(&C, "GET", target, NULL, &out);
-    sbx__buf_free(&out);
-    return st;
-}
-
-/* ms until the claim is gone (404), or -1 after limit_ms */
-static long long wait_claim_gone(const char *name, int limit_ms)
-{
-    long long t0 = sbx__now_ms();
-    for (;;) {
-        if (claim_status(name) == 404) return sbx__now_ms() - t0;
-        if (sbx__now_ms() - t0 > limit_ms) return -1;
-        poll(NULL, 0, 100);
-    }
-}
-
-/* ---- the client program -------------------------------------------------- */
-
-enum { END_RETURN, END_SIGKILL, END_SIGINT, END_DETACH, END_RETURN_2, END_SIGKILL_LEASE, END_SIGKILL_API_URL };
-
-typedef struct client_run {
-    int pid;                  /* the client program */
-    int sup;                  /* its supervisor */
-    char claim[128], claim2[128];
-    char sockdir[300];        /* kubectl proxy's private directory */
-    proc_id kids[16];         /* its children while it ran */
-    int nkids;
-    long long end_ms;         /* when it ended (was killed, or exited) */
-} client_run;
-
-static void say(int fd, const char *s)
-{
-    size_t n = strlen(s);
-    while (n > 0) {
-        ssize_t w = write(fd, s, n);
-        if (w <= 0) break;
-        s += w;
-        n -= (size_t)w;
-    }
-}
-
-/* The forked program: a client, one sandbox (two with END_RETURN_2), then
-   the end `how`. */
-static void client_main(int fd, int how, const char *try_name)
-{
-    sbx_client cl;
-    sbx_client_config cc;
-    sbx_sandbox sb, sb2;
-    sbx_sandbox_config cfg;
-    sbx_exec_result res;
-    char line[512];
-    memset(&cc, 0, sizeof cc);
-    cc.kubeconfig = C.kubeconfig;
-    if (how == END_SIGKILL_API_URL) cc.api_url = C.api_url; /* no kubectl proxy */
-    if (how == END_SIGINT) setpgid(0, 0); /* its own group, like a shell job */
-    if (sbx_client_open(&cl, &cc) != SBX_OK) {
-        E2E_FMT(line, sizeof line, "ERR client: %s\n", cl.err.msg);
-        say(fd, line);
-        _exit(1);
-    }
-    memset(&cfg, 0, sizeof cfg);
-    cfg.template_name = "python-sandbox-template";
-    if (how == END_SIGKILL_LEASE) cfg.lease_seconds = 3;
-    if (try_name) {
-        /* someone else's name: 409, never ours */
-        cfg.claim_name = try_name;
-        if (sbx_open(&sb, &cl, &cfg) == SBX_OK) {
-            say(fd, "ERR opened someone else's claim\n");
-            _exit(1);
-        }
-        cfg.claim_name = NULL;
-    }
-    if (sbx_open(&sb, &cl, &cfg) != SBX_OK) {
-        E2E_FMT(line, sizeof line, "ERR open: %s\n", sb.err.msg);
-        say(fd, line);
-        _exit(1);
-    }
-    if (sbx_run(&sb, "echo hi", &res) == SBX_OK) sbx_exec_result_free(&res);
-    if (how == END_RETURN_2 && sbx_open(&sb2, &cl, &cfg) != SBX_OK) {
-        E2E_FMT(line, sizeof line, "ERR open 2: %s\n", sb2.err.msg);
-        say(fd, line);
-        _exit(1);
-    }
-    E2E_FMT(line, sizeof line, "OK %d %s %s %s\n", (int)cl.impl->sup->pid, sbx_claim_name(&sb),
-            how == END_RETURN_2 ? sbx_claim_name(&sb2) : "-", cl.impl->sockdir ? cl.impl->sockdir : "-");
-    say(fd, line);
-    if (how == END_DETACH) sbx_detach(&sb);
-    if (how == END_SIGKILL || how == END_SIGINT || how == END_SIGKILL_LEASE || how == END_SIGKILL_API_URL) {
-        for (;;) pause(); /* the test ends it */
-    }
-    /* returns from main without closing anything: exit() without the
-       sanitizer's leak report of what we deliberately did not free (the
-       library registers no atexit handler, so this is the same to it) */
-    poll(NULL, 0, 300); /* time for the parent to list our children */
-    _exit(0);
-}
-
-/* Start the client program; wait for its report and list its children. 0 = ok. */
-static int client_start(client_run *r, int how, const char *try_name)
-{
-    int p[2], got = 0;
-    char buf[512];
-    long long dl = sbx__deadline(60000);
-    memset(r, 0, sizeof *r);
-    if (pipe(p) != 0) return -1;
-    fflush(stdout);
-    r->pid = (int)fork();
-    if (r->pid < 0) return -1;
-    if (r->pid == 0) {
-        close(p[0]);
-        client_main(p[1], how, try_name);
-        _exit(1);
-    }
-    close(p[1]);
-    while (got < (int)sizeof buf - 1 && sbx__poll1(p[0], POLLIN, dl) == 1) {
-        ssize_t n = read(p[0], buf + got, sizeof buf - 1 - (size_t)got);
-        if (n <= 0) break;
-        got += (int)n;
-        if (memchr(buf, '\n', (size_t)got)) break;
-    }
-    close(p[0]);
-    buf[got] = '\0';
-    if (strncmp(buf, "OK ", 3) != 0 ||
-        sscanf(buf + 3, "%d %127s %127s %299s", &r->sup, r->claim, r->claim2, r->sockdir) != 4) {
-        printf("  client program: %s\n", got ? buf : "(no report)");
-        kill(r->pid, SIGKILL);
-        waitpid(r->pid, NULL, 0);
-        return -1;
-    }
-    r->nkids = proc_children(r->pid, r->kids, 16);
-    return 0;
-}
-
-static int client_wait(client_run *r)
-{
-    int st = 0;
-    while (waitpid(r->pid, &st, 0) < 0 && errno == EINTR) {}
-    if (!r->end_ms) r->end_ms = sbx__now_ms();
-    return st;
-}
-
-static void client_kill(client_run *r, int group, int sig)
-{
-    r->end_ms = sbx__now_ms();
-    CHECK_EQ_INT(kill(group ? -r->pid : r->pid, sig), 0);
-}
-
 /* After the client program ended: its children gone within 2 s, its claims
    within 10 s, and then its supervisor too. */
-static void check_cleaned(client_run *r, const char *how)
+static void check_cleaned(eo_client_run *r, const char *how)
 {
-    proc_id sup;
+    eo_proc_id sup;
     long long kids_ms, claim_ms, claim2_ms = 0, sup_ms;
-    int have_sup = proc_id_of(r->sup, &sup);
+    int have_sup = eo_proc_id_of(r->sup, &sup);
     int want = strcmp(r->sockdir, "-") == 0 ? 1 : 2; /* port-forward (and kubectl proxy) */
     CHECK_MSG(r->nkids >= want, "%s: expected %d kubectl children, found %d", how, want, r->nkids);
-    kids_ms = wait_gone(r->kids, r->nkids, 2000);
+    kids_ms = eo_wait_gone(r->kids, r->nkids, 2000);
     if (kids_ms >= 0) kids_ms = sbx__now_ms() - r->end_ms; /* counted from the end of the owner */
     CHECK_MSG(kids_ms >= 0, "%s: a kubectl child still runs 2 s after its owner ended", how);
-    claim_ms = wait_claim_gone(r->claim, 10000);
+    claim_ms = eo_wait_claim_gone(&C, r->claim, 10000);
     if (claim_ms >= 0) claim_ms = sbx__now_ms() - r->end_ms;
     CHECK_MSG(claim_ms >= 0, "%s: claim %s still there 10 s after its owner ended", how, r->claim);
     if (strcmp(r->claim2, "-") != 0) {
-        claim2_ms = wait_claim_gone(r->claim2, 10000);
+        claim2_ms = eo_wait_claim_gone(&C, r->claim2, 10000);
         if (claim2_ms >= 0) claim2_ms = sbx__now_ms() - r->end_ms;
         CHECK_MSG(claim2_ms >= 0, "%s: claim %s still there 10 s after its owner ended", how, r->claim2);
     }
-    sup_ms = have_sup ? wait_gone(&sup, 1, 10000) : 0;
+    sup_ms = have_sup ? eo_wait_gone(&sup, 1, 10000) : 0;
     CHECK_MSG(sup_ms >= 0, "%s: the supervisor %d still runs", how, r->sup);
     CHECK_MSG(want == 1 || access(r->sockdir, F_OK) != 0, "%s: kubectl proxy's directory %s is still there", how,
               r->sockdir);
@@ -281,13 +51,13 @@ static void check_cleaned(client_run *r, const char *how)
 
 TEST(return_without_close_cleans_up)
 {
-    client_run r;
+    eo_client_run r;
     int st;
-    if (client_start(&r, END_RETURN_2, NULL) != 0) {
+    if (eo_client_start(&C, &r, EO_END_RETURN_2, NULL) != 0) {
         CHECK(0);
         return;
     }
-    st = client_wait(&r);
+    st = eo_client_wait(&r);
     CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
     check_cleaned(&r, "exit without close (2 sandboxes)");
     em_settle(&C, &B);
@@ -295,14 +65,14 @@ TEST(return_without_close_cleans_up)
 
 TEST(sigkill_mid_session_cleans_up)
 {
-    client_run r;
+    eo_client_run r;
     int st;
-    if (client_start(&r, END_SIGKILL, NULL) != 0) {
+    if (eo_client_start(&C, &r, EO_END_SIGKILL, NULL) != 0) {
         CHECK(0);
         return;
     }
-    client_kill(&r, 0, SIGKILL);
-    st = client_wait(&r);
+    CHECK_EQ_INT(eo_client_kill(&r, 0, SIGKILL), 0);
+    st = eo_client_wait(&r);
     CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
     check_cleaned(&r, "SIGKILL");
     em_settle(&C, &B);
@@ -312,28 +82,28 @@ TEST(sigkill_mid_session_cleans_up)
    through that URL (kubectl --server, no kubeconfig). */
 TEST(sigkill_with_api_url_cleans_up)
 {
-    client_run r;
-    if (client_start(&r, END_SIGKILL_API_URL, NULL) != 0) {
+    eo_client_run r;
+    if (eo_client_start(&C, &r, EO_END_SIGKILL_API_URL, NULL) != 0) {
         CHECK(0);
         return;
     }
-    client_kill(&r, 0, SIGKILL);
-    client_wait(&r);
+    CHECK_EQ_INT(eo_client_kill(&r, 0, SIGKILL), 0);
+    eo_client_wait(&r);
     check_cleaned(&r, "SIGKILL, api_url");
     em_settle(&C, &B);
 }
 
 TEST(ctrl_c_to_the_group_cleans_up)
 {
-    client_run r;
+    eo_client_run r;
     int st;
-    if (client_start(&r, END_SIGINT, NULL) != 0) {
+    if (eo_client_start(&C, &r, EO_END_SIGINT, NULL) != 0) {
         CHECK(0);
         return;
     }
     poll(NULL, 0, 100); /* its setpgid happened before its report */
-    client_kill(&r, 1, SIGINT);
-    st = client_wait(&r);
+    CHECK_EQ_INT(eo_client_kill(&r, 1, SIGINT), 0);
+    st = eo_client_wait(&r);
     CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGINT);
     check_cleaned(&r, "SIGINT to the process group");
     em_settle(&C, &B);
@@ -341,20 +111,20 @@ TEST(ctrl_c_to_the_group_cleans_up)
 
 TEST(detached_claim_survives)
 {
-    client_run r;
+    eo_client_run r;
     em_base b2 = B;
-    proc_id sup;
-    if (client_start(&r, END_DETACH, NULL) != 0) {
+    eo_proc_id sup;
+    if (eo_client_start(&C, &r, EO_END_DETACH, NULL) != 0) {
         CHECK(0);
         return;
     }
-    proc_id_of(r.sup, &sup);
-    client_wait(&r);
-    CHECK_MSG(wait_gone(r.kids, r.nkids, 2000) >= 0, "a child survived");
-    CHECK_MSG(wait_gone(&sup, 1, 3000) >= 0, "the supervisor survived (it had no claim to delete)");
+    eo_proc_id_of(r.sup, &sup);
+    eo_client_wait(&r);
+    CHECK_MSG(eo_wait_gone(r.kids, r.nkids, 2000) >= 0, "a child survived");
+    CHECK_MSG(eo_wait_gone(&sup, 1, 3000) >= 0, "the supervisor survived (it had no claim to delete)");
     CHECK_MSG(access(r.sockdir, F_OK) != 0, "kubectl proxy's directory %s is still there", r.sockdir);
     poll(NULL, 0, 3000); /* longer than a supervisor would take to delete it */
-    CHECK_EQ_INT(claim_status(r.claim), 200);
+    CHECK_EQ_INT(eo_claim_status(&C, r.claim), 200);
     {
         sbx_client cl;
         sbx_client_config cc;
@@ -370,7 +140,7 @@ TEST(detached_claim_survives)
 
 TEST(another_programs_claim_survives)
 {
-    client_run r;
+    eo_client_run r;
     em_base b2 = B;
     sbx__buf out;
     int st;
@@ -380,14 +150,14 @@ TEST(another_programs_claim_survives)
     sbx__buf_free(&out);
     CHECK_EQ_INT(st, 201);
     /* the program even tries that name first (409: not ours), then dies */
-    if (client_start(&r, END_SIGKILL, "not-ours") != 0) {
+    if (eo_client_start(&C, &r, EO_END_SIGKILL, "not-ours") != 0) {
         CHECK(0);
     } else {
-        client_kill(&r, 0, SIGKILL);
-        client_wait(&r);
+        CHECK_EQ_INT(eo_client_kill(&r, 0, SIGKILL), 0);
+        eo_client_wait(&r);
         check_cleaned(&r, "SIGKILL beside another program's claim");
     }
-    CHECK_EQ_INT(claim_status("not-ours"), 200);
+    CHECK_EQ_INT(eo_claim_status(&C, "not-ours"), 200);
     st = e2e_http(&C, "DELETE", CLAIMS_NS "/not-ours", NULL, &out);
     sbx__buf_free(&out);
     CHECK_EQ_INT(st, 200);
@@ -494,7 +264,7 @@ TEST(proxy_killed_claim_still_deleted)
     printf("  sbx_close after the proxy died: %s%s\n", r == SBX_OK ? "ok" : "failed: ", r == SBX_OK ? "" : sb.err.msg);
     t0 = sbx__now_ms();
     sbx_client_close(&cl);
-    ms = wait_claim_gone(name, 10000);
+    ms = eo_wait_claim_gone(&C, name, 10000);
     CHECK_MSG(ms >= 0, "claim %s still there 10 s after sbx_client_close", name);
     printf("  claim gone %lld ms after sbx_client_close\n", sbx__now_ms() - t0);
     em_settle(&C, &B);
@@ -504,7 +274,7 @@ TEST(close_leaves_no_supervisor)
 {
     sbx_client cl;
     sbx_client_config cc;
-    proc_id sup;
+    eo_proc_id sup;
     long long t0, ms;
     memset(&cc, 0, sizeof cc);
     cc.kubeconfig = C.kubeconfig;
@@ -512,7 +282,7 @@ TEST(close_leaves_no_supervisor)
     CHECK_EQ_INT(sbx_client_open(&cl, &cc), SBX_OK);
     if (!cl.impl) return;
     printf("  client open (supervisor + kubectl proxy): %lld ms\n", sbx__now_ms() - t0);
-    CHECK(proc_id_of(cl.impl->sup->pid, &sup) && proc_alive(&sup));
+    CHECK(eo_proc_id_of(cl.impl->sup->pid, &sup) && eo_proc_alive(&sup));
     CHECK_EQ_INT(e2e_supervisor_count(), B.supervisors + 1); /* found by its name */
     {
         char path[64], buf[4096];
@@ -525,7 +295,7 @@ TEST(close_leaves_no_supervisor)
     t0 = sbx__now_ms();
     sbx_client_close(&cl);
     printf("  client close: %lld ms\n", sbx__now_ms() - t0);
-    ms = wait_gone(&sup, 1, 3000); /* it answered "done": exiting is all that is left */
+    ms = eo_wait_gone(&sup, 1, 3000); /* it answered "done": exiting is all that is left */
     CHECK_MSG(ms >= 0, "the supervisor %d outlived sbx_client_close by 3 s", sup.pid);
     printf("  supervisor gone %lld ms after sbx_client_close returned\n", ms);
     em_settle(&C, &B);
@@ -655,7 +425,7 @@ TEST(detach_lifts_the_lease)
         CHECK(claim_shutdown(name, NULL, 0) == 0);
         sbx_client_close(&cl);
         poll(NULL, 0, 4500); /* longer than the lease */
-        CHECK_EQ_INT(claim_status(name), 200);
+        CHECK_EQ_INT(eo_claim_status(&C, name), 200);
         if (sbx_client_open(&cl, &cc) == SBX_OK) {
             CHECK_EQ_INT(sbx_delete_claim(&cl, "default", name, NULL), SBX_OK);
             sbx_client_close(&cl);
@@ -671,30 +441,30 @@ TEST(detach_lifts_the_lease)
    lease's end. */
 TEST(lease_owner_and_supervisor_killed_controller_deletes)
 {
-    client_run r;
+    eo_client_run r;
     double until;
     long long ms;
     int i;
-    if (client_start(&r, END_SIGKILL_LEASE, NULL) != 0) {
+    if (eo_client_start(&C, &r, EO_END_SIGKILL_LEASE, NULL) != 0) {
         CHECK(0);
         return;
     }
     kill(r.sup, SIGKILL);
-    client_kill(&r, 0, SIGKILL);
-    client_wait(&r);
+    CHECK_EQ_INT(eo_client_kill(&r, 0, SIGKILL), 0);
+    eo_client_wait(&r);
     until = claim_shutdown(r.claim, NULL, 0);
     CHECK_MSG(until > 0, "no shutdownTime on a leased claim");
-    ms = wait_claim_gone(r.claim, 10000);
+    ms = eo_wait_claim_gone(&C, r.claim, 10000);
     if (ms >= 0) ms = sbx__now_ms() - r.end_ms;
     CHECK_MSG(ms >= 0, "the controller did not delete claim %s within 10 s", r.claim);
     printf("  owner and supervisor SIGKILLed: claim gone after %lld ms (lease 3 s)\n", ms);
     /* with the supervisor killed first, nothing stopped its kubectl children: we do */
     for (i = 0; i < r.nkids; i++)
-        if (proc_alive(&r.kids[i])) {
+        if (eo_proc_alive(&r.kids[i])) {
             kill(-r.kids[i].pid, SIGKILL);
             kill(r.kids[i].pid, SIGKILL);
         }
-    wait_gone(r.kids, r.nkids, 2000);
+    eo_wait_gone(r.kids, r.nkids, 2000);
     {
         char sock[400];
         E2E_FMT(sock, sizeof sock, "%s/proxy.sock", r.sockdir);
