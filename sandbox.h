@@ -112,7 +112,10 @@
          the copy, so the supervisor acts when both have ended. With a unix:
          api_url the supervisor cannot reach the API (kubectl cannot) and only
          kills children: use a lease. If the whole machine goes (or someone
-         SIGKILLs the supervisor too), only a lease helps.
+         SIGKILLs the supervisor too), only a lease helps. On a system with
+         no /bin/sh at all (a distroless image) there is no supervisor and
+         the client works without it: use a lease there. Failing to start it
+         otherwise fails sbx_client_open (SBX_ERR_SPAWN).
        LEASE (sbx_sandbox_config.lease_seconds, off by default): the claim is
        created with spec.lifecycle.shutdownTime = now + lease_seconds (policy
        shutdown_policy, default Delete) and one thread per client (started by
@@ -4513,6 +4516,9 @@ SBX__PRIVATE int sbx__proc_exec_report(int fd, int report[2])
 #ifndef SBX__SUP_START_MS
 #define SBX__SUP_START_MS 5000
 #endif
+#ifndef SBX__SUP_SHELL
+#define SBX__SUP_SHELL "/bin/sh"      /* the tests point it elsewhere */
+#endif
 
 /* Start the supervisor. kubectl/kubeconfig/context/server say how it reaches
    the API to delete claims (server: an http:// API URL given by the user, used
@@ -4536,6 +4542,9 @@ SBX__PRIVATE sbx_result sbx__sup_start(const sbx_allocator *a, const char *kubec
         char *m;
     } u[9];
     *out = NULL;
+    /* a system without a shell (a distroless image running IN_CLUSTER or
+       DIRECT with an api_url) still works, unsupervised, as documented */
+    if (access(SBX__SUP_SHELL, X_OK) != 0 && errno == ENOENT) return SBX_OK;
     s = (struct sbx__sup *)sbx__malloc(&al, sizeof *s);
     if (!s) return sbx__fail(e, SBX_ERR_NOMEM, "start the supervisor: out of memory");
     memset(s, 0, sizeof *s);
@@ -4565,7 +4574,7 @@ SBX__PRIVATE sbx_result sbx__sup_start(const sbx_allocator *a, const char *kubec
     setsockopt(sv[0], SOL_SOCKET, SO_NOSIGPIPE, &one, sizeof one);
 #endif
     (void)one;
-    u[0].c = "/bin/sh";
+    u[0].c = SBX__SUP_SHELL;
     u[1].c = "-c";
     u[2].c = sbx__sup_script;
     snprintf(name, sizeof name, "sandbox.h-supervisor:%ld", (long)getpid()); /* $0: whose it is, for ps */
@@ -4578,7 +4587,7 @@ SBX__PRIVATE sbx_result sbx__sup_start(const sbx_allocator *a, const char *kubec
     for (rc = 0; rc < 9; rc++) argv[rc] = u[rc].m;
     argv[9] = NULL;
     memset(&cc, 0, sizeof cc);
-    cc.path = "/bin/sh";
+    cc.path = SBX__SUP_SHELL;
     cc.argv = argv;
     cc.envp = envp;
     cc.devnull = devnull;
