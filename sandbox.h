@@ -5175,14 +5175,18 @@ SBX__PRIVATE void sbx__owner_start(char *out, size_t cap)
     fd = open("/proc/stat", O_RDONLY | O_CLOEXEC);
     if (fd < 0) return;
     {
-        char sbuf[8192];
-        n = read(fd, sbuf, sizeof sbuf - 1);
-        close(fd);
-        if (n <= 0) return;
-        sbuf[n] = '\0';
-        p = strstr(sbuf, "\nbtime ");
-        if (!p) return;
-        for (p += 7; *p >= '0' && *p <= '9'; p++) btime = btime * 10 + (unsigned long long)(*p - '0');
+        /* line by line: the "intr" line before "btime" can be many kB long
+           (pieces of it hold only digits and blanks, never "btime ") */
+        FILE *f = fdopen(fd, "r");
+        char line[256];
+        if (!f) {
+            close(fd);
+            return;
+        }
+        while (!btime && fgets(line, sizeof line, f))
+            if (strncmp(line, "btime ", 6) == 0)
+                for (p = line + 6; *p >= '0' && *p <= '9'; p++) btime = btime * 10 + (unsigned long long)(*p - '0');
+        fclose(f);
     }
     if (hz <= 0 || btime == 0 || ticks == 0) return;
     snprintf(out, cap, "%llu", btime + ticks / (unsigned long long)hz);
