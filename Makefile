@@ -23,7 +23,8 @@ UNIT_BINS := $(patsubst tests/%.c,$(B)/%,$(UNIT_SRCS))
 FUZZ_SRCS := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_NAMES := $(patsubst tests/fuzz/fuzz_%.c,%,$(FUZZ_SRCS))
 REPLAY_BINS := $(patsubst %,$(B)/replay_%,$(FUZZ_NAMES))
-TSAN_BINS := $(B)/tsan_test_proc $(B)/tsan_test_e2e $(B)/tsan_test_e2e_modes $(B)/tsan_test_e2e_transient
+TSAN_BINS := $(B)/tsan_test_proc $(B)/tsan_test_e2e $(B)/tsan_test_e2e_modes $(B)/tsan_test_e2e_transient \
+             $(B)/tsan_test_e2e_owner
 EXAMPLE_SRCS := $(sort $(wildcard examples/*.c))
 EXAMPLE_BINS := $(patsubst examples/%.c,$(B)/%,$(EXAMPLE_SRCS))
 

@@ -28,7 +28,7 @@
            sbx_exec_result_free(&res);
        }
        sbx_close(&sb);                          ends the route, deletes the claim
-       sbx_client_close(&client);               stops kubectl proxy
+       sbx_client_close(&client);               stops kubectl proxy and the supervisor
 
    REQUIREMENTS
        - `kubectl` on PATH (or SANDBOX_KUBECTL / sbx_client_config.kubectl),
@@ -42,7 +42,8 @@
          claim names the template). The code you write is the same for both.
 
    HOW IT WORKS
-       sbx_client_open  starts one `kubectl proxy --unix-socket` in a private
+       sbx_client_open  starts the client's supervisor (see WHEN THE PROGRAM
+                        DIES), then one `kubectl proxy --unix-socket` in a private
                         0700 directory (or uses api_url / $SANDBOX_API_URL, plain
                         http:// or unix:/path), shared by all its sandboxes over
                         kept-alive connections.
@@ -66,6 +67,75 @@
        sbx_detach       lets go of it without deleting it.
        kubectl's output is drained by a thread per child for the child's whole
        life, so a tunnel never stalls or dies on a full or closed pipe.
+       Every claim sbx_open creates carries its owner: label
+       app.kubernetes.io/managed-by=sandbox.h and annotations sandbox.h/owner-host
+       (gethostname), sandbox.h/owner-pid, sandbox.h/owner-start (the process's
+       start, seconds since the epoch; "" where the system does not say, i.e.
+       off Linux) and sandbox.h/open-nonce (16 random hex digits per open), so a
+       sweep can tell an orphan's claim from a live owner's. Your own labels
+       and annotations are kept; keys of ours that you also give are ours.
+
+   WHEN THE PROGRAM DIES (children and claims)
+       Nothing the library starts outlives the program, however it ends:
+       sbx_client_close, a return from main without closing, exit(), a crash,
+       SIGKILL, Ctrl-C. Each client has a supervisor: a /bin/sh process (the
+       script is fixed text inside sandbox.h; paths and names reach it as
+       arguments, never as code) that holds the other end of a socket only the
+       library holds (close-on-exec; kubectl children get fds 0-2 only). The
+       library tells it which kubectl children (their process groups) and
+       which claims are ours; a child is un-registered before it is reaped
+       (no pid-reuse kill), a claim after its DELETE succeeded or when it is
+       detached. When the program ends, the kernel closes the socket; the
+       supervisor then sends SIGTERM to the registered children, SIGKILL 1 s
+       later to what is left, and deletes the registered claims with `kubectl
+       delete --wait=false` (the client's kubectl, kubeconfig and context; with
+       an http:// api_url that URL and no kubeconfig), retried with backoff for
+       about 8 s on transient errors; kubectl proxy's private socket directory
+       is removed too. Measured with the dev cluster: children gone within
+       about 50 ms of the owner's end (bound: about 1.1 s), claims gone after
+       1.2-2 s (bound: 10 s while the API server is reachable). In ps it shows
+       as /bin/sh with the argument sandbox.h-supervisor:<owner pid>.
+       - Attached claims are not registered (we did not create them); a
+         detached claim and anybody else's claim are never touched. A claim
+         whose DELETE failed in sbx_close (or in a failed open's rollback)
+         stays registered: the supervisor tries again when the client closes
+         or the program ends.
+       - The supervisor is not a child of your program (its shell parent exits
+         at once: nothing to reap, no zombie), runs in its own session and
+         ignores SIGINT/SIGHUP, so a Ctrl-C that kills your program does not
+         kill its cleaner. No signal handler is installed in your process and
+         nothing depends on the thread that opened the client.
+       - Why a shell and not a forked copy of your program: a fork of a
+         multi-threaded process may only make async-signal-safe calls, and it
+         would keep your whole heap alive copy-on-write as your program writes
+         to it. Cost: one fork+exec per sbx_client_open (about 10 ms), about
+         0.7 MB RSS (128 kB of it private), one descriptor, no thread.
+         sbx_client_close waits for its "done" (a few ms).
+       - Limits: a fork() without exec in your program keeps the socket open in
+         the copy, so the supervisor acts when both have ended. With a unix:
+         api_url the supervisor cannot reach the API (kubectl cannot) and only
+         kills children: use a lease. If the whole machine goes (or someone
+         SIGKILLs the supervisor too), only a lease helps. On a system with
+         no /bin/sh at all (a distroless image) there is no supervisor and
+         the client works without it: use a lease there. Failing to start it
+         otherwise fails sbx_client_open (SBX_ERR_SPAWN).
+       LEASE (sbx_sandbox_config.lease_seconds, off by default): the claim is
+       created with spec.lifecycle.shutdownTime = now + lease_seconds (policy
+       shutdown_policy, default Delete) and one thread per client (started by
+       the first leased sandbox, joined by sbx_client_close) moves it to now +
+       lease_seconds every lease_seconds / 3 (a failed renewal is retried after
+       1 s; a renewal never waits longer than lease_seconds / 3). Once the
+       program or its machine is gone, the controller deletes the claim at most
+       lease_seconds later. With ttl_seconds too, the earlier end wins: the
+       lease never moves shutdownTime past creation + ttl_seconds. sbx_detach
+       lifts the lease (shutdownTime back to the TTL's end, or no lifecycle);
+       if that PATCH fails, detach returns the error and the claim expires at
+       its last shutdownTime. Pick a lease well above the API's worst latency
+       (e.g. 30-120 s; at least 3 s, as shutdownTime has whole seconds): a
+       program stalled (SIGSTOP, debugger) longer than the lease loses its
+       sandbox, and the machine's clock must agree with the cluster's to well
+       within the lease. Leases apply to claims sbx_open creates (not to
+       attached ones).
 
    MODES (sbx_client_config.mode: how runtime requests reach the pod)
        SBX_MODE_POD_TUNNEL    default: a port-forward to the pod, by one of
@@ -223,8 +293,9 @@
        sandbox must not be used by two threads at the same time. Close every
        sandbox before its client. A user allocator must be thread-safe when
        several threads use the library. The library starts one thread per kubectl
-       child (to drain its output) and never touches signal dispositions; its
-       descriptors are close-on-exec, and its children get only fds 0-2.
+       child (to drain its output), one lease thread per client that has a
+       leased sandbox, and never touches signal dispositions; its descriptors
+       are close-on-exec, and its children get only fds 0-2.
 
    LIMITS AND SECURITY
        - The API is reached only through kubectl proxy on a private unix socket
@@ -402,8 +473,9 @@ typedef struct sbx_sandbox_config {
     const char *const *pod_annotations; /* spec.additionalPodMetadata.annotations          */
     int ttl_seconds;           /* > 0: the claim expires N s after creation
                                   (spec.lifecycle.shutdownTime); default none           */
-    const char *shutdown_policy; /* with ttl_seconds: "Delete" (default), "DeleteForeground"
-                                  or "Retain" (the claim stays, its sandbox goes)        */
+    const char *shutdown_policy; /* with ttl_seconds or lease_seconds: "Delete" (default),
+                                  "DeleteForeground" or "Retain" (the claim stays, its
+                                  sandbox goes)                                          */
     sbx_runtime runtime;       /* default SBX_RUNTIME_AUTO                              */
     int ready_timeout_ms;      /* wait for Ready; default 180000                       */
     int tunnel_timeout_ms;     /* connecting: tunnel start-up (kubectl port-forward) and the
@@ -416,6 +488,12 @@ typedef struct sbx_sandbox_config {
                                   8080 (sandboxd), AUTO: the pod template's first
                                   containerPort, else 8888                              */
     size_t max_output_bytes;   /* cap on run output and read size; default SBX_MAX_RESPONSE_BYTES */
+    int lease_seconds;         /* >= 3: the claim expires lease_seconds after the last sign
+                                  of life of this process (spec.lifecycle.shutdownTime,
+                                  renewed every lease_seconds / 3 while the client is open),
+                                  so it goes even if the whole machine does; with ttl_seconds
+                                  the earlier of the two wins. shutdown_policy as with
+                                  ttl_seconds. Default 0: no lease                        */
 } sbx_sandbox_config;
 
 typedef struct sbx_exec_result {
@@ -463,7 +541,9 @@ SBX_API sbx_result sbx_close(sbx_sandbox *sb);
    never deleted by a failed attach. ns NULL: the client's namespace. */
 SBX_API sbx_result sbx_attach(sbx_sandbox *sb, sbx_client *c, const char *ns, const char *claim_name,
                               const sbx_sandbox_config *cfg);
-/* Disconnect and free the handle, leaving the claim (and its sandbox) running.
+/* Disconnect and free the handle, leaving the claim (and its sandbox) running:
+   it is no longer deleted when the program dies, and a lease is lifted (a
+   failure to lift it is returned; the handle is freed anyway).
    sbx_close on the other hand deletes the claim, however the handle was made. */
 SBX_API sbx_result sbx_detach(sbx_sandbox *sb);
 /* What the controller says about this sandbox's claim now (one GET). */
@@ -4459,8 +4539,11 @@ extern char **environ;
 }
 #endif
 
+struct sbx__sup;
+
 struct sbx__proc_state {
     sbx_allocator a;
+    struct sbx__sup *sup;       /* registered with it (a reference held) until reaped */
     pthread_mutex_t mu;
     pthread_cond_t cv;
     int mono;                   /* cv runs on CLOCK_MONOTONIC */
@@ -4499,6 +4582,8 @@ typedef struct sbx__proc {
     long long spawn_ms;
     char name[64];              /* basename of argv[0], for messages */
     char errline[256];          /* stderr summary recorded by stop */
+    struct sbx__sup *sup;       /* optional, set before spawn: the child is registered
+                                   with this supervisor until it is reaped */
 } sbx__proc;
 
 SBX__PRIVATE void sbx__proc_close_fd(int *fd)
@@ -4710,11 +4795,241 @@ SBX__PRIVATE void sbx__proc_child(const struct sbx__proc_childctx *c)
     _exit(127);
 }
 
+/* ---- the supervisor: nothing outlives the program ----------------------- */
+/* Children (kubectl proxy, kubectl port-forward) and created claims must go
+   when the owning process goes, however it goes (close, exit without close,
+   crash, SIGKILL), without signal handlers in the caller and without relying
+   on the thread that started them (PR_SET_PDEATHSIG follows a thread, and is
+   Linux only). The one event every death delivers is the kernel closing the
+   process's descriptors, so: one small supervisor process per client holds the
+   other end of a socket that only this library holds (close-on-exec, and the
+   kubectl children close every descriptor above 2). We tell it which process
+   groups and claims are ours; it does nothing until it reads end-of-file, then
+   sends SIGTERM to each registered group, SIGKILL after 1 s to what is left,
+   says "k" back, and deletes the registered claims with `kubectl delete
+   --wait=false --request-timeout=5s` (retried with backoff, 4 tries in about
+   8 s, on errors that are not NotFound/Forbidden/Unauthorized).
+
+   Why a shell script and not C in a forked child: a forked child of a big
+   multi-threaded program may only make async-signal-safe calls, and, worse,
+   it keeps the parent's whole address space copy-on-write: as the program
+   keeps writing to its heap, the supervisor would pin a full copy of it. So
+   the child execs /bin/sh at once (about 1 MB, a few ms); the script is fixed
+   text and every value reaches it as a positional argument, never as code.
+   The shell runs the loop in the background and exits, so the supervisor is
+   never our child (nothing for the caller to reap, no zombie, however long
+   the claim deletion takes) and sits in its own session and process group,
+   ignoring SIGINT/SIGHUP/SIGPIPE: a Ctrl-C that kills the program does not
+   kill its cleaner.
+
+   No pid-reuse kill: a child is un-registered before it is reaped (the
+   drainer sends "u PID" between waitid(WNOWAIT) and waitpid); the socket is a
+   FIFO, so the supervisor reads that before any end-of-file. A claim is
+   registered right after its create reached the server and un-registered after
+   its DELETE succeeded or when it is detached.
+
+   Protocol (one line each, fields separated by one space, all names checked
+   RFC 1123 names and decimal pids):  p PID | u PID | c NS NAME VERSION |
+   d NS NAME VERSION | r DIR (kubectl proxy's private directory: its
+   proxy.sock and then the empty directory are removed after the kills).  The supervisor answers "PID\n" (its own pid) once at the
+   start, and "k\n" once its kills are done. Limits: a fork() without exec in
+   the program keeps the socket open in the forked copy (the supervisor then
+   waits for both); with a unix: api_url the supervisor cannot reach the API
+   (kubectl cannot speak over a unix socket) and only kills - use a lease. */
+
+struct sbx__sup {
+    sbx_allocator a;
+    pthread_mutex_t mu;         /* one writer at a time; guards fd and refs */
+    int fd;                     /* our end of the socket; -1 once finished */
+    int refs;                   /* the client + each proc state registered with it */
+    pid_t pid;                  /* the supervisor (not our child) */
+};
+
+static const char sbx__sup_script[] =
+    "trap '' INT HUP PIPE\n"
+    "set -f\n"
+    "sup() {\n"
+    "  pids= claims= dirs=\n"
+    "  while IFS=' ' read -r op a b c; do\n"
+    "    case $op in\n"
+    "    r) dirs=\"$dirs $a\" ;;\n"
+    "    p) pids=\"$pids $a\" ;;\n"
+    "    u) n=; for x in $pids; do [ \"$x\" = \"$a\" ] || n=\"$n $x\"; done; pids=$n ;;\n"
+    "    c) claims=\"$claims $a/$b/$c\" ;;\n"
+    "    d) n=; for x in $claims; do [ \"$x\" = \"$a/$b/$c\" ] || n=\"$n $x\"; done; claims=$n ;;\n"
+    "    esac\n"
+    "  done\n"
+    "  if [ -n \"$pids\" ]; then\n"
+    "    for x in $pids; do kill -s TERM -- \"-$x\" 2>/dev/null || kill -s TERM \"$x\" 2>/dev/null; done\n"
+    "    i=0\n"
+    "    while [ $i -lt 10 ]; do\n"
+    "      left=; for x in $pids; do kill -s 0 \"$x\" 2>/dev/null && left=\"$left $x\"; done\n"
+    "      pids=$left; [ -z \"$pids\" ] && break\n"
+    "      sleep 0.1 2>/dev/null || sleep 1; i=$((i + 1))\n"
+    "    done\n"
+    "    for x in $pids; do kill -s KILL -- \"-$x\" 2>/dev/null; kill -s KILL \"$x\" 2>/dev/null; done\n"
+    "  fi\n"
+    "  for x in $dirs; do rm -f \"$x/proxy.sock\"; rmdir \"$x\"; done 2>/dev/null\n"
+    "  echo k\n"
+    "  exec 1>/dev/null\n"
+    "  [ \"$5\" = none ] && exit 0\n"
+    "  for x in $claims; do del \"$@\" \"${x%%/*}\" \"${x#*/}\" & done\n"
+    "  wait\n"
+    "  exit 0\n"
+    "}\n"
+    "kube() {\n"
+    "  kb=$1 kc=$2 cx=$3 srv=$4; shift 5\n"
+    "  if [ -n \"$srv\" ]; then set -- \"--server=$srv\" \"$@\"; fi\n"
+    "  if [ -n \"$cx\" ]; then set -- \"--context=$cx\" \"$@\"; fi\n"
+    "  if [ -n \"$kc\" ]; then set -- \"--kubeconfig=$kc\" \"$@\"; fi\n"
+    "  \"$kb\" \"$@\"\n"
+    "}\n"
+    "del() {\n"
+    "  ns=$6 rest=$7; name=${rest%%/*} ver=${rest#*/} t=0 d=1\n"
+    "  while :; do\n"
+    "    out=$(kube \"$1\" \"$2\" \"$3\" \"$4\" \"$5\" delete \"sandboxclaims.$ver.extensions.agents.x-k8s.io\" \"$name\""
+    " -n \"$ns\" --wait=false --ignore-not-found --request-timeout=5s 2>&1 </dev/null) && return 0\n"
+    "    case $out in *NotFound*|*Forbidden*|*forbidden*|*Unauthorized*) return 1 ;; esac\n"
+    "    t=$((t + d)); [ $t -gt 8 ] && return 1\n"
+    "    sleep $d; d=$((d * 2))\n"
+    "  done\n"
+    "}\n"
+    "sup \"$@\" <&1 2>/dev/null &\n"
+    "echo \"$!\"\n";
+
+/* The forked child: async-signal-safe calls only, then /bin/sh. fd 0 and 2
+   are /dev/null, fd 1 is the socket. */
+SBX__PRIVATE void sbx__sup_child(const struct sbx__proc_childctx *c, int sock)
+{
+    static const int sigs[] = {SIGHUP, SIGINT, SIGQUIT, SIGPIPE, SIGTERM, SIGALRM,
+                               SIGCHLD, SIGUSR1, SIGUSR2, SIGTSTP, SIGTTIN, SIGTTOU};
+    int report[2], fd, step = 1;
+    size_t i, off = 0;
+    if (setsid() >= 0) {
+        step = 2;
+        for (i = 0; i < sizeof sigs / sizeof sigs[0]; i++) sigaction(sigs[i], &c->dfl, NULL);
+        sigprocmask(SIG_SETMASK, &c->empty, NULL);
+        if (dup2(c->devnull, 0) >= 0 && dup2(sock, 1) >= 0 && dup2(c->devnull, 2) >= 0) {
+            for (fd = 3; fd <= c->maxfd; fd++)
+                if (fd != c->exec_w) close(fd);
+            step = 0;
+            execve(c->path, c->argv, c->envp);
+        }
+    }
+    report[0] = step;
+    report[1] = errno;
+    while (off < sizeof report) {
+        ssize_t w = write(c->exec_w, (const char *)report + off, sizeof report - off);
+        if (w > 0) off += (size_t)w;
+        else if (w < 0 && errno == EINTR) continue;
+        else break;
+    }
+    _exit(127);
+}
+
+SBX__PRIVATE void sbx__sup_ref(struct sbx__sup *s)
+{
+    pthread_mutex_lock(&s->mu);
+    s->refs++;
+    pthread_mutex_unlock(&s->mu);
+}
+
+SBX__PRIVATE void sbx__sup_unref(struct sbx__sup *s)
+{
+    int last;
+    if (!s) return;
+    pthread_mutex_lock(&s->mu);
+    last = --s->refs == 0;
+    pthread_mutex_unlock(&s->mu);
+    if (last) {
+        sbx_allocator a = s->a;
+        if (s->fd >= 0) close(s->fd);
+        pthread_mutex_destroy(&s->mu);
+        sbx__free(&a, s);
+    }
+}
+
+/* Send one line. Best effort: a supervisor that is gone (EPIPE) or stuck for
+   SBX__SUP_SEND_MS cannot be helped from here; the caller's work goes on. */
+#ifndef SBX__SUP_SEND_MS
+#define SBX__SUP_SEND_MS 200
+#endif
+SBX__PRIVATE int sbx__sup_send(struct sbx__sup *s, const char *line)
+{
+    size_t n = strlen(line), off = 0;
+    long long dl = sbx__deadline(SBX__SUP_SEND_MS);
+    int flags = 0, ok = 1;
+#ifdef MSG_NOSIGNAL
+    flags = MSG_NOSIGNAL;
+#endif
+    if (!s) return -1;
+    pthread_mutex_lock(&s->mu);
+    if (s->fd < 0) ok = 0;
+    while (ok && off < n) {
+        ssize_t w = send(s->fd, line + off, n - off, flags);
+        if (w > 0) off += (size_t)w;
+        else if (w < 0 && errno == EINTR) continue;
+        else if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && sbx__poll1(s->fd, POLLOUT, dl) == 1) continue;
+        else ok = 0;
+    }
+    pthread_mutex_unlock(&s->mu);
+    return ok ? 0 : -1;
+}
+
+/* Register / un-register a child's process group (the child leads it). */
+SBX__PRIVATE int sbx__sup_add_pid(struct sbx__sup *s, pid_t pid)
+{
+    char line[40];
+    snprintf(line, sizeof line, "p %ld\n", (long)pid);
+    return pid > 0 ? sbx__sup_send(s, line) : -1;
+}
+
+SBX__PRIVATE int sbx__sup_del_pid(struct sbx__sup *s, pid_t pid)
+{
+    char line[40];
+    snprintf(line, sizeof line, "u %ld\n", (long)pid);
+    return pid > 0 ? sbx__sup_send(s, line) : -1;
+}
+
+/* The private directory of kubectl proxy's socket (no blank or control
+   character, or it is not sent: it would not survive the line format). */
+SBX__PRIVATE int sbx__sup_add_dir(struct sbx__sup *s, const char *dir)
+{
+    char line[300];
+    size_t i, n = strlen(dir);
+    if (n == 0 || n > 250 || dir[0] != '/') return -1;
+    for (i = 0; i < n; i++)
+        if ((unsigned char)dir[i] <= 0x20 || dir[i] == 0x7f) return -1;
+    snprintf(line, sizeof line, "r %s\n", dir);
+    return sbx__sup_send(s, line);
+}
+
+/* Register (add = 1) / un-register a claim: names are checked, as they end up
+   in a line of the protocol and in kubectl's arguments. */
+SBX__PRIVATE int sbx__sup_claim(struct sbx__sup *s, int add, const char *ns, const char *name, const char *version)
+{
+    char line[600];
+    size_t i;
+    if (!ns || !name || !version || strlen(ns) > 63 || strlen(name) > 253 || strlen(version) > 40) return -1;
+    for (i = 0; version[i]; i++)
+        if (!((version[i] >= 'a' && version[i] <= 'z') || (version[i] >= '0' && version[i] <= '9'))) return -1;
+    for (i = 0; ns[i]; i++)
+        if (!((ns[i] >= 'a' && ns[i] <= 'z') || (ns[i] >= '0' && ns[i] <= '9') || ns[i] == '-')) return -1;
+    for (i = 0; name[i]; i++)
+        if (!((name[i] >= 'a' && name[i] <= 'z') || (name[i] >= '0' && name[i] <= '9') || name[i] == '-' ||
+              name[i] == '.'))
+            return -1;
+    if (!ns[0] || !name[0] || !version[0]) return -1;
+    snprintf(line, sizeof line, "%c %s %s %s\n", add ? 'c' : 'd', ns, name, version);
+    return sbx__sup_send(s, line);
+}
+
 /* ---- the drainer -------------------------------------------------------- */
 
 SBX__PRIVATE void sbx__proc_state_free(struct sbx__proc_state *st)
 {
     sbx_allocator a = st->a;
+    sbx__sup_unref(st->sup);
     sbx__proc_close_fd(&st->out_fd);
     sbx__proc_close_fd(&st->err_fd);
     sbx__proc_close_fd(&st->wake_rd);
@@ -4921,6 +5236,8 @@ SBX__PRIVATE void *sbx__proc_drain(void *arg)
         r = waitid(P_PID, (id_t)st->pid, &si, WEXITED | WNOWAIT);
         if (r == 0 || errno != EINTR) break;
     }
+    /* the pid stops being ours at the reap: the supervisor forgets it first */
+    if (st->sup) sbx__sup_del_pid(st->sup, st->pid);
     if (r != 0 && errno != ECHILD) {
         /* A system without WNOWAIT: collect outside mu. Until `reaped` is
            set below, a stop could signal a pid that was just recycled; that
@@ -5078,6 +5395,181 @@ SBX__PRIVATE int sbx__proc_exec_report(int fd, int report[2])
     return -1;
 }
 
+#ifndef SBX__SUP_START_MS
+#define SBX__SUP_START_MS 5000
+#endif
+#ifndef SBX__SUP_SHELL
+#define SBX__SUP_SHELL "/bin/sh"      /* the tests point it elsewhere */
+#endif
+
+/* Start the supervisor. kubectl/kubeconfig/context/server say how it reaches
+   the API to delete claims (server: an http:// API URL given by the user, used
+   with an empty kubeconfig); can_delete = 0: it only kills. */
+SBX__PRIVATE sbx_result sbx__sup_start(const sbx_allocator *a, const char *kubectl, const char *kubeconfig,
+                                       const char *context, const char *server, int can_delete,
+                                       struct sbx__sup **out, sbx_error *e)
+{
+    sbx_allocator al = sbx__allocator(a);
+    struct sbx__sup *s;
+    struct sbx__proc_childctx cc;
+    char *argv[10], **envp = NULL, line[32], name[48];
+    int sv[2] = {-1, -1}, execp[2] = {-1, -1}, devnull = -1, err = 0, report[2], rc, status, one = 1;
+    int sock_type = SOCK_STREAM;
+    size_t got = 0;
+    long long dl;
+    long v = 0;
+    pid_t pid, w;
+    union {
+        const char *c;
+        char *m;
+    } u[9];
+    *out = NULL;
+    /* a system without a shell (a distroless image running IN_CLUSTER or
+       DIRECT with an api_url) still works, unsupervised, as documented */
+    if (access(SBX__SUP_SHELL, X_OK) != 0 && errno == ENOENT) return SBX_OK;
+    s = (struct sbx__sup *)sbx__malloc(&al, sizeof *s);
+    if (!s) return sbx__fail(e, SBX_ERR_NOMEM, "start the supervisor: out of memory");
+    memset(s, 0, sizeof *s);
+    s->a = al;
+    s->fd = -1;
+    s->refs = 1;
+    if (pthread_mutex_init(&s->mu, NULL) != 0) {
+        sbx__free(&al, s);
+        return sbx__fail(e, SBX_ERR_SYS, "start the supervisor: pthread_mutex_init failed");
+    }
+    envp = sbx__proc_envp(&al, NULL, &err);
+    if (!envp) {
+        rc = sbx__fail(e, SBX_ERR_NOMEM, "start the supervisor: out of memory");
+        goto fail;
+    }
+    devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+#ifdef SOCK_CLOEXEC
+    sock_type |= SOCK_CLOEXEC; /* no window for another thread's fork+exec to inherit it */
+#endif
+    if (devnull < 0 || sbx__proc_fd_high(&devnull) != 0 || socketpair(AF_UNIX, sock_type, 0, sv) != 0 ||
+        sbx__set_cloexec(sv[0]) != 0 || sbx__set_cloexec(sv[1]) != 0 || sbx__proc_fd_high(&sv[0]) != 0 ||
+        sbx__proc_fd_high(&sv[1]) != 0 || sbx__proc_pipe(execp) != 0) {
+        rc = sbx__fail_sys(e, SBX_ERR_SYS, errno, "start the supervisor: cannot create its socket");
+        goto fail;
+    }
+#if !defined(MSG_NOSIGNAL) && defined(SO_NOSIGPIPE)
+    setsockopt(sv[0], SOL_SOCKET, SO_NOSIGPIPE, &one, sizeof one);
+#endif
+    (void)one;
+    u[0].c = SBX__SUP_SHELL;
+    u[1].c = "-c";
+    u[2].c = sbx__sup_script;
+    snprintf(name, sizeof name, "sandbox.h-supervisor:%ld", (long)getpid()); /* $0: whose it is, for ps */
+    u[3].c = name;
+    u[4].c = kubectl ? kubectl : "kubectl";
+    u[5].c = kubeconfig ? kubeconfig : "";
+    u[6].c = context ? context : "";
+    u[7].c = server ? server : "";
+    u[8].c = can_delete ? "delete" : "none";
+    for (rc = 0; rc < 9; rc++) argv[rc] = u[rc].m;
+    argv[9] = NULL;
+    memset(&cc, 0, sizeof cc);
+    cc.path = SBX__SUP_SHELL;
+    cc.argv = argv;
+    cc.envp = envp;
+    cc.devnull = devnull;
+    cc.exec_w = execp[1];
+    cc.maxfd = sbx__proc_max_fd();
+    sigemptyset(&cc.empty);
+    cc.dfl.sa_handler = SIG_DFL;
+    sigemptyset(&cc.dfl.sa_mask);
+    cc.dfl.sa_flags = 0;
+    pid = fork();
+    if (pid < 0) {
+        rc = sbx__fail_sys(e, SBX_ERR_SPAWN, errno, "start the supervisor: fork");
+        goto fail;
+    }
+    if (pid == 0) sbx__sup_child(&cc, sv[1]); /* never returns */
+    sbx__proc_close_fd(&devnull);
+    sbx__proc_close_fd(&sv[1]);
+    sbx__proc_close_fd(&execp[1]);
+    sbx__free(&al, envp);
+    envp = NULL;
+    rc = sbx__proc_exec_report(execp[0], report);
+    sbx__proc_close_fd(&execp[0]);
+    if (rc != 0) {
+        if (report[0] < 0) kill(pid, SIGKILL);
+        do w = waitpid(pid, &status, 0);
+        while (w < 0 && errno == EINTR);
+        rc = sbx__fail_sys(e, SBX_ERR_SPAWN, report[1], "start the supervisor: cannot run /bin/sh%s",
+                           report[0] == 1 ? " (setsid)" : report[0] == 2 ? " (dup2)" : "");
+        goto fail;
+    }
+    /* The shell prints the background loop's pid, then exits: reap it. */
+    dl = sbx__deadline(SBX__SUP_START_MS);
+    line[0] = '\0';
+    while (got + 1 < sizeof line && sbx__poll1(sv[0], POLLIN, dl) == 1) {
+        ssize_t r = read(sv[0], line + got, 1);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0 || line[got] == '\n') break;
+        got++;
+    }
+    line[got] = '\0';
+    for (rc = 0; line[rc] >= '0' && line[rc] <= '9' && v < 100000000L; rc++) v = v * 10 + (line[rc] - '0');
+    for (;;) {
+        w = waitpid(pid, &status, WNOHANG);
+        if (w != 0 && !(w < 0 && errno == EINTR)) break;
+        if (sbx__now_ms() >= dl) {
+            kill(pid, SIGKILL);
+            do w = waitpid(pid, &status, 0);
+            while (w < 0 && errno == EINTR);
+            break;
+        }
+        poll(NULL, 0, 1);
+    }
+    if (v <= 1 || line[rc] != '\0') {
+        rc = sbx__fail(e, SBX_ERR_SPAWN, "start the supervisor: /bin/sh did not report the supervisor's pid");
+        goto fail;
+    }
+    if (sbx__set_nonblock(sv[0], 1) != 0) {
+        rc = sbx__fail_sys(e, SBX_ERR_SYS, errno, "start the supervisor: fcntl");
+        goto fail;
+    }
+    s->pid = (pid_t)v;
+    s->fd = sv[0];
+    *out = s;
+    return SBX_OK;
+fail:
+    sbx__proc_close_fd(&devnull);
+    sbx__proc_close_fd(&sv[0]); /* a started loop reads end-of-file and exits */
+    sbx__proc_close_fd(&sv[1]);
+    sbx__proc_close_fd(&execp[0]);
+    sbx__proc_close_fd(&execp[1]);
+    sbx__free(&al, envp);
+    pthread_mutex_destroy(&s->mu);
+    sbx__free(&al, s);
+    return (sbx_result)rc;
+}
+
+/* The owner lets go (sbx_client_close): end-of-file for the supervisor, which
+   kills what is still registered (nothing, normally), answers "k", deletes
+   claims still registered (in the background) and exits. Wait up to wait_ms
+   for the "k", so the kills are done when close returns. */
+SBX__PRIVATE void sbx__sup_finish(struct sbx__sup *s, int wait_ms)
+{
+    long long dl = sbx__deadline(wait_ms);
+    char c;
+    if (!s) return;
+    pthread_mutex_lock(&s->mu);
+    if (s->fd >= 0) {
+        shutdown(s->fd, SHUT_WR);
+        while (sbx__poll1(s->fd, POLLIN, dl) == 1) {
+            ssize_t r = read(s->fd, &c, 1);
+            if (r < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)) continue;
+            if (r <= 0 || c == 'k') break;
+        }
+        close(s->fd);
+        s->fd = -1;
+    }
+    pthread_mutex_unlock(&s->mu);
+    sbx__sup_unref(s);
+}
+
 SBX__PRIVATE int sbx__proc_spawn(sbx__proc *p, char *const argv[], char *const env_extra[],
                                  const sbx_allocator *a, sbx_error *e)
 {
@@ -5150,6 +5642,11 @@ SBX__PRIVATE int sbx__proc_spawn(sbx__proc *p, char *const argv[], char *const e
         goto fail;
     }
     if (pid == 0) sbx__proc_child(&cc); /* never returns */
+    if (p->sup) { /* from now on, the child dies with us */
+        sbx__sup_ref(p->sup);
+        st->sup = p->sup;
+        sbx__sup_add_pid(st->sup, pid);
+    }
 
     sbx__proc_close_fd(&devnull);
     sbx__proc_close_fd(&outp[1]);
@@ -5164,6 +5661,7 @@ SBX__PRIVATE int sbx__proc_spawn(sbx__proc *p, char *const argv[], char *const e
     sbx__proc_close_fd(&execp[0]);
     if (rc != 0) {
         if (report[0] < 0) kill(pid, SIGKILL); /* stuck before exec */
+        if (st->sup) sbx__sup_del_pid(st->sup, pid);
         do w = waitpid(pid, &status, 0);
         while (w < 0 && errno == EINTR);
         if (report[0] < 0)
@@ -5192,6 +5690,7 @@ SBX__PRIVATE int sbx__proc_spawn(sbx__proc *p, char *const argv[], char *const e
     if (rc != 0) {
         kill(-pid, SIGKILL);
         kill(pid, SIGKILL);
+        if (st->sup) sbx__sup_del_pid(st->sup, pid);
         do w = waitpid(pid, &status, 0);
         while (w < 0 && errno == EINTR);
         rc = sbx__fail_sys(e, SBX_ERR_SYS, rc, "spawn %s: cannot start the output reader thread", p->name);
@@ -5485,6 +5984,7 @@ SBX__PRIVATE size_t sbx__proc_stderr_tail(sbx__proc *p, char *buf, size_t cap)
    under pmu (sbx__proxy_ensure) and goes on inside its own deadline. */
 
 #define SBX__GROUP_EXT "extensions.agents.x-k8s.io"
+#define SBX__OWNER_LABEL "app.kubernetes.io/managed-by"
 #define SBX__GROUP_CORE "agents.x-k8s.io"
 #define SBX__GROUP_GATEWAY "gateway.networking.k8s.io"
 #define SBX__POOL_MAX 8 /* idle keep-alive connections kept to the API */
@@ -5504,6 +6004,8 @@ SBX__PRIVATE size_t sbx__proc_stderr_tail(sbx__proc *p, char *buf, size_t cap)
 #ifndef SBX__ROUTER_GRACE_MS
 #define SBX__ROUTER_GRACE_MS 1000    /* router modes: wait this long past X-Sandbox-Timeout */
 #endif
+
+struct sbx__lease;
 
 struct sbx__client {
     sbx_allocator a;
@@ -5540,7 +6042,79 @@ struct sbx__client {
     int rtun_started;
     int rtun_port;            /* 0 until the line was seen and /healthz answered */
     unsigned rtun_gen;        /* bumped at every start: sandboxes reconnect */
+    /* ownership: the supervisor kills our children and deletes our claims when
+       we go; the owner annotations of every claim (interfaces.md) */
+    struct sbx__sup *sup;
+    char owner_host[256];
+    char owner_pid[24];
+    char owner_start[24];     /* seconds since the epoch; "" where unknown */
+    /* leases: one renewal thread, started by the first sandbox with a lease */
+    pthread_mutex_t lmu;      /* guards leases, lbusy, lstop */
+    pthread_cond_t lcv;
+    int lmono;                /* lcv runs on CLOCK_MONOTONIC */
+    struct sbx__lease *leases;
+    struct sbx__lease *lbusy; /* being renewed right now (outside lmu) */
+    int lstop, lthread_on;
+    pthread_t lthread;
 };
+
+/* This process's start time in seconds since the epoch (Linux: starttime of
+   /proc/self/stat in clock ticks after boot + btime of /proc/stat); "" where
+   the system does not tell. With host and pid it names one process for good:
+   a sweep can tell an orphan's claim from a live owner's. */
+SBX__PRIVATE void sbx__owner_start(char *out, size_t cap)
+{
+    char buf[1024];
+    const char *p;
+    unsigned long long ticks = 0, btime = 0;
+    long hz = sysconf(_SC_CLK_TCK);
+    int fd, field;
+    ssize_t n;
+    out[0] = '\0';
+    fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return;
+    n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0) return;
+    buf[n] = '\0';
+    p = strrchr(buf, ')'); /* the command name may hold spaces and parentheses */
+    if (!p) return;
+    for (field = 2; *p && field < 22; p++)
+        if (*p == ' ') field++;
+    while (*p >= '0' && *p <= '9') ticks = ticks * 10 + (unsigned long long)(*p++ - '0');
+    fd = open("/proc/stat", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return;
+    {
+        /* line by line: the "intr" line before "btime" can be many kB long
+           (pieces of it hold only digits and blanks, never "btime ") */
+        FILE *f = fdopen(fd, "r");
+        char line[256];
+        if (!f) {
+            close(fd);
+            return;
+        }
+        while (!btime && fgets(line, sizeof line, f))
+            if (strncmp(line, "btime ", 6) == 0)
+                for (p = line + 6; *p >= '0' && *p <= '9'; p++) btime = btime * 10 + (unsigned long long)(*p - '0');
+        fclose(f);
+    }
+    if (hz <= 0 || btime == 0 || ticks == 0) return;
+    snprintf(out, cap, "%llu", btime + ticks / (unsigned long long)hz);
+}
+
+/* host name, pid and start time of this process, for the claims' annotations */
+SBX__PRIVATE void sbx__owner_init(struct sbx__client *cl)
+{
+    size_t i;
+    if (gethostname(cl->owner_host, sizeof cl->owner_host - 1) != 0) cl->owner_host[0] = '\0';
+    cl->owner_host[sizeof cl->owner_host - 1] = '\0';
+    for (i = 0; cl->owner_host[i]; i++) /* printable ASCII only: it goes into JSON */
+        if ((unsigned char)cl->owner_host[i] < 0x21 || (unsigned char)cl->owner_host[i] > 0x7e ||
+            cl->owner_host[i] == '"' || cl->owner_host[i] == '\\')
+            cl->owner_host[i] = '?';
+    snprintf(cl->owner_pid, sizeof cl->owner_pid, "%ld", (long)getpid());
+    sbx__owner_start(cl->owner_start, sizeof cl->owner_start);
+}
 
 /* RFC 1123 label (max 63, no dots) or subdomain (max 253, dots between labels). */
 SBX__PRIVATE int sbx__valid_dns_name(const char *s, int subdomain)
@@ -5749,6 +6323,7 @@ SBX__PRIVATE sbx_result sbx__proxy_spawn(struct sbx__client *cl, long long deadl
         sbx__argv_free(&av);
         return sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
     }
+    cl->proxy.sup = cl->sup; /* a restarted proxy is registered like the first */
     r = (sbx_result)sbx__proc_spawn(&cl->proxy, av.v, NULL, &cl->a, e);
     sbx__argv_free(&av);
     if (r != SBX_OK) return r;
@@ -5982,16 +6557,131 @@ SBX__PRIVATE sbx_result sbx__start_proxy(struct sbx__client *cl, int timeout_ms,
         rmdir(dir);
         return sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
     }
+    if (cl->sup) sbx__sup_add_dir(cl->sup, dir); /* removed if we die */
     r = sbx__proxy_spawn(cl, sbx__deadline(timeout_ms), e);
     if (r != SBX_OK) return sbx__err_prefix(e, "start kubectl proxy");
     snprintf(url, sizeof url, "unix:%s/proxy.sock", dir);
     return (sbx_result)sbx__endpoint_parse(url, &cl->api, e);
 }
 
+/* ---- leases: shutdownTime renewed while we live (sbx__lease_add below) -- */
+/* A claim with a lease carries spec.lifecycle.shutdownTime = now + lease; one
+   thread per client (started by the first leased sandbox, joined at client
+   close) moves it forward every lease/3 with a merge-patch, never past a TTL's
+   fixed expiry. When the process, or the machine, is gone, the controller
+   deletes the claim at most a lease later. A failed renewal is tried again
+   after a second (the next ones still fit the lease); 404 ends the lease. */
+
+struct sbx__lease {
+    struct sbx__lease *next;
+    char ns[64];
+    char claim[254];
+    int lease_s;
+    long long expiry;         /* TTL's fixed end (epoch s), 0 = none */
+    long long due;            /* next renewal (sbx__now_ms clock) */
+    int done;                 /* no more renewals (gone, or at the TTL's end) */
+    unsigned long long renewals;
+};
+
+/* wait on cl->lcv until woken or `deadline` (lmu held) */
+SBX__PRIVATE void sbx__lease_wait(struct sbx__client *cl, long long deadline)
+{
+    struct timespec ts;
+    long long left = deadline - sbx__now_ms();
+    if (left <= 0) return;
+    if (left > 3600000LL) left = 3600000LL;
+    clock_gettime(cl->lmono ? CLOCK_MONOTONIC : CLOCK_REALTIME, &ts);
+    ts.tv_sec += (time_t)(left / 1000);
+    ts.tv_nsec += (long)(left % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    pthread_cond_timedwait(&cl->lcv, &cl->lmu, &ts);
+}
+
+/* PATCH spec.lifecycle.shutdownTime to `until` (epoch s); 1 = done, 0 = ok, -1 = failed */
+SBX__PRIVATE int sbx__lease_patch(struct sbx__client *cl, const char *ns, const char *claim, long long until,
+                                  long long deadline)
+{
+    char target[600], when[40], body[120];
+    sbx__buf out;
+    sbx_error e;
+    int status = 0;
+    sbx_result r;
+    snprintf(target, sizeof target, "/apis/" SBX__GROUP_EXT "/%s/namespaces/%s/sandboxclaims/%s", cl->ext_version, ns,
+             claim);
+    sbx__rfc3339(when, until - (long long)time(NULL), 0);
+    snprintf(body, sizeof body, "{\"spec\":{\"lifecycle\":{\"shutdownTime\":\"%s\"}}}", when);
+    sbx__buf_init(&out, &cl->a);
+    r = sbx__api_call(cl, "PATCH", target, body, strlen(body), "application/merge-patch+json", &out, &status,
+                      deadline, &e);
+    sbx__buf_free(&out);
+    if (r == SBX_OK && status == 404) return 1;
+    return r == SBX_OK && status == 200 ? 0 : -1;
+}
+
+SBX__PRIVATE void *sbx__lease_thread(void *arg)
+{
+    struct sbx__client *cl = (struct sbx__client *)arg;
+    pthread_mutex_lock(&cl->lmu);
+    while (!cl->lstop) {
+        struct sbx__lease *l, *due = NULL;
+        long long next = sbx__now_ms() + 3600000LL, until, period;
+        char ns[64], claim[254];
+        int rc;
+        for (l = cl->leases; l; l = l->next) {
+            if (l->done) continue;
+            if (!due || l->due < due->due) due = l;
+        }
+        if (due && due->due < next) next = due->due;
+        if (!due || sbx__now_ms() < next) {
+            sbx__lease_wait(cl, next);
+            continue;
+        }
+        period = (long long)due->lease_s * 1000 / 3;
+        if (period < 200) period = 200;
+        until = (long long)time(NULL) + due->lease_s;
+        if (due->expiry && until >= due->expiry) until = due->expiry;
+        memcpy(ns, due->ns, sizeof ns);
+        memcpy(claim, due->claim, sizeof claim);
+        cl->lbusy = due;
+        pthread_mutex_unlock(&cl->lmu);
+        /* never longer than a period: the next renewal must still fit the lease */
+        rc = sbx__lease_patch(cl, ns, claim, until,
+                              sbx__deadline(cl->api_timeout_ms < period ? cl->api_timeout_ms : (int)period));
+        pthread_mutex_lock(&cl->lmu);
+        cl->lbusy = NULL;
+        pthread_cond_broadcast(&cl->lcv);
+        if (rc == 0) due->renewals++;
+        if (rc == 1 || (rc == 0 && due->expiry && until >= due->expiry)) due->done = 1;
+        due->due = sbx__now_ms() + (rc < 0 && period > 1000 ? 1000 : period);
+    }
+    pthread_mutex_unlock(&cl->lmu);
+    return NULL;
+}
+
+/* Client close: stop and join the thread, drop what is left. */
+SBX__PRIVATE void sbx__lease_stop(struct sbx__client *cl)
+{
+    pthread_mutex_lock(&cl->lmu);
+    cl->lstop = 1;
+    pthread_cond_broadcast(&cl->lcv);
+    pthread_mutex_unlock(&cl->lmu);
+    if (cl->lthread_on) pthread_join(cl->lthread, NULL);
+    cl->lthread_on = 0;
+    while (cl->leases) {
+        struct sbx__lease *l = cl->leases;
+        cl->leases = l->next;
+        sbx__free(&cl->a, l);
+    }
+}
+
 SBX__PRIVATE void sbx__client_free(struct sbx__client *cl)
 {
     int i;
     if (!cl) return;
+    sbx__lease_stop(cl); /* before the proxy goes: a renewal in flight ends on its own */
     for (i = 0; i < cl->nidle; i++) {
         sbx__conn_free(cl->idle[i]);
         sbx__free(&cl->a, cl->idle[i]);
@@ -5999,6 +6689,8 @@ SBX__PRIVATE void sbx__client_free(struct sbx__client *cl)
     /* SIGINT is kubectl port-forward's clean stop (GOAWAY, exit 0) */
     if (cl->rtun_started) sbx__proc_stop(&cl->rtun, SIGINT, 2000);
     if (cl->proxy_started) sbx__proc_stop(&cl->proxy, SIGTERM, 2000);
+    sbx__sup_finish(cl->sup, 3000); /* our children are stopped: it finds nothing to kill */
+    cl->sup = NULL;
     if (cl->sockdir) {
         char sock[300];
         snprintf(sock, sizeof sock, "%s/proxy.sock", cl->sockdir);
@@ -6017,6 +6709,8 @@ SBX__PRIVATE void sbx__client_free(struct sbx__client *cl)
     pthread_mutex_destroy(&cl->mu);
     pthread_mutex_destroy(&cl->tmu);
     pthread_mutex_destroy(&cl->pmu);
+    pthread_cond_destroy(&cl->lcv);
+    pthread_mutex_destroy(&cl->lmu);
     {
         sbx_allocator a = cl->a;
         sbx__free(&a, cl);
@@ -6184,7 +6878,11 @@ struct sbx__sandbox {
     char *template_name;      /* v1alpha1: the template the claim names */
     int claim_created;        /* close (or a failed open) must delete it */
     int claim_maybe;          /* a create may have landed unseen: rollback deletes it if it is ours */
+    int claim_owned;          /* registered with the supervisor (created by sbx_open) */
     char nonce[17];           /* sandbox.h/open-nonce of this open: proves a claim is ours */
+    int lease_s;              /* lease_seconds; 0 = none */
+    long long expiry;         /* ttl_seconds: fixed shutdownTime (epoch s); 0 = none */
+    struct sbx__lease *lease; /* renewed by the client's lease thread */
     sbx_runtime want;         /* as configured */
     sbx_runtime runtime;      /* as found: PYTHON or SANDBOXD once connected */
     int server_port;          /* 0 until chosen (config, runtime or pod template) */
@@ -6333,6 +7031,7 @@ SBX__PRIVATE sbx_result sbx__claim_body(const struct sbx__sandbox *s, const sbx_
     int has_created_by = 0, has_requested_at = 0, first;
     sbx_result r = SBX_OK;
     int beta = strcmp(s->cl->ext_version, "v1beta1") == 0;
+    const struct sbx__client *cl = s->cl;
     for (kv = cfg->labels; kv && kv[0] && kv[1]; kv += 2)
         if (strcmp(kv[0], "agents.x-k8s.io/created-by") == 0) has_created_by = 1;
     for (kv = cfg->annotations; kv && kv[0] && kv[1]; kv += 2)
@@ -6341,32 +7040,27 @@ SBX__PRIVATE sbx_result sbx__claim_body(const struct sbx__sandbox *s, const sbx_
     if (sbx__buf_printf(b, "{\"apiVersion\":\"" SBX__GROUP_EXT "/%s\",\"kind\":\"SandboxClaim\","
                            "\"metadata\":{\"name\":\"%s\",\"labels\":{", s->cl->ext_version, s->claim) != 0)
         return sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
-    first = 1;
-    if (!has_created_by) {
-        sbx__buf_puts(b, "\"agents.x-k8s.io/created-by\":\"sandbox-h\"");
-        first = 0;
-    }
+    /* ours first; a user key of the same name is skipped (no duplicate keys) */
+    sbx__buf_puts(b, "\"" SBX__OWNER_LABEL "\":\"sandbox.h\"");
+    first = 0;
+    if (!has_created_by) sbx__buf_puts(b, ",\"agents.x-k8s.io/created-by\":\"sandbox-h\"");
     for (kv = cfg->labels; r == SBX_OK && kv && kv[0]; kv += 2, first = 0) {
         if (!kv[1]) return sbx__fail(e, SBX_ERR_INVALID_ARG, "labels: key \"%.80s\" has no value", kv[0]);
+        if (strcmp(kv[0], SBX__OWNER_LABEL) == 0) continue;
         if (!first) sbx__buf_puts(b, ",");
         r = sbx__jstr(b, kv[0], "a label key", e);
         if (r == SBX_OK) sbx__buf_puts(b, ":");
         if (r == SBX_OK) r = sbx__jstr(b, kv[1], "a label value", e);
     }
     sbx__buf_puts(b, "},\"annotations\":{");
-    first = 1;
-    if (s->nonce[0]) {
-        sbx__buf_printf(b, "\"" SBX__NONCE_KEY "\":\"%s\"", s->nonce);
-        first = 0;
-    }
-    if (!has_requested_at) {
-        if (!first) sbx__buf_puts(b, ",");
-        sbx__buf_printf(b, "\"agents.x-k8s.io/client-first-requested-at\":\"%s\"", now);
-        first = 0;
-    }
+    sbx__buf_printf(b, "\"sandbox.h/owner-host\":\"%s\",\"sandbox.h/owner-pid\":\"%s\","
+                       "\"sandbox.h/owner-start\":\"%s\",\"" SBX__NONCE_KEY "\":\"%s\"",
+                    cl->owner_host, cl->owner_pid, cl->owner_start, s->nonce);
+    first = 0;
+    if (!has_requested_at) sbx__buf_printf(b, ",\"agents.x-k8s.io/client-first-requested-at\":\"%s\"", now);
     for (kv = cfg->annotations; r == SBX_OK && kv && kv[0]; kv += 2, first = 0) {
         if (!kv[1]) return sbx__fail(e, SBX_ERR_INVALID_ARG, "annotations: key \"%.80s\" has no value", kv[0]);
-        if (s->nonce[0] && strcmp(kv[0], SBX__NONCE_KEY) == 0) continue; /* ours, always */
+        if (strncmp(kv[0], "sandbox.h/", 10) == 0) continue; /* ours */
         if (!first) sbx__buf_puts(b, ",");
         r = sbx__jstr(b, kv[0], "an annotation key", e);
         if (r == SBX_OK) sbx__buf_puts(b, ":");
@@ -6380,9 +7074,12 @@ SBX__PRIVATE sbx_result sbx__claim_body(const struct sbx__sandbox *s, const sbx_
         sbx__buf_printf(b, "\"sandboxTemplateRef\":{\"name\":\"%s\"}", s->template_name);
         if (s->pool) sbx__buf_printf(b, ",\"warmpool\":\"%s\"", s->pool);
     }
-    if (cfg->ttl_seconds > 0) {
-        /* the policy was checked against the three known values */
-        sbx__rfc3339(expiry, cfg->ttl_seconds, 0);
+    if (cfg->ttl_seconds > 0 || cfg->lease_seconds > 0) {
+        /* the earlier of TTL and lease; the policy was checked against the
+           three known values */
+        long long off = cfg->ttl_seconds > 0 ? cfg->ttl_seconds : cfg->lease_seconds;
+        if (cfg->lease_seconds > 0 && cfg->lease_seconds < off) off = cfg->lease_seconds;
+        sbx__rfc3339(expiry, off, 0);
         sbx__buf_printf(b, ",\"lifecycle\":{\"shutdownTime\":\"%s\",\"shutdownPolicy\":\"%s\"}", expiry,
                         cfg->shutdown_policy && *cfg->shutdown_policy ? cfg->shutdown_policy : "Delete");
     }
@@ -6676,6 +7373,22 @@ SBX__PRIVATE sbx_result sbx__resolve_pod(struct sbx__sandbox *s, long long deadl
     return SBX_OK;
 }
 
+/* A claim sbx_open created is registered with the supervisor (deleted if we
+   die) until it is deleted or detached. Attached claims are not: we did not
+   create them. */
+SBX__PRIVATE void sbx__claim_own(struct sbx__sandbox *s)
+{
+    if (s->claim_owned || !s->cl->sup) return;
+    if (sbx__sup_claim(s->cl->sup, 1, s->ns, s->claim, s->cl->ext_version) == 0) s->claim_owned = 1;
+}
+
+SBX__PRIVATE void sbx__claim_disown(struct sbx__sandbox *s)
+{
+    if (!s->claim_owned) return;
+    sbx__sup_claim(s->cl->sup, 0, s->ns, s->claim, s->cl->ext_version);
+    s->claim_owned = 0;
+}
+
 /* DELETE a claim by name; 404 counts as done (*gone = 1 then). */
 SBX__PRIVATE sbx_result sbx__delete_claim_ns(struct sbx__client *cl, const char *ns, const char *name, int *gone,
                                              long long deadline, sbx_error *e)
@@ -6701,6 +7414,87 @@ SBX__PRIVATE sbx_result sbx__delete_claim(struct sbx__sandbox *s, long long dead
     int gone = 0;
     sbx_result r = sbx__delete_claim_ns(s->cl, s->ns, s->claim, &gone, deadline, e);
     if (r == SBX_OK) s->claim_created = 0;
+    if (r == SBX_OK) sbx__claim_disown(s);
+    return r;
+}
+
+/* Renew this sandbox's claim from now on (the first one starts the thread). */
+SBX__PRIVATE sbx_result sbx__lease_add(struct sbx__sandbox *s, sbx_error *e)
+{
+    struct sbx__client *cl = s->cl;
+    struct sbx__lease *l = (struct sbx__lease *)sbx__malloc(&cl->a, sizeof *l);
+    int rc = 0;
+    if (!l) return sbx__fail(e, SBX_ERR_NOMEM, "lease: out of memory");
+    memset(l, 0, sizeof *l);
+    snprintf(l->ns, sizeof l->ns, "%s", s->ns);
+    snprintf(l->claim, sizeof l->claim, "%s", s->claim);
+    l->lease_s = s->lease_s;
+    l->expiry = s->expiry;
+    l->due = sbx__now_ms() + (long long)s->lease_s * 1000 / 3;
+    pthread_mutex_lock(&cl->lmu);
+    if (!cl->lthread_on) {
+        pthread_attr_t attr;
+        rc = pthread_attr_init(&attr);
+        if (rc == 0) {
+            pthread_attr_setstacksize(&attr, SBX__PROC_STACK);
+            rc = pthread_create(&cl->lthread, &attr, sbx__lease_thread, cl);
+            pthread_attr_destroy(&attr);
+        }
+        if (rc == 0) cl->lthread_on = 1;
+    }
+    if (rc == 0) {
+        l->next = cl->leases;
+        cl->leases = l;
+        s->lease = l;
+        pthread_cond_broadcast(&cl->lcv);
+    }
+    pthread_mutex_unlock(&cl->lmu);
+    if (rc != 0) {
+        sbx__free(&cl->a, l);
+        return sbx__fail_sys(e, SBX_ERR_SYS, rc, "lease: cannot start the renewal thread");
+    }
+    return SBX_OK;
+}
+
+/* Stop renewing (waits for a renewal in flight: bounded by its deadline). */
+SBX__PRIVATE void sbx__lease_del(struct sbx__sandbox *s)
+{
+    struct sbx__client *cl = s->cl;
+    struct sbx__lease **pp;
+    if (!s->lease) return;
+    pthread_mutex_lock(&cl->lmu);
+    while (cl->lbusy == s->lease) sbx__lease_wait(cl, sbx__now_ms() + 1000);
+    for (pp = &cl->leases; *pp; pp = &(*pp)->next)
+        if (*pp == s->lease) {
+            *pp = s->lease->next;
+            break;
+        }
+    pthread_mutex_unlock(&cl->lmu);
+    sbx__free(&cl->a, s->lease);
+    s->lease = NULL;
+}
+
+/* Take the lease off a claim: shutdownTime back to the TTL's end, or no lifecycle. */
+SBX__PRIVATE sbx_result sbx__lease_lift(struct sbx__client *cl, const char *ns, const char *claim, long long expiry,
+                                        long long deadline, sbx_error *e)
+{
+    char target[512], suffix[300], when[40], body[120];
+    sbx__buf out;
+    int status = 0;
+    sbx_result r;
+    snprintf(suffix, sizeof suffix, "/%s", claim);
+    sbx__claims_path(cl, ns, target, sizeof target, suffix);
+    if (expiry) {
+        sbx__rfc3339(when, expiry - (long long)time(NULL), 0);
+        snprintf(body, sizeof body, "{\"spec\":{\"lifecycle\":{\"shutdownTime\":\"%s\"}}}", when);
+    } else {
+        snprintf(body, sizeof body, "{\"spec\":{\"lifecycle\":null}}");
+    }
+    sbx__buf_init(&out, &cl->a);
+    r = sbx__api_call(cl, "PATCH", target, body, strlen(body), "application/merge-patch+json", &out, &status,
+                      deadline, e);
+    if (r == SBX_OK && status != 200) r = sbx__api_fail(e, status, &out, "patch SandboxClaim");
+    sbx__buf_free(&out);
     return r;
 }
 
@@ -6852,6 +7646,7 @@ SBX__PRIVATE sbx_result sbx__pf_spawn(struct sbx__client *cl, sbx__proc *p, cons
         sbx__argv_free(&av);
         return sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
     }
+    p->sup = cl->sup;
     r = (sbx_result)sbx__proc_spawn(p, av.v, NULL, &cl->a, e);
     sbx__argv_free(&av);
     if (r != SBX_OK) sbx__err_prefix(e, "start kubectl port-forward %s", target);
@@ -7676,6 +8471,28 @@ SBX_API sbx_result sbx_client_open(sbx_client *c, const sbx_client_config *cfg)
         sbx__free(&a, cl);
         return sbx__fail(&c->err, SBX_ERR_SYS, "pthread_mutex_init failed");
     }
+    {
+        pthread_condattr_t ca;
+        int rc = pthread_mutex_init(&cl->lmu, NULL);
+        if (rc == 0) {
+            rc = pthread_condattr_init(&ca);
+            if (rc == 0) {
+#if SBX__PROC_MONO_COND
+                cl->lmono = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) == 0;
+#endif
+                rc = pthread_cond_init(&cl->lcv, &ca);
+                pthread_condattr_destroy(&ca);
+            }
+            if (rc != 0) pthread_mutex_destroy(&cl->lmu);
+        }
+        if (rc != 0) {
+            pthread_mutex_destroy(&cl->mu);
+            pthread_mutex_destroy(&cl->tmu);
+            pthread_mutex_destroy(&cl->pmu);
+            sbx__free(&a, cl);
+            return sbx__fail(&c->err, SBX_ERR_SYS, "pthread_cond_init failed");
+        }
+    }
     kubectl = cfg->kubectl ? cfg->kubectl : getenv("SANDBOX_KUBECTL");
     cl->kubectl = sbx__strdup(&cl->a, kubectl && *kubectl ? kubectl : "kubectl");
     if (!cl->kubectl) oom = 1;
@@ -7692,10 +8509,23 @@ SBX_API sbx_result sbx_client_open(sbx_client *c, const sbx_client_config *cfg)
     } else {
         r = sbx__client_mode(cl, cfg, &c->err);
     }
+    url = cfg->api_url ? cfg->api_url : getenv("SANDBOX_API_URL");
     if (r == SBX_OK) {
-        url = cfg->api_url ? cfg->api_url : getenv("SANDBOX_API_URL");
-        if (url && *url) r = (sbx_result)sbx__endpoint_parse(url, &cl->api, &c->err);
-        else r = sbx__start_proxy(cl, cfg->proxy_timeout_ms > 0 ? cfg->proxy_timeout_ms : 15000, &c->err);
+        /* the supervisor starts before any child, so every child is covered.
+           With an http:// API URL it deletes through that URL with an empty
+           kubeconfig (no credentials sent over plain HTTP); with unix: it
+           cannot reach the API */
+        sbx__owner_init(cl);
+        if (url && *url) {
+            r = (sbx_result)sbx__endpoint_parse(url, &cl->api, &c->err);
+            if (r == SBX_OK)
+                r = sbx__sup_start(&cl->a, cl->kubectl, "/dev/null", NULL, url, strncmp(url, "http://", 7) == 0,
+                                   &cl->sup, &c->err);
+        } else {
+            r = sbx__sup_start(&cl->a, cl->kubectl, cl->kubeconfig, cl->context, NULL, 1, &cl->sup, &c->err);
+            if (r == SBX_OK)
+                r = sbx__start_proxy(cl, cfg->proxy_timeout_ms > 0 ? cfg->proxy_timeout_ms : 15000, &c->err);
+        }
     }
     if (r != SBX_OK) {
         sbx__client_free(cl);
@@ -7717,6 +8547,7 @@ SBX_API void sbx_client_close(sbx_client *c)
 SBX__PRIVATE void sbx__sandbox_free(struct sbx__sandbox *s)
 {
     const sbx_allocator *a = &s->cl->a;
+    sbx__lease_del(s);
     sbx__tunnel_stop(s);
     if (s->rt_ready) sbx__conn_free(&s->rt);
     sbx__free(a, s->ns);
@@ -7735,12 +8566,17 @@ SBX__PRIVATE void sbx__sandbox_free(struct sbx__sandbox *s)
 SBX__PRIVATE sbx_result sbx__sandbox_release(struct sbx__sandbox *s, sbx_error *e)
 {
     sbx_result r = SBX_OK;
+    sbx__lease_del(s);
     sbx__tunnel_stop(s);
     if (s->claim_created || s->claim_maybe) {
         sbx_error de;
         sbx__err_clear(&de);
-        if (s->claim_created) r = sbx__delete_claim(s, sbx__deadline(s->cl->api_timeout_ms), &de);
-        else r = sbx__delete_if_ours(s, sbx__deadline(s->cl->api_timeout_ms), &de);
+        if (s->claim_created) {
+            r = sbx__delete_claim(s, sbx__deadline(s->cl->api_timeout_ms), &de);
+        } else {
+            r = sbx__delete_if_ours(s, sbx__deadline(s->cl->api_timeout_ms), &de);
+            if (r == SBX_OK) sbx__claim_disown(s); /* deleted, gone, or not ours */
+        }
         if (r != SBX_OK && e->code == SBX_OK) *e = de;
     }
     return r;
@@ -7806,6 +8642,10 @@ SBX_API sbx_result sbx_open(sbx_sandbox *sb, sbx_client *c, const sbx_sandbox_co
     if (cfg->claim_name && *cfg->claim_name && !sbx__valid_dns_name(cfg->claim_name, 1))
         return sbx__fail(&sb->err, SBX_ERR_INVALID_ARG, "open sandbox: claim_name \"%.80s\" is not a valid name",
                          cfg->claim_name);
+    /* shutdownTime has whole seconds: a shorter lease could lapse between renewals */
+    if (cfg->lease_seconds < 0 || (cfg->lease_seconds > 0 && cfg->lease_seconds < 3))
+        return sbx__fail(&sb->err, SBX_ERR_INVALID_ARG, "open sandbox: lease_seconds %d: 0 (none) or at least 3",
+                         cfg->lease_seconds);
     if (cfg->shutdown_policy && *cfg->shutdown_policy && strcmp(cfg->shutdown_policy, "Delete") != 0 &&
         strcmp(cfg->shutdown_policy, "DeleteForeground") != 0 && strcmp(cfg->shutdown_policy, "Retain") != 0)
         return sbx__fail(&sb->err, SBX_ERR_INVALID_ARG,
@@ -7853,7 +8693,13 @@ SBX_API sbx_result sbx_open(sbx_sandbox *sb, sbx_client *c, const sbx_sandbox_co
         sbx__random(rnd, sizeof rnd);
         for (i = 0; i < 8; i++) snprintf(s->nonce + 2 * i, 3, "%02x", rnd[i]);
     }
+    s->lease_s = cfg->lease_seconds;
+    s->expiry = cfg->ttl_seconds > 0 ? (long long)time(NULL) + cfg->ttl_seconds : 0;
     r = sbx__create_claim(s, cfg, rv, sizeof rv, api_deadline, &sb->err);
+    /* it may exist (also after a lost answer): ours until deleted or proven
+       someone else's (rollback below) */
+    if (s->claim_created || s->claim_maybe) sbx__claim_own(s);
+    if (r == SBX_OK && s->lease_s > 0) r = sbx__lease_add(s, &sb->err); /* renewed while it becomes Ready */
     if (r != SBX_OK) goto fail;
     r = sbx__wait_ready(s, rv, sbx__deadline(cfg->ready_timeout_ms > 0 ? cfg->ready_timeout_ms : 180000), &sb->err);
     if (r != SBX_OK) goto fail;
@@ -7965,11 +8811,21 @@ SBX_API sbx_result sbx_close(sbx_sandbox *sb)
 
 SBX_API sbx_result sbx_detach(sbx_sandbox *sb)
 {
+    struct sbx__sandbox *s;
+    sbx_result r = SBX_OK;
     if (!sb || !sb->impl) return SBX_OK;
+    s = sb->impl;
     sbx__err_clear(&sb->err);
-    sbx__sandbox_free(sb->impl);
+    sbx__claim_disown(s); /* the supervisor never touches it again */
+    if (s->lease) {
+        /* a detached claim outlives us: lift the lease (back to the TTL's end, or none) */
+        sbx__lease_del(s);
+        r = sbx__lease_lift(s->cl, s->ns, s->claim, s->expiry, sbx__deadline(s->cl->api_timeout_ms), &sb->err);
+        if (r != SBX_OK) sbx__err_prefix(&sb->err, "detach (claim %s): lift the lease", s->claim);
+    }
+    sbx__sandbox_free(s);
     sb->impl = NULL;
-    return SBX_OK;
+    return r;
 }
 
 /* Common entry of every call on a sandbox. */

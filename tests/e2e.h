@@ -171,6 +171,36 @@ static E2E_UNUSED int e2e_count(e2e_cluster *c, const char *target)
     return count;
 }
 
+/* Supervisors of this process's clients still running: they are not our
+   children (their shell parent exited), but their $0 names our pid. */
+static E2E_UNUSED int e2e_supervisor_count(void)
+{
+    DIR *d = opendir("/proc");
+    struct dirent *de;
+    char want[64];
+    int n = 0;
+    if (!d) return -1;
+    E2E_FMT(want, sizeof want, "sandbox.h-supervisor:%d", (int)getpid());
+    while ((de = readdir(d)) != NULL) {
+        char path[300], buf[8192];
+        size_t len, i;
+        FILE *f;
+        if (de->d_name[0] < '0' || de->d_name[0] > '9') continue;
+        E2E_FMT(path, sizeof path, "/proc/%s/cmdline", de->d_name);
+        if (!(f = fopen(path, "r"))) continue;
+        len = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[len] = '\0';
+        for (i = 0; i < len; i += strlen(buf + i) + 1)
+            if (strcmp(buf + i, want) == 0) {
+                n++;
+                break;
+            }
+    }
+    closedir(d);
+    return n;
+}
+
 #define E2E_CLAIMS "/apis/extensions.agents.x-k8s.io/v1beta1/sandboxclaims"
 #define E2E_SANDBOXES "/apis/agents.x-k8s.io/v1beta1/sandboxes"
 #define E2E_PODS "/api/v1/pods"

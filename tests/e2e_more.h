@@ -16,6 +16,7 @@
 typedef struct em_base {
     int fds, pods, children;
     int claims;               /* claims that stay (a suite's shared sandbox) */
+    int supervisors;          /* of clients that stay open (a suite's shared client) */
 } em_base;
 
 /* Baseline of a suite: taken with no client open. */
@@ -25,6 +26,7 @@ static E2E_UNUSED void em_baseline(e2e_cluster *c, em_base *b)
     b->pods = e2e_count(c, E2E_PODS);
     b->children = e2e_child_count();
     b->claims = e2e_count(c, E2E_CLAIMS);
+    b->supervisors = e2e_supervisor_count();
 }
 
 /* Wait (bounded) until the claims and pods are back to the baseline,
@@ -33,15 +35,17 @@ static E2E_UNUSED void em_baseline(e2e_cluster *c, em_base *b)
 static E2E_UNUSED void em_settle(e2e_cluster *c, const em_base *b)
 {
     long long deadline = sbx__deadline(10000);
-    int claims = -1, pods = -1;
+    int claims = -1, pods = -1, sups = -1;
     while (sbx__ms_left(deadline) > 0) {
         claims = e2e_count(c, E2E_CLAIMS);
         pods = e2e_count(c, E2E_PODS);
-        if (claims == b->claims && pods == b->pods) break;
+        sups = e2e_supervisor_count(); /* a closed client's exits just after close */
+        if (claims == b->claims && pods == b->pods && sups == b->supervisors) break;
         poll(NULL, 0, 50);
     }
     CHECK_EQ_INT(claims, b->claims);
     CHECK_EQ_INT(pods, b->pods);
+    CHECK_EQ_INT(sups, b->supervisors);
     CHECK_EQ_INT(e2e_fd_count(), b->fds);
     CHECK_EQ_INT(e2e_child_count(), b->children);
     e2e_faults(c, "{\"never_ready\":null,\"delete_claim_after_ms\":null,\"watch_expired\":null,"

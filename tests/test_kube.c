@@ -237,6 +237,62 @@ TEST(claim_body_fields)
     sbx__buf_free(&b);
 }
 
+/* Owner metadata (interfaces.md) beside the user's own; a user key that is
+   ours is not written twice; a lease sets the earlier shutdownTime. */
+TEST(claim_body_owner_and_lease)
+{
+    struct sbx__client cl;
+    struct sbx__sandbox s;
+    sbx_sandbox_config cfg;
+    sbx__buf b;
+    sbx_error e;
+    sbx__jtok *t = NULL;
+    int n, i;
+    static const char *const labels[] = {"app.kubernetes.io/managed-by", "someone", "team", "x", NULL};
+    static const char *const ann[] = {"sandbox.h/open-nonce", "fake", "note", "y", NULL};
+    char v[128];
+    double when;
+    memset(&cl, 0, sizeof cl);
+    memset(&s, 0, sizeof s);
+    memset(&cfg, 0, sizeof cfg);
+    cl.a = A;
+    cl.ext_version = "v1beta1";
+    snprintf(cl.owner_host, sizeof cl.owner_host, "build-7");
+    snprintf(cl.owner_pid, sizeof cl.owner_pid, "4242");
+    snprintf(cl.owner_start, sizeof cl.owner_start, "1764800000");
+    snprintf(s.nonce, sizeof s.nonce, "0123456789abcdef");
+    s.cl = &cl;
+    s.claim = short_c;
+    s.pool = short_p;
+    cfg.labels = labels;
+    cfg.annotations = ann;
+    cfg.lease_seconds = 60;
+    cfg.ttl_seconds = 3600;
+    cfg.shutdown_policy = "Retain";
+    sbx__buf_init(&b, &A);
+    CHECK_EQ_INT(sbx__claim_body(&s, &cfg, &b, &e), SBX_OK);
+    n = sbx__json_parse_alloc(&A, b.data, b.len, &t);
+    CHECK_MSG(n > 0, "body is not JSON: %s", b.data);
+    if (n <= 0) { sbx__buf_free(&b); return; }
+    i = sbx__json_get(b.data, t, n, 0, "metadata.labels");
+    CHECK(sbx__json_eq(b.data, t, sbx__json_mem(b.data, t, n, i, "app.kubernetes.io/managed-by"), "sandbox.h"));
+    CHECK(sbx__json_eq(b.data, t, sbx__json_mem(b.data, t, n, i, "team"), "x"));
+    CHECK_EQ_INT(t[i].size, 3); /* managed-by once, created-by, team */
+    i = sbx__json_get(b.data, t, n, 0, "metadata.annotations");
+    CHECK(sbx__json_eq(b.data, t, sbx__json_mem(b.data, t, n, i, "sandbox.h/owner-host"), "build-7"));
+    CHECK(sbx__json_eq(b.data, t, sbx__json_mem(b.data, t, n, i, "sandbox.h/owner-pid"), "4242"));
+    CHECK(sbx__json_eq(b.data, t, sbx__json_mem(b.data, t, n, i, "sandbox.h/owner-start"), "1764800000"));
+    CHECK(sbx__json_eq(b.data, t, sbx__json_mem(b.data, t, n, i, "sandbox.h/open-nonce"), "0123456789abcdef"));
+    CHECK(sbx__json_eq(b.data, t, sbx__json_mem(b.data, t, n, i, "note"), "y"));
+    CHECK_EQ_INT(t[i].size, 6); /* 4 owner + requested-at + note: the fake nonce is not written */
+    sbx__json_copy(b.data, t, sbx__json_get(b.data, t, n, 0, "spec.lifecycle.shutdownTime"), v, sizeof v);
+    when = sbx__parse_rfc3339(v, strlen(v));
+    CHECK_MSG(when >= (double)time(NULL) + 58 && when <= (double)time(NULL) + 61, "lease: %s", v);
+    CHECK(sbx__json_eq(b.data, t, sbx__json_get(b.data, t, n, 0, "spec.lifecycle.shutdownPolicy"), "Retain"));
+    sbx__free(&A, t);
+    sbx__buf_free(&b);
+}
+
 TEST(claim_body_refuses_bad_input)
 {
     struct sbx__client cl;
@@ -289,6 +345,12 @@ TEST(open_argument_checks)
     cfg.claim_name = "UPPER";
     CHECK_EQ_INT(sbx_open(&sb, &c, &cfg), SBX_ERR_INVALID_ARG);
     cfg.claim_name = NULL;
+    cfg.lease_seconds = 2; /* shutdownTime has whole seconds: too short to renew safely */
+    CHECK_EQ_INT(sbx_open(&sb, &c, &cfg), SBX_ERR_INVALID_ARG);
+    CHECK_MSG(strstr(sb.err.msg, "lease_seconds 2") != NULL, "%s", sb.err.msg);
+    cfg.lease_seconds = -1;
+    CHECK_EQ_INT(sbx_open(&sb, &c, &cfg), SBX_ERR_INVALID_ARG);
+    cfg.lease_seconds = 0;
     cfg.server_port = 70000;
     CHECK_EQ_INT(sbx_open(&sb, &c, &cfg), SBX_ERR_INVALID_ARG);
     CHECK(sb.impl == NULL);
@@ -345,6 +407,7 @@ int main(void)
     RUN(paths_are_cleaned_and_encoded_twice);
     RUN(claim_body_fields);
     RUN(claim_body_refuses_bad_input);
+    RUN(claim_body_owner_and_lease);
     RUN(open_argument_checks);
     RUN(closed_sandbox_calls);
     return test_summary("kube");

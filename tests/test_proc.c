@@ -1076,6 +1076,112 @@ static int build_helper(void)
     return r;
 }
 
+/* ---- the supervisor ---------------------------------------------------- */
+
+/* Simulate the owner's death: our end of the socket closes (as the kernel
+   closes it when a process dies), without the orderly shutdown of close. */
+static void sup_owner_dies(struct sbx__sup *sup)
+{
+    pthread_mutex_lock(&sup->mu);
+    close(sup->fd);
+    sup->fd = -1;
+    pthread_mutex_unlock(&sup->mu);
+}
+
+static int pid_runs(pid_t pid)
+{
+    char path[64], buf[512], *p;
+    FILE *f;
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    if (!(f = fopen(path, "r"))) return kill(pid, 0) == 0; /* no /proc: kill -0 */
+    if (!fgets(buf, sizeof buf, f)) buf[0] = '\0';
+    fclose(f);
+    p = strrchr(buf, ')');
+    return p && p[1] == ' ' && p[2] != 'Z' && p[2] != 'X';
+}
+
+/* A registered child is killed (SIGTERM) when the owner goes; a child that
+   was un-registered, or stopped (and so un-registered before its reap), is
+   never touched; the supervisor is not our child, ignores SIGINT and
+   SIGHUP, and exits after its work. */
+TEST(t_supervisor_kills_registered_children_only)
+{
+    struct sbx__sup *sup = NULL;
+    sbx__proc a, b;
+    sbx_error e;
+    char line[64], *argv[4];
+    pid_t spare, sup_pid;
+    long long dl;
+    int st = 0, r;
+    r = sbx__sup_start(NULL, "kubectl", NULL, NULL, NULL, 0, &sup, &e);
+    CHECK_MSG(r == SBX_OK, "%s", e.msg);
+    if (r != SBX_OK) return;
+    sup_pid = sup->pid;
+    errno = 0;
+    CHECK(waitpid(sup_pid, NULL, WNOHANG) == -1 && errno == ECHILD); /* not ours to reap */
+    CHECK(pid_runs(sup_pid));
+    kill(sup_pid, SIGINT);
+    kill(sup_pid, SIGHUP);
+    argv[0] = W("/bin/sh");
+    argv[1] = W("-c");
+    argv[2] = W("echo ready; exec sleep 30");
+    argv[3] = NULL;
+    memset(&a, 0, sizeof a);
+    memset(&b, 0, sizeof b);
+    a.sup = b.sup = sup;
+    CHECK_EQ_INT(sbx__proc_spawn(&a, argv, NULL, NULL, &e), SBX_OK);
+    CHECK_EQ_INT(sbx__proc_spawn(&b, argv, NULL, NULL, &e), SBX_OK);
+    CHECK_EQ_INT(sbx__proc_wait_line(&a, "ready", line, sizeof line, sbx__deadline(5000), &e), SBX_OK);
+    CHECK_EQ_INT(sbx__proc_wait_line(&b, "ready", line, sizeof line, sbx__deadline(5000), &e), SBX_OK);
+    CHECK_EQ_INT(sbx__proc_stop(&b, SIGTERM, 2000), SBX_OK);
+    /* a process registered and then un-registered survives */
+    spare = fork();
+    if (spare == 0) {
+        setpgid(0, 0);
+        execl("/bin/sleep", "sleep", "30", (char *)NULL);
+        _exit(127);
+    }
+    CHECK(spare > 0);
+    CHECK_EQ_INT(sbx__sup_add_pid(sup, spare), 0);
+    CHECK_EQ_INT(sbx__sup_del_pid(sup, spare), 0);
+    poll(NULL, 0, 300); /* SIGINT/SIGHUP had time to land */
+    CHECK(pid_runs(sup_pid));
+    sup_owner_dies(sup);
+    dl = sbx__deadline(2000);
+    while (sbx__proc_running(&a) && sbx__now_ms() < dl) poll(NULL, 0, 10);
+    CHECK_MSG(!sbx__proc_running(&a), "a registered child outlived its owner's end by 2 s");
+    CHECK_EQ_INT(sbx__proc_stop(&a, 0, 1000), SBX_OK);
+    CHECK(WIFSIGNALED(sbx__proc_status(&a)) && WTERMSIG(sbx__proc_status(&a)) == SIGTERM);
+    dl = sbx__deadline(3000);
+    while (pid_runs(sup_pid) && sbx__now_ms() < dl) poll(NULL, 0, 10);
+    CHECK_MSG(!pid_runs(sup_pid), "the supervisor did not exit after its work");
+    CHECK_EQ_INT(waitpid(spare, &st, WNOHANG), 0); /* still running: never touched */
+    kill(spare, SIGKILL);
+    waitpid(spare, &st, 0);
+    sbx__sup_unref(sup); /* the handle's last reference */
+}
+
+/* sbx__sup_finish (client close) returns once the supervisor answered; it
+   then exits at once (nothing to delete); closing is quick. */
+TEST(t_supervisor_finish)
+{
+    struct sbx__sup *sup = NULL;
+    sbx_error e;
+    pid_t pid;
+    long long t0, dl;
+    CHECK_EQ_INT(sbx__sup_start(NULL, "kubectl", NULL, NULL, NULL, 1, &sup, &e), SBX_OK);
+    if (!sup) return;
+    pid = sup->pid;
+    CHECK_EQ_INT(sbx__sup_claim(sup, 1, "default", "bad name", "v1beta1"), -1); /* never a protocol line */
+    CHECK_EQ_INT(sbx__sup_claim(sup, 1, "default", "x;rm", "v1beta1"), -1);
+    t0 = sbx__now_ms();
+    sbx__sup_finish(sup, 3000);
+    CHECK_MSG(sbx__now_ms() - t0 < 1000, "finish took %lld ms", sbx__now_ms() - t0);
+    dl = sbx__deadline(2000);
+    while (pid_runs(pid) && sbx__now_ms() < dl) poll(NULL, 0, 5);
+    CHECK(!pid_runs(pid));
+}
+
 int main(void)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -1107,5 +1213,7 @@ int main(void)
     RUN(t_spam_bounded);
     RUN(t_16_threads);
     RUN(t_real_kubectl);
+    RUN(t_supervisor_kills_registered_children_only);
+    RUN(t_supervisor_finish);
     return test_summary("proc");
 }

@@ -118,10 +118,50 @@ TEST(t_obedient_child_unaffected)
     CHECK(waitpid(-1, NULL, WNOHANG) == -1 && errno == ECHILD);
 }
 
+/* The same with a supervisor: the client lets go of it (sbx__sup_finish)
+   while the detached drainer still holds its reference; the drainer
+   un-registers the child, reaps it and frees the supervisor's handle last
+   (ASan's leak check), and no descriptor stays. */
+TEST(t_orphaned_drainer_holds_the_supervisor)
+{
+    sbx__proc p;
+    struct sbx__sup *sup = NULL;
+    sbx_error e;
+    char line[64], *argv[4];
+    int fds0 = count_fds(), r, clean = 0;
+    long long dl;
+    r = sbx__sup_start(NULL, "kubectl", NULL, NULL, NULL, 0, &sup, &e);
+    CHECK_MSG(r == SBX_OK, "%s", e.msg);
+    if (r != SBX_OK) return;
+    argv[0] = W("/bin/sh");
+    argv[1] = W("-c");
+    argv[2] = W("trap '' INT TERM; echo ready; exec sleep 30");
+    argv[3] = NULL;
+    memset(&p, 0, sizeof p);
+    p.sup = sup;
+    r = sbx__proc_spawn(&p, argv, NULL, NULL, &e);
+    CHECK_MSG(r == SBX_OK, "%s", e.msg);
+    if (r == SBX_OK) {
+        CHECK_EQ_INT(sbx__proc_wait_line(&p, "ready", line, sizeof line, sbx__deadline(5000), &e), SBX_OK);
+        CHECK_EQ_INT(sbx__proc_stop(&p, SIGTERM, 0), SBX_ERR_TIMEOUT);
+    }
+    sbx__sup_finish(sup, 3000);
+    dl = sbx__deadline(5000);
+    while (sbx__now_ms() < dl) {
+        if (children_of_ours() == 0 && count_fds() == fds0) {
+            clean = 1;
+            break;
+        }
+        poll(NULL, 0, 5);
+    }
+    CHECK_MSG(clean, "descriptors %d (before %d), or the child was not reaped by the drainer", count_fds(), fds0);
+}
+
 int main(void)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
     RUN(t_orphaned_drainer_finishes_alone);
     RUN(t_obedient_child_unaffected);
+    RUN(t_orphaned_drainer_holds_the_supervisor);
     return test_summary("proc_orphan");
 }
