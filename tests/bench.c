@@ -736,6 +736,18 @@ static void print_table(const route_res *rr)
     printf("\nmedians; every baseline measured in this run, in the same column; %d target(s) missed\n", missed);
 }
 
+/* The machine is shared: its load says how much the numbers are worth. */
+static void print_load(const char *when)
+{
+    char buf[128] = "?";
+    FILE *f = fopen("/proc/loadavg", "r");
+    if (f) {
+        if (!fgets(buf, sizeof buf, f)) snprintf(buf, sizeof buf, "?\n");
+        fclose(f);
+    }
+    printf("load average %s: %s", when, buf);
+}
+
 int main(void)
 {
     route_res rr[NROUTES];
@@ -748,6 +760,7 @@ int main(void)
     printf("sandbox.h %s bench on the dev cluster, 4 routes side by side (%d warm opens, %d runs, %d x 10 MB, %d at "
            "once)\n",
            SANDBOX_VERSION_STRING, OPENS, RUNS, XFERS, MANY);
+    print_load("at the start");
     fflush(stdout);
     big = (char *)malloc(BIG);
     if (!big) return 1;
@@ -765,6 +778,7 @@ int main(void)
         bench_route(r, src, big, &rr[r]);
     }
     print_table(rr);
+    print_load("at the end");
     unlink(src);
     free(big);
     e2e_down(&C);
