@@ -63,8 +63,13 @@ $(B)/bench: tests/bench.c tests/e2e.h sandbox.h | $(B)
 bench: $(B)/bench
 	@$(B)/bench
 
+# The pod-tunnel suites again on the kubectl port-forward route (the default
+# is the in-process WebSocket route).
+KUBECTL_ROUTE_SUITES := test_e2e test_e2e_alpha test_e2e_lifecycle test_e2e_retry test_e2e_modes
+
 SUITES = compile="sh tests/compile/run.sh" \
          $(foreach t,$(UNIT_BINS),$(notdir $(t))="$(t)") \
+         $(foreach t,$(KUBECTL_ROUTE_SUITES),$(t)_kubectl="SANDBOX_POD_ROUTE=kubectl $(B)/$(t)") \
          $(foreach t,$(TSAN_BINS),$(notdir $(t))="TSAN_OPTIONS=halt_on_error=1 $(t)") \
          $(foreach f,$(FUZZ_NAMES),replay_$(f)="$(B)/replay_$(f) tests/fuzz/corpus/$(f)") \
          devcluster="$(PYTHON) tests/pyrun.py tests/devcluster devcluster"

@@ -2,9 +2,10 @@
 
    Creates, uses and destroys agent sandboxes on clusters running the
    kubernetes-sigs/agent-sandbox controller: a SandboxClaim is created and
-   watched until Ready, a `kubectl port-forward` tunnel reaches the pod, and the
-   program runs commands and moves files in and out. Closing the handle stops the
-   tunnel and deletes the claim, on every path. libc + POSIX + pthreads only.
+   watched until Ready, a port-forward reaches the pod (in-process, over a
+   WebSocket through the client's one `kubectl proxy`), and the program runs
+   commands and moves files in and out. Closing the handle ends the route and
+   deletes the claim, on every path. libc + POSIX + pthreads only.
 
    DO THIS
        #define SANDBOX_IMPLEMENTATION
@@ -26,7 +27,7 @@
            fwrite(res.out, 1, res.out_len, stdout);
            sbx_exec_result_free(&res);
        }
-       sbx_close(&sb);                          stops the tunnel, deletes the claim
+       sbx_close(&sb);                          ends the route, deletes the claim
        sbx_client_close(&client);               stops kubectl proxy
 
    REQUIREMENTS
@@ -55,19 +56,42 @@
                         ready when the runtime answered a health check, which also
                         tells which runtime the pod runs. Any failure rolls back
                         what was created (tunnel stopped, claim deleted).
-       sbx_run ...      HTTP to the runtime; a dead tunnel is restarted before a
+       sbx_run ...      HTTP to the runtime; a dead route is reconnected before a
                         call (never in the middle of one).
-       sbx_close        SIGINT to kubectl port-forward, then SIGKILL after 2 s,
-                        always reaped; DELETE of the claim (404 counts as done).
+       sbx_close        closes the WebSocket (close handshake), or stops kubectl
+                        port-forward (SIGINT, then SIGKILL after 2 s, always
+                        reaped); DELETE of the claim (404 counts as done).
        sbx_attach       connects to an existing Ready claim by name;
        sbx_detach       lets go of it without deleting it.
        kubectl's output is drained by a thread per child for the child's whole
        life, so a tunnel never stalls or dies on a full or closed pipe.
 
    MODES (sbx_client_config.mode: how runtime requests reach the pod)
-       SBX_MODE_POD_TUNNEL    default, the seed's way: one
-                              `kubectl port-forward pod/POD 0:PORT --address
-                              127.0.0.1` per sandbox (ephemeral local port).
+       SBX_MODE_POD_TUNNEL    default: a port-forward to the pod, by one of
+                              two routes (sbx_client_config.pod_route, or
+                              $SANDBOX_POD_ROUTE=auto|websocket|kubectl):
+         websocket            (AUTO, WEBSOCKET) in-process: each kept-alive
+                              runtime connection is one WebSocket (the kubelet's
+                              v4.channel.k8s.io port-forward) made through the
+                              client's API connection, GET .../pods/POD/
+                              portforward?ports=PORT. No process per sandbox:
+                              the kubectl proxy is the client's only child. Text
+                              on the error channel becomes the call's message; a
+                              deleted pod ends the call with the server's words,
+                              and later calls reconnect if the pod is back.
+         kubectl port-forward (KUBECTL) the seed's way: one `kubectl
+                              port-forward pod/POD 0:PORT --address 127.0.0.1`
+                              child per sandbox (~50 ms and ~48 MB each).
+                              AUTO falls back to it when the upgrade is refused
+                              (any answer but 101, e.g. a proxy that drops
+                              upgrades; not a 404 or a 400 naming the pod:
+                              those are about the pod): decided once per
+                              client, then every later sandbox uses it at
+                              once. Force it with SBX_POD_ROUTE_KUBECTL when
+                              something between you and the API server breaks
+                              WebSockets in ways that still answer 101, or to
+                              compare with kubectl.
+                              sbx_route() names the route a sandbox uses.
        SBX_MODE_ROUTER_TUNNEL one `kubectl port-forward svc/sandbox-router-svc
                               0:8080` per client (router_namespace, default
                               agent-sandbox-system), shared by all its sandboxes,
@@ -119,8 +143,12 @@
        SBX_MAX_API_BYTES           16 MiB; one Kubernetes API answer
        SBX_MAX_LINE_BYTES          16 MiB; one watch event
        SBX_JSON_MAX_DEPTH          64; nesting of JSON documents
-   Environment (read, never written): SANDBOX_KUBECTL, SANDBOX_API_URL; kubectl
-   itself reads KUBECONFIG and the rest of its usual environment.
+       SBX_WS_MAX_MESSAGE          16 MiB; one WebSocket message from the pod
+                                   route (data is streamed, never held whole;
+                                   frames need no allocation)
+   Environment (read, never written): SANDBOX_KUBECTL, SANDBOX_API_URL,
+   SANDBOX_POD_ROUTE; kubectl itself reads KUBECONFIG and the rest of its usual
+   environment.
 
    API (details beside each declaration below)
        sbx_client_open / sbx_client_close     the connection to a cluster
@@ -134,6 +162,7 @@
        sbx_write_fd / sbx_read_fd             files from / into a descriptor
        sbx_list / sbx_exists / sbx_delete     directories, existence, removal
        sbx_capabilities                       what the pod's runtime can do
+       sbx_route                              which route a sandbox uses
        sbx_set_call_timeout                   deadline of later calls
        sbx_claim_name / sbx_sandbox_name / sbx_pod_name / sbx_pod_ip /
        sbx_namespace                          identity of an open sandbox
@@ -177,7 +206,8 @@
 
    LIMITS AND SECURITY
        - The API is reached only through kubectl proxy on a private unix socket
-         (or the URL you give); the runtime through 127.0.0.1 tunnels, or in the
+         (or the URL you give); the runtime through that same API connection
+         (WebSocket port-forward, API proxy) or 127.0.0.1 tunnels, or in the
          router, gateway, direct and in-cluster modes over plain HTTP to the
          address the cluster (or you) named. Redirects are never followed. There
          is no TLS in the library: kubectl does the authenticated part.
@@ -3607,9 +3637,9 @@ SBX__PRIVATE int sbx__http_do(sbx__conn *c, const sbx__http_req *q, sbx__http_re
        (the endpoint's prefix goes first). Buffers are allocated here, once:
        the data path allocates nothing.
    int sbx__ws_open(ws, deadline, e)   upgrade on a fresh connection to api;
-       the socket (>= 0) or an error: a non-101 answer sets ws->refused and
-       ws->status (SBX_ERR_HTTP, or SBX_ERR_NOT_FOUND for 404, with the
-       server's words); a bad Sec-WebSocket-Accept or subprotocol is
+       the socket (>= 0) or an error: a non-101 answer sets ws->refused,
+       ws->status and ws->why (SBX_ERR_HTTP, or SBX_ERR_NOT_FOUND for 404,
+       with the server's words); a bad Sec-WebSocket-Accept or subprotocol is
        SBX_ERR_PROTOCOL.
    long sbx__ws_read(ws, &port, p, n, deadline)    data of any port: > 0 bytes
        (port set), 0 the WebSocket ended (close frame or EOF), -1 errno
@@ -3625,6 +3655,9 @@ SBX__PRIVATE int sbx__http_do(sbx__conn *c, const sbx__http_req *q, sbx__http_re
 
 #ifndef SBX_WS_MAX_MESSAGE
 #define SBX_WS_MAX_MESSAGE (16u * 1024u * 1024u)  /* one WebSocket message from the server */
+#endif
+#if SBX_WS_MAX_MESSAGE < 3
+#error "SBX_WS_MAX_MESSAGE must be at least 3 (a channel byte and a port number)"
 #endif
 #ifndef SBX__WS_CLOSE_WAIT_MS
 #define SBX__WS_CLOSE_WAIT_MS 250   /* our close: wait this long for the server's */
@@ -3775,8 +3808,18 @@ SBX__PRIVATE size_t sbx__ws_frame_build(unsigned char *out, int op, unsigned lon
 
 SBX__PRIVATE void sbx__ws_mask(unsigned char *p, size_t n, const unsigned char mask[4], size_t off)
 {
-    size_t i;
-    for (i = 0; i < n; i++) p[i] ^= mask[(off + i) & 3];
+    unsigned char k[8];
+    unsigned long long kk, w;
+    size_t i = 0;
+    int j;
+    for (j = 0; j < 8; j++) k[j] = mask[(off + (size_t)j) & 3];
+    memcpy(&kk, k, 8);
+    for (; i + 8 <= n; i += 8) {  /* 8 bytes at a time; memcpy: no alignment needed */
+        memcpy(&w, p + i, 8);
+        w ^= kk;
+        memcpy(p + i, &w, 8);
+    }
+    for (; i < n; i++) p[i] ^= k[i & 7];
 }
 
 /* ---- decoder: frames -> channel events ---------------------------------- */
@@ -4163,6 +4206,7 @@ SBX__PRIVATE int sbx__ws_open(sbx__ws *ws, long long deadline, sbx_error *e)
         sbx__buf_init(&body, &ws->a);
         if (sbx__http_body_mem(&ws->up, &resp, &body, 65536, deadline, NULL) != SBX_OK) body.len = 0;
         sbx__http_error_text(resp.status, body.data ? body.data : "", body.len, text, sizeof text);
+        sbx__fmt(ws->why, sizeof ws->why, "%s", text);
         sbx__buf_free(&body);
         sbx__conn_close(&ws->up);
         if (e) e->http_status = resp.status;
@@ -5367,7 +5411,11 @@ SBX__PRIVATE size_t sbx__proc_stderr_tail(sbx__proc *p, char *buf, size_t cap)
    mode; modes differ only in the endpoint, a path prefix, extra headers and how
    a tunnel is started (sbx__route_ensure); the request code is shared
    (sbx__rt_call):
-     POD_TUNNEL     127.0.0.1:L  kubectl port-forward pod/POD 0:PORT (per sandbox)
+     POD_TUNNEL     websocket: rt rides on an sbx__ws (>>ws) through the API
+                    endpoint, opened before anything is sent (sbx__ws_route), so a
+                    refused upgrade in AUTO can still switch the client (pf_kubectl,
+                    under mu) and this sandbox to:
+                    127.0.0.1:L  kubectl port-forward pod/POD 0:PORT (per sandbox)
      ROUTER_TUNNEL  127.0.0.1:L  kubectl port-forward svc/sandbox-router-svc 0:8080,
                                  one per client, started lazily under tmu, restarted
                                  when it died; router headers
@@ -6772,7 +6820,10 @@ SBX__PRIVATE sbx_result sbx__ws_route(struct sbx__sandbox *s, long long deadline
         s->rt_ready = 1;
     }
     if (s->rt.fd >= 0 && sbx__conn_stale(&s->rt)) sbx__conn_close(&s->rt);
-    if (s->rt.fd >= 0) return SBX_OK;
+    if (s->rt.fd >= 0) {
+        s->ws->why[0] = '\0';  /* only this exchange's words go into its message */
+        return SBX_OK;
+    }
     r = (sbx_result)sbx__http_connect(&s->rt, deadline, e);
     if (r != SBX_OK) sbx__err_prefix(e, "port-forward WebSocket GET %s%s", cl->api.prefix, s->ws->target);
     return r;
@@ -6822,11 +6873,13 @@ SBX__PRIVATE sbx_result sbx__route_ensure(struct sbx__sandbox *s, long long dead
         }
         if (s->pod_ws) {
             r = sbx__ws_route(s, deadline, e);
-            /* a refused upgrade (any non-101 but 404, which is about the pod)
-               in AUTO: this client uses kubectl port-forward from now on, and
-               this sandbox tries it at once */
+            /* a refused upgrade in AUTO: this client uses kubectl port-forward
+               from now on, and this sandbox tries it at once. Answers about
+               the pod itself are not refusals of the upgrade: 404, and a 400
+               that names the pod ("pod P is not running", while the pod is
+               being made again); kubectl would fail the same way. */
             if (r == SBX_OK || cl->pod_route != SBX_POD_ROUTE_AUTO || !s->ws || !s->ws->refused ||
-                s->ws->status == 404)
+                s->ws->status == 404 || (s->ws->status == 400 && strstr(s->ws->why, s->pod)))
                 return r;
             pthread_mutex_lock(&cl->mu);
             cl->pf_kubectl = 1;

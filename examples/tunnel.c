@@ -1,5 +1,7 @@
-/* tunnel.c - the default connection: one `kubectl port-forward` to the pod of
-   each sandbox. Opens a sandbox from "python-sandbox-template", writes a file,
+/* tunnel.c - the default connection: a port-forward to the pod of each
+   sandbox, in-process over a WebSocket through the client's kubectl proxy
+   (SANDBOX_POD_ROUTE=kubectl runs one `kubectl port-forward` per sandbox
+   instead). Opens a sandbox from "python-sandbox-template", writes a file,
    runs a command on it, reads it back, lists the directory and closes (which
    deletes the claim and its pod).
 
@@ -35,7 +37,8 @@ int main(void)
         sbx_client_close(&client);
         return 1;
     }
-    printf("sandbox %s (pod %s, claim %s)\n", sbx_sandbox_name(&sb), sbx_pod_name(&sb), sbx_claim_name(&sb));
+    printf("sandbox %s (pod %s, claim %s) via %s\n", sbx_sandbox_name(&sb), sbx_pod_name(&sb), sbx_claim_name(&sb),
+           sbx_route(&sb));
     if (sbx_write(&sb, "work/notes.txt", text, strlen(text)) == SBX_OK &&
         sbx_run(&sb, "wc -l work/notes.txt", &res) == SBX_OK) { /* no shell: argv only */
         printf("wc says: %.*s", (int)res.out_len, res.out);

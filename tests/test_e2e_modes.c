@@ -60,7 +60,11 @@ TEST(pod_tunnel_is_the_default)
     cfg_python(&cfg);
     CHECK_EQ_INT(sbx_open(&sb, &cl, &cfg), SBX_OK);
     if (sb.impl) {
-        CHECK_EQ_INT(e2e_child_count(), B.children + 2); /* kubectl proxy + this sandbox's port-forward */
+        const char *env = getenv("SANDBOX_POD_ROUTE");
+        int kubectl = env && strcmp(env, "kubectl") == 0;
+        CHECK_STR(sbx_route(&sb), kubectl ? "kubectl port-forward" : "websocket");
+        /* kubectl proxy (+ this sandbox's port-forward on the kubectl route) */
+        CHECK_EQ_INT(e2e_child_count(), B.children + (kubectl ? 2 : 1));
         CHECK_EQ_INT(sbx_capabilities(&sb), SBX_CAP_EXEC | SBX_CAP_WRITE | SBX_CAP_READ | SBX_CAP_LIST | SBX_CAP_EXISTS);
         python_round_trip(&sb, "pod tunnel");
         CHECK_EQ_INT(sbx_delete(&sb, "dir", 1), SBX_ERR_UNSUPPORTED);
