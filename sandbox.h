@@ -5988,6 +5988,7 @@ SBX__PRIVATE size_t sbx__proc_stderr_tail(sbx__proc *p, char *buf, size_t cap)
 #define SBX__GROUP_CORE "agents.x-k8s.io"
 #define SBX__GROUP_GATEWAY "gateway.networking.k8s.io"
 #define SBX__POOL_MAX 8 /* idle keep-alive connections kept to the API */
+#define SBX__MEMO_MAX 8 /* templates / pools whose warm pool and port a client remembers */
 #define SBX__NONCE_KEY "sandbox.h/open-nonce" /* annotation: 16 random hex digits per open */
 #define SBX__ROUTER_SVC "sandbox-router-svc"
 #define SBX__ROUTER_PORT 8080
@@ -6007,6 +6008,17 @@ SBX__PRIVATE size_t sbx__proc_stderr_tail(sbx__proc *p, char *buf, size_t cap)
 
 struct sbx__lease;
 
+/* What opens learned about a template or pool (key "t/NAME" or "p/NAME"): the
+   one warm pool of a template (v1beta1; "" when several pools use it, so each
+   open picks the readiest), and the runtime port of its Sandboxes' pod
+   template (-1 unknown, 0 none given) */
+typedef struct sbx__memo {
+    char ns[64];
+    char key[256];
+    char pool[254];
+    int port;
+} sbx__memo;
+
 struct sbx__client {
     sbx_allocator a;
     char *kubectl;
@@ -6020,11 +6032,13 @@ struct sbx__client {
     pthread_mutex_t pmu;
     char *sockdir;            /* private directory of the proxy's unix socket (set once) */
     int api_timeout_ms;
-    pthread_mutex_t mu;       /* guards idle[], nidle, the versions, gw_ok/router (GATEWAY) */
+    pthread_mutex_t mu;       /* guards idle[], nidle, the versions, memo, gw_ok/router (GATEWAY) */
     sbx__conn *idle[SBX__POOL_MAX];
     int nidle;
     const char *ext_version;  /* "v1beta1" or "v1alpha1" once discovered */
     const char *core_version;
+    sbx__memo memo[SBX__MEMO_MAX]; /* under mu; filled round-robin */
+    int nmemo, memo_next;
     /* the route */
     sbx_mode mode;
     sbx_pod_route pod_route;  /* POD_TUNNEL, as configured */
@@ -6876,6 +6890,10 @@ struct sbx__sandbox {
     char *pod_ip;
     char *pool;               /* v1beta1: the warm pool the claim names */
     char *template_name;      /* v1alpha1: the template the claim names */
+    char memo_key[256];       /* sbx_open: "t/TEMPLATE" or "p/POOL" in the client's memo ("" none) */
+    int pool_memo;            /* s->pool came from the memo, not from a LIST */
+    int pool_gone;            /* the claim said WarmPoolNotFound */
+    int speculative;          /* the route is tried before the Sandbox is read: no fallback */
     int claim_created;        /* close (or a failed open) must delete it */
     int claim_maybe;          /* a create may have landed unseen: rollback deletes it if it is ours */
     int claim_owned;          /* registered with the supervisor (created by sbx_open) */
@@ -6968,17 +6986,93 @@ SBX__PRIVATE sbx_result sbx__claim_take_sandbox(struct sbx__sandbox *s, const ch
     return SBX_OK;
 }
 
+/* ---- what opens remember (cl->memo, under mu) ---------------------------- */
+
+SBX__PRIVATE sbx__memo *sbx__memo_find(struct sbx__client *cl, const char *ns, const char *key)
+{
+    int i;
+    if (!key[0]) return NULL;
+    for (i = 0; i < cl->nmemo; i++)
+        if (strcmp(cl->memo[i].ns, ns) == 0 && strcmp(cl->memo[i].key, key) == 0) return &cl->memo[i];
+    return NULL;
+}
+
+/* The entry of (ns, key), made when absent (the oldest one goes); NULL when
+   the names do not fit. */
+SBX__PRIVATE sbx__memo *sbx__memo_slot(struct sbx__client *cl, const char *ns, const char *key)
+{
+    sbx__memo *m = sbx__memo_find(cl, ns, key);
+    if (m || !key[0] || strlen(ns) >= sizeof m->ns || strlen(key) >= sizeof m->key) return m;
+    if (cl->nmemo < SBX__MEMO_MAX) {
+        m = &cl->memo[cl->nmemo++];
+    } else {
+        m = &cl->memo[cl->memo_next];
+        cl->memo_next = (cl->memo_next + 1) % SBX__MEMO_MAX;
+    }
+    memset(m, 0, sizeof *m);
+    memcpy(m->ns, ns, strlen(ns) + 1);
+    memcpy(m->key, key, strlen(key) + 1);
+    m->port = -1;
+    return m;
+}
+
+/* The pod template's port last seen for this open's template or pool; -1 unknown. */
+SBX__PRIVATE int sbx__memo_port(struct sbx__sandbox *s)
+{
+    sbx__memo *m;
+    int port;
+    pthread_mutex_lock(&s->cl->mu);
+    m = sbx__memo_find(s->cl, s->ns, s->memo_key);
+    port = m ? m->port : -1;
+    pthread_mutex_unlock(&s->cl->mu);
+    return port;
+}
+
+SBX__PRIVATE void sbx__memo_set_port(struct sbx__sandbox *s, int port)
+{
+    sbx__memo *m;
+    pthread_mutex_lock(&s->cl->mu);
+    m = sbx__memo_slot(s->cl, s->ns, s->memo_key);
+    if (m) m->port = port;
+    pthread_mutex_unlock(&s->cl->mu);
+}
+
+/* The pool a claim named is gone: the next open lists the pools again. */
+SBX__PRIVATE void sbx__memo_forget_pool(struct sbx__sandbox *s)
+{
+    sbx__memo *m;
+    pthread_mutex_lock(&s->cl->mu);
+    m = sbx__memo_find(s->cl, s->ns, s->memo_key);
+    if (m) m->pool[0] = '\0';
+    pthread_mutex_unlock(&s->cl->mu);
+}
+
 /* v1beta1 claims name a warm pool. Given a template, pick the pool of that
-   template in the namespace: most ready sandboxes first, then most replicas. */
+   template in the namespace: most ready sandboxes first, then most replicas.
+   When at most one pool of the template has replicas, that choice cannot
+   change with readiness: it is remembered (one LIST per client, not per
+   open) until a claim on that pool says WarmPoolNotFound. */
 SBX__PRIVATE sbx_result sbx__resolve_pool(struct sbx__sandbox *s, const char *tmpl, long long deadline, sbx_error *e)
 {
     char target[256], best[254];
     sbx__buf body;
     sbx__jtok *t = NULL;
-    int status = 0, n, items, i, k;
+    sbx__memo *m;
+    int status = 0, n, items, i, k, live = 0;
     long long best_ready = -1, best_replicas = -1;
     sbx_result r;
     best[0] = '\0';
+    s->pool_memo = 0;
+    pthread_mutex_lock(&s->cl->mu);
+    m = sbx__memo_find(s->cl, s->ns, s->memo_key);
+    if (m && m->pool[0]) snprintf(best, sizeof best, "%s", m->pool);
+    pthread_mutex_unlock(&s->cl->mu);
+    if (best[0]) {
+        s->pool = sbx__strdup(&s->cl->a, best);
+        if (!s->pool) return sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
+        s->pool_memo = 1;
+        return SBX_OK;
+    }
     snprintf(target, sizeof target, "/apis/" SBX__GROUP_EXT "/%s/namespaces/%s/sandboxwarmpools",
              s->cl->ext_version, s->ns);
     sbx__buf_init(&body, &s->cl->a);
@@ -6999,6 +7093,7 @@ SBX__PRIVATE sbx_result sbx__resolve_pool(struct sbx__sandbox *s, const char *tm
                 if (tr < 0 || nm < 0 || !sbx__json_eq(body.data, t, tr, tmpl)) continue;
                 if (rd >= 0) sbx__json_int(body.data, t, rd, &ready);
                 if (rp >= 0) sbx__json_int(body.data, t, rp, &replicas);
+                if (replicas > 0) live++;
                 if (ready > best_ready || (ready == best_ready && replicas > best_replicas)) {
                     best_ready = ready;
                     best_replicas = replicas;
@@ -7018,6 +7113,12 @@ SBX__PRIVATE sbx_result sbx__resolve_pool(struct sbx__sandbox *s, const char *tm
     if (r == SBX_OK) {
         s->pool = sbx__strdup(&s->cl->a, best);
         if (!s->pool) r = sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
+    }
+    if (r == SBX_OK) {
+        pthread_mutex_lock(&s->cl->mu);
+        m = sbx__memo_slot(s->cl, s->ns, s->memo_key);
+        if (m) snprintf(m->pool, sizeof m->pool, "%s", live <= 1 ? best : "");
+        pthread_mutex_unlock(&s->cl->mu);
     }
     return r;
 }
@@ -7266,6 +7367,7 @@ SBX__PRIVATE int sbx__claim_state(struct sbx__sandbox *s, const char *js, const 
         sbx_result r = sbx__claim_take_sandbox(s, ci.sandbox, e);
         return r == SBX_OK ? 1 : (int)r;
     }
+    if (strcmp(ci.reason, "WarmPoolNotFound") == 0) s->pool_gone = 1;
     if (strcmp(ci.reason, "TemplateNotFound") == 0 || strcmp(ci.reason, "WarmPoolNotFound") == 0)
         return sbx__fail(e, SBX_ERR_NOT_FOUND, "claim \"%s\": %s: %s", s->claim, ci.reason, ci.message);
     if (sbx__terminal_reason(ci.reason))
@@ -7315,11 +7417,21 @@ SBX__PRIVATE sbx_result sbx__get_claim(struct sbx__sandbox *s, sbx__buf *body, i
     return sbx__api_call(s->cl, "GET", target, NULL, 0, NULL, body, status, deadline, e);
 }
 
-/* The Sandbox behind a Ready claim: pod name (annotation, else the sandbox
-   name), pod IP (IPv4 preferred) and the pod template's first containerPort. */
-SBX__PRIVATE sbx_result sbx__resolve_pod(struct sbx__sandbox *s, long long deadline, sbx_error *e)
+/* What the Sandbox behind a Ready claim says: pod name (annotation, else
+   "": the sandbox name), pod IP (IPv4 preferred, else "") and the pod
+   template's first containerPort (0: none). */
+typedef struct sbx__podinfo {
+    char pod[254];
+    char ip[64];
+    int port;
+} sbx__podinfo;
+
+/* GET the Sandbox into *pi; reads s (cl, ns, sandbox) and writes nothing
+   else, so it may run beside a route being made. */
+SBX__PRIVATE sbx_result sbx__fetch_pod(const struct sbx__sandbox *s, sbx__podinfo *pi, long long deadline,
+                                       sbx_error *e)
 {
-    char target[512], pod[254], ip[64];
+    char target[512];
     sbx__buf body;
     sbx__jtok *t = NULL;
     int status = 0, n, ann, ips, port;
@@ -7327,7 +7439,8 @@ SBX__PRIVATE sbx_result sbx__resolve_pod(struct sbx__sandbox *s, long long deadl
     snprintf(target, sizeof target, "/apis/" SBX__GROUP_CORE "/%s/namespaces/%s/sandboxes/%s",
              s->cl->core_version, s->ns, s->sandbox);
     sbx__buf_init(&body, &s->cl->a);
-    pod[0] = ip[0] = '\0';
+    pi->pod[0] = pi->ip[0] = '\0';
+    pi->port = 0;
     r = sbx__api_call(s->cl, "GET", target, NULL, 0, NULL, &body, &status, deadline, e);
     if (r == SBX_OK && status != 200) r = sbx__api_fail(e, status, &body, "get Sandbox");
     if (r == SBX_OK) {
@@ -7336,8 +7449,8 @@ SBX__PRIVATE sbx_result sbx__resolve_pod(struct sbx__sandbox *s, long long deadl
             r = sbx__fail(e, SBX_ERR_PROTOCOL, "get Sandbox %s: the answer is not JSON", s->sandbox);
         } else {
             ann = sbx__json_get(body.data, t, n, 0, "metadata.annotations");
-            sbx__json_copy(body.data, t, sbx__json_mem(body.data, t, n, ann, "agents.x-k8s.io/pod-name"), pod,
-                           sizeof pod);
+            sbx__json_copy(body.data, t, sbx__json_mem(body.data, t, n, ann, "agents.x-k8s.io/pod-name"), pi->pod,
+                           sizeof pi->pod);
             ips = sbx__json_get(body.data, t, n, 0, "status.podIPs");
             if (ips >= 0 && t[ips].type == SBX__JSON_ARRAY) {
                 int i, k;
@@ -7350,19 +7463,26 @@ SBX__PRIVATE sbx_result sbx__resolve_pod(struct sbx__sandbox *s, long long deadl
                         sbx__json_copy(body.data, t, sbx__json_mem(body.data, t, n, i, "ip"), cand, sizeof cand);
                     is6 = strchr(cand, ':') != NULL;
                     if (inet_pton(is6 ? AF_INET6 : AF_INET, cand, bin) != 1) continue; /* not an IP literal */
-                    if (!ip[0] || (strchr(ip, ':') && !is6)) snprintf(ip, sizeof ip, "%s", cand);
+                    if (!pi->ip[0] || (strchr(pi->ip, ':') && !is6)) snprintf(pi->ip, sizeof pi->ip, "%s", cand);
                 }
             }
             port = sbx__json_get(body.data, t, n, 0, "spec.podTemplate.spec.containers[0].ports[0].containerPort");
             if (port >= 0) {
                 long long v = 0;
-                if (sbx__json_int(body.data, t, port, &v) == 0 && v > 0 && v <= 65535) s->template_port = (int)v;
+                if (sbx__json_int(body.data, t, port, &v) == 0 && v > 0 && v <= 65535) pi->port = (int)v;
             }
         }
         sbx__free(&s->cl->a, t);
     }
     sbx__buf_free(&body);
-    if (r != SBX_OK) return r;
+    return r;
+}
+
+/* Take what the Sandbox said. */
+SBX__PRIVATE sbx_result sbx__apply_pod(struct sbx__sandbox *s, const sbx__podinfo *pi, sbx_error *e)
+{
+    const char *pod = pi->pod, *ip = pi->ip;
+    if (pi->port > 0) s->template_port = pi->port;
     sbx__free(&s->cl->a, s->pod);
     sbx__free(&s->cl->a, s->pod_ip);
     s->pod = sbx__strdup(&s->cl->a, pod[0] ? pod : s->sandbox);
@@ -7371,6 +7491,14 @@ SBX__PRIVATE sbx_result sbx__resolve_pod(struct sbx__sandbox *s, long long deadl
     if (!sbx__valid_dns_name(s->pod, 1))
         return sbx__fail(e, SBX_ERR_PROTOCOL, "Sandbox %s names an invalid pod \"%.80s\"", s->sandbox, s->pod);
     return SBX_OK;
+}
+
+/* The Sandbox behind a Ready claim: pod name, pod IP and port, taken. */
+SBX__PRIVATE sbx_result sbx__resolve_pod(struct sbx__sandbox *s, long long deadline, sbx_error *e)
+{
+    sbx__podinfo pi;
+    sbx_result r = sbx__fetch_pod(s, &pi, deadline, e);
+    return r == SBX_OK ? sbx__apply_pod(s, &pi, e) : r;
 }
 
 /* A claim sbx_open created is registered with the supervisor (deleted if we
@@ -7954,7 +8082,7 @@ SBX__PRIVATE sbx_result sbx__route_ensure(struct sbx__sandbox *s, long long dead
                the pod itself are not refusals of the upgrade: 404, and a 400
                that names the pod ("pod P is not running", while the pod is
                being made again); kubectl would fail the same way. */
-            if (r == SBX_OK || cl->pod_route != SBX_POD_ROUTE_AUTO || !s->ws || !s->ws->refused ||
+            if (r == SBX_OK || s->speculative || cl->pod_route != SBX_POD_ROUTE_AUTO || !s->ws || !s->ws->refused ||
                 s->ws->status == 404 || s->ws->status >= 500 || s->ws->status == 429 ||
                 (s->ws->status == 400 && strstr(s->ws->why, s->pod)))
                 return r;
@@ -8333,15 +8461,22 @@ SBX__PRIVATE sbx_result sbx__probe(struct sbx__sandbox *s, long long deadline, s
     return r;
 }
 
+/* The runtime's port: as configured (cfg_port), else by the runtime asked
+   for, else the pod template's, else the python runtime's. */
+SBX__PRIVATE int sbx__route_port(const struct sbx__sandbox *s, int cfg_port, int template_port)
+{
+    return cfg_port ? cfg_port
+         : s->want == SBX_RUNTIME_SANDBOXD ? 8080
+         : s->want == SBX_RUNTIME_PYTHON ? 8888
+         : template_port > 0 ? template_port : 8888;
+}
+
 /* Connect a sandbox whose pod is resolved: route, headers, runtime. */
 SBX__PRIVATE sbx_result sbx__route_open(struct sbx__sandbox *s, sbx_error *e)
 {
     long long deadline = sbx__deadline(s->tunnel_timeout_ms);
     sbx_result r;
-    if (s->server_port == 0)
-        s->server_port = s->want == SBX_RUNTIME_SANDBOXD ? 8080
-                       : s->want == SBX_RUNTIME_PYTHON ? 8888
-                       : s->template_port > 0 ? s->template_port : 8888;
+    s->server_port = sbx__route_port(s, s->server_port, s->template_port);
     s->runtime = SBX_RUNTIME_AUTO;
     r = sbx__route_prepare(s, e);
     if (r == SBX_OK) r = sbx__route_ensure(s, deadline, e);
@@ -8351,6 +8486,99 @@ SBX__PRIVATE sbx_result sbx__route_open(struct sbx__sandbox *s, sbx_error *e)
         return sbx__err_prefix(e, "%s route to sandbox %s", sbx__mode_name(s->cl->mode), s->sandbox);
     }
     return SBX_OK;
+}
+
+/* The Sandbox read by a helper thread (sbx__pod_route) */
+typedef struct sbx__podjob {
+    const struct sbx__sandbox *s;
+    sbx__podinfo pi;
+    long long deadline;
+    sbx_result r;
+    sbx_error e;
+} sbx__podjob;
+
+SBX__PRIVATE void *sbx__podjob_run(void *arg)
+{
+    sbx__podjob *j = (sbx__podjob *)arg;
+    sbx__err_clear(&j->e);
+    j->r = sbx__fetch_pod(j->s, &j->pi, j->deadline, &j->e);
+    return NULL;
+}
+
+/* After Ready: read the Sandbox (pod name, IP, port) and connect the route.
+   On the WebSocket pod route with a known port, the Sandbox is read by a
+   helper thread while this one already upgrades to the pod named after the
+   sandbox (agent-sandbox names it so) and asks it for its health: one API
+   round trip less. The result is used only when the Sandbox confirms pod and
+   port; otherwise (or on any failure) that route is dropped and made again
+   the ordinary way, whose failures are the ones reported. The guess never
+   falls back to kubectl port-forward (s->speculative). */
+SBX__PRIVATE sbx_result sbx__pod_route(struct sbx__sandbox *s, sbx_error *e)
+{
+    struct sbx__client *cl = s->cl;
+    sbx__podjob job;
+    pthread_t th;
+    pthread_attr_t attr;
+    sbx_error se;
+    sbx_result r, sr;
+    int cfg_port = s->server_port, guess_tp = -1, ws = 0, port, started = 0;
+    long long deadline = sbx__deadline(cl->api_timeout_ms);
+    if (cl->mode == SBX_MODE_POD_TUNNEL) {
+        pthread_mutex_lock(&cl->mu);
+        ws = cl->pod_route == SBX_POD_ROUTE_WEBSOCKET || (cl->pod_route == SBX_POD_ROUTE_AUTO && !cl->pf_kubectl);
+        pthread_mutex_unlock(&cl->mu);
+        if (!cfg_port && s->want == SBX_RUNTIME_AUTO) guess_tp = sbx__memo_port(s);
+    }
+    if (!ws || (!cfg_port && s->want == SBX_RUNTIME_AUTO && guess_tp < 0)) {
+        r = sbx__resolve_pod(s, deadline, e);
+        return r == SBX_OK ? sbx__route_open(s, e) : r;
+    }
+    memset(&job, 0, sizeof job);
+    job.s = s;
+    job.deadline = deadline;
+    if (pthread_attr_init(&attr) == 0) {
+        pthread_attr_setstacksize(&attr, SBX__PROC_STACK);
+        started = pthread_create(&th, &attr, sbx__podjob_run, &job) == 0;
+        pthread_attr_destroy(&attr);
+    }
+    if (!started) {
+        r = sbx__resolve_pod(s, deadline, e);
+        return r == SBX_OK ? sbx__route_open(s, e) : r;
+    }
+    /* meanwhile: the route to pod/SANDBOX on the port the template had last time */
+    port = sbx__route_port(s, cfg_port, guess_tp);
+    sbx__err_clear(&se);
+    sbx__free(&cl->a, s->pod);
+    s->pod = sbx__strdup(&cl->a, s->sandbox);
+    s->server_port = port;
+    s->runtime = SBX_RUNTIME_AUTO;
+    s->pod_ws = 1;
+    s->speculative = 1;
+    sr = s->pod ? sbx__route_prepare(s, &se) : SBX_ERR_NOMEM;
+    if (sr == SBX_OK) sr = sbx__ws_route(s, sbx__deadline(s->tunnel_timeout_ms), &se);
+    if (sr == SBX_OK) sr = sbx__probe(s, sbx__deadline(s->tunnel_timeout_ms), &se);
+    s->speculative = 0;
+    pthread_join(th, NULL);
+    r = job.r;
+    if (r != SBX_OK) {
+        *e = job.e;
+    } else {
+        int same = strcmp(job.pi.pod[0] ? job.pi.pod : s->sandbox, s->sandbox) == 0 &&
+                   sbx__route_port(s, cfg_port, job.pi.port) == port;
+        r = sbx__apply_pod(s, &job.pi, e);
+        if (r == SBX_OK && same && sr == SBX_OK) return SBX_OK;
+        if (r == SBX_OK && same && sr == SBX_ERR_TIMEOUT) { /* the right pod: its time is up, not tried twice */
+            *e = se;
+            sbx__tunnel_stop(s);
+            return sbx__err_prefix(e, "tunnel to pod/%s", s->pod);
+        }
+    }
+    /* not confirmed: nothing of that route is kept */
+    sbx__tunnel_stop(s);
+    s->pod_ws = -1;
+    s->server_port = cfg_port;
+    s->runtime = SBX_RUNTIME_AUTO;
+    return r == SBX_OK ? sbx__route_open(s, e) : r;
 }
 
 /* ======================================================================== */
@@ -8621,7 +8849,7 @@ SBX_API sbx_result sbx_open(sbx_sandbox *sb, sbx_client *c, const sbx_sandbox_co
     char rv[64], name[64];
     long long api_deadline;
     sbx_result r;
-    int oom = 0;
+    int oom = 0, attempt;
     if (!sb) return SBX_ERR_INVALID_ARG;
     sb->impl = NULL;
     sbx__err_clear(&sb->err);
@@ -8669,44 +8897,70 @@ SBX_API sbx_result sbx_open(sbx_sandbox *sb, sbx_client *c, const sbx_sandbox_co
         r = sbx__fail(&sb->err, SBX_ERR_NOMEM, "out of memory");
         goto fail;
     }
+    snprintf(s->memo_key, sizeof s->memo_key, "%s/%s", s->pool ? "p" : "t", s->pool ? s->pool : s->template_name);
     api_deadline = sbx__deadline(cl->api_timeout_ms);
     r = sbx__discover(cl, api_deadline, &sb->err);
     if (r != SBX_OK) goto fail;
-    if (strcmp(cl->ext_version, "v1beta1") == 0) {
-        if (!s->pool) {
-            r = sbx__resolve_pool(s, s->template_name, api_deadline, &sb->err);
-            if (r != SBX_OK) goto fail;
-        }
-    } else if (!s->template_name) {
+    if (strcmp(cl->ext_version, "v1beta1") != 0 && !s->template_name) {
         r = sbx__fail(&sb->err, SBX_ERR_INVALID_ARG,
                       "this cluster serves only v1alpha1, where a claim names a template: set template_name");
         goto fail;
     }
-    /* before the claim exists: a gateway without an address costs no claim,
-       and the shared router tunnel starts while the claim becomes Ready */
-    if (cl->mode == SBX_MODE_GATEWAY) r = sbx__gateway_resolve(cl, &sb->err);
-    else if (cl->mode == SBX_MODE_ROUTER_TUNNEL) r = sbx__rtun_begin(cl, &sb->err);
-    if (r != SBX_OK) goto fail;
-    {
-        unsigned char rnd[8];
-        int i;
-        sbx__random(rnd, sizeof rnd);
-        for (i = 0; i < 8; i++) snprintf(s->nonce + 2 * i, 3, "%02x", rnd[i]);
+    for (attempt = 0;; attempt++) {
+        if (strcmp(cl->ext_version, "v1beta1") == 0 && !s->pool) {
+            r = sbx__resolve_pool(s, s->template_name, api_deadline, &sb->err);
+            if (r != SBX_OK) goto fail;
+        }
+        if (attempt == 0) {
+            /* before the claim exists: a gateway without an address costs no claim,
+               and the shared router tunnel starts while the claim becomes Ready */
+            if (cl->mode == SBX_MODE_GATEWAY) r = sbx__gateway_resolve(cl, &sb->err);
+            else if (cl->mode == SBX_MODE_ROUTER_TUNNEL) r = sbx__rtun_begin(cl, &sb->err);
+            if (r != SBX_OK) goto fail;
+        }
+        {
+            unsigned char rnd[8];
+            int i;
+            sbx__random(rnd, sizeof rnd);
+            for (i = 0; i < 8; i++) snprintf(s->nonce + 2 * i, 3, "%02x", rnd[i]);
+        }
+        s->lease_s = cfg->lease_seconds;
+        s->expiry = cfg->ttl_seconds > 0 ? (long long)time(NULL) + cfg->ttl_seconds : 0;
+        r = sbx__create_claim(s, cfg, rv, sizeof rv, api_deadline, &sb->err);
+        /* it may exist (also after a lost answer): ours until deleted or proven
+           someone else's (rollback below) */
+        if (s->claim_created || s->claim_maybe) sbx__claim_own(s);
+        if (r == SBX_OK && s->lease_s > 0) r = sbx__lease_add(s, &sb->err); /* renewed while it becomes Ready */
+        if (r != SBX_OK) goto fail;
+        r = sbx__wait_ready(s, rv, sbx__deadline(cfg->ready_timeout_ms > 0 ? cfg->ready_timeout_ms : 180000),
+                            &sb->err);
+        if (r == SBX_OK || !s->pool_gone || !s->pool_memo || attempt > 0) break;
+        /* the remembered pool is gone: this claim goes, the pools are listed
+           again, and a new claim names the pool of the template now */
+        sbx__memo_forget_pool(s);
+        sbx__err_clear(&sb->err);
+        r = sbx__sandbox_release(s, &sb->err);
+        if (r != SBX_OK) goto fail;
+        sbx__err_clear(&sb->err);
+        sbx__free(&cl->a, s->pool);
+        s->pool = NULL;
+        s->pool_gone = s->pool_memo = 0;
+        if (name[0]) {
+            unsigned char rnd[4];
+            sbx__random(rnd, sizeof rnd);
+            snprintf(name, sizeof name, "sandbox-claim-%02x%02x%02x%02x", rnd[0], rnd[1], rnd[2], rnd[3]);
+            sbx__free(&cl->a, s->claim);
+            s->claim = sbx__strdup(&cl->a, name);
+            if (!s->claim) {
+                r = sbx__fail(&sb->err, SBX_ERR_NOMEM, "out of memory");
+                goto fail;
+            }
+        }
     }
-    s->lease_s = cfg->lease_seconds;
-    s->expiry = cfg->ttl_seconds > 0 ? (long long)time(NULL) + cfg->ttl_seconds : 0;
-    r = sbx__create_claim(s, cfg, rv, sizeof rv, api_deadline, &sb->err);
-    /* it may exist (also after a lost answer): ours until deleted or proven
-       someone else's (rollback below) */
-    if (s->claim_created || s->claim_maybe) sbx__claim_own(s);
-    if (r == SBX_OK && s->lease_s > 0) r = sbx__lease_add(s, &sb->err); /* renewed while it becomes Ready */
     if (r != SBX_OK) goto fail;
-    r = sbx__wait_ready(s, rv, sbx__deadline(cfg->ready_timeout_ms > 0 ? cfg->ready_timeout_ms : 180000), &sb->err);
+    r = sbx__pod_route(s, &sb->err);
     if (r != SBX_OK) goto fail;
-    r = sbx__resolve_pod(s, sbx__deadline(cl->api_timeout_ms), &sb->err);
-    if (r != SBX_OK) goto fail;
-    r = sbx__route_open(s, &sb->err);
-    if (r != SBX_OK) goto fail;
+    sbx__memo_set_port(s, s->template_port);
     return SBX_OK;
 fail:
     sbx__err_prefix(&sb->err, "open sandbox (claim %s)", s->claim ? s->claim : "?");

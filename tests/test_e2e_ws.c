@@ -389,6 +389,91 @@ TEST(two_ports_on_one_websocket)
     em_settle(&C, &B);
 }
 
+/* Request-log entries (since the last clear) of `method` whose path holds `needle`. */
+static int logged(const char *method, const char *needle)
+{
+    sbx__buf out;
+    sbx__jtok *t = NULL;
+    int n, arr, i, k, count = 0;
+    if (e2e_http(&C, "GET", "/_admin/requests", NULL, &out) != 200) {
+        sbx__buf_free(&out);
+        return -1;
+    }
+    n = sbx__json_parse_alloc(&C.a, out.data, out.len, &t);
+    arr = n > 0 ? sbx__json_get(out.data, t, n, 0, "requests") : -1;
+    if (arr >= 0)
+        SBX__JSON_FOREACH(t, arr, i, k) {
+            char m[16], path[600];
+            sbx__json_copy(out.data, t, sbx__json_mem(out.data, t, n, i, "method"), m, sizeof m);
+            sbx__json_copy(out.data, t, sbx__json_mem(out.data, t, n, i, "path"), path, sizeof path);
+            if (strcmp(m, method) == 0 && strstr(path, needle)) count++;
+        }
+    sbx__free(&C.a, t);
+    sbx__buf_free(&out);
+    return count;
+}
+
+static void log_clear(void)
+{
+    sbx__buf out;
+    e2e_http(&C, "DELETE", "/_admin/requests", NULL, &out);
+    sbx__buf_free(&out);
+}
+
+/* A client lists the warm pools once per template, and connects to the pod
+   named after the sandbox while it reads the Sandbox. What it remembers is
+   checked: a wrong port is dropped for the right one, and a pool that is gone
+   (WarmPoolNotFound) makes it list the pools again, with the first claim
+   deleted. Nothing of either detour is left. */
+TEST(open_remembers_pool_and_port)
+{
+    sbx_client cl;
+    sbx_sandbox a, b, c, d;
+    sbx_sandbox_config cfg;
+    struct sbx__client *ci;
+    cfg_python(&cfg);
+    if (em_client(&C, &cl, SBX_MODE_POD_TUNNEL, NULL) != SBX_OK) { CHECK(0); return; }
+    ci = cl.impl;
+    log_clear();
+    CHECK_EQ_INT(sbx_open(&a, &cl, &cfg), SBX_OK);
+    CHECK_EQ_INT(logged("GET", "/sandboxwarmpools"), 1);
+    CHECK_EQ_INT(ci->nmemo, 1);
+    CHECK_STR(ci->memo[0].pool, "python-sandbox-warmpool");
+    CHECK_EQ_INT(ci->memo[0].port, 8888);
+    log_clear();
+    CHECK_EQ_INT(sbx_open(&b, &cl, &cfg), SBX_OK);
+    CHECK_EQ_INT(logged("GET", "/sandboxwarmpools"), 0);   /* remembered */
+    CHECK_EQ_INT(logged("GET", "/sandboxes/"), 1);         /* the pod is still confirmed */
+    CHECK_EQ_INT(logged("GET", "/portforward?ports=8888"), 1);
+    CHECK_STR(sbx_route(&b), "websocket");
+    CHECK(run_echo(&b, "remembered"));
+    CHECK_EQ_INT(sbx_close(&a), SBX_OK);
+    CHECK_EQ_INT(sbx_close(&b), SBX_OK);
+    /* a wrong port: that WebSocket is dropped, the right one made */
+    ci->memo[0].port = 9;
+    log_clear();
+    CHECK_EQ_INT(sbx_open(&c, &cl, &cfg), SBX_OK);
+    CHECK(logged("GET", "/portforward?ports=9") >= 1);
+    CHECK_EQ_INT(logged("GET", "/portforward?ports=8888"), 1);
+    CHECK_EQ_INT(ci->memo[0].port, 8888);
+    CHECK(run_echo(&c, "port"));
+    CHECK_EQ_INT(sbx_close(&c), SBX_OK);
+    /* a pool that is gone: the claim naming it goes, the pools are listed again */
+    snprintf(ci->memo[0].pool, sizeof ci->memo[0].pool, "gone-pool");
+    log_clear();
+    CHECK_EQ_INT(sbx_open(&d, &cl, &cfg), SBX_OK);
+    CHECK_MSG(d.impl != NULL, "%s", d.err.msg);
+    CHECK_EQ_INT(logged("POST", "/sandboxclaims"), 2);
+    CHECK_EQ_INT(logged("DELETE", "/sandboxclaims/"), 1);
+    CHECK_EQ_INT(logged("GET", "/sandboxwarmpools"), 1);
+    CHECK_STR(ci->memo[0].pool, "python-sandbox-warmpool");
+    CHECK(run_echo(&d, "pool"));
+    CHECK_EQ_INT(e2e_count(&C, "/apis/extensions.agents.x-k8s.io/v1beta1/namespaces/default/sandboxclaims"), 1);
+    CHECK_EQ_INT(sbx_close(&d), SBX_OK);
+    sbx_client_close(&cl);
+    em_settle(&C, &B);
+}
+
 TEST(bad_pod_route_settings_are_refused)
 {
     sbx_client cl;
@@ -425,6 +510,7 @@ int main(void)
     EM_RUN(abrupt_close_is_clear_and_the_next_call_reconnects);
     EM_RUN(pod_deleted_mid_stream);
     EM_RUN(two_ports_on_one_websocket);
+    EM_RUN(open_remembers_pool_and_port);
     CHECK_EQ_INT(e2e_child_count(), 0);
     e2e_down(&C);
     printf("suite took %lld ms\n", em_since(t0));
