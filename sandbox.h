@@ -8506,10 +8506,10 @@ SBX__PRIVATE void *sbx__podjob_run(void *arg)
 }
 
 /* After Ready: read the Sandbox (pod name, IP, port) and connect the route.
-   On the WebSocket pod route with a known port, the Sandbox is read by a
-   helper thread while this one already upgrades to the pod named after the
-   sandbox (agent-sandbox names it so) and asks it for its health: one API
-   round trip less. The result is used only when the Sandbox confirms pod and
+   On the WebSocket pod route (and the API server proxy) with a known port,
+   the Sandbox is read by a helper thread while this one already connects to
+   the pod named after the sandbox (agent-sandbox names it so) and asks it for
+   its health: one API round trip less. The result is used only when the Sandbox confirms pod and
    port; otherwise (or on any failure) that route is dropped and made again
    the ordinary way, whose failures are the ones reported. The guess never
    falls back to kubectl port-forward (s->speculative). */
@@ -8527,9 +8527,10 @@ SBX__PRIVATE sbx_result sbx__pod_route(struct sbx__sandbox *s, sbx_error *e)
         pthread_mutex_lock(&cl->mu);
         ws = cl->pod_route == SBX_POD_ROUTE_WEBSOCKET || (cl->pod_route == SBX_POD_ROUTE_AUTO && !cl->pf_kubectl);
         pthread_mutex_unlock(&cl->mu);
-        if (!cfg_port && s->want == SBX_RUNTIME_AUTO) guess_tp = sbx__memo_port(s);
     }
-    if (!ws || (!cfg_port && s->want == SBX_RUNTIME_AUTO && guess_tp < 0)) {
+    if ((ws || cl->mode == SBX_MODE_API_PROXY) && !cfg_port && s->want == SBX_RUNTIME_AUTO)
+        guess_tp = sbx__memo_port(s);
+    if ((!ws && cl->mode != SBX_MODE_API_PROXY) || (!cfg_port && s->want == SBX_RUNTIME_AUTO && guess_tp < 0)) {
         r = sbx__resolve_pod(s, deadline, e);
         return r == SBX_OK ? sbx__route_open(s, e) : r;
     }
@@ -8552,10 +8553,10 @@ SBX__PRIVATE sbx_result sbx__pod_route(struct sbx__sandbox *s, sbx_error *e)
     s->pod = sbx__strdup(&cl->a, s->sandbox);
     s->server_port = port;
     s->runtime = SBX_RUNTIME_AUTO;
-    s->pod_ws = 1;
+    if (ws) s->pod_ws = 1;
     s->speculative = 1;
     sr = s->pod ? sbx__route_prepare(s, &se) : SBX_ERR_NOMEM;
-    if (sr == SBX_OK) sr = sbx__ws_route(s, sbx__deadline(s->tunnel_timeout_ms), &se);
+    if (sr == SBX_OK && ws) sr = sbx__ws_route(s, sbx__deadline(s->tunnel_timeout_ms), &se);
     if (sr == SBX_OK) sr = sbx__probe(s, sbx__deadline(s->tunnel_timeout_ms), &se);
     s->speculative = 0;
     pthread_join(th, NULL);
@@ -8570,7 +8571,8 @@ SBX__PRIVATE sbx_result sbx__pod_route(struct sbx__sandbox *s, sbx_error *e)
         if (r == SBX_OK && same && sr == SBX_ERR_TIMEOUT) { /* the right pod: its time is up, not tried twice */
             *e = se;
             sbx__tunnel_stop(s);
-            return sbx__err_prefix(e, "tunnel to pod/%s", s->pod);
+            if (ws) return sbx__err_prefix(e, "tunnel to pod/%s", s->pod);
+            return sbx__err_prefix(e, "%s route to sandbox %s", sbx__mode_name(cl->mode), s->sandbox);
         }
     }
     /* not confirmed: nothing of that route is kept */

@@ -471,6 +471,18 @@ TEST(open_remembers_pool_and_port)
     CHECK_EQ_INT(e2e_count(&C, "/apis/extensions.agents.x-k8s.io/v1beta1/namespaces/default/sandboxclaims"), 1);
     CHECK_EQ_INT(sbx_close(&d), SBX_OK);
     sbx_client_close(&cl);
+    /* the API server proxy route asks the pod named after the sandbox the same way */
+    if (em_client(&C, &cl, SBX_MODE_API_PROXY, NULL) != SBX_OK) { CHECK(0); return; }
+    CHECK_EQ_INT(sbx_open(&a, &cl, &cfg), SBX_OK);
+    CHECK_EQ_INT(sbx_close(&a), SBX_OK);
+    log_clear();
+    CHECK_EQ_INT(sbx_open(&b, &cl, &cfg), SBX_OK);
+    CHECK_EQ_INT(logged("GET", "/sandboxwarmpools"), 0);
+    CHECK_EQ_INT(logged("GET", "/sandboxes/"), 1);
+    CHECK(b.impl && logged("GET", sbx_pod_name(&b)) >= 1);
+    CHECK(run_echo(&b, "proxy"));
+    CHECK_EQ_INT(sbx_close(&b), SBX_OK);
+    sbx_client_close(&cl);
     em_settle(&C, &B);
 }
 
