@@ -47,13 +47,20 @@
                         0700 directory (or uses api_url / $SANDBOX_API_URL, plain
                         http:// or unix:/path), shared by all its sandboxes over
                         kept-alive connections.
-       sbx_open         discovers the API version, resolves template -> pool,
+       sbx_open         discovers the API version, resolves template -> pool
+                        (remembered by the client when at most one pool of the
+                        template has replicas),
                         creates the claim, WATCHES it (never polls) from the
                         create's resourceVersion until Ready (re-watching after a
                         clean end or 410 Gone, with a bounded backoff on transient
                         failures; failing at once on terminal reasons and on
-                        TemplateNotFound / WarmPoolNotFound), reads the sandbox
-                        and pod names and the pod IP, and connects (see MODES),
+                        TemplateNotFound / WarmPoolNotFound, except that a
+                        remembered pool that is gone is forgotten, its claim
+                        deleted and the open made once more), reads the sandbox
+                        and pod names and the pod IP, and connects (see MODES;
+                        the WebSocket and API proxy routes connect to the pod
+                        named after the sandbox while the Sandbox is read, and
+                        keep that only when the Sandbox confirms pod and port),
                         ready when the runtime answered a health check, which also
                         tells which runtime the pod runs. Any failure rolls back
                         what was created (tunnel stopped, claim deleted).
