@@ -1,4 +1,4 @@
-/* sandbox.h - v0.1.0 - agent sandboxes on Kubernetes, from C - MIT license (end of file)
+/* sandbox.h - v0.2.0 - agent sandboxes on Kubernetes, from C - MIT license (end of file)
 
    Creates, uses and destroys agent sandboxes on clusters running the
    kubernetes-sigs/agent-sandbox controller: a SandboxClaim is created and
@@ -14,21 +14,23 @@
    -D_POSIX_C_SOURCE=200809L); other files just #include "sandbox.h".
    Link with -pthread (glibc 2.34 and later need nothing).
 
-   QUICKSTART
-       sbx_client client;
+   QUICKSTART (one handle: the sandbox starts and owns its client)
        sbx_sandbox sb;
-       sbx_sandbox_config cfg = {0};            zero = defaults
+       sbx_sandbox_config cfg;
        sbx_exec_result res;
-       if (sbx_client_open(&client, NULL) != SBX_OK) { puts(client.err.msg); return 1; }
+       memset(&cfg, 0, sizeof cfg);             zero = defaults
        cfg.template_name = "python-sandbox-template";
        cfg.ns = "default";
-       if (sbx_open(&sb, &client, &cfg) != SBX_OK) { puts(sb.err.msg); ... }
+       if (sbx_open(&sb, NULL, &cfg) != SBX_OK) { puts(sb.err.msg); return 1; }
        if (sbx_run(&sb, "echo 'Hello, World!'", &res) == SBX_OK) {
-           fwrite(res.out, 1, res.out_len, stdout);
+           fwrite(res.out, 1, res.out_len, stdout);   res.diag: its stderr
            sbx_exec_result_free(&res);
        }
-       sbx_close(&sb);                          ends the route, deletes the claim
-       sbx_client_close(&client);               stops kubectl proxy and the supervisor
+       sbx_close(&sb);             deletes the claim, stops the private client
+   Many sandboxes: open one sbx_client (sbx_client_open) and pass it to each
+   sbx_open; they share its kubectl proxy, supervisor and connections. With a
+   NULL client, cfg.client (an sbx_client_config, NULL = defaults) configures
+   the private one.
 
    REQUIREMENTS
        - `kubectl` on PATH (or SANDBOX_KUBECTL / sbx_client_config.kubectl),
@@ -252,7 +254,7 @@
                                               the string is split like a shell's words)
        sbx_write / sbx_read                   files from / into memory
        sbx_write_fd / sbx_read_fd             files from / into a descriptor
-       sbx_list / sbx_exists / sbx_delete     directories, existence, removal
+       sbx_list_dir / sbx_exists / sbx_remove_file     directories, existence, removal
        sbx_capabilities                       what the pod's runtime can do
        sbx_route                              which route a sandbox uses
        sbx_set_call_timeout                   deadline of later calls
@@ -278,8 +280,8 @@
          sbx_open always initialise them first, so closing is safe after a failed
          open and closing twice is harmless. Do not copy a live handle.
        - Strings and arrays passed in are borrowed for the duration of the call.
-       - Memory the library returns (sbx_exec_result out/err, sbx_read data,
-         sbx_list entries, sbx_list_claims names) is released with sbx_exec_result_free or sbx_free, and
+       - Memory the library returns (sbx_exec_result out/diag, sbx_read data,
+         sbx_list_dir entries, sbx_list_claims names) is released with sbx_exec_result_free or sbx_free, and
          only so; it stays valid after the sandbox and the client are closed.
          Returned text is NUL-terminated (the NUL is not counted in lengths).
        - Out-parameters are zeroed on entry, so releasing after a failure is safe.
@@ -322,9 +324,9 @@
 #include <stddef.h>
 
 #define SANDBOX_VERSION_MAJOR 0
-#define SANDBOX_VERSION_MINOR 1
+#define SANDBOX_VERSION_MINOR 2
 #define SANDBOX_VERSION_PATCH 0
-#define SANDBOX_VERSION_STRING "0.1.0"
+#define SANDBOX_VERSION_STRING "0.2.0"
 
 #ifndef SBX_API
 #ifdef SBX_STATIC
@@ -454,9 +456,9 @@ typedef enum sbx_runtime {
 #define SBX_CAP_EXEC   0x01u   /* sbx_run                      */
 #define SBX_CAP_WRITE  0x02u   /* sbx_write, sbx_write_fd      */
 #define SBX_CAP_READ   0x04u   /* sbx_read, sbx_read_fd        */
-#define SBX_CAP_LIST   0x08u   /* sbx_list                     */
+#define SBX_CAP_LIST   0x08u   /* sbx_list_dir                     */
 #define SBX_CAP_EXISTS 0x10u   /* sbx_exists                   */
-#define SBX_CAP_DELETE 0x20u   /* sbx_delete                   */
+#define SBX_CAP_REMOVE 0x20u   /* sbx_remove_file                   */
 
 typedef struct sbx_sandbox_config {
     const char *template_name; /* SandboxTemplate (the seed's API); on v1beta1 it is
@@ -494,14 +496,20 @@ typedef struct sbx_sandbox_config {
                                   so it goes even if the whole machine does; with ttl_seconds
                                   the earlier of the two wins. shutdown_policy as with
                                   ttl_seconds. Default 0: no lease                        */
+    const struct sbx_client_config *client; /* only when sbx_open / sbx_attach get a NULL
+                                  client: the settings of the private client the handle
+                                  starts and owns (NULL = defaults). Ignored otherwise */
 } sbx_sandbox_config;
 
+/* What sbx_run hands back: the command's exit code and its two output streams.
+   diag is the command's stderr (its diagnostics), not a library error: a call
+   that failed says so in its return code and sb.err. */
 typedef struct sbx_exec_result {
     int exit_code;
     char *out;                 /* stdout bytes, NUL-terminated (not counted); free with */
     size_t out_len;            /* sbx_exec_result_free                                  */
-    char *err;                 /* stderr bytes, likewise                                */
-    size_t err_len;
+    char *diag;                /* stderr bytes, likewise                                */
+    size_t diag_len;
 } sbx_exec_result;
 
 /* sbx_status(): what the controller says about the claim. */
@@ -539,8 +547,7 @@ SBX_API sbx_result sbx_close(sbx_sandbox *sb);
    max_output_bytes). Fails with SBX_ERR_NOT_FOUND (no such claim),
    SBX_ERR_DELETED (being deleted) or SBX_ERR_SANDBOX (not Ready); the claim is
    never deleted by a failed attach. ns NULL: the client's namespace. */
-SBX_API sbx_result sbx_attach(sbx_sandbox *sb, sbx_client *c, const char *ns, const char *claim_name,
-                              const sbx_sandbox_config *cfg);
+SBX_API sbx_result sbx_attach(sbx_sandbox *sb, sbx_client *c, const sbx_sandbox_config *cfg);
 /* Disconnect and free the handle, leaving the claim (and its sandbox) running:
    it is no longer deleted when the program dies, and a lease is lifted (a
    failure to lift it is returned; the handle is freed anyway).
@@ -559,13 +566,13 @@ SBX_API sbx_result sbx_list_claims(sbx_client *c, const char *ns, const char *la
 
 SBX_API sbx_result sbx_run(sbx_sandbox *sb, const char *command, sbx_exec_result *res);
 SBX_API sbx_result sbx_write(sbx_sandbox *sb, const char *path, const void *data, size_t len);
-SBX_API sbx_result sbx_read(sbx_sandbox *sb, const char *path, void **data, size_t *len);
+SBX_API sbx_result sbx_read(sbx_sandbox *sb, const char *path, char **data, size_t *len);
 SBX_API sbx_result sbx_write_fd(sbx_sandbox *sb, const char *path, int fd);
 SBX_API sbx_result sbx_read_fd(sbx_sandbox *sb, const char *path, int fd);
-SBX_API sbx_result sbx_list(sbx_sandbox *sb, const char *path, sbx_file_entry **entries, size_t *count);
+SBX_API sbx_result sbx_list_dir(sbx_sandbox *sb, const char *path, sbx_file_entry **entries, size_t *count);
 SBX_API sbx_result sbx_exists(sbx_sandbox *sb, const char *path, int *exists);
 /* sandboxd only (else SBX_ERR_UNSUPPORTED); recursive != 0 removes a non-empty directory. */
-SBX_API sbx_result sbx_delete(sbx_sandbox *sb, const char *path, int recursive);
+SBX_API sbx_result sbx_remove_file(sbx_sandbox *sb, const char *path, int recursive);
 /* SBX_CAP_* bits of the runtime; 0 when the handle is closed. A call the runtime
    cannot do fails with SBX_ERR_UNSUPPORTED and a message naming the runtime. */
 SBX_API unsigned sbx_capabilities(const sbx_sandbox *sb);
@@ -6869,6 +6876,7 @@ SBX__PRIVATE sbx_result sbx__watch(struct sbx__client *cl, const char *base, con
 
 struct sbx__sandbox {
     struct sbx__client *cl;
+    int own_client;           /* cl was started by sbx_open/sbx_attach(NULL client): closed with the handle */
     char *ns;
     char *claim;
     char *sandbox;
@@ -8613,6 +8621,22 @@ SBX__PRIVATE struct sbx__sandbox *sbx__sandbox_new(struct sbx__client *cl, const
     return s;
 }
 
+/* open/attach given no client: start a private one (cfg->client) for the handle to own */
+SBX__PRIVATE sbx_result sbx__own_client(struct sbx__client **cl, const sbx_sandbox_config *cfg, const char *what,
+                                        sbx_error *e)
+{
+    sbx_client c;
+    sbx_result r = sbx_client_open(&c, cfg->client);
+    if (r != SBX_OK) {
+        *e = c.err;
+        sbx__err_prefix(e, "%s: start its client", what);
+        e->code = r;
+        return r;
+    }
+    *cl = c.impl;
+    return SBX_OK;
+}
+
 SBX_API sbx_result sbx_open(sbx_sandbox *sb, sbx_client *c, const sbx_sandbox_config *cfg)
 {
     sbx_sandbox_config zero;
@@ -8625,8 +8649,8 @@ SBX_API sbx_result sbx_open(sbx_sandbox *sb, sbx_client *c, const sbx_sandbox_co
     if (!sb) return SBX_ERR_INVALID_ARG;
     sb->impl = NULL;
     sbx__err_clear(&sb->err);
-    if (!c || !c->impl) return sbx__fail(&sb->err, SBX_ERR_CLOSED, "open sandbox: the client is not open");
-    cl = c->impl;
+    if (c && !c->impl) return sbx__fail(&sb->err, SBX_ERR_CLOSED, "open sandbox: the client is not open");
+    cl = c ? c->impl : NULL;
     if (!cfg) {
         memset(&zero, 0, sizeof zero);
         cfg = &zero;
@@ -8660,8 +8684,13 @@ SBX_API sbx_result sbx_open(sbx_sandbox *sb, sbx_client *c, const sbx_sandbox_co
         sbx__random(rnd, sizeof rnd);
         snprintf(name, sizeof name, "sandbox-claim-%02x%02x%02x%02x", rnd[0], rnd[1], rnd[2], rnd[3]);
     }
+    if (!cl && (r = sbx__own_client(&cl, cfg, "open sandbox", &sb->err)) != SBX_OK) return r;
     s = sbx__sandbox_new(cl, cfg, cfg->ns, name[0] ? name : cfg->claim_name);
-    if (!s) return sbx__fail(&sb->err, SBX_ERR_NOMEM, "open sandbox: out of memory");
+    if (!s) {
+        if (!c) sbx__client_free(cl);
+        return sbx__fail(&sb->err, SBX_ERR_NOMEM, "open sandbox: out of memory");
+    }
+    s->own_client = !c;
     s->template_name = sbx__opt_dup(&cl->a, cfg->template_name, &oom);
     s->pool = sbx__opt_dup(&cl->a, cfg->warm_pool, &oom);
     sb->impl = s;
@@ -8712,15 +8741,14 @@ fail:
     sbx__err_prefix(&sb->err, "open sandbox (claim %s)", s->claim ? s->claim : "?");
     sbx__sandbox_release(s, &sb->err);  /* rollback: tunnel stopped, claim deleted */
     sbx__sandbox_free(s);
+    if (!c) sbx__client_free(cl);
     sb->impl = NULL;
     sb->err.code = r;
     return r;
 }
 
-SBX_API sbx_result sbx_attach(sbx_sandbox *sb, sbx_client *c, const char *ns, const char *claim_name,
-                              const sbx_sandbox_config *cfg)
+SBX_API sbx_result sbx_attach(sbx_sandbox *sb, sbx_client *c, const sbx_sandbox_config *cfg)
 {
-    sbx_sandbox_config zero;
     struct sbx__sandbox *s;
     struct sbx__client *cl;
     sbx__buf body;
@@ -8731,21 +8759,22 @@ SBX_API sbx_result sbx_attach(sbx_sandbox *sb, sbx_client *c, const char *ns, co
     if (!sb) return SBX_ERR_INVALID_ARG;
     sb->impl = NULL;
     sbx__err_clear(&sb->err);
-    if (!c || !c->impl) return sbx__fail(&sb->err, SBX_ERR_CLOSED, "attach: the client is not open");
-    cl = c->impl;
-    if (!cfg) {
-        memset(&zero, 0, sizeof zero);
-        cfg = &zero;
-    }
-    if (!claim_name || !sbx__valid_dns_name(claim_name, 1))
+    if (c && !c->impl) return sbx__fail(&sb->err, SBX_ERR_CLOSED, "attach: the client is not open");
+    cl = c ? c->impl : NULL;
+    if (!cfg || !cfg->claim_name || !*cfg->claim_name)
+        return sbx__fail(&sb->err, SBX_ERR_INVALID_ARG, "attach: set claim_name in the config");
+    if (!sbx__valid_dns_name(cfg->claim_name, 1))
         return sbx__fail(&sb->err, SBX_ERR_INVALID_ARG, "attach: claim name \"%.80s\" is not a valid name",
-                         claim_name ? claim_name : "(null)");
-    if (ns && *ns && !sbx__valid_dns_name(ns, 0))
-        return sbx__fail(&sb->err, SBX_ERR_INVALID_ARG, "attach: namespace \"%.80s\" is not a valid DNS label", ns);
+                         cfg->claim_name);
     r = sbx__check_conn_cfg(cfg, "attach", &sb->err);
     if (r != SBX_OK) return r;
-    s = sbx__sandbox_new(cl, cfg, ns, claim_name);
-    if (!s) return sbx__fail(&sb->err, SBX_ERR_NOMEM, "attach: out of memory");
+    if (!cl && (r = sbx__own_client(&cl, cfg, "attach", &sb->err)) != SBX_OK) return r;
+    s = sbx__sandbox_new(cl, cfg, cfg->ns, cfg->claim_name);
+    if (!s) {
+        if (!c) sbx__client_free(cl);
+        return sbx__fail(&sb->err, SBX_ERR_NOMEM, "attach: out of memory");
+    }
+    s->own_client = !c;
     sb->impl = s;
     sbx__buf_init(&body, &cl->a);
     if (!s->ns || !s->claim) {
@@ -8790,6 +8819,7 @@ fail:
     sbx__buf_free(&body);
     sbx__err_prefix(&sb->err, "attach to claim %s", s->claim ? s->claim : "?");
     sbx__sandbox_free(s); /* never deletes the claim */
+    if (!c) sbx__client_free(cl);
     sb->impl = NULL;
     sb->err.code = r;
     return r;
@@ -8798,13 +8828,16 @@ fail:
 SBX_API sbx_result sbx_close(sbx_sandbox *sb)
 {
     struct sbx__sandbox *s;
+    struct sbx__client *own;
     sbx_result r;
     if (!sb || !sb->impl) return SBX_OK;
     s = sb->impl;
     sbx__err_clear(&sb->err);
     r = sbx__sandbox_release(s, &sb->err);
     if (r != SBX_OK) sbx__err_prefix(&sb->err, "close sandbox (claim %s)", s->claim);
+    own = s->own_client ? s->cl : NULL;
     sbx__sandbox_free(s);
+    if (own) sbx__client_free(own); /* a claim whose DELETE failed: its supervisor tries again */
     sb->impl = NULL;
     return r;
 }
@@ -8812,6 +8845,7 @@ SBX_API sbx_result sbx_close(sbx_sandbox *sb)
 SBX_API sbx_result sbx_detach(sbx_sandbox *sb)
 {
     struct sbx__sandbox *s;
+    struct sbx__client *own;
     sbx_result r = SBX_OK;
     if (!sb || !sb->impl) return SBX_OK;
     s = sb->impl;
@@ -8823,7 +8857,9 @@ SBX_API sbx_result sbx_detach(sbx_sandbox *sb)
         r = sbx__lease_lift(s->cl, s->ns, s->claim, s->expiry, sbx__deadline(s->cl->api_timeout_ms), &sb->err);
         if (r != SBX_OK) sbx__err_prefix(&sb->err, "detach (claim %s): lift the lease", s->claim);
     }
+    own = s->own_client ? s->cl : NULL;
     sbx__sandbox_free(s);
+    if (own) sbx__client_free(own);
     sb->impl = NULL;
     return r;
 }
@@ -8990,7 +9026,7 @@ SBX_API unsigned sbx_capabilities(const sbx_sandbox *sb)
 {
     if (!sb || !sb->impl) return 0;
     if (sb->impl->runtime == SBX_RUNTIME_SANDBOXD)
-        return SBX_CAP_WRITE | SBX_CAP_READ | SBX_CAP_LIST | SBX_CAP_EXISTS | SBX_CAP_DELETE;
+        return SBX_CAP_WRITE | SBX_CAP_READ | SBX_CAP_LIST | SBX_CAP_EXISTS | SBX_CAP_REMOVE;
     return SBX_CAP_EXEC | SBX_CAP_WRITE | SBX_CAP_READ | SBX_CAP_LIST | SBX_CAP_EXISTS;
 }
 
@@ -9056,9 +9092,9 @@ SBX_API sbx_result sbx_run(sbx_sandbox *sb, const char *command, sbx_exec_result
             res->out = (char *)sbx__block_alloc(&s->cl->a, need);
             if (res->out) sbx__json_unescape(out.data, t, so, res->out, need + 1, &res->out_len);
             sbx__json_unescape(out.data, t, se, NULL, 0, &need);
-            res->err = (char *)sbx__block_alloc(&s->cl->a, need);
-            if (res->err) sbx__json_unescape(out.data, t, se, res->err, need + 1, &res->err_len);
-            if (!res->out || !res->err) {
+            res->diag = (char *)sbx__block_alloc(&s->cl->a, need);
+            if (res->diag) sbx__json_unescape(out.data, t, se, res->diag, need + 1, &res->diag_len);
+            if (!res->out || !res->diag) {
                 sbx_exec_result_free(res);
                 r = sbx__fail(&sb->err, SBX_ERR_NOMEM, "run: out of memory");
             }
@@ -9191,7 +9227,7 @@ SBX__PRIVATE sbx_result sbx__read_common(sbx_sandbox *sb, const char *path, sbx_
     return r;
 }
 
-SBX_API sbx_result sbx_read(sbx_sandbox *sb, const char *path, void **data, size_t *len)
+SBX_API sbx_result sbx_read(sbx_sandbox *sb, const char *path, char **data, size_t *len)
 {
     sbx__buf mem;
     sbx_result r;
@@ -9202,7 +9238,7 @@ SBX_API sbx_result sbx_read(sbx_sandbox *sb, const char *path, void **data, size
     sbx__buf_init(&mem, &sb->impl->cl->a);
     r = sbx__read_common(sb, path, &mem, -1);
     if (r == SBX_OK) {
-        *data = sbx__buf_to_block(&mem, len);
+        *data = (char *)sbx__buf_to_block(&mem, len);
         if (!*data) r = sbx__fail(&sb->err, SBX_ERR_NOMEM, "read: out of memory");
     }
     sbx__buf_free(&mem);
@@ -9257,7 +9293,7 @@ SBX__PRIVATE double sbx__parse_rfc3339(const char *s, size_t n)
     return (double)(days * 86400 + h * 3600 + mi * 60 + sec - off) + frac;
 }
 
-SBX_API sbx_result sbx_list(sbx_sandbox *sb, const char *path, sbx_file_entry **entries, size_t *count)
+SBX_API sbx_result sbx_list_dir(sbx_sandbox *sb, const char *path, sbx_file_entry **entries, size_t *count)
 {
     struct sbx__sandbox *s;
     sbx__buf mem;
@@ -9392,7 +9428,7 @@ SBX_API sbx_result sbx_exists(sbx_sandbox *sb, const char *path, int *exists)
     return r;
 }
 
-SBX_API sbx_result sbx_delete(sbx_sandbox *sb, const char *path, int recursive)
+SBX_API sbx_result sbx_remove_file(sbx_sandbox *sb, const char *path, int recursive)
 {
     struct sbx__sandbox *s;
     sbx__buf mem;
@@ -9443,9 +9479,9 @@ SBX_API void sbx_exec_result_free(sbx_exec_result *res)
 {
     if (!res) return;
     sbx_free(res->out);
-    sbx_free(res->err);
-    res->out = res->err = NULL;
-    res->out_len = res->err_len = 0;
+    sbx_free(res->diag);
+    res->out = res->diag = NULL;
+    res->out_len = res->diag_len = 0;
 }
 
 #endif /* SANDBOX_IMPLEMENTATION_INCLUDED */
@@ -9453,6 +9489,14 @@ SBX_API void sbx_exec_result_free(sbx_exec_result *res)
 
 /*
 REVISION HISTORY
+    0.2.0  (2026-12-04)  one handle for the common case (sbx_open with a NULL
+                         client owns a private one, cfg.client); renames:
+                         sbx_exec_result.err/err_len -> diag/diag_len,
+                         sbx_delete -> sbx_remove_file, sbx_list -> sbx_list_dir,
+                         SBX_CAP_DELETE -> SBX_CAP_REMOVE; sbx_attach takes
+                         claim name and namespace from its config; sbx_read
+                         hands back char *; a logger hook; first failures
+                         that say what to fix.
     0.1.0  (2026-11-26)  first release: client with kubectl proxy, v1beta1 and
                          v1alpha1 claims, watch to Ready, six connection modes,
                          python and sandboxd runtimes, run / write / read / list /
