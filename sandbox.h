@@ -420,6 +420,52 @@ typedef enum sbx_pod_route {
     SBX_POD_ROUTE_KUBECTL      /* one `kubectl port-forward` child per sandbox (the seed's way)  */
 } sbx_pod_route;
 
+/* ---------------------------------------------------------------- logging
+   The logger hook (sbx_client_config.logger), sokol-style: silent unless set.
+   The library calls func(&event, user) once per event below; event and its
+   strings live only for the call (copy what you keep). Filter on level
+   yourself. func may be called from any thread that calls into the library
+   with this client (sbx_open, sbx_run, sbx_close, ...) and from the client's
+   lease thread (retries of a lease renewal), possibly from several threads at
+   once, so it must be thread-safe; the library holds none of its own locks
+   while it calls func, so func may call sbx_route, sbx_claim_name and the
+   like, but must not close the handle or the client it is told about. */
+typedef enum sbx_log_level {
+    SBX_LOG_ERROR = 1,         /* something failed for good (also in the call's sbx_error) */
+    SBX_LOG_WARN = 2,          /* a retry, a fallback, a restart: trouble that was handled */
+    SBX_LOG_INFO = 3           /* the normal steps of a sandbox's life                    */
+} sbx_log_level;
+
+typedef enum sbx_event_kind {
+    SBX_EVENT_PROXY_STARTED = 1, /* kubectl proxy started; number 0 at client open, else the
+                                    restart's count (the last one died)                   */
+    SBX_EVENT_CLAIM_CREATED,   /* the SandboxClaim exists; name = claim; number = tries     */
+    SBX_EVENT_READY,           /* the claim is Ready; number = ms from create to Ready      */
+    SBX_EVENT_ROUTE,           /* connected; message = sbx_route()'s words                  */
+    SBX_EVENT_TUNNEL_STARTED,  /* a kubectl port-forward child (re)started; number = starts
+                                  of this sandbox's tunnel (2 and up: a restart)            */
+    SBX_EVENT_FALLBACK,        /* WebSocket upgrade refused: kubectl port-forward from now on
+                                  for this client; message = the refusal                    */
+    SBX_EVENT_RETRY,           /* a step is tried again; number = the attempt that failed;
+                                  message = what and why                                    */
+    SBX_EVENT_CLAIM_DELETED,   /* cleanup: the claim was deleted (close, failed open)       */
+    SBX_EVENT_CHILDREN_STOPPED /* cleanup: client close stopped its children and its
+                                  supervisor; number = children stopped                     */
+} sbx_event_kind;
+
+typedef struct sbx_event {
+    sbx_log_level level;
+    sbx_event_kind kind;
+    const char *name;          /* the claim's name, or "" for client-level events         */
+    long long number;          /* milliseconds, attempt or count, as the kind says        */
+    const char *message;       /* one short line, e.g. "GET /apis/...: HTTP 503: ..., again in 120 ms" */
+} sbx_event;
+
+typedef struct sbx_logger {
+    void (*func)(const sbx_event *event, void *user);  /* NULL: silent (default) */
+    void *user;                                         /* passed back unchanged */
+} sbx_logger;
+
 typedef struct sbx_client_config {
     const char *kubectl;       /* default: $SANDBOX_KUBECTL, else "kubectl" on PATH   */
     const char *kubeconfig;    /* default: kubectl's choice ($KUBECONFIG, ~/.kube/config) */
@@ -441,6 +487,7 @@ typedef struct sbx_client_config {
     sbx_allocator allocator;   /* default: SBX_MALLOC / SBX_REALLOC / SBX_FREE        */
     sbx_pod_route pod_route;   /* POD_TUNNEL: default $SANDBOX_POD_ROUTE (auto, websocket,
                                   kubectl), else AUTO                                  */
+    sbx_logger logger;         /* events of this client and its sandboxes; default none */
 } sbx_client_config;
 
 /* Which server runs in the pod (sbx_sandbox_config.runtime). */
@@ -835,6 +882,26 @@ SBX__PRIVATE SBX__PRINTF(3, 4) void sbx__fmt(char *buf, size_t cap, const char *
     va_start(ap, fmt);
     vsnprintf(buf, cap, fmt, ap);
     va_end(ap);
+}
+
+/* One event to the user's logger (nothing when none is set). Callers hold
+   none of the library's locks, so the logger may call back in. */
+SBX__PRIVATE SBX__PRINTF(6, 7) void sbx__log(const sbx_logger *lg, sbx_log_level level, sbx_event_kind kind,
+                                             const char *name, long long number, const char *fmt, ...)
+{
+    sbx_event ev;
+    char msg[384];
+    va_list ap;
+    if (!lg || !lg->func) return;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    ev.level = level;
+    ev.kind = kind;
+    ev.name = name ? name : "";
+    ev.number = number;
+    ev.message = msg;
+    lg->func(&ev, lg->user);
 }
 
 /* ---- growable byte buffer (always NUL-terminated once allocated) ------- */
@@ -6016,6 +6083,7 @@ struct sbx__lease;
 
 struct sbx__client {
     sbx_allocator a;
+    sbx_logger log;           /* set at open, never written again: read without a lock */
     char *kubectl;
     char *kubeconfig;
     char *context;
@@ -6347,11 +6415,13 @@ SBX__PRIVATE sbx_result sbx__proxy_spawn(struct sbx__client *cl, long long deadl
 SBX__PRIVATE sbx_result sbx__proxy_ensure(struct sbx__client *cl, long long deadline, int *restarted, sbx_error *e)
 {
     sbx_result r = SBX_OK;
+    char why[256];
+    long pid = 0;
+    int did = 0, n = 0;
     if (restarted) *restarted = 0;
     if (!cl->sockdir) return SBX_OK;
     pthread_mutex_lock(&cl->pmu);
     if (!cl->proxy_started || !sbx__proc_running(&cl->proxy)) {
-        char why[256];
         sbx__proc_describe(&cl->proxy, why, sizeof why);
         if (cl->proxy_started) sbx__proc_stop(&cl->proxy, SIGTERM, 500); /* reap it */
         memset(&cl->proxy, 0, sizeof cl->proxy);
@@ -6360,6 +6430,9 @@ SBX__PRIVATE sbx_result sbx__proxy_ensure(struct sbx__client *cl, long long dead
         if (r == SBX_OK) {
             cl->proxy_restarts++;
             if (restarted) *restarted = 1;
+            did = 1;
+            n = cl->proxy_restarts;
+            pid = (long)cl->proxy.pid;
         } else {
             if (cl->proxy_started) sbx__proc_stop(&cl->proxy, SIGTERM, 500);
             memset(&cl->proxy, 0, sizeof cl->proxy);
@@ -6368,6 +6441,9 @@ SBX__PRIVATE sbx_result sbx__proxy_ensure(struct sbx__client *cl, long long dead
         }
     }
     pthread_mutex_unlock(&cl->pmu);
+    if (did) /* after the unlock: the logger may take its time, or call in */
+        sbx__log(&cl->log, SBX_LOG_WARN, SBX_EVENT_PROXY_STARTED, NULL, n, "kubectl proxy restarted (pid %ld): the last one %s",
+                 pid, why);
     return r;
 }
 
@@ -6479,6 +6555,13 @@ SBX__PRIVATE sbx_result sbx__api_call(struct sbx__client *cl, const char *method
             }
             if ((idem || refused) && attempt < SBX__RETRY_ATTEMPTS) wait = restarted ? 0 : sbx__backoff_ms(attempt);
         }
+        if (wait >= 0 && wait < sbx__ms_left(deadline)) {
+            char why[160];
+            if (r == SBX_OK) sbx__fmt(why, sizeof why, "HTTP %d", *status);
+            else sbx__fmt(why, sizeof why, "%s", e ? e->msg : "failed");
+            sbx__log(&cl->log, SBX_LOG_WARN, SBX_EVENT_RETRY, NULL, attempt, "%s %s: %s, again in %lld ms", method,
+                     target, why, wait);
+        }
         if (wait >= 0 && sbx__retry_wait(wait, deadline)) continue;
         break;
     }
@@ -6567,6 +6650,8 @@ SBX__PRIVATE sbx_result sbx__start_proxy(struct sbx__client *cl, int timeout_ms,
     if (cl->sup) sbx__sup_add_dir(cl->sup, dir); /* removed if we die */
     r = sbx__proxy_spawn(cl, sbx__deadline(timeout_ms), e);
     if (r != SBX_OK) return sbx__err_prefix(e, "start kubectl proxy");
+    sbx__log(&cl->log, SBX_LOG_INFO, SBX_EVENT_PROXY_STARTED, NULL, 0, "kubectl proxy started (pid %ld) in %s",
+             (long)cl->proxy.pid, dir);
     snprintf(url, sizeof url, "unix:%s/proxy.sock", dir);
     return (sbx_result)sbx__endpoint_parse(url, &cl->api, e);
 }
@@ -6686,7 +6771,7 @@ SBX__PRIVATE void sbx__lease_stop(struct sbx__client *cl)
 
 SBX__PRIVATE void sbx__client_free(struct sbx__client *cl)
 {
-    int i;
+    int i, n = 0, sup;
     if (!cl) return;
     sbx__lease_stop(cl); /* before the proxy goes: a renewal in flight ends on its own */
     for (i = 0; i < cl->nidle; i++) {
@@ -6694,10 +6779,20 @@ SBX__PRIVATE void sbx__client_free(struct sbx__client *cl)
         sbx__free(&cl->a, cl->idle[i]);
     }
     /* SIGINT is kubectl port-forward's clean stop (GOAWAY, exit 0) */
-    if (cl->rtun_started) sbx__proc_stop(&cl->rtun, SIGINT, 2000);
-    if (cl->proxy_started) sbx__proc_stop(&cl->proxy, SIGTERM, 2000);
+    if (cl->rtun_started) {
+        sbx__proc_stop(&cl->rtun, SIGINT, 2000);
+        n++;
+    }
+    if (cl->proxy_started) {
+        sbx__proc_stop(&cl->proxy, SIGTERM, 2000);
+        n++;
+    }
+    sup = cl->sup != NULL;
     sbx__sup_finish(cl->sup, 3000); /* our children are stopped: it finds nothing to kill */
     cl->sup = NULL;
+    if (n || sup)
+        sbx__log(&cl->log, SBX_LOG_INFO, SBX_EVENT_CHILDREN_STOPPED, NULL, n, "client closed: %d kubectl child%s stopped%s",
+                 n, n == 1 ? "" : "ren", sup ? ", supervisor done" : "");
     if (cl->sockdir) {
         char sock[300];
         snprintf(sock, sizeof sock, "%s/proxy.sock", cl->sockdir);
@@ -6885,6 +6980,8 @@ struct sbx__sandbox {
     char *pool;               /* v1beta1: the warm pool the claim names */
     char *template_name;      /* v1alpha1: the template the claim names */
     int claim_created;        /* close (or a failed open) must delete it */
+    int create_tries;         /* POSTs the create took (for the logger) */
+    int tunnel_starts;        /* kubectl port-forward starts of this sandbox (for the logger) */
     int claim_maybe;          /* a create may have landed unseen: rollback deletes it if it is ours */
     int claim_owned;          /* registered with the supervisor (created by sbx_open) */
     char nonce[17];           /* sandbox.h/open-nonce of this open: proves a claim is ours */
@@ -7228,9 +7325,13 @@ SBX__PRIVATE sbx_result sbx__create_claim(struct sbx__sandbox *s, const sbx_sand
             s->claim_maybe = 1; /* the request may have reached the server */
             if (r == SBX_ERR_CONNECT && attempt < SBX__RETRY_ATTEMPTS) wait = sbx__backoff_ms(attempt);
         }
+        if (wait >= 0 && wait < sbx__ms_left(deadline))
+            sbx__log(&s->cl->log, SBX_LOG_WARN, SBX_EVENT_RETRY, s->claim, attempt,
+                     "create SandboxClaim: %s, again in %lld ms", e->msg, wait);
         if (wait >= 0 && sbx__retry_wait(wait, deadline)) r = SBX_OK;
         else break;
     }
+    s->create_tries = attempt;
     sbx__buf_free(&req);
     sbx__buf_free(&body);
     return r;
@@ -7953,9 +8054,10 @@ SBX__PRIVATE sbx_result sbx__route_ensure(struct sbx__sandbox *s, long long dead
                 r = sbx__ws_route(s, deadline, e);
                 transient = s->ws && s->ws->refused ? s->ws->status >= 500 || s->ws->status == 429
                                                     : r == SBX_ERR_CONNECT;
-                if (!transient || attempt >= SBX__RETRY_ATTEMPTS ||
-                    !sbx__retry_wait(sbx__backoff_ms(attempt), deadline))
-                    break;
+                if (!transient || attempt >= SBX__RETRY_ATTEMPTS) break;
+                sbx__log(&cl->log, SBX_LOG_WARN, SBX_EVENT_RETRY, s->claim, attempt, "port-forward WebSocket: %s",
+                         s->ws && s->ws->why[0] ? s->ws->why : e->msg);
+                if (!sbx__retry_wait(sbx__backoff_ms(attempt), deadline)) break;
             }
             /* a refused upgrade in AUTO: this client uses kubectl port-forward
                from now on, and this sandbox tries it at once. Answers about
@@ -7969,6 +8071,8 @@ SBX__PRIVATE sbx_result sbx__route_ensure(struct sbx__sandbox *s, long long dead
             pthread_mutex_lock(&cl->mu);
             cl->pf_kubectl = 1;
             pthread_mutex_unlock(&cl->mu);
+            sbx__log(&cl->log, SBX_LOG_WARN, SBX_EVENT_FALLBACK, s->claim, s->ws->status,
+                     "WebSocket port-forward refused (%s): kubectl port-forward from now on", s->ws->why);
             sbx__tunnel_stop(s);
             s->pod_ws = 0;
             sbx__err_clear(e);
@@ -7977,9 +8081,17 @@ SBX__PRIVATE sbx_result sbx__route_ensure(struct sbx__sandbox *s, long long dead
         for (attempt = 1;; attempt++) { /* a start that failed on a transient server error is retried */
             sbx__tunnel_stop(s);
             r = sbx__tunnel_start(s, deadline, e);
-            if (r == SBX_OK) break;
+            if (r == SBX_OK) {
+                s->tunnel_starts++;
+                sbx__log(&cl->log, s->tunnel_starts > 1 ? SBX_LOG_WARN : SBX_LOG_INFO, SBX_EVENT_TUNNEL_STARTED,
+                         s->claim, s->tunnel_starts, "kubectl port-forward pod/%s %sstarted on 127.0.0.1:%d (pid %ld)",
+                         s->pod, s->tunnel_starts > 1 ? "re" : "", s->local_port, (long)s->tunnel.pid);
+                break;
+            }
             if (r != SBX_ERR_SPAWN) sbx__pf_explain(&s->tunnel, s->tunnel_started, 0, e);
             if (!sbx__pf_retry(&s->tunnel, s->tunnel_started, attempt, deadline)) return r;
+            sbx__log(&cl->log, SBX_LOG_WARN, SBX_EVENT_RETRY, s->claim, attempt, "start kubectl port-forward: %s",
+                     e->msg);
         }
         snprintf(url, sizeof url, "http://127.0.0.1:%d", s->local_port);
         break;
@@ -8134,6 +8246,8 @@ SBX__PRIVATE sbx_result sbx__rt_call(struct sbx__sandbox *s, const sbx__http_req
         if (io->mem) io->mem->len = 0;
         r = sbx__route_ensure(s, deadline, e);
         if (r != SBX_OK) {
+            if (r == SBX_ERR_CONNECT && retry_ok)
+                sbx__log(&s->cl->log, SBX_LOG_WARN, SBX_EVENT_RETRY, s->claim, attempt, "%s: %s", in->target, e->msg);
             if (r == SBX_ERR_CONNECT && retry_ok && sbx__retry_wait(sbx__backoff_ms(attempt), deadline)) {
                 r = SBX_OK;
                 continue;
@@ -8144,6 +8258,7 @@ SBX__PRIVATE sbx_result sbx__rt_call(struct sbx__sandbox *s, const sbx__http_req
         if (r != SBX_OK) {
             sbx__conn_close(&s->rt);
             if (r == SBX_ERR_CONNECT && retry_ok && sbx__ms_left(deadline) > 0) {
+                sbx__log(&s->cl->log, SBX_LOG_WARN, SBX_EVENT_RETRY, s->claim, attempt, "%s: %s", in->target, e->msg);
                 sbx__route_reset(s);
                 if (sbx__retry_wait(sbx__backoff_ms(attempt), deadline)) {
                     r = SBX_OK;
@@ -8163,6 +8278,8 @@ SBX__PRIVATE sbx_result sbx__rt_call(struct sbx__sandbox *s, const sbx__http_req
             wait = sbx__retry_after_ms(&resp);
             if (wait < 0) wait = sbx__backoff_ms(attempt);
             if (wait < sbx__ms_left(deadline)) {
+                sbx__log(&s->cl->log, SBX_LOG_WARN, SBX_EVENT_RETRY, s->claim, attempt, "%s: HTTP %d, again in %lld ms",
+                         in->target, resp.status, wait);
                 sbx__http_body_discard(&s->rt, &resp, deadline, e);
                 sbx__retry_wait(wait, deadline);
                 continue;
@@ -8185,6 +8302,7 @@ SBX__PRIVATE sbx_result sbx__rt_call(struct sbx__sandbox *s, const sbx__http_req
         else
             r = (sbx_result)sbx__http_body_discard(&s->rt, &resp, deadline, e);
         if (r == SBX_ERR_CONNECT && retry_ok && (io->fd < 0 || resp.body_read == 0) && sbx__ms_left(deadline) > 0) {
+            sbx__log(&s->cl->log, SBX_LOG_WARN, SBX_EVENT_RETRY, s->claim, attempt, "%s: %s", in->target, e->msg);
             sbx__route_reset(s);
             if (sbx__retry_wait(sbx__backoff_ms(attempt), deadline)) {
                 r = SBX_OK;
@@ -8464,6 +8582,7 @@ SBX_API sbx_result sbx_client_open(sbx_client *c, const sbx_client_config *cfg)
     if (!cl) return sbx__fail(&c->err, SBX_ERR_NOMEM, "out of memory");
     memset(cl, 0, sizeof *cl);
     cl->a = a;
+    cl->log = cfg->logger;
     if (pthread_mutex_init(&cl->mu, NULL) != 0) {
         sbx__free(&a, cl);
         return sbx__fail(&c->err, SBX_ERR_SYS, "pthread_mutex_init failed");
@@ -8581,6 +8700,9 @@ SBX__PRIVATE sbx_result sbx__sandbox_release(struct sbx__sandbox *s, sbx_error *
         sbx__err_clear(&de);
         if (s->claim_created) {
             r = sbx__delete_claim(s, sbx__deadline(s->cl->api_timeout_ms), &de);
+            if (r == SBX_OK)
+                sbx__log(&s->cl->log, SBX_LOG_INFO, SBX_EVENT_CLAIM_DELETED, s->claim, 0, "SandboxClaim %s/%s deleted",
+                         s->ns, s->claim);
         } else {
             r = sbx__delete_if_ours(s, sbx__deadline(s->cl->api_timeout_ms), &de);
             if (r == SBX_OK) sbx__claim_disown(s); /* deleted, gone, or not ours */
@@ -8643,7 +8765,7 @@ SBX_API sbx_result sbx_open(sbx_sandbox *sb, sbx_client *c, const sbx_sandbox_co
     struct sbx__sandbox *s;
     struct sbx__client *cl;
     char rv[64], name[64];
-    long long api_deadline;
+    long long api_deadline, t0;
     sbx_result r;
     int oom = 0;
     if (!sb) return SBX_ERR_INVALID_ARG;
@@ -8725,6 +8847,11 @@ SBX_API sbx_result sbx_open(sbx_sandbox *sb, sbx_client *c, const sbx_sandbox_co
     s->lease_s = cfg->lease_seconds;
     s->expiry = cfg->ttl_seconds > 0 ? (long long)time(NULL) + cfg->ttl_seconds : 0;
     r = sbx__create_claim(s, cfg, rv, sizeof rv, api_deadline, &sb->err);
+    t0 = sbx__now_ms();
+    if (r == SBX_OK)
+        sbx__log(&cl->log, SBX_LOG_INFO, SBX_EVENT_CLAIM_CREATED, s->claim, s->create_tries,
+                 "SandboxClaim %s/%s created (%s %s)", s->ns, s->claim, s->pool ? "warm pool" : "template",
+                 s->pool ? s->pool : s->template_name ? s->template_name : "?");
     /* it may exist (also after a lost answer): ours until deleted or proven
        someone else's (rollback below) */
     if (s->claim_created || s->claim_maybe) sbx__claim_own(s);
@@ -8732,10 +8859,13 @@ SBX_API sbx_result sbx_open(sbx_sandbox *sb, sbx_client *c, const sbx_sandbox_co
     if (r != SBX_OK) goto fail;
     r = sbx__wait_ready(s, rv, sbx__deadline(cfg->ready_timeout_ms > 0 ? cfg->ready_timeout_ms : 180000), &sb->err);
     if (r != SBX_OK) goto fail;
+    sbx__log(&cl->log, SBX_LOG_INFO, SBX_EVENT_READY, s->claim, sbx__now_ms() - t0, "Ready after %lld ms",
+             sbx__now_ms() - t0);
     r = sbx__resolve_pod(s, sbx__deadline(cl->api_timeout_ms), &sb->err);
     if (r != SBX_OK) goto fail;
     r = sbx__route_open(s, &sb->err);
     if (r != SBX_OK) goto fail;
+    sbx__log(&cl->log, SBX_LOG_INFO, SBX_EVENT_ROUTE, s->claim, 0, "%s", sbx_route(sb));
     return SBX_OK;
 fail:
     sbx__err_prefix(&sb->err, "open sandbox (claim %s)", s->claim ? s->claim : "?");
@@ -8813,6 +8943,7 @@ SBX_API sbx_result sbx_attach(sbx_sandbox *sb, sbx_client *c, const sbx_sandbox_
     sbx__buf_free(&body);
     if (r == SBX_OK) {
         s->claim_created = 1; /* from now on the handle owns the claim: sbx_close deletes it */
+        sbx__log(&cl->log, SBX_LOG_INFO, SBX_EVENT_ROUTE, s->claim, 0, "%s", sbx_route(sb));
         return SBX_OK;
     }
 fail:
