@@ -6583,8 +6583,13 @@ SBX__PRIVATE sbx_result sbx__discover_group(struct sbx__client *cl, const char *
     r = sbx__api_call(cl, "GET", target, NULL, 0, NULL, &body, &status, deadline, e);
     if (r == SBX_OK && status == 404) {
         r = sbx__fail(e, SBX_ERR_UNSUPPORTED,
-                      "the cluster does not serve API group %s: is the agent-sandbox controller "
-                      "installed (with extensions enabled)?", group);
+                      "the cluster does not serve API group %s (%s): agent-sandbox is not installed%s. "
+                      "Install the kubernetes-sigs/agent-sandbox controller with its extensions (the "
+                      "release's manifest.yaml and extensions.yaml, or its Helm chart with "
+                      "controller.extensions=true), then check with `kubectl api-resources --api-group=%s`",
+                      group, strcmp(group, SBX__GROUP_EXT) == 0 ? "SandboxClaim, SandboxTemplate, SandboxWarmPool"
+                                                                : "Sandbox",
+                      strcmp(group, SBX__GROUP_EXT) == 0 ? ", or without its extensions" : "", group);
     } else if (r == SBX_OK && status != 200) {
         r = sbx__api_fail(e, status, &body, target);
     } else if (r == SBX_OK) {
@@ -6609,6 +6614,68 @@ SBX__PRIVATE sbx_result sbx__discover_group(struct sbx__client *cl, const char *
     return r;
 }
 
+/* The first API request failed because no API server answered (kubectl proxy
+   says "dial tcp ...: connection refused" as an HTTP 5xx, or our own connect
+   failed): say so, with what was tried, instead of an internal-looking 500. */
+SBX__PRIVATE sbx_result sbx__no_cluster(struct sbx__client *cl, sbx_result r, sbx_error *e)
+{
+    static const char *const words[] = {"dial tcp", "connection refused", "no such host", "i/o timeout",
+                                        "network is unreachable", "no route to host", NULL};
+    char kc[300], ctx[128], server[128], said[SBX_ERRMSG_SIZE];
+    const char *src, *p, *home = getenv("HOME");
+    struct stat st;
+    int i, hit = 0, exists;
+    if (!e || (r != SBX_ERR_CONNECT && !(r == SBX_ERR_HTTP && e->http_status >= 500))) return r;
+    for (i = 0; words[i]; i++)
+        if (strstr(e->msg, words[i])) hit = 1;
+    if (!hit && r != SBX_ERR_CONNECT) return r;
+    memcpy(said, e->msg, sizeof said);
+    /* the kubeconfig kubectl used: ours, else $KUBECONFIG's first file, else ~/.kube/config */
+    if (cl->kubeconfig) {
+        src = "sbx_client_config.kubeconfig";
+        sbx__fmt(kc, sizeof kc, "%s", cl->kubeconfig);
+    } else if ((p = getenv("KUBECONFIG")) != NULL && *p) {
+        src = "$KUBECONFIG";
+        sbx__fmt(kc, sizeof kc, "%.*s", (int)(strchr(p, ':') ? (size_t)(strchr(p, ':') - p) : strlen(p)), p);
+    } else {
+        src = "kubectl's default";
+        sbx__fmt(kc, sizeof kc, "%s/.kube/config", home ? home : "~");
+    }
+    exists = stat(kc, &st) == 0;
+    /* the context: ours, else the file's top-level current-context */
+    sbx__fmt(ctx, sizeof ctx, "%s", cl->context ? cl->context : exists ? "(none set)" : "(none)");
+    if (!cl->context && exists) {
+        FILE *f = fopen(kc, "r");
+        char line[256];
+        while (f && fgets(line, sizeof line, f))
+            if (strncmp(line, "current-context:", 16) == 0) {
+                size_t n;
+                for (p = line + 16; *p == ' ' || *p == '"' || *p == '\''; p++) {}
+                n = strcspn(p, "\"'\r\n");
+                if (n) sbx__fmt(ctx, sizeof ctx, "%.*s", (int)n, p);
+                break;
+            }
+        if (f) fclose(f);
+    }
+    /* the server: the address that was dialed, as the error names it */
+    p = strstr(said, "dial tcp ");
+    if (p) {
+        const char *q = strstr(p + 9, ": ");
+        sbx__fmt(server, sizeof server, "%.*s", (int)(q ? (size_t)(q - p - 9) : strlen(p + 9)), p + 9);
+    } else if (cl->sockdir) {
+        sbx__fmt(server, sizeof server, "%s", "(see `kubectl config view`)");
+    } else {
+        sbx__fmt(server, sizeof server, "%s (api_url)", cl->api.name);
+    }
+    r = sbx__fail(e, SBX_ERR_CONNECT,
+                  "no Kubernetes cluster reachable: tried kubeconfig %s (%s%s), context %s, server %s%s; "
+                  "the API server did not answer (%s). Point KUBECONFIG (or sbx_client_config.kubeconfig "
+                  "and .context) at a running cluster; `kubectl cluster-info` should work",
+                  kc, src, exists ? "" : "; the file does not exist", ctx, server,
+                  exists ? "" : " (kubectl's fallback when it finds no kubeconfig)", said);
+    return r;
+}
+
 SBX__PRIVATE sbx_result sbx__discover(struct sbx__client *cl, long long deadline, sbx_error *e)
 {
     const char *ext = NULL, *core = NULL;
@@ -6620,7 +6687,7 @@ SBX__PRIVATE sbx_result sbx__discover(struct sbx__client *cl, long long deadline
     if (ext && core) return SBX_OK;
     r = sbx__discover_group(cl, SBX__GROUP_EXT, &ext, deadline, e);
     if (r == SBX_OK) r = sbx__discover_group(cl, SBX__GROUP_CORE, &core, deadline, e);
-    if (r != SBX_OK) return r;
+    if (r != SBX_OK) return sbx__no_cluster(cl, r, e);
     /* set once: threads read the versions without the lock after they have
        seen them set under it, so they must never be written again */
     pthread_mutex_lock(&cl->mu);
