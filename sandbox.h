@@ -6668,11 +6668,12 @@ SBX__PRIVATE sbx_result sbx__no_cluster(struct sbx__client *cl, sbx_result r, sb
         sbx__fmt(server, sizeof server, "%s (api_url)", cl->api.name);
     }
     r = sbx__fail(e, SBX_ERR_CONNECT,
-                  "no Kubernetes cluster reachable: tried kubeconfig %s (%s%s), context %s, server %s%s; "
-                  "the API server did not answer (%s). Point KUBECONFIG (or sbx_client_config.kubeconfig "
-                  "and .context) at a running cluster; `kubectl cluster-info` should work",
-                  kc, src, exists ? "" : "; the file does not exist", ctx, server,
-                  exists ? "" : " (kubectl's fallback when it finds no kubeconfig)", said);
+                  "no Kubernetes cluster reachable: tried kubeconfig %s (%s%s), context %s, server %s%s: %s. "
+                  "Point KUBECONFIG or sbx_client_config.kubeconfig (and .context) at a running cluster "
+                  "(`kubectl cluster-info` must work)",
+                  kc, src, exists ? "" : "; no such file", ctx, server,
+                  exists ? "" : " (kubectl's default without a kubeconfig)",
+                  strstr(said, "dial tcp ") ? strstr(said, "dial tcp ") : said);
     return r;
 }
 
