@@ -580,61 +580,145 @@ typedef struct sbx_file_entry {
     double mod_time;           /* seconds since the epoch */
 } sbx_file_entry;
 
-/* ---------------------------------------------------------------- API */
+/* ---------------------------------------------------------------- API
+   Every call that returns sbx_result also leaves the detail (code, errno, HTTP
+   status, message) in the handle it was called on; "blocks" below means the
+   call waits on the network or on kubectl, never longer than the deadline named. */
+
+/* Fixed English text of a result code ("timed out"); never NULL, static (do
+   not free); thread-safe, never blocks. For the detail, read handle.err.msg. */
 SBX_API const char *sbx_strerror(sbx_result r);
 
+/* Start a client: its supervisor, then one `kubectl proxy` (unless cfg->api_url
+   or $SANDBOX_API_URL names the API). cfg NULL = defaults. Allocates the client's
+   state (freed by sbx_client_close, also after a failure). Returns SBX_OK,
+   SBX_ERR_INVALID_ARG, SBX_ERR_SPAWN (kubectl), SBX_ERR_TIMEOUT, SBX_ERR_NOMEM,
+   SBX_ERR_SYS; blocks until kubectl proxy serves (proxy_timeout_ms, 15 s). */
 SBX_API sbx_result sbx_client_open(sbx_client *c, const sbx_client_config *cfg);
+/* Stop the client's kubectl children and its supervisor, join its lease thread
+   and free it; close its sandboxes first. Safe on a closed or failed client
+   (does nothing), idempotent. Blocks up to about 2 s per child and 3 s for the
+   supervisor's goodbye (a few ms normally). */
 SBX_API void sbx_client_close(sbx_client *c);
 
+/* Create a SandboxClaim (cfg->template_name or ->warm_pool), watch it until
+   Ready and connect to its pod's runtime. c NULL: the handle starts a private
+   client (settings cfg->client, NULL = defaults) that sbx_close stops. Any
+   failure rolls back what it made (SBX_ERR_NOT_FOUND, _SANDBOX, _TIMEOUT,
+   _HTTP, _CONNECT, _UNSUPPORTED, ...). Blocks up to api_timeout_ms per API step
+   plus ready_timeout_ms (180 s) plus tunnel_timeout_ms (30 s). */
 SBX_API sbx_result sbx_open(sbx_sandbox *sb, sbx_client *c, const sbx_sandbox_config *cfg);
+/* End the route, DELETE the claim (404 counts as done) and free the handle;
+   with a private client, stop that client too. Safe on a closed handle
+   (SBX_OK), idempotent; the handle is freed even when the DELETE fails (the
+   error is returned and the supervisor retries it). Blocks up to
+   api_timeout_ms (30 s) for the DELETE, about 2 s to stop a kubectl child. */
 SBX_API sbx_result sbx_close(sbx_sandbox *sb);
 
-/* An existing, Ready claim: resolve its sandbox and pod and connect (cfg may be
-   NULL; its connection fields are used: runtime, server_port, *_timeout_ms,
-   max_output_bytes). Fails with SBX_ERR_NOT_FOUND (no such claim),
-   SBX_ERR_DELETED (being deleted) or SBX_ERR_SANDBOX (not Ready); the claim is
-   never deleted by a failed attach. ns NULL: the client's namespace. */
+/* Connect to an existing Ready claim: cfg->claim_name (required) in cfg->ns
+   (NULL: the client's namespace), with cfg's connection fields (runtime,
+   server_port, *_timeout_ms, max_output_bytes); c NULL: a private client, as
+   sbx_open. Fails with SBX_ERR_INVALID_ARG, SBX_ERR_NOT_FOUND (no such claim),
+   SBX_ERR_DELETED (being deleted) or SBX_ERR_SANDBOX (not Ready), never deleting
+   the claim. Blocks like sbx_open without the Ready wait. */
 SBX_API sbx_result sbx_attach(sbx_sandbox *sb, sbx_client *c, const sbx_sandbox_config *cfg);
 /* Disconnect and free the handle, leaving the claim (and its sandbox) running:
    it is no longer deleted when the program dies, and a lease is lifted (a
-   failure to lift it is returned; the handle is freed anyway).
-   sbx_close on the other hand deletes the claim, however the handle was made. */
+   failure to lift it is returned; the handle is freed anyway). Blocks up to
+   api_timeout_ms for that PATCH. sbx_close on the other hand deletes the
+   claim, however the handle was made. */
 SBX_API sbx_result sbx_detach(sbx_sandbox *sb);
-/* What the controller says about this sandbox's claim now (one GET). */
+/* What the controller says about this sandbox's claim now, into *st (caller's
+   struct, nothing allocated): Ready, not Ready (reason, message) or gone.
+   One GET, retried on transient errors within api_timeout_ms. Returns SBX_OK
+   (also for a gone claim: st->state says so), SBX_ERR_CLOSED, _HTTP, _CONNECT. */
 SBX_API sbx_result sbx_status(sbx_sandbox *sb, sbx_claim_status *st);
 
-/* Client-level calls: thread-safe; err (may be NULL) receives the failure. */
+/* Delete a claim by name in ns (NULL: the client's namespace), whoever made
+   it. Client-level: thread-safe; err (may be NULL) receives the failure.
+   Returns SBX_OK, SBX_ERR_NOT_FOUND (no such claim), _INVALID_ARG, _CLOSED,
+   _HTTP, _CONNECT; blocks up to the client's api_timeout_ms (30 s). */
 SBX_API sbx_result sbx_delete_claim(sbx_client *c, const char *ns, const char *claim_name, sbx_error *err);
-/* Names of the claims matching a label selector ("a=b,c!=d"; NULL or "" for all):
-   *names is a NULL-terminated array of *count strings in ONE block, freed with
-   sbx_free(*names). */
+/* Names of the claims in ns matching a label selector ("a=b,c!=d"; NULL or ""
+   for all): *names is a NULL-terminated array of *count strings in ONE block,
+   freed with sbx_free(*names) (NULL and 0 after a failure). Thread-safe; err
+   (may be NULL) receives the failure. Blocks up to api_timeout_ms (30 s). */
 SBX_API sbx_result sbx_list_claims(sbx_client *c, const char *ns, const char *label_selector, char ***names,
                                    size_t *count, sbx_error *err);
 
+/* Run a command in the sandbox (python runtime: no shell; the string is split
+   like a shell's words). *res gets the exit code and the output: res->out
+   (stdout) and res->diag (stderr), freed with sbx_exec_result_free. Sent once,
+   never retried. Returns SBX_OK whatever the exit code; SBX_ERR_UNSUPPORTED on
+   sandboxd, _TOO_BIG, _TIMEOUT, ... Blocks up to call_timeout_ms (60 s). */
 SBX_API sbx_result sbx_run(sbx_sandbox *sb, const char *command, sbx_exec_result *res);
+/* Write len bytes from data to path (relative to the runtime's base; parents
+   are made). Nothing allocated. python uploads are sent once; sandboxd writes
+   are retried on transient errors. Returns SBX_OK, SBX_ERR_INVALID_ARG (bad
+   path), _HTTP, _CONNECT, _TIMEOUT; blocks up to call_timeout_ms (60 s). */
 SBX_API sbx_result sbx_write(sbx_sandbox *sb, const char *path, const void *data, size_t len);
+/* Read a whole file into *data (NUL-terminated, the NUL not counted in *len),
+   freed with sbx_free; NULL and 0 after a failure. Retried on transient
+   errors. Returns SBX_OK, SBX_ERR_NOT_FOUND, _TOO_BIG (over max_output_bytes),
+   _INVALID_ARG, _HTTP, _CONNECT, _TIMEOUT; blocks up to call_timeout_ms. */
 SBX_API sbx_result sbx_read(sbx_sandbox *sb, const char *path, char **data, size_t *len);
+/* Write a file from a descriptor, read from its current offset to EOF and
+   streamed (never held whole); fd stays open and is the caller's. Sent once.
+   Returns as sbx_write (SBX_ERR_SYS when reading fd fails); blocks up to
+   call_timeout_ms (60 s) for the whole transfer. */
 SBX_API sbx_result sbx_write_fd(sbx_sandbox *sb, const char *path, int fd);
+/* Read a file into a descriptor, streamed (no size cap, nothing held whole);
+   fd stays open and is the caller's. Retried only while nothing was written.
+   Returns as sbx_read (SBX_ERR_SYS when writing fd fails); blocks up to
+   call_timeout_ms (60 s) for the whole transfer. */
 SBX_API sbx_result sbx_read_fd(sbx_sandbox *sb, const char *path, int fd);
+/* List a directory of the sandbox: *entries is an array of *count entries in
+   ONE block (names included), freed with sbx_free(*entries); NULL and 0 after a
+   failure. Retried on transient errors. Returns SBX_OK, SBX_ERR_NOT_FOUND,
+   _INVALID_ARG, _HTTP, _CONNECT, _TIMEOUT; blocks up to call_timeout_ms. */
 SBX_API sbx_result sbx_list_dir(sbx_sandbox *sb, const char *path, sbx_file_entry **entries, size_t *count);
+/* *exists = 1 when path exists in the sandbox (file or directory), else 0 (also
+   after a failure). Nothing allocated; retried on transient errors. Returns
+   SBX_OK either way, or SBX_ERR_INVALID_ARG, _HTTP, _CONNECT, _TIMEOUT; blocks
+   up to call_timeout_ms (60 s). */
 SBX_API sbx_result sbx_exists(sbx_sandbox *sb, const char *path, int *exists);
-/* sandboxd only (else SBX_ERR_UNSUPPORTED); recursive != 0 removes a non-empty directory. */
+/* Remove a file (a directory too; recursive != 0 removes a non-empty one) from
+   the sandbox's file system; not the claim (that is sbx_delete_claim / sbx_close).
+   sandboxd only, else SBX_ERR_UNSUPPORTED. Sent once. Returns SBX_OK,
+   SBX_ERR_NOT_FOUND, _HTTP, ...; blocks up to call_timeout_ms (60 s). */
 SBX_API sbx_result sbx_remove_file(sbx_sandbox *sb, const char *path, int recursive);
 /* SBX_CAP_* bits of the runtime; 0 when the handle is closed. A call the runtime
-   cannot do fails with SBX_ERR_UNSUPPORTED and a message naming the runtime. */
+   cannot do fails with SBX_ERR_UNSUPPORTED and a message naming the runtime.
+   Never blocks, allocates nothing. */
 SBX_API unsigned sbx_capabilities(const sbx_sandbox *sb);
+/* Deadline of each later call on this sandbox (run, write, read, ...), retries
+   included; <= 0 restores the default 60000 ms. Never blocks; no-op on a
+   closed handle. */
 SBX_API void sbx_set_call_timeout(sbx_sandbox *sb, int timeout_ms);
 
+/* Identity of an open sandbox: its claim, Sandbox, pod and namespace names
+   (NULL when the handle is closed). The strings belong to the handle: valid
+   until sbx_close / sbx_detach, not to be freed. Never block. */
 SBX_API const char *sbx_claim_name(const sbx_sandbox *sb);
+/* The Sandbox object bound to the claim (see sbx_claim_name for ownership). */
 SBX_API const char *sbx_sandbox_name(const sbx_sandbox *sb);
+/* The sandbox's pod (see sbx_claim_name for ownership). */
 SBX_API const char *sbx_pod_name(const sbx_sandbox *sb);
+/* The claim's namespace (see sbx_claim_name for ownership). */
 SBX_API const char *sbx_namespace(const sbx_sandbox *sb);
-SBX_API const char *sbx_pod_ip(const sbx_sandbox *sb);  /* NULL when the Sandbox reports none */
+/* The pod's IP; NULL when the Sandbox reports none or the handle is closed
+   (see sbx_claim_name for ownership). */
+SBX_API const char *sbx_pod_ip(const sbx_sandbox *sb);
 /* The route in use: "websocket", "kubectl port-forward", "router tunnel",
-   "gateway", "direct", "in-cluster", "api proxy"; "" when closed. */
+   "gateway", "direct", "in-cluster", "api proxy"; "" when closed. Static
+   strings (do not free); never blocks. */
 SBX_API const char *sbx_route(const sbx_sandbox *sb);
 
+/* Free res->out and res->diag and zero them; safe on a zeroed or already freed
+   result (and after a failed sbx_run). Never blocks. */
 SBX_API void sbx_exec_result_free(sbx_exec_result *res);
+/* Free memory the library returned (sbx_read data, sbx_list_dir entries,
+   sbx_list_claims names) with the allocator that made it; NULL is a no-op. */
 SBX_API void sbx_free(void *p);
 
 #ifdef __cplusplus

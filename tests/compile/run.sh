@@ -41,6 +41,8 @@ for cxx in g++ clang++; do
     try "example-quickstart-$cxx" $cxx -x c++ -std=c++11 $WARNXX -I. examples/quickstart.c -o "$OUT/quickstart_$cxx" -pthread
 done
 try "example-quickstart-c99" gcc -std=c99 $WARN -I. examples/quickstart.c -o "$OUT/quickstart_c99" -pthread
+# Every public declaration has a comment beside it.
+try "decl-comments" sh tests/compile/decl_comments.sh sandbox.h
 # The programs built above must also run (links resolved, SBX_STATIC copies independent).
 for b in gcc-c99 gcc-link gcc-static; do
     [ -x "$OUT/$b" ] && try "run-$b" "$OUT/$b"
