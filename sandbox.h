@@ -224,6 +224,28 @@
        the next API call of any thread (sbx_close's DELETE included) starts a
        new one on the same socket, once, inside that call's deadline.
 
+   LOGGING (sbx_client_config.logger; silent by default)
+       A function pointer and a user pointer, as in sokol: the library calls
+       func(&event, user) with one sbx_event (level, kind, claim name, a number,
+       a short message) for each step it takes:
+         PROXY_STARTED   kubectl proxy started (number 0) or restarted (count)
+         CLAIM_CREATED   the claim exists (number: POSTs it took)
+         READY           Ready after N ms (number)
+         ROUTE           connected; message: sbx_route()'s words
+         TUNNEL_STARTED  kubectl port-forward (re)started (number: starts)
+         FALLBACK        WebSocket refused -> kubectl port-forward
+         RETRY           a step tried again; number: the attempt; message: why
+         CLAIM_DELETED   cleanup: the claim was deleted
+         CHILDREN_STOPPED cleanup: client closed, its children and supervisor gone
+       For an open/run/close: PROXY_STARTED, CLAIM_CREATED, READY, ROUTE,
+       CLAIM_DELETED, CHILDREN_STOPPED (the last with a private or closed client).
+       Levels: INFO for the steps, WARN for retries, fallbacks and restarts.
+       Threads: func runs on the thread that made the call (any thread using
+       the client) and on the client's lease thread (renewal retries), possibly
+       on several at once: make it thread-safe. The library holds none of its
+       locks while calling it; it may call sbx_route() and the name getters,
+       and must not close the handle or client it is told about.
+
    CONFIGURATION MACROS (define before including the implementation)
        SBX_STATIC                  all functions static (private copy per unit)
        SBX_API                     prefix of public functions; default extern
@@ -254,13 +276,15 @@
                                               the string is split like a shell's words)
        sbx_write / sbx_read                   files from / into memory
        sbx_write_fd / sbx_read_fd             files from / into a descriptor
-       sbx_list_dir / sbx_exists / sbx_remove_file     directories, existence, removal
+       sbx_list_dir / sbx_exists / sbx_remove_file
+                                              directories, existence, file removal
        sbx_capabilities                       what the pod's runtime can do
        sbx_route                              which route a sandbox uses
        sbx_set_call_timeout                   deadline of later calls
        sbx_claim_name / sbx_sandbox_name / sbx_pod_name / sbx_pod_ip /
        sbx_namespace                          identity of an open sandbox
        sbx_exec_result_free / sbx_free        release what the library returned
+       sbx_client_config.logger               events of the client's sandboxes
        sbx_strerror                           fixed text of a result code
 
    ERRORS
@@ -271,6 +295,12 @@
        the server's or kubectl's own words, for example
          open sandbox (claim sandbox-claim-1f2e3d4c): claim "sandbox-claim-
          1f2e3d4c": WarmPoolNotFound: SandboxWarmPool "python-pool" not found
+       The first failures say what to fix: with no reachable cluster,
+         no Kubernetes cluster reachable: tried kubeconfig /home/u/.kube/config
+         (kubectl's default; no such file), context (none), server
+         127.0.0.1:8080 (...): dial tcp ...: connection refused. Point ...
+       (SBX_ERR_CONNECT), and on a cluster without agent-sandbox, the API group
+       that is missing and what to install (SBX_ERR_UNSUPPORTED).
        A successful call clears the error. Bad input never crashes, hangs past a
        deadline, or grows memory without bound; the library never prints, never
        exits or aborts, installs no signal handler and keeps no global state.
@@ -281,7 +311,8 @@
          open and closing twice is harmless. Do not copy a live handle.
        - Strings and arrays passed in are borrowed for the duration of the call.
        - Memory the library returns (sbx_exec_result out/diag, sbx_read data,
-         sbx_list_dir entries, sbx_list_claims names) is released with sbx_exec_result_free or sbx_free, and
+         sbx_list_dir entries, sbx_list_claims names) is released with
+         sbx_exec_result_free or sbx_free, and
          only so; it stays valid after the sandbox and the client are closed.
          Returned text is NUL-terminated (the NUL is not counted in lengths).
        - Out-parameters are zeroed on entry, so releasing after a failure is safe.
@@ -294,7 +325,8 @@
        sbx_list_claims) are thread-safe and report into their own err argument. One
        sandbox must not be used by two threads at the same time. Close every
        sandbox before its client. A user allocator must be thread-safe when
-       several threads use the library. The library starts one thread per kubectl
+       several threads use the library, and so must a logger (see LOGGING).
+       The library starts one thread per kubectl
        child (to drain its output), one lease thread per client that has a
        leased sandbox, and never touches signal dispositions; its descriptors
        are close-on-exec, and its children get only fds 0-2.
@@ -503,9 +535,9 @@ typedef enum sbx_runtime {
 #define SBX_CAP_EXEC   0x01u   /* sbx_run                      */
 #define SBX_CAP_WRITE  0x02u   /* sbx_write, sbx_write_fd      */
 #define SBX_CAP_READ   0x04u   /* sbx_read, sbx_read_fd        */
-#define SBX_CAP_LIST   0x08u   /* sbx_list_dir                     */
+#define SBX_CAP_LIST   0x08u   /* sbx_list_dir                 */
 #define SBX_CAP_EXISTS 0x10u   /* sbx_exists                   */
-#define SBX_CAP_REMOVE 0x20u   /* sbx_remove_file                   */
+#define SBX_CAP_REMOVE 0x20u   /* sbx_remove_file              */
 
 typedef struct sbx_sandbox_config {
     const char *template_name; /* SandboxTemplate (the seed's API); on v1beta1 it is

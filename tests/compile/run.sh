@@ -31,8 +31,8 @@ for cxx in g++ clang++; do
         try "$cxx-$std" $cxx -std=$std $WARNXX -I. tests/compile/impl.cc -o "$OUT/$cxx-$std" -pthread
     done
 done
-# The README's quickstart is real code: extract its C block and build it.
-awk '/^```c$/{on=1; next} /^```$/{on=0} on' README.md > "$OUT/readme_quickstart.c"
+# The README's quickstart is real code: extract its (first) C block and build it.
+awk '/^```c$/{on=1; next} /^```$/{if (on) exit} on' README.md > "$OUT/readme_quickstart.c"
 try "readme-quickstart" gcc -std=c99 $WARN -I. "$OUT/readme_quickstart.c" -o "$OUT/readme_quickstart" -pthread
 # ... and as C++ (no cast anywhere in the one-handle quickstart), like examples/quickstart.c.
 for cxx in g++ clang++; do
