@@ -475,7 +475,8 @@ typedef enum sbx_event_kind {
     SBX_EVENT_READY,           /* the claim is Ready; number = ms from create to Ready      */
     SBX_EVENT_ROUTE,           /* connected; message = sbx_route()'s words                  */
     SBX_EVENT_TUNNEL_STARTED,  /* a kubectl port-forward child (re)started; number = starts
-                                  of this sandbox's tunnel (2 and up: a restart)            */
+                                  of this sandbox's tunnel (2 and up: a restart), or of the
+                                  client's router tunnel (name "")                          */
     SBX_EVENT_FALLBACK,        /* WebSocket upgrade refused: kubectl port-forward from now on
                                   for this client; message = the refusal                    */
     SBX_EVENT_RETRY,           /* a step is tried again; number = the attempt that failed;
@@ -8105,7 +8106,7 @@ SBX__PRIVATE sbx_result sbx__rtun_ensure(struct sbx__client *cl, long long deadl
                                          sbx_error *e)
 {
     sbx_result r = SBX_OK;
-    int attempt = 1;
+    int attempt = 1, started = 0;
     pthread_mutex_lock(&cl->tmu);
 again:
     if (!(cl->rtun_started && cl->rtun_port > 0 && sbx__proc_running(&cl->rtun))) {
@@ -8122,7 +8123,10 @@ again:
             int p = 0;
             r = sbx__pf_port(&cl->rtun, "svc/" SBX__ROUTER_SVC, &p, deadline, e);
             if (r == SBX_OK) r = sbx__router_health(cl, p, deadline, e);
-            if (r == SBX_OK) cl->rtun_port = p;
+            if (r == SBX_OK) {
+                cl->rtun_port = p;
+                started = 1;
+            }
         }
         if (r != SBX_OK) {
             /* a broken tunnel is not kept: the next call starts a new one (a
@@ -8144,6 +8148,10 @@ again:
     *port = cl->rtun_port;
     *gen = cl->rtun_gen;
     pthread_mutex_unlock(&cl->tmu);
+    if (started) /* after the unlock, like every event */
+        sbx__log(&cl->log, *gen > 1 ? SBX_LOG_WARN : SBX_LOG_INFO, SBX_EVENT_TUNNEL_STARTED, NULL, (long long)*gen,
+                 "router tunnel kubectl port-forward svc/" SBX__ROUTER_SVC " %sstarted on 127.0.0.1:%d",
+                 *gen > 1 ? "re" : "", *port);
     return r;
 }
 

@@ -5,7 +5,7 @@
    - The logger hook receives one structured event per step, in order, for an
      open/run/close, a fallback (WebSocket upgrade refused -> kubectl
      port-forward), retries (every 3rd API request answers 500) and a proxy
-     restart (kubectl proxy SIGKILLed).
+     restart (kubectl proxy SIGKILLed), and the router tunnel's start.
    - The first failures say what to fix: no cluster (KUBECONFIG names a missing
      file; a kubeconfig whose server refuses connections) names the kubeconfig,
      context and server tried; a cluster without the agent-sandbox CRDs
@@ -332,6 +332,38 @@ TEST(proxy_restart_events)
     em_settle(&C, &B);
 }
 
+TEST(router_tunnel_events)
+{
+    recorder rec;
+    sbx_client_config cc;
+    sbx_client cl;
+    sbx_sandbox_config cfg;
+    sbx_sandbox sb;
+    char kinds[512];
+    rec_event *ev;
+    rec_init(&rec);
+    memset(&cc, 0, sizeof cc);
+    cc.logger.func = rec_log;
+    cc.logger.user = &rec;
+    cfg_python(&cfg);
+    if (em_client(&C, &cl, SBX_MODE_ROUTER_TUNNEL, &cc) != SBX_OK) { CHECK(0); return; }
+    CHECK_MSG(sbx_open(&sb, &cl, &cfg) == SBX_OK, "%s", sb.err.msg);
+    CHECK(run_echo(&sb, "routed"));
+    CHECK_MSG(sbx_close(&sb) == SBX_OK, "%s", sb.err.msg);
+    sbx_client_close(&cl);
+    rec_kinds(&rec, 0, kinds, sizeof kinds);
+    CHECK_STR(kinds, "proxy created ready tunnel route deleted stopped");
+    ev = rec_find(&rec, SBX_EVENT_TUNNEL_STARTED);
+    CHECK(ev && ev->number == 1 && ev->name[0] == '\0' && strstr(ev->message, "svc/sandbox-router-svc"));
+    ev = rec_find(&rec, SBX_EVENT_ROUTE);
+    if (ev) CHECK_STR(ev->message, "router tunnel");
+    ev = rec_find(&rec, SBX_EVENT_CHILDREN_STOPPED);
+    CHECK(ev && ev->number == 2); /* kubectl proxy and the router tunnel */
+    if (strcmp(kinds, "proxy created ready tunnel route deleted stopped") != 0) rec_dump(&rec);
+    pthread_mutex_destroy(&rec.mu);
+    em_settle(&C, &B);
+}
+
 /* A logger that calls back into the library: the library holds no lock of its
    own while it calls the logger, so this must not deadlock. */
 static void reentrant_log(const sbx_event *ev, void *user)
@@ -482,6 +514,7 @@ int main(void)
     T_RUN(fallback_events);
     T_RUN(retry_events);
     T_RUN(proxy_restart_events);
+    T_RUN(router_tunnel_events);
     T_RUN(logger_may_call_back_in);
     CHECK_EQ_INT(e2e_child_count(), 0);
     e2e_down(&C);
