@@ -539,7 +539,7 @@ static void bench_route(int r, const char *src, char *big, route_res *out)
 
         /* us: our writes, op: our reads, fl: curl uploads, cu: curl downloads */
         for (i = n = no = nf = nc = 0; i < XFERS; i++) {
-            void *back = NULL;
+            char *back = NULL;
             size_t len = 0;
             t0 = now_us();
             if (sbx_write(&sb, "bench10.bin", big, BIG) == SBX_OK) us[n++] = now_us() - t0;

@@ -398,7 +398,7 @@ static void flow(row *r)
     sbx_sandbox_config cfg;
     sbx_exec_result res;
     static const char data[] = "fault matrix\nline 2\n";
-    void *back = NULL;
+    char *back = NULL;
     size_t back_len = 0;
     sbx_result rc;
     long long t0;

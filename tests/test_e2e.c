@@ -98,7 +98,7 @@ TEST(quickstart_warm)
     CHECK_EQ_INT(sbx_run(&sb, "echo 'Hello, World!'", &res), SBX_OK);
     CHECK_EQ_INT(res.exit_code, 0);
     CHECK(res.out && res.out_len == 14 && memcmp(res.out, "Hello, World!\n", 14) == 0);
-    CHECK(res.err && res.err_len == 0);
+    CHECK(res.diag && res.diag_len == 0);
     sbx_exec_result_free(&res);
     CHECK_EQ_INT(sbx_close(&sb), SBX_OK);
     CHECK(sb.impl == NULL);
@@ -428,7 +428,7 @@ static sbx_sandbox shared;
 TEST(binary_files_round_trip)
 {
     unsigned char data[1024];
-    void *back = NULL;
+    char *back = NULL;
     size_t len = 0, i, count = 0;
     int ex = 0, found = 0;
     sbx_file_entry *ents = NULL;
@@ -442,7 +442,7 @@ TEST(binary_files_round_trip)
     CHECK_EQ_INT(ex, 1);
     CHECK_EQ_INT(sbx_exists(&shared, "bin/none.bin", &ex), SBX_OK);
     CHECK_EQ_INT(ex, 0);
-    CHECK_EQ_INT(sbx_list(&shared, "bin", &ents, &count), SBX_OK);
+    CHECK_EQ_INT(sbx_list_dir(&shared, "bin", &ents, &count), SBX_OK);
     for (i = 0; i < count; i++)
         if (strcmp(ents[i].name, "all.bin") == 0 && ents[i].size == 1024 && !ents[i].is_dir && ents[i].mod_time > 1e9) found = 1;
     CHECK(found);
@@ -465,20 +465,20 @@ TEST(run_output_is_binary_safe)
     for (i = 0; i < 127 && res.out_len == 128; i++)
         if ((unsigned char)res.out[i] != (i + 1 == '\r' ? '\n' : i + 1)) ok = 0;
     CHECK(ok && res.out_len == 128 && res.out[127] == '\0');
-    CHECK(res.err_len == 9 && memcmp(res.err, "to-stderr", 9) == 0);
+    CHECK(res.diag_len == 9 && memcmp(res.diag, "to-stderr", 9) == 0);
     sbx_exec_result_free(&res);
     CHECK_EQ_INT(sbx_run(&shared, "ls /definitely-not-here", &res), SBX_OK);
-    CHECK(res.exit_code != 0 && res.err_len > 0);
+    CHECK(res.exit_code != 0 && res.diag_len > 0);
     sbx_exec_result_free(&res);
     CHECK_EQ_INT(sbx_run(&shared, "no-such-program-xyz", &res), SBX_OK);
     CHECK_EQ_INT(res.exit_code, 1);
-    CHECK(res.err && strstr(res.err, "Failed to execute command"));
+    CHECK(res.diag && strstr(res.diag, "Failed to execute command"));
     sbx_exec_result_free(&res);
 }
 
 TEST(path_rules)
 {
-    void *back = NULL;
+    char *back = NULL;
     size_t len = 0;
     CHECK_EQ_INT(sbx_write(&shared, "../escape", "x", 1), SBX_ERR_INVALID_ARG);
     CHECK_EQ_INT(sbx_write(&shared, "a/../../b", "x", 1), SBX_ERR_INVALID_ARG);
@@ -503,7 +503,7 @@ TEST(response_cap)
     sbx_sandbox sb;
     sbx_sandbox_config cfg;
     char big[5000];
-    void *back = NULL;
+    char *back = NULL;
     size_t len;
     cfg_template(&cfg);
     cfg.max_output_bytes = 1000;
@@ -582,7 +582,7 @@ static void *thread_main(void *arg)
     sbx_sandbox_config cfg;
     sbx_exec_result res;
     char cmd[64], expect[64], path[64];
-    void *back = NULL;
+    char *back = NULL;
     size_t len = 0;
     cfg_template(&cfg);
     snprintf(cmd, sizeof cmd, "echo thread-%d", job->index);

@@ -14,7 +14,7 @@ TEST(template_claim_on_v1alpha1)
     sbx_sandbox sb;
     sbx_sandbox_config cfg;
     sbx_exec_result res;
-    void *back = NULL;
+    char *back = NULL;
     size_t len = 0;
     memset(&cfg, 0, sizeof cfg);
     cfg.template_name = "python-sandbox-template";

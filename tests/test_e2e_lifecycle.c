@@ -23,6 +23,16 @@ static void cfg_python(sbx_sandbox_config *cfg)
 }
 
 /* 200 if the claim exists, 404 if not */
+/* attach takes the claim's name and namespace from its config, as open does */
+static sbx_result attach_to(sbx_sandbox *sb, sbx_client *c, const char *ns, const char *name)
+{
+    sbx_sandbox_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.ns = ns;
+    cfg.claim_name = name;
+    return sbx_attach(sb, c, &cfg);
+}
+
 static int claim_http(const char *name, sbx__buf *out)
 {
     char target[300];
@@ -57,7 +67,7 @@ TEST(detach_then_attach_by_name_then_delete_by_name)
     sbx_sandbox_config cfg;
     sbx_exec_result res;
     char claim[128], sandbox[128], pod[128], ip[64];
-    void *back = NULL;
+    char *back = NULL;
     size_t len = 0;
     cfg_python(&cfg);
     CHECK_EQ_INT(sbx_open(&sb, &client, &cfg), SBX_OK);
@@ -73,7 +83,7 @@ TEST(detach_then_attach_by_name_then_delete_by_name)
     CHECK(claim_exists(claim));
     CHECK_EQ_INT(e2e_child_count(), B.children); /* its port-forward is gone */
 
-    CHECK_EQ_INT(sbx_attach(&sb, &client, "default", claim, NULL), SBX_OK);
+    CHECK_EQ_INT(attach_to(&sb, &client, "default", claim), SBX_OK);
     if (sb.impl) {
         CHECK_STR(sbx_claim_name(&sb), claim);
         CHECK_STR(sbx_sandbox_name(&sb), sandbox);
@@ -116,7 +126,7 @@ TEST(close_after_attach_deletes_the_claim)
     E2E_FMT(claim, sizeof claim, "%s", sbx_claim_name(&sb));
     CHECK_STR(claim, "attach-then-close");
     CHECK_EQ_INT(sbx_detach(&sb), SBX_OK);
-    CHECK_EQ_INT(sbx_attach(&sb, &client, NULL, claim, NULL), SBX_OK);
+    CHECK_EQ_INT(attach_to(&sb, &client, NULL, claim), SBX_OK);
     CHECK_EQ_INT(sbx_close(&sb), SBX_OK);
     CHECK(!claim_exists(claim));
     settle();
@@ -129,11 +139,16 @@ TEST(attach_fails_clearly)
     int st;
     long long t0;
     /* gone */
-    CHECK_EQ_INT(sbx_attach(&sb, &client, "default", "no-such-claim", NULL), SBX_ERR_NOT_FOUND);
+    CHECK_EQ_INT(attach_to(&sb, &client, "default", "no-such-claim"), SBX_ERR_NOT_FOUND);
     CHECK_MSG(strstr(sb.err.msg, "no SandboxClaim \"no-such-claim\""), "%s", sb.err.msg);
     CHECK(sb.impl == NULL);
-    CHECK_EQ_INT(sbx_attach(&sb, &client, "default", "Not/A/Name", NULL), SBX_ERR_INVALID_ARG);
-    CHECK_EQ_INT(sbx_attach(&sb, NULL, "default", "x", NULL), SBX_ERR_CLOSED);
+    CHECK_EQ_INT(attach_to(&sb, &client, "default", "Not/A/Name"), SBX_ERR_INVALID_ARG);
+    {
+        sbx_client closed;
+        memset(&closed, 0, sizeof closed);
+        CHECK_EQ_INT(attach_to(&sb, &closed, "default", "x"), SBX_ERR_CLOSED);
+    }
+    CHECK_EQ_INT(sbx_attach(&sb, &client, NULL), SBX_ERR_INVALID_ARG); /* no claim_name */
     /* not Ready: refused at once, and the claim (not ours) is kept */
     e2e_faults(&C, "{\"never_ready\":true}");
     st = e2e_http(&C, "POST", CLAIMS_NS,
@@ -143,7 +158,7 @@ TEST(attach_fails_clearly)
     sbx__buf_free(&out);
     CHECK_EQ_INT(st, 201);
     t0 = sbx__now_ms();
-    CHECK_EQ_INT(sbx_attach(&sb, &client, "default", "pending-claim", NULL), SBX_ERR_SANDBOX);
+    CHECK_EQ_INT(attach_to(&sb, &client, "default", "pending-claim"), SBX_ERR_SANDBOX);
     CHECK_MSG(strstr(sb.err.msg, "is not Ready"), "%s", sb.err.msg);
     CHECK(em_since(t0) < 3000);
     CHECK(claim_exists("pending-claim"));
@@ -308,7 +323,7 @@ TEST(ttl_retain_policy_keeps_the_claim)
     /* attaching to an expired claim says why */
     {
         sbx_sandbox again;
-        CHECK_EQ_INT(sbx_attach(&again, &client, NULL, sbx_claim_name(&sb), NULL), SBX_ERR_SANDBOX);
+        CHECK_EQ_INT(attach_to(&again, &client, NULL, sbx_claim_name(&sb)), SBX_ERR_SANDBOX);
         CHECK_MSG(strstr(again.err.msg, "ClaimExpired"), "%s", again.err.msg);
     }
     CHECK_EQ_INT(sbx_close(&sb), SBX_OK); /* deletes the retained claim */

@@ -30,7 +30,7 @@ static void python_round_trip(sbx_sandbox *sb, const char *tag)
 {
     sbx_exec_result res;
     sbx_file_entry *ents = NULL;
-    void *back = NULL;
+    char *back = NULL;
     size_t len = 0, count = 0, i;
     int ex = -1, found = 0;
     CHECK_EQ_INT(sbx_run(sb, "echo routed", &res), SBX_OK);
@@ -44,7 +44,7 @@ static void python_round_trip(sbx_sandbox *sb, const char *tag)
     CHECK_EQ_INT(ex, 1);
     CHECK_EQ_INT(sbx_exists(sb, "dir/missing", &ex), SBX_OK);
     CHECK_EQ_INT(ex, 0);
-    CHECK_EQ_INT(sbx_list(sb, "dir", &ents, &count), SBX_OK);
+    CHECK_EQ_INT(sbx_list_dir(sb, "dir", &ents, &count), SBX_OK);
     for (i = 0; i < count; i++)
         if (strcmp(ents[i].name, "a file %41.txt") == 0 && ents[i].size == 7) found = 1;
     CHECK_MSG(found, "%s: listing lacks the file", tag);
@@ -67,7 +67,7 @@ TEST(pod_tunnel_is_the_default)
         CHECK_EQ_INT(e2e_child_count(), B.children + (kubectl ? 2 : 1));
         CHECK_EQ_INT(sbx_capabilities(&sb), SBX_CAP_EXEC | SBX_CAP_WRITE | SBX_CAP_READ | SBX_CAP_LIST | SBX_CAP_EXISTS);
         python_round_trip(&sb, "pod tunnel");
-        CHECK_EQ_INT(sbx_delete(&sb, "dir", 1), SBX_ERR_UNSUPPORTED);
+        CHECK_EQ_INT(sbx_remove_file(&sb, "dir", 1), SBX_ERR_UNSUPPORTED);
         CHECK_MSG(strstr(sb.err.msg, "python runtime") && strstr(sb.err.msg, "delete"), "%s", sb.err.msg);
         CHECK_EQ_INT(sbx_close(&sb), SBX_OK);
     } else {
@@ -601,11 +601,11 @@ static void sandboxd_round_trip(sbx_sandbox *sb, const char *tag)
     sbx_exec_result res;
     sbx_file_entry *ents = NULL;
     unsigned char bin[300];
-    void *back = NULL;
+    char *back = NULL;
     size_t len = 0, count = 0, i;
     int ex = -1, found = 0, dir_found = 0;
     for (i = 0; i < sizeof bin; i++) bin[i] = (unsigned char)(i * 13);
-    CHECK_EQ_INT(sbx_capabilities(sb), SBX_CAP_WRITE | SBX_CAP_READ | SBX_CAP_LIST | SBX_CAP_EXISTS | SBX_CAP_DELETE);
+    CHECK_EQ_INT(sbx_capabilities(sb), SBX_CAP_WRITE | SBX_CAP_READ | SBX_CAP_LIST | SBX_CAP_EXISTS | SBX_CAP_REMOVE);
     CHECK_EQ_INT(sbx_run(sb, "echo no", &res), SBX_ERR_UNSUPPORTED);
     CHECK_MSG(strstr(sb->err.msg, "sandboxd") && strstr(sb->err.msg, "gRPC"), "%s: %s", tag, sb->err.msg);
     CHECK(res.out == NULL);
@@ -623,14 +623,14 @@ static void sandboxd_round_trip(sbx_sandbox *sb, const char *tag)
     CHECK_EQ_INT(ex, 1);
     CHECK_EQ_INT(sbx_exists(sb, "work/nope", &ex), SBX_OK);
     CHECK_EQ_INT(ex, 0);
-    CHECK_EQ_INT(sbx_list(sb, "work/sub dir", &ents, &count), SBX_OK);
+    CHECK_EQ_INT(sbx_list_dir(sb, "work/sub dir", &ents, &count), SBX_OK);
     for (i = 0; i < count; i++)
         if (strcmp(ents[i].name, "b %41.bin") == 0 && ents[i].size == (long long)sizeof bin && !ents[i].is_dir &&
             ents[i].mod_time > 1.7e9)
             found = 1;
     CHECK_MSG(found, "%s: listing lacks the file", tag);
     sbx_free(ents);
-    CHECK_EQ_INT(sbx_list(sb, "/", &ents, &count), SBX_OK);
+    CHECK_EQ_INT(sbx_list_dir(sb, "/", &ents, &count), SBX_OK);
     for (i = 0; i < count; i++)
         if (strcmp(ents[i].name, "work") == 0 && ents[i].is_dir) dir_found = 1;
     CHECK(dir_found);
@@ -638,19 +638,19 @@ static void sandboxd_round_trip(sbx_sandbox *sb, const char *tag)
     /* the wrong kind of path says so */
     CHECK_EQ_INT(sbx_read(sb, "work/sub dir", &back, &len), SBX_ERR_NOT_FOUND);
     CHECK_MSG(strstr(sb->err.msg, "is a directory"), "%s", sb->err.msg);
-    CHECK_EQ_INT(sbx_list(sb, "work/empty", &ents, &count), SBX_ERR_NOT_FOUND);
+    CHECK_EQ_INT(sbx_list_dir(sb, "work/empty", &ents, &count), SBX_ERR_NOT_FOUND);
     CHECK_MSG(strstr(sb->err.msg, "not a directory"), "%s", sb->err.msg);
     CHECK_EQ_INT(sbx_read(sb, "work/missing", &back, &len), SBX_ERR_NOT_FOUND);
     /* delete: a non-empty directory needs recursive */
-    CHECK_EQ_INT(sbx_delete(sb, "work", 0), SBX_ERR_HTTP);
+    CHECK_EQ_INT(sbx_remove_file(sb, "work", 0), SBX_ERR_HTTP);
     CHECK_EQ_INT(sb->err.http_status, 409);
-    CHECK_EQ_INT(sbx_delete(sb, "work/empty", 0), SBX_OK);
-    CHECK_EQ_INT(sbx_delete(sb, "work/empty", 0), SBX_ERR_NOT_FOUND);
-    CHECK_EQ_INT(sbx_delete(sb, "work", 1), SBX_OK);
+    CHECK_EQ_INT(sbx_remove_file(sb, "work/empty", 0), SBX_OK);
+    CHECK_EQ_INT(sbx_remove_file(sb, "work/empty", 0), SBX_ERR_NOT_FOUND);
+    CHECK_EQ_INT(sbx_remove_file(sb, "work", 1), SBX_OK);
     CHECK_EQ_INT(sbx_exists(sb, "work", &ex), SBX_OK);
     CHECK_EQ_INT(ex, 0);
-    CHECK_EQ_INT(sbx_delete(sb, "/", 1), SBX_ERR_INVALID_ARG); /* the root is never deleted */
-    CHECK_EQ_INT(sbx_delete(sb, "../x", 1), SBX_ERR_INVALID_ARG);
+    CHECK_EQ_INT(sbx_remove_file(sb, "/", 1), SBX_ERR_INVALID_ARG); /* the root is never deleted */
+    CHECK_EQ_INT(sbx_remove_file(sb, "../x", 1), SBX_ERR_INVALID_ARG);
     /* streaming: from a pipe (unknown length: chunked PUT) and back into a file */
     {
         int p[2], fd, same = 0;
@@ -671,7 +671,7 @@ static void sandboxd_round_trip(sbx_sandbox *sb, const char *tag)
         CHECK_MSG(same, "%s: %ld bytes came back", tag, (long)n);
         close(fd);
         unlink(path);
-        CHECK_EQ_INT(sbx_delete(sb, "streamed", 1), SBX_OK);
+        CHECK_EQ_INT(sbx_remove_file(sb, "streamed", 1), SBX_OK);
     }
 }
 
@@ -726,10 +726,10 @@ TEST(runtime_detected_by_probing)
     cfg.template_name = "disguised";
     CHECK_EQ_INT(sbx_open(&sb, &cl, &cfg), SBX_OK);
     if (sb.impl) {
-        CHECK_EQ_INT(sbx_capabilities(&sb) & (SBX_CAP_EXEC | SBX_CAP_DELETE), SBX_CAP_DELETE);
+        CHECK_EQ_INT(sbx_capabilities(&sb) & (SBX_CAP_EXEC | SBX_CAP_REMOVE), SBX_CAP_REMOVE);
         CHECK_EQ_INT(sb.impl->server_port, 8888);
         CHECK_EQ_INT(sbx_write(&sb, "x", "1", 1), SBX_OK);
-        CHECK_EQ_INT(sbx_delete(&sb, "x", 0), SBX_OK);
+        CHECK_EQ_INT(sbx_remove_file(&sb, "x", 0), SBX_OK);
         CHECK_EQ_INT(sbx_close(&sb), SBX_OK);
     } else {
         printf("  %s\n", sb.err.msg);

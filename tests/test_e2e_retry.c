@@ -135,7 +135,7 @@ TEST(run_is_not_resent_when_the_connection_closes_unanswered)
 
 TEST(read_is_retried_after_503_then_succeeds)
 {
-    void *back = NULL;
+    char *back = NULL;
     size_t len = 0;
     CHECK_EQ_INT(sbx_write(&shared, "r.txt", "retry me", 8), SBX_OK);
     reset_stats();
@@ -154,7 +154,7 @@ TEST(list_and_exists_are_retried_after_502_and_504)
     int ex = 0;
     reset_stats();
     runtime_faults("{\"fail_paths\":[\"/list/\"],\"fail_first\":1,\"status_5xx\":502}");
-    CHECK_EQ_INT(sbx_list(&shared, "/", &ents, &count), SBX_OK);
+    CHECK_EQ_INT(sbx_list_dir(&shared, "/", &ents, &count), SBX_OK);
     CHECK(count >= 1);
     sbx_free(ents);
     CHECK_EQ_INT(received("GET /list/%252E", NULL), 2);
@@ -167,7 +167,7 @@ TEST(list_and_exists_are_retried_after_502_and_504)
 
 TEST(read_is_retried_after_a_reset_connection)
 {
-    void *back = NULL;
+    char *back = NULL;
     size_t len = 0;
     reset_stats();
     runtime_faults("{\"fail_paths\":[\"/download/\"],\"fail_first\":1,\"close_early\":\"reset\"}");
@@ -180,7 +180,7 @@ TEST(read_is_retried_after_a_reset_connection)
 
 TEST(retries_stop_at_the_deadline)
 {
-    void *back = NULL;
+    char *back = NULL;
     size_t len = 0;
     long long t0, took, n;
     reset_stats();
@@ -199,7 +199,7 @@ TEST(retries_stop_at_the_deadline)
 
 TEST(runtime_429_waits_for_retry_after)
 {
-    void *back = NULL;
+    char *back = NULL;
     size_t len = 0;
     long long t0, took;
     reset_stats();
@@ -215,7 +215,7 @@ TEST(runtime_429_waits_for_retry_after)
 
 TEST(runtime_429_past_the_deadline_fails_at_once)
 {
-    void *back = NULL;
+    char *back = NULL;
     size_t len = 0;
     long long t0, took;
     reset_stats();
@@ -233,7 +233,7 @@ TEST(runtime_429_past_the_deadline_fails_at_once)
 
 TEST(redirects_are_not_followed)
 {
-    void *back = NULL;
+    char *back = NULL;
     size_t len = 0;
     sbx_exec_result res;
     long long execs = -1;
@@ -428,7 +428,7 @@ TEST(read_retries_on_other_routes)
         sbx_sandbox sb;
         sbx_sandbox_config cfg;
         sbx_exec_result res;
-        void *back = NULL;
+        char *back = NULL;
         size_t len = 0;
         long long n = -1, execs = -1;
         if (em_client(&C, &cl, modes[m], NULL) != SBX_OK) { CHECK(0); continue; }

@@ -105,7 +105,7 @@ TEST(default_route_is_websocket_with_one_child)
     pf_seen s;
     int i, ok = 1;
     static char big[256 * 1024];
-    void *back = NULL;
+    char *back = NULL;
     size_t len = 0;
     if (em_client(&C, &cl, SBX_MODE_POD_TUNNEL, NULL) != SBX_OK) { CHECK(0); return; }
     cfg_python(&cfg);
@@ -226,7 +226,7 @@ TEST(split_frames_and_server_ping)
     double t0 = pf_now();
     pf_seen s;
     static char data[20000];
-    void *back = NULL;
+    char *back = NULL;
     size_t len = 0, i;
     e2e_faults(&C, "{\"portforward\":{\"split_frames\":true,\"ping_first\":true}}");
     if (em_client(&C, &cl, SBX_MODE_POD_TUNNEL, NULL) != SBX_OK) { CHECK(0); return; }

@@ -374,17 +374,17 @@ TEST(closed_sandbox_calls)
 {
     sbx_sandbox sb;
     sbx_exec_result res;
-    void *data = (void *)&sb;
+    char *data = (char *)&sb;
     size_t len = 7;
     sbx_file_entry *ents = (sbx_file_entry *)&sb;
     size_t count = 3;
     int ex = 5;
     memset(&sb, 0, sizeof sb);
     CHECK_EQ_INT(sbx_run(&sb, "true", &res), SBX_ERR_CLOSED);
-    CHECK(res.out == NULL && res.err == NULL);
+    CHECK(res.out == NULL && res.diag == NULL);
     CHECK_EQ_INT(sbx_read(&sb, "x", &data, &len), SBX_ERR_CLOSED);
     CHECK(data == NULL && len == 0);
-    CHECK_EQ_INT(sbx_list(&sb, "x", &ents, &count), SBX_ERR_CLOSED);
+    CHECK_EQ_INT(sbx_list_dir(&sb, "x", &ents, &count), SBX_ERR_CLOSED);
     CHECK(ents == NULL && count == 0);
     CHECK_EQ_INT(sbx_exists(&sb, "x", &ex), SBX_ERR_CLOSED);
     CHECK_EQ_INT(ex, 0);

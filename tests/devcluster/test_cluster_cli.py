@@ -118,6 +118,21 @@ class ClusterCli(unittest.TestCase):
         finally:
             c.down()
 
+    def test_no_crds(self):
+        # agent-sandbox not installed: its groups are not served, nothing else changes
+        c = harness.DevCluster("--no-crds", "--no-router").up()
+        try:
+            _, apis = c.api("GET", "/apis")
+            names = {g["name"] for g in apis["groups"]}
+            self.assertNotIn("extensions.agents.x-k8s.io", names)
+            self.assertNotIn("agents.x-k8s.io", names)
+            self.assertEqual(c.api("GET", "/apis/extensions.agents.x-k8s.io")[0], 404)
+            self.assertEqual(c.api("GET", CLAIMS % ("v1beta1", "default"))[0], 404)
+            status, pods = c.api("GET", "/api/v1/namespaces/default/pods")
+            self.assertEqual((status, pods["items"]), (200, []))
+        finally:
+            c.down()
+
     def test_v1alpha1_only(self):
         c = harness.DevCluster("--v1alpha1-only", "--no-router").up()
         try:
