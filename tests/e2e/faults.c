@@ -1,4 +1,4 @@
-/* tests/faults.c - the fault matrix (issue 8): the seed workflow (open a
+/* tests/e2e/faults.c - the fault matrix (issue 8): the seed workflow (open a
    sandbox from python-sandbox-template, run a command, write and read a file,
    close) through sandbox.h with the real kubectl against ONE dev cluster, once
    per fault, then what was left behind: claims, sandboxes and pods (beyond the

@@ -1,4 +1,4 @@
-/* tests/e2e.h - helpers for the end-to-end suites: each suite starts its own
+/* tests/lib/e2e.h - helpers for the end-to-end suites: each suite starts its own
    dev cluster (tests/devcluster) and drives it with the real kubectl through
    sandbox.h, then checks that nothing was left behind: no claim, no extra pod,
    no runtime process, no descriptor, no child process.
@@ -56,9 +56,9 @@ static E2E_UNUSED void e2e_pick_kubectl(void)
         if (access(cand, X_OK) == 0) return;
     }
     if (!getcwd(cwd, sizeof cwd)) cwd[0] = '\0';
-    E2E_FMT(shim, sizeof shim, "SANDBOX_KUBECTL=%s/tests/kubectl-shim/kubectl", cwd);
+    E2E_FMT(shim, sizeof shim, "SANDBOX_KUBECTL=%s/tests/fakes/kubectl-shim/kubectl", cwd);
     setenv("SANDBOX_KUBECTL", shim + strlen("SANDBOX_KUBECTL="), 1);
-    printf("NOTE: kubectl is not installed; using the shim tests/kubectl-shim/kubectl\n");
+    printf("NOTE: kubectl is not installed; using the shim tests/fakes/kubectl-shim/kubectl\n");
 }
 
 static E2E_UNUSED int e2e_read_file(const char *path, char *out, size_t cap)

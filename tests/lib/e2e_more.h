@@ -1,4 +1,4 @@
-/* tests/e2e_more.h - helpers shared by the connection-mode, lifecycle and
+/* tests/lib/e2e_more.h - helpers shared by the connection-mode, lifecycle and
    retry suites (test_e2e_modes.c, test_e2e_lifecycle.c, test_e2e_retry.c), on
    top of e2e.h: a settle check (nothing left behind), a sandboxd template and
    warm pool, a runtime's /_runtime/stats, the API request log, the router

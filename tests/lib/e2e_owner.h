@@ -1,4 +1,4 @@
-/* tests/e2e_owner.h - a client program that ends without closing, and what
+/* tests/lib/e2e_owner.h - a client program that ends without closing, and what
    it leaves behind (issue 8): processes followed by pid and start time (a
    recycled pid is not a survivor), claims by name, and a forked copy of the
    suite that opens a client and a sandbox on the dev cluster and then ends as

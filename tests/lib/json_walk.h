@@ -1,5 +1,5 @@
 /* tests/json_walk.h - invariants of a successful sbx__json_parse, checked token
-   by token; shared by tests/test_json.c and tests/fuzz/fuzz_json.c (include
+   by token; shared by tests/unit/test_json.c and tests/fuzz/fuzz_json.c (include
    after the sandbox.h implementation).
 
    json_walk(js, len, t, n) returns NULL when every invariant holds, else a

@@ -1,4 +1,4 @@
-/* tests/test.h - a tiny test harness for sandbox.h's C suites.
+/* tests/lib/test.h - a tiny test harness for sandbox.h's C suites.
 
    TEST(name) { CHECK(cond); CHECK_EQ_INT(a, b); ... }
    int main(void) { RUN(name); ...; return test_summary("suite"); }

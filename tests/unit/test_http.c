@@ -1,5 +1,5 @@
-/* tests/test_http.c - the >>http section: parsers (every prefix, per byte,
-   guard pages), endpoints, and the client against tests/servers/http_fake.py
+/* tests/unit/test_http.c - the >>http section: parsers (every prefix, per byte,
+   guard pages), endpoints, and the client against tests/fakes/servers/http_fake.py
    (well-behaved and hostile answers). Every network test checks that no
    descriptor is left open; ASan checks that nothing leaks. */
 #define SANDBOX_IMPLEMENTATION
@@ -40,7 +40,7 @@ typedef struct srv {
 static srv S;        /* the TCP server every network test uses */
 static char URL[64]; /* http://127.0.0.1:PORT */
 
-/* Start tests/servers/http_fake.py with up to two arguments; read "PORT n". */
+/* Start tests/fakes/servers/http_fake.py with up to two arguments; read "PORT n". */
 static int srv_start(srv *s, const char *a1, const char *a2)
 {
     int in[2], out[2];
@@ -59,7 +59,7 @@ static int srv_start(srv *s, const char *a1, const char *a2)
     if (s->pid == 0) {
         dup2(in[0], 0);
         dup2(out[1], 1);
-        execlp("python3", "python3", "tests/servers/http_fake.py", a1, a2, (char *)NULL);
+        execlp("python3", "python3", "tests/fakes/servers/http_fake.py", a1, a2, (char *)NULL);
         _exit(127);
     }
     close(in[0]);
@@ -1870,7 +1870,7 @@ int main(void)
     RUN(watch_lines_every_split);
     RUN(error_text);
     if (srv_start(&S, NULL, NULL) != 0) {
-        printf("  FAIL: tests/servers/http_fake.py did not start\n");
+        printf("  FAIL: tests/fakes/servers/http_fake.py did not start\n");
         srv_stop(&S);
         test_failed++;
         return test_summary("test_http");

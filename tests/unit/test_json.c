@@ -1,4 +1,4 @@
-/* tests/test_json.c - white-box tests of the >>json section of sandbox.h:
+/* tests/unit/test_json.c - white-box tests of the >>json section of sandbox.h:
    the strict scanner (grammar, errors and their offsets, depth limit, token
    layout and counts, input against a guard page), lookups, unescaping,
    numbers, the string writer, and the JSONTestSuite vectors when present

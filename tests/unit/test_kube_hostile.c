@@ -1,5 +1,5 @@
 /* sbx_open against a Kubernetes API server that misbehaves on purpose
-   (tests/servers/kube_hostile.py): every misbehaviour gives a clear error
+   (tests/fakes/servers/kube_hostile.py): every misbehaviour gives a clear error
    within the deadline, the claim that was created is deleted again, a
    misbehaving watch is not retried in a tight loop, and server text with
    control characters never reaches the message raw. */
@@ -25,7 +25,7 @@ static int start_server(void)
         dup2(in[0], 0);
         dup2(out[1], 1);
         close(in[0]); close(in[1]); close(out[0]); close(out[1]);
-        execlp("python3", "python3", "tests/servers/kube_hostile.py", (char *)NULL);
+        execlp("python3", "python3", "tests/fakes/servers/kube_hostile.py", (char *)NULL);
         _exit(127);
     }
     close(in[0]);
@@ -199,7 +199,7 @@ TEST(create_fails_with_plain_text)
 int main(void)
 {
     if (start_server() != 0) {
-        printf("kube_hostile: could not start tests/servers/kube_hostile.py\n");
+        printf("kube_hostile: could not start tests/fakes/servers/kube_hostile.py\n");
         printf("kube_hostile: 0 passed, 1 failed\n");
         return 1;
     }

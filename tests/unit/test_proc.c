@@ -1,4 +1,4 @@
-/* tests/test_proc.c - the child-process manager (>>proc): spawn, readiness
+/* tests/unit/test_proc.c - the child-process manager (>>proc): spawn, readiness
    lines, exit and exec failures, environment and descriptors of the child,
    the never-blocking drainer (5,000 connections while the library is idle),
    stop with grace and SIGKILL escalation, grandchildren holding the pipes,
@@ -1068,7 +1068,7 @@ static int build_helper(void)
     if (!cc || !*cc) cc = "cc";
     snprintf(tmp, sizeof tmp, "%s.%ld", HELPER, (long)getpid());
     snprintf(cmd, sizeof cmd,
-             "%s -std=c99 -D_POSIX_C_SOURCE=200809L -O1 -Wall -Wextra -Werror -o %s tests/helpers/proc_child.c",
+             "%s -std=c99 -D_POSIX_C_SOURCE=200809L -O1 -Wall -Wextra -Werror -o %s tests/fakes/helpers/proc_child.c",
              cc, tmp);
     r = system(cmd);
     if (r == 0 && rename(tmp, HELPER) != 0) r = -1;
@@ -1186,7 +1186,7 @@ int main(void)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (build_helper() != 0) {
-        printf("  FAIL cannot build %s from tests/helpers/proc_child.c\n", HELPER);
+        printf("  FAIL cannot build %s from tests/fakes/helpers/proc_child.c\n", HELPER);
         printf("proc: 0 passed, 1 failed, 0 skipped\n");
         return 1;
     }

@@ -1,4 +1,4 @@
-/* tests/test_proc_noshell.c - a system without /bin/sh (a distroless image):
+/* tests/unit/test_proc_noshell.c - a system without /bin/sh (a distroless image):
    no supervisor can start, and the client works without one, as the manual
    says (a lease is the answer there). Compiled with the shell pointed at a
    path that does not exist. */

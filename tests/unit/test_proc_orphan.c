@@ -1,4 +1,4 @@
-/* tests/test_proc_orphan.c - the rare path of sbx__proc_stop: the child does
+/* tests/unit/test_proc_orphan.c - the rare path of sbx__proc_stop: the child does
    not end within SBX__PROC_KILL_WAIT_MS of SIGKILL (in real life: stuck in
    the kernel), so stop returns SBX_ERR_TIMEOUT and leaves the reaping and the
    freeing to the detached drainer. Compiled with a kill wait of 0, which makes

@@ -7,8 +7,8 @@ every test of this module. Run:
 import time
 import unittest
 
-from . import harness
-from .harness import CLAIMS, SANDBOXES, cond, ready, reason
+from .. import harness
+from ..harness import CLAIMS, SANDBOXES, cond, ready, reason
 
 C = None
 EXT = "/apis/extensions.agents.x-k8s.io/v1beta1/namespaces/default"

@@ -12,8 +12,8 @@ import tempfile
 import time
 import unittest
 
-from . import harness
-from .harness import CLAIMS, ready
+from .. import harness
+from ..harness import CLAIMS, ready
 
 
 def alive(pid):

@@ -12,8 +12,8 @@ import time
 import unittest
 import urllib.parse
 
-from . import harness
-from .harness import CLAIMS, cond, ready, reason
+from .. import harness
+from ..harness import CLAIMS, cond, ready, reason
 
 C = None
 CL = CLAIMS % ("v1beta1", "default")

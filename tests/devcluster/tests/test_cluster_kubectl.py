@@ -13,8 +13,8 @@ import time
 import unittest
 import uuid
 
-from . import harness
-from .harness import CLAIMS, ready
+from .. import harness
+from ..harness import CLAIMS, ready
 
 C = None
 CL = CLAIMS % ("v1beta1", "default")

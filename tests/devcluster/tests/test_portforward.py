@@ -31,10 +31,10 @@ import time
 import unittest
 import zlib
 
-from . import portforward as pf
+from .. import portforward as pf
 
 KUBECTL = shutil.which("kubectl")
-SHIM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "kubectl-shim", "kubectl")
+SHIM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "fakes", "kubectl-shim", "kubectl")
 MB = 1024 * 1024
 BIG = 10 * MB
 BIG_DATA = os.urandom(BIG)
@@ -1509,7 +1509,7 @@ class PortForwardChannelDevClusterTest(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        from . import harness
+        from .. import harness
         cls.C = harness.DevCluster("--warm-replicas", "3", "--no-router").up()
         try:
             cls.C.wait_pool_ready(timeout=30)
@@ -1780,7 +1780,7 @@ class PortForwardKubectlSpdyTest(KubectlBase, unittest.TestCase):
 
 
 # --------------------------------------------------------------------------
-# the kubectl shim (tests/kubectl-shim/kubectl): needs only python3
+# the kubectl shim (tests/fakes/kubectl-shim/kubectl): needs only python3
 
 class PortForwardShimTest(unittest.TestCase):
     @classmethod

@@ -18,10 +18,10 @@ import threading
 import time
 import unittest
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # tests/devcluster
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
-from test_runtime import raw_exchange, request, start_proc, stop_proc, vm_kb  # noqa: E402
+from .test_runtime import raw_exchange, request, start_proc, stop_proc, vm_kb  # noqa: E402
 
 ROUTER = os.path.join(HERE, "router.py")
 RUNTIME = os.path.join(HERE, "runtime.py")

@@ -20,7 +20,7 @@ import time
 import unittest
 import urllib.parse
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # tests/devcluster
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
 import multipart  # noqa: E402

@@ -1,4 +1,4 @@
-/* tests/helpers/proc_child.c - the child programs test_proc.c runs (built by
+/* tests/fakes/helpers/proc_child.c - the child programs test_proc.c runs (built by
    the test with cc). One program, one mode per run; every mode ends by itself
    within 60 s (alarm) so nothing can outlive a broken test.
 

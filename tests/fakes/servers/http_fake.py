@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""A raw-socket HTTP/1.1 server for tests/test_http.c, well-behaved or hostile
+"""A raw-socket HTTP/1.1 server for tests/unit/test_http.c, well-behaved or hostile
 depending on the request path (Python 3 standard library only).
 
     http_fake.py [--host 127.0.0.1 | --host ::1] [--unix PATH]
@@ -11,7 +11,7 @@ GET /_stats?t=TAG answers "conns=N reqs=N posts=N drops=N" for that tag (the
 _stats request itself is not counted), so tests can assert connection reuse
 and how often a POST reached the server.
 
-Paths (see tests/test_http.c for the expectations):
+Paths (see tests/unit/test_http.c for the expectations):
   /ok /echo /multipart /chunked /close /head /204 /304 /continue /http10
   /http10ka /connclose /idleclose /dropnext /big?n=&chunked= /ndjson?mode=
   /longline?n= /unterminated /trickle /truncated_cl /truncated_chunk /bighead

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""A Kubernetes API server that misbehaves on purpose, for tests/test_kube_hostile.c.
+"""A Kubernetes API server that misbehaves on purpose, for tests/unit/test_kube_hostile.c.
 
 It serves just enough for sbx_open (API discovery, the warm-pool list, claim
 create, claim watch, claim delete). The namespace in the request path picks the
