@@ -21,7 +21,7 @@ export UBSAN_OPTIONS := print_stacktrace=1:halt_on_error=1
 # Where each kind of test lives: tests/README.md.
 UNIT_SRCS := $(sort $(wildcard tests/unit/test_*.c tests/e2e/test_*.c))
 UNIT_BINS := $(patsubst %.c,$(B)/%,$(notdir $(UNIT_SRCS)))
-TEST_HDRS := sandbox.h $(wildcard tests/lib/*.h)
+TEST_HDRS := sandbox.h $(wildcard tests/lib/*.h tests/fakes/*.h)
 FUZZ_SRCS := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_NAMES := $(patsubst tests/fuzz/fuzz_%.c,%,$(FUZZ_SRCS))
 REPLAY_BINS := $(patsubst %,$(B)/replay_%,$(FUZZ_NAMES))

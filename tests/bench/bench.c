@@ -31,7 +31,7 @@
    BENCH_ROUTES="websocket,api proxy" measures only those columns. */
 #define SANDBOX_IMPLEMENTATION
 #include "sandbox.h"
-#include "e2e.h"
+#include "test.h"
 
 #include <pthread.h>
 

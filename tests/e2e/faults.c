@@ -17,7 +17,7 @@
    leaves behind is found even after it was re-parented to init. */
 #define SANDBOX_IMPLEMENTATION
 #include "sandbox.h"
-#include "e2e.h"
+#include "test.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -117,22 +117,8 @@ typedef struct pinfo {
 
 static int proc_stat(int pid, pinfo *p)
 {
-    char path[64], buf[4096], *q;
-    FILE *f;
-    int i;
-    E2E_FMT(path, sizeof path, "/proc/%d/stat", pid);
-    f = fopen(path, "r");
-    if (!f) return -1;
-    if (!fgets(buf, sizeof buf, f)) buf[0] = '\0';
-    fclose(f);
-    q = strrchr(buf, ')');
-    if (!q) return -1;
     p->pid = pid;
-    if (sscanf(q + 1, " %c %d", &p->state, &p->ppid) != 2) return -1;
-    /* field 22 (starttime) is the 20th after the ')' */
-    for (i = 0; i < 19 && q; i++) q = strchr(q + 1, ' ');
-    p->start = q ? strtoull(q + 1, NULL, 10) : 0;
-    return 0;
+    return test_proc_read(pid, &p->state, &p->ppid, &p->start) ? 0 : -1;
 }
 
 /* Reads a NUL-separated /proc file (cmdline, environ) into buf; its length, or -1. */
@@ -613,7 +599,7 @@ static void run_row(row *r, int index)
     E2E_FMT(marker, sizeof marker, "SBX_FAULTS_ROW=%d-%d", (int)getpid(), index);
     setenv("SBX_FAULTS_ROW", marker + strlen("SBX_FAULTS_ROW="), 1);
     e2e_faults(&C, RESET);
-    fds0 = e2e_fd_count();
+    fds0 = test_fd_count();
     if (r->faults && e2e_faults(&C, r->faults) != 0) note(r, "could not set the faults %s", r->faults);
     r->ran = 1;
     if (r->kind == K_CHILD_KILL || r->kind == K_CHILD_EXIT) {
@@ -630,7 +616,7 @@ static void run_row(row *r, int index)
         r->procs = procs ? leftover_procs(r) : 0;
     }
     e2e_faults(&C, RESET);
-    r->fds = e2e_fd_count() - fds0;
+    r->fds = test_fd_count() - fds0;
     if (r->claims || r->sandboxes || r->pods || r->procs || r->fds) {
         if (r->pass) snprintf(r->outcome, sizeof r->outcome, "FAIL leftovers");
         r->pass = 0;

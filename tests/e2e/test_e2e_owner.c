@@ -10,9 +10,6 @@
 #define SANDBOX_IMPLEMENTATION
 #include "sandbox.h"
 #include "test.h"
-#include "e2e.h"
-#include "e2e_more.h"
-#include "e2e_owner.h"
 
 static e2e_cluster C;
 static em_base B;

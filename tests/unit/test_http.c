@@ -12,18 +12,6 @@
 
 /* ------------------------------------------------------------ helpers */
 
-static int fd_count(void)
-{
-    DIR *d = opendir("/proc/self/fd");
-    struct dirent *de;
-    int n = 0;
-    if (!d) return -1;
-    while ((de = readdir(d)) != NULL)
-        if (de->d_name[0] != '.') n++;
-    closedir(d);
-    return n - 1; /* the directory's own descriptor */
-}
-
 static int contains(const char *hay, const char *needle)
 {
     return hay && needle && strstr(hay, needle) != NULL;
@@ -40,45 +28,11 @@ typedef struct srv {
 static srv S;        /* the TCP server every network test uses */
 static char URL[64]; /* http://127.0.0.1:PORT */
 
-/* Start tests/fakes/servers/http_fake.py with up to two arguments; read "PORT n". */
+/* Start tests/fakes/servers/http_fake.py with up to two arguments. */
 static int srv_start(srv *s, const char *a1, const char *a2)
 {
-    int in[2], out[2];
-    char line[64];
-    size_t got = 0;
-    long long deadline = sbx__deadline(15000);
-    s->pid = -1;
-    s->in_fd = -1;
-    if (sbx__pipe_cloexec(in) != 0) return -1;
-    if (sbx__pipe_cloexec(out) != 0) {
-        close(in[0]);
-        close(in[1]);
-        return -1;
-    }
-    s->pid = fork();
-    if (s->pid == 0) {
-        dup2(in[0], 0);
-        dup2(out[1], 1);
-        execlp("python3", "python3", "tests/fakes/servers/http_fake.py", a1, a2, (char *)NULL);
-        _exit(127);
-    }
-    close(in[0]);
-    close(out[1]);
-    s->in_fd = in[1];
-    while (got < sizeof line - 1 && !memchr(line, '\n', got)) {
-        ssize_t r;
-        if (sbx__poll1(out[0], POLLIN, deadline) != 1) break;
-        r = read(out[0], line + got, sizeof line - 1 - got);
-        if (r <= 0) break;
-        got += (size_t)r;
-    }
-    close(out[0]);
-    line[got] = '\0';
-    if (sscanf(line, "PORT %d", &s->port) != 1) {
-        printf("  server did not start: \"%s\"\n", line);
-        return -1;
-    }
-    return 0;
+    s->port = test_spawn_server("tests/fakes/servers/http_fake.py", a1, a2, &s->pid, &s->in_fd, 15000);
+    return s->port >= 0 ? 0 : -1; /* a unix-socket server says "PORT 0" */
 }
 
 static void srv_stop(srv *s)
@@ -784,7 +738,7 @@ TEST(get_content_length)
     cli k;
     size_t len = 0;
     const char *v;
-    int fds = fd_count();
+    int fds = test_fd_count();
     CHECK_EQ_INT(cli_open(&k, URL), 0);
     CHECK_EQ_INT(cli_get(&k, "/ok"), SBX_OK);
     CHECK_EQ_INT(k.r.status, 200);
@@ -799,14 +753,14 @@ TEST(get_content_length)
     CHECK(k.r.keep_alive);
     CHECK(k.c.fd >= 0); /* kept for the next request */
     cli_close(&k);
-    CHECK_EQ_INT(fd_count(), fds);
+    CHECK_EQ_INT(test_fd_count(), fds);
 }
 
 TEST(post_echo_headers)
 {
     cli k;
     char v[300];
-    int fds = fd_count();
+    int fds = test_fd_count();
     char host[64];
     CHECK_EQ_INT(cli_open(&k, URL), 0);
     CHECK_EQ_INT(cli_req(&k, "POST", "/echo?a=1&b=%2F", "X-Test: yes\r\nContent-Type: text/plain\r\n", "abc\ndef", 0,
@@ -831,27 +785,27 @@ TEST(post_echo_headers)
     CHECK_STR(field(k.body.data, "method", v, sizeof v), "DELETE");
     CHECK_STR(field(k.body.data, "cl", v, sizeof v), "");
     cli_close(&k);
-    CHECK_EQ_INT(fd_count(), fds);
+    CHECK_EQ_INT(test_fd_count(), fds);
 }
 
 TEST(endpoint_prefix)
 {
     cli k;
     char url[96], v[128];
-    int fds = fd_count();
+    int fds = test_fd_count();
     snprintf(url, sizeof url, "http://127.0.0.1:%d/pre/fix/", S.port);
     CHECK_EQ_INT(cli_open(&k, url), 0);
     CHECK_EQ_INT(cli_get(&k, "/echo?x=1"), SBX_OK);
     CHECK_STR(field(k.body.data, "target", v, sizeof v), "/pre/fix/echo?x=1");
     cli_close(&k);
-    CHECK_EQ_INT(fd_count(), fds);
+    CHECK_EQ_INT(test_fd_count(), fds);
 }
 
 TEST(request_validation)
 {
     cli k;
     sbx__http_req q;
-    int fds = fd_count();
+    int fds = test_fd_count();
     static const char *const bad_headers[] = {"X: a\r\nHost: evil\r\n", "X: a\n", "X: a", "X a\r\n", "X: a\rb\r\n",
                                               "Content-Length: 5\r\n", "transfer-encoding: chunked\r\n",
                                               "X: a\r\n\r\nGET / HTTP/1.1\r\n", NULL};
@@ -876,13 +830,13 @@ TEST(request_validation)
     sbx__http_resp_free(&k.r);
     CHECK_EQ_INT(k.c.fd, -1); /* nothing was sent */
     cli_close(&k);
-    CHECK_EQ_INT(fd_count(), fds);
+    CHECK_EQ_INT(test_fd_count(), fds);
 }
 
 TEST(chunked_response)
 {
     cli k;
-    int fds = fd_count();
+    int fds = test_fd_count();
     CHECK_EQ_INT(cli_open(&k, URL), 0);
     CHECK_EQ_INT(cli_get(&k, "/chunked?t=ch"), SBX_OK);
     CHECK_STR(k.body.data, "hello, world");
@@ -892,26 +846,26 @@ TEST(chunked_response)
     CHECK_EQ_INT(cli_get(&k, "/ok?t=ch"), SBX_OK);
     CHECK_EQ_INT(get_stats("ch").conns, 1);
     cli_close(&k);
-    CHECK_EQ_INT(fd_count(), fds);
+    CHECK_EQ_INT(test_fd_count(), fds);
 }
 
 TEST(read_until_close)
 {
     cli k;
-    int fds = fd_count();
+    int fds = test_fd_count();
     CHECK_EQ_INT(cli_open(&k, URL), 0);
     CHECK_EQ_INT(cli_get(&k, "/close"), SBX_OK);
     CHECK_STR(k.body.data, "until the server closes");
     CHECK(!k.r.keep_alive);
     CHECK_EQ_INT(k.c.fd, -1);
     cli_close(&k);
-    CHECK_EQ_INT(fd_count(), fds);
+    CHECK_EQ_INT(test_fd_count(), fds);
 }
 
 TEST(no_body_head_204_304)
 {
     cli k;
-    int fds = fd_count();
+    int fds = test_fd_count();
     stats st;
     CHECK_EQ_INT(cli_open(&k, URL), 0);
     CHECK_EQ_INT(cli_req(&k, "HEAD", "/head?t=nb", NULL, NULL, 1, 3000), SBX_OK);
@@ -929,7 +883,7 @@ TEST(no_body_head_204_304)
     CHECK_EQ_INT(st.conns, 1); /* no body was waited for, the connection stayed in step */
     CHECK_EQ_INT(st.reqs, 4);
     cli_close(&k);
-    CHECK_EQ_INT(fd_count(), fds);
+    CHECK_EQ_INT(test_fd_count(), fds);
 }
 
 TEST(interim_1xx_skipped)
@@ -945,7 +899,7 @@ TEST(interim_1xx_skipped)
 TEST(keep_alive_reuse)
 {
     cli k;
-    int i, fds = fd_count();
+    int i, fds = test_fd_count();
     stats st;
     CHECK_EQ_INT(cli_open(&k, URL), 0);
     for (i = 0; i < 25; i++) {
@@ -957,13 +911,13 @@ TEST(keep_alive_reuse)
     CHECK_EQ_INT(st.conns, 1);
     CHECK_EQ_INT(st.reqs, 25);
     cli_close(&k);
-    CHECK_EQ_INT(fd_count(), fds);
+    CHECK_EQ_INT(test_fd_count(), fds);
 }
 
 TEST(connection_close_rules)
 {
     cli k;
-    int fds = fd_count();
+    int fds = test_fd_count();
     CHECK_EQ_INT(cli_open(&k, URL), 0);
     CHECK_EQ_INT(cli_get(&k, "/http10?t=h10"), SBX_OK);
     CHECK_EQ_INT(k.r.minor, 0);
@@ -984,7 +938,7 @@ TEST(connection_close_rules)
     CHECK(!k.r.keep_alive);
     CHECK_EQ_INT(k.c.fd, -1);
     cli_close(&k);
-    CHECK_EQ_INT(fd_count(), fds);
+    CHECK_EQ_INT(test_fd_count(), fds);
 }
 
 /* Wait (bounded) until the server's FIN is visible on the idle socket. */
@@ -997,7 +951,7 @@ TEST(idle_close_seen_before_sending)
 {
     cli k;
     stats st;
-    int fds = fd_count();
+    int fds = test_fd_count();
     CHECK_EQ_INT(cli_open(&k, URL), 0);
     CHECK_EQ_INT(cli_get(&k, "/idleclose?t=ic"), SBX_OK);
     CHECK(k.c.fd >= 0); /* the server did not say close */
@@ -1009,14 +963,14 @@ TEST(idle_close_seen_before_sending)
     CHECK_EQ_INT(st.posts, 1);
     CHECK_EQ_INT(st.conns, 2);
     cli_close(&k);
-    CHECK_EQ_INT(fd_count(), fds);
+    CHECK_EQ_INT(test_fd_count(), fds);
 }
 
 TEST(dropped_reused_connection_retry_rules)
 {
     cli k;
     stats st;
-    int fds = fd_count();
+    int fds = test_fd_count();
     CHECK_EQ_INT(cli_open(&k, URL), 0);
     /* idempotent: sent again on a new connection */
     CHECK_EQ_INT(cli_get(&k, "/dropnext?t=dr"), SBX_OK);
@@ -1059,14 +1013,14 @@ TEST(dropped_reused_connection_retry_rules)
         CHECK_EQ_INT(get_stats("dfd").conns, 1);
     }
     cli_close(&k);
-    CHECK_EQ_INT(fd_count(), fds);
+    CHECK_EQ_INT(test_fd_count(), fds);
 }
 
 TEST(unread_body_closes_connection)
 {
     cli k;
     sbx__http_req q;
-    int fds = fd_count();
+    int fds = test_fd_count();
     CHECK_EQ_INT(cli_open(&k, URL), 0);
     sbx__http_req_init(&q);
     q.target = "/big?n=1000000&t=ub";
@@ -1098,7 +1052,7 @@ TEST(unread_body_closes_connection)
     CHECK_EQ_INT(k.c.fd, -1);
     CHECK_EQ_INT(get_stats("ds").conns, 1);
     cli_close(&k);
-    CHECK_EQ_INT(fd_count(), fds);
+    CHECK_EQ_INT(test_fd_count(), fds);
 }
 
 TEST(redirect_not_followed)
@@ -1138,7 +1092,7 @@ TEST(unix_socket_endpoint)
     srv u;
     cli k;
     char path[108], url[128], v[64];
-    int fds = fd_count();
+    int fds = test_fd_count();
     snprintf(path, sizeof path, "/tmp/sbx-http-test-%d.sock", (int)getpid());
     unlink(path);
     if (srv_start(&u, "--unix", path) != 0) {
@@ -1162,7 +1116,7 @@ TEST(unix_socket_endpoint)
     CHECK_HAS(k.e.msg, "connect unix:/tmp/sbx-http-test-");
     CHECK_HAS(k.e.msg, "No such file or directory");
     cli_close(&k);
-    CHECK_EQ_INT(fd_count(), fds);
+    CHECK_EQ_INT(test_fd_count(), fds);
 }
 
 TEST(ipv6_literal)
@@ -1253,7 +1207,7 @@ TEST(fd_bodies)
 {
     cli k;
     char v[128];
-    int fds = fd_count(), fd, p[2];
+    int fds = test_fd_count(), fd, p[2];
     pthread_t th;
     feeder f;
     CHECK_EQ_INT(cli_open(&k, URL), 0);
@@ -1311,7 +1265,7 @@ TEST(fd_bodies)
         close(p[1]);
     }
     cli_close(&k);
-    CHECK_EQ_INT(fd_count(), fds);
+    CHECK_EQ_INT(test_fd_count(), fds);
 }
 
 TEST(multipart_bodies)
@@ -1319,7 +1273,7 @@ TEST(multipart_bodies)
     cli k;
     sbx__http_req q;
     char v[256], *mem;
-    int fds = fd_count(), fd, p[2];
+    int fds = test_fd_count(), fd, p[2];
     pthread_t th;
     feeder f;
     static const char *const bad_names[] = {"a\"b", "a\r\nb", "a\\b", "", "tab\there", "del\x7f", NULL};
@@ -1409,7 +1363,7 @@ TEST(multipart_bodies)
     CHECK_EQ_INT(sbx__http_send(&k.c, &q, &k.r, sbx__deadline(1000), &k.e), SBX_ERR_INVALID_ARG);
     sbx__http_resp_free(&k.r);
     cli_close(&k);
-    CHECK_EQ_INT(fd_count(), fds);
+    CHECK_EQ_INT(test_fd_count(), fds);
 }
 
 /* ------------------------------------------------------------ big bodies, memory */
@@ -1460,7 +1414,7 @@ static void stream_to_fd(const char *target, unsigned long long n, const char *l
 {
     cli k;
     sbx__http_req q;
-    int p[2], fds = fd_count();
+    int p[2], fds = test_fd_count();
     pthread_t th;
     checker ch;
     long before, after;
@@ -1492,7 +1446,7 @@ static void stream_to_fd(const char *target, unsigned long long n, const char *l
            sbx__now_ms() - t0, before, after, after - before, (long)ru.ru_maxrss);
     CHECK_MSG(after - before < 8 * 1024, "peak RSS grew by %ld kB", after - before);
     cli_close(&k);
-    CHECK_EQ_INT(fd_count(), fds);
+    CHECK_EQ_INT(test_fd_count(), fds);
 }
 
 TEST(stream_100mb_to_fd_flat_memory)
@@ -1505,7 +1459,7 @@ TEST(stream_upload_flat_memory)
 {
     cli k;
     char v[64];
-    int p[2], fds = fd_count();
+    int p[2], fds = test_fd_count();
     pthread_t th;
     feeder f;
     long before, after;
@@ -1525,14 +1479,14 @@ TEST(stream_upload_flat_memory)
     printf("  50 MiB chunked upload from a pipe: VmHWM %ld kB -> %ld kB (+%ld kB)\n", before, after, after - before);
     CHECK_MSG(after - before < 8 * 1024, "peak RSS grew by %ld kB", after - before);
     cli_close(&k);
-    CHECK_EQ_INT(fd_count(), fds);
+    CHECK_EQ_INT(test_fd_count(), fds);
 }
 
 TEST(body_mem_cap)
 {
     cli k;
     sbx__http_req q;
-    int fds = fd_count();
+    int fds = test_fd_count();
     CHECK_EQ_INT(cli_open(&k, URL), 0);
     sbx__http_req_init(&q);
     q.target = "/big?n=100000";
@@ -1553,7 +1507,7 @@ TEST(body_mem_cap)
     CHECK_EQ_INT(sbx__http_do(&k.c, &q, &k.r, &k.body, 1000, sbx__deadline(5000), &k.e), SBX_OK);
     CHECK_EQ_INT(k.body.len, 1000);
     cli_close(&k);
-    CHECK_EQ_INT(fd_count(), fds);
+    CHECK_EQ_INT(test_fd_count(), fds);
 }
 
 /* ------------------------------------------------------------ watch lines */
@@ -1563,7 +1517,7 @@ TEST(watch_line_reader)
     cli k;
     sbx__http_req q;
     sbx__buf line;
-    int fds = fd_count(), pass, r;
+    int fds = test_fd_count(), pass, r;
     CHECK_EQ_INT(cli_open(&k, URL), 0);
     sbx__buf_init(&line, &k.c.a);
     for (pass = 0; pass < 2; pass++) {
@@ -1613,7 +1567,7 @@ TEST(watch_line_reader)
     sbx__http_resp_free(&k.r);
     sbx__buf_free(&line);
     cli_close(&k);
-    CHECK_EQ_INT(fd_count(), fds);
+    CHECK_EQ_INT(test_fd_count(), fds);
 }
 
 /* ------------------------------------------------------------ hostile servers */
@@ -1645,7 +1599,7 @@ TEST(hostile_servers)
         {"/te_and_cl", SBX_ERR_PROTOCOL, "both Transfer-Encoding and Content-Length"},
     };
     size_t i;
-    int fds = fd_count();
+    int fds = test_fd_count();
     char name[64];
     snprintf(name, sizeof name, "127.0.0.1:%d", S.port);
     for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -1661,7 +1615,7 @@ TEST(hostile_servers)
         CHECK_EQ_INT(k.c.fd, -1);
         cli_close(&k);
     }
-    CHECK_EQ_INT(fd_count(), fds);
+    CHECK_EQ_INT(test_fd_count(), fds);
 }
 
 TEST(trickled_response)
@@ -1681,7 +1635,7 @@ TEST(deadlines)
 {
     cli k;
     long long t0, dt;
-    int fds = fd_count();
+    int fds = test_fd_count();
     CHECK_EQ_INT(cli_open(&k, URL), 0);
     /* a body that trickles past the deadline */
     t0 = sbx__now_ms();
@@ -1717,7 +1671,7 @@ TEST(deadlines)
         close(zero);
     }
     cli_close(&k);
-    CHECK_EQ_INT(fd_count(), fds);
+    CHECK_EQ_INT(test_fd_count(), fds);
 }
 
 /* The deadline holds even while data keeps arriving: a body already waiting
@@ -1726,7 +1680,7 @@ TEST(expired_deadline_with_data_ready)
 {
     cli k;
     sbx__http_req q;
-    int fds = fd_count(), rc;
+    int fds = test_fd_count(), rc;
     struct timespec ts;
     CHECK_EQ_INT(cli_open(&k, URL), 0);
     sbx__http_req_init(&q);
@@ -1741,7 +1695,7 @@ TEST(expired_deadline_with_data_ready)
     CHECK(k.body.len < 300000);
     CHECK_EQ_INT(k.c.fd, -1);
     cli_close(&k);
-    CHECK_EQ_INT(fd_count(), fds);
+    CHECK_EQ_INT(test_fd_count(), fds);
 }
 
 TEST(connection_refused)
@@ -1757,7 +1711,7 @@ TEST(connection_refused)
     CHECK_EQ_INT(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
     CHECK_EQ_INT(getsockname(fd, (struct sockaddr *)&a, &al), 0);
     close(fd); /* nobody listens on that port now */
-    fds = fd_count();
+    fds = test_fd_count();
     snprintf(url, sizeof url, "http://127.0.0.1:%d", ntohs(a.sin_port));
     snprintf(want, sizeof want, "connect 127.0.0.1:%d: Connection refused", ntohs(a.sin_port));
     CHECK_EQ_INT(cli_open(&k, url), 0);
@@ -1765,7 +1719,7 @@ TEST(connection_refused)
     CHECK_STR(k.e.msg, want);
     CHECK_EQ_INT(k.e.sys_errno, ECONNREFUSED);
     cli_close(&k);
-    CHECK_EQ_INT(fd_count(), fds);
+    CHECK_EQ_INT(test_fd_count(), fds);
 }
 
 TEST(connect_timeout)
@@ -1791,7 +1745,7 @@ TEST(connect_timeout)
         connect(fill[i], (struct sockaddr *)&a, sizeof a);
         nfill++;
     }
-    fds = fd_count();
+    fds = test_fd_count();
     snprintf(url, sizeof url, "http://127.0.0.1:%d", ntohs(a.sin_port));
     cli_open(&k, url);
     t0 = sbx__now_ms();
@@ -1808,7 +1762,7 @@ TEST(connect_timeout)
     CHECK_MSG(dt >= 250 && dt < 600, "took %lld ms", dt);
     printf("  connect: gave up after %lld ms (deadline 300 ms)\n", dt);
     cli_close(&k);
-    CHECK_EQ_INT(fd_count(), fds - nfill - 1);
+    CHECK_EQ_INT(test_fd_count(), fds - nfill - 1);
 }
 
 TEST(body_fd_broken_pipe_no_sigpipe)
@@ -1816,7 +1770,7 @@ TEST(body_fd_broken_pipe_no_sigpipe)
     /* the reader of the output pipe is gone: EPIPE, not SIGPIPE */
     cli k;
     sbx__http_req q;
-    int p[2], fds = fd_count();
+    int p[2], fds = test_fd_count();
     CHECK_EQ_INT(cli_open(&k, URL), 0);
     CHECK_EQ_INT(sbx__pipe_cloexec(p), 0);
     close(p[0]);
@@ -1833,7 +1787,7 @@ TEST(body_fd_broken_pipe_no_sigpipe)
         CHECK(!sigismember(&pend, SIGPIPE));
     }
     cli_close(&k);
-    CHECK_EQ_INT(fd_count(), fds);
+    CHECK_EQ_INT(test_fd_count(), fds);
 }
 
 TEST(sockets_close_on_exec)

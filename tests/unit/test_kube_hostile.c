@@ -15,33 +15,11 @@ static int server_stdin = -1;
 
 static int start_server(void)
 {
-    int in[2], out[2];
-    char buf[64];
-    ssize_t n;
-    size_t got = 0;
-    if (pipe(in) != 0 || pipe(out) != 0) return -1;
-    server_pid = fork();
-    if (server_pid == 0) {
-        dup2(in[0], 0);
-        dup2(out[1], 1);
-        close(in[0]); close(in[1]); close(out[0]); close(out[1]);
-        execlp("python3", "python3", "tests/fakes/servers/kube_hostile.py", (char *)NULL);
-        _exit(127);
-    }
-    close(in[0]);
-    close(out[1]);
-    server_stdin = in[1];
-    sbx__set_cloexec(server_stdin);
-    while (got < sizeof buf - 1 && (n = read(out[0], buf + got, sizeof buf - 1 - got)) > 0) {
-        got += (size_t)n;
-        buf[got] = '\0';
-        if (strchr(buf, '\n')) break;
-    }
-    close(out[0]);
-    if (strncmp(buf, "PORT ", 5) != 0) return -1;
+    int port = test_spawn_server("tests/fakes/servers/kube_hostile.py", NULL, NULL, &server_pid, &server_stdin, 15000);
+    if (port < 0) return -1;
     {
         char url[64];
-        snprintf(url, sizeof url, "http://127.0.0.1:%d", atoi(buf + 5));
+        snprintf(url, sizeof url, "http://127.0.0.1:%d", port);
         if (sbx__endpoint_parse(url, &server_ep, NULL) != SBX_OK) return -1;
         memset(&client, 0, sizeof client);
         {

@@ -13,19 +13,6 @@
 
 #include <dirent.h>
 
-static int count_fds(void)
-{
-    DIR *d = opendir("/proc/self/fd");
-    struct dirent *de;
-    int n = 0;
-    if (!d) d = opendir("/dev/fd");
-    if (!d) return -1;
-    while ((de = readdir(d)) != NULL)
-        if (de->d_name[0] >= '0' && de->d_name[0] <= '9') n++;
-    closedir(d);
-    return n - 1; /* the listing's own descriptor */
-}
-
 static char *W(const char *s)
 {
     union {
@@ -36,36 +23,12 @@ static char *W(const char *s)
     return u.m;
 }
 
-/* Processes whose parent is this process (running or zombie), from /proc. */
-static int children_of_ours(void)
-{
-    DIR *d = opendir("/proc");
-    struct dirent *de;
-    int n = 0;
-    if (!d) return -1;
-    while ((de = readdir(d)) != NULL) {
-        char path[300], buf[1024], *p;
-        FILE *f;
-        char state;
-        int ppid;
-        if (de->d_name[0] < '0' || de->d_name[0] > '9') continue;
-        snprintf(path, sizeof path, "/proc/%.200s/stat", de->d_name);
-        if (!(f = fopen(path, "r"))) continue;
-        if (!fgets(buf, sizeof buf, f)) buf[0] = '\0';
-        fclose(f);
-        p = strrchr(buf, ')');
-        if (p && sscanf(p + 1, " %c %d", &state, &ppid) == 2 && ppid == (int)getpid()) n++;
-    }
-    closedir(d);
-    return n;
-}
-
 TEST(t_orphaned_drainer_finishes_alone)
 {
     sbx__proc p;
     sbx_error e;
     char line[64], buf[128], *argv[4];
-    int fds0 = count_fds(), r, clean = 0;
+    int fds0 = test_fd_count(), r, clean = 0;
     long long dl;
     argv[0] = W("/bin/sh");
     argv[1] = W("-c");
@@ -86,13 +49,13 @@ TEST(t_orphaned_drainer_finishes_alone)
        Only look (never waitpid here: that would race the drainer's reap). */
     dl = sbx__deadline(5000);
     while (sbx__now_ms() < dl) {
-        if (children_of_ours() == 0 && count_fds() == fds0) {
+        if (test_child_count() == 0 && test_fd_count() == fds0) {
             clean = 1;
             break;
         }
         poll(NULL, 0, 5);
     }
-    CHECK_MSG(clean, "descriptors %d (before %d), or the child was not reaped by the drainer", count_fds(), fds0);
+    CHECK_MSG(clean, "descriptors %d (before %d), or the child was not reaped by the drainer", test_fd_count(), fds0);
 }
 
 /* With the same zero kill wait, a child that obeys the first signal is
@@ -128,7 +91,7 @@ TEST(t_orphaned_drainer_holds_the_supervisor)
     struct sbx__sup *sup = NULL;
     sbx_error e;
     char line[64], *argv[4];
-    int fds0 = count_fds(), r, clean = 0;
+    int fds0 = test_fd_count(), r, clean = 0;
     long long dl;
     r = sbx__sup_start(NULL, "kubectl", NULL, NULL, NULL, 0, &sup, &e);
     CHECK_MSG(r == SBX_OK, "%s", e.msg);
@@ -148,13 +111,13 @@ TEST(t_orphaned_drainer_holds_the_supervisor)
     sbx__sup_finish(sup, 3000);
     dl = sbx__deadline(5000);
     while (sbx__now_ms() < dl) {
-        if (children_of_ours() == 0 && count_fds() == fds0) {
+        if (test_child_count() == 0 && test_fd_count() == fds0) {
             clean = 1;
             break;
         }
         poll(NULL, 0, 5);
     }
-    CHECK_MSG(clean, "descriptors %d (before %d), or the child was not reaped by the drainer", count_fds(), fds0);
+    CHECK_MSG(clean, "descriptors %d (before %d), or the child was not reaped by the drainer", test_fd_count(), fds0);
 }
 
 int main(void)

@@ -19,18 +19,6 @@ static void hex(const unsigned char *p, size_t n, char *out)
     for (i = 0; i < n; i++) sprintf(out + 2 * i, "%02x", p[i]);
 }
 
-static int count_fds(void)
-{
-    DIR *d = opendir("/proc/self/fd");
-    struct dirent *de;
-    int n = 0;
-    if (!d) return -1;
-    while ((de = readdir(d)) != NULL)
-        if (de->d_name[0] != '.') n++;
-    closedir(d);
-    return n - 1;
-}
-
 /* A server frame (unmasked) into out; returns its length. */
 static size_t srv_frame(unsigned char *out, int fin, int op, const void *p, size_t n)
 {
@@ -611,7 +599,7 @@ static sbx__ws *ws_for(peer *pp, const int *ports, int nports)
 TEST(open_write_read_close)
 {
     peer pp;
-    int port = 8888, got_port = -1, fds = count_fds();
+    int port = 8888, got_port = -1, fds = test_fd_count();
     sbx__ws *ws;
     sbx_error e;
     char buf[64];
@@ -642,7 +630,7 @@ TEST(open_write_read_close)
     CHECK(pp.client_close);
     CHECK(pp.all_masked);
     CHECK(pp.masks_differ);
-    CHECK_EQ_INT(count_fds(), fds);
+    CHECK_EQ_INT(test_fd_count(), fds);
 }
 
 TEST(upgrade_refusals)
@@ -651,7 +639,7 @@ TEST(upgrade_refusals)
     static const sbx_result want[] = {SBX_ERR_HTTP, SBX_ERR_NOT_FOUND, SBX_ERR_PROTOCOL, SBX_ERR_PROTOCOL};
     static const char *const words[] = {"upgrade refused (test)", "pods \"p\" not found", "Sec-WebSocket-Accept",
                                         "subprotocol"};
-    int i, port = 8888, fds = count_fds();
+    int i, port = 8888, fds = test_fd_count();
     for (i = 0; i < 4; i++) {
         peer pp;
         sbx__ws *ws;
@@ -669,13 +657,13 @@ TEST(upgrade_refusals)
         sbx__ws_free(ws);
         peer_stop(&pp);
     }
-    CHECK_EQ_INT(count_fds(), fds);
+    CHECK_EQ_INT(test_fd_count(), fds);
 }
 
 TEST(ping_pong_and_server_close)
 {
     peer pp;
-    int port = 8888, p = -1, fds = count_fds();
+    int port = 8888, p = -1, fds = test_fd_count();
     sbx__ws *ws;
     char buf[64];
     long n;
@@ -692,7 +680,7 @@ TEST(ping_pong_and_server_close)
     peer_stop(&pp);
     CHECK_EQ_INT(pp.pongs, 1);
     CHECK_EQ_INT(pp.close_echo, 1);
-    CHECK_EQ_INT(count_fds(), fds);
+    CHECK_EQ_INT(test_fd_count(), fds);
 }
 
 TEST(split_frames_one_byte_per_send)
@@ -772,7 +760,7 @@ TEST(several_ports_on_one_websocket)
 TEST(http_over_websocket_transport)
 {
     peer pp;
-    int port = 8888, fds = count_fds(), i;
+    int port = 8888, fds = test_fd_count(), i;
     sbx__ws *ws;
     sbx__conn c;
     sbx__endpoint ep;
@@ -802,7 +790,7 @@ TEST(http_over_websocket_transport)
     sbx__conn_free(&c);
     sbx__ws_free(ws);
     peer_stop(&pp);
-    CHECK_EQ_INT(count_fds(), fds);
+    CHECK_EQ_INT(test_fd_count(), fds);
 }
 
 /* The stale check of an idle WebSocket, with the peer driven by hand over a
