@@ -1,4 +1,16 @@
-"""Incremental (push) parser for multipart/form-data bodies, standard library only.
+"""The Python module the fakes share (standard library only):
+
+  * multipart/form-data: an incremental (push) parser (below);
+  * SPDY/3: the header dictionary and frame builders, for the dev cluster's
+    port-forward endpoint, the kubectl shim and their tests;
+  * HTTP/1.1: reading a response head and body by hand (the kubectl shim).
+
+Importers put tests/fakes on sys.path (the dev cluster's runtime and
+port-forward modules, the kubectl shim) and `import wire`.
+
+Multipart
+---------
+Incremental (push) parser for multipart/form-data bodies.
 
 Used by the dev-cluster runtime emulator (runtime.py) for the legacy
 `POST /upload` endpoint and for multipart `PUT /v1/files/...` in the sandboxd
@@ -34,7 +46,9 @@ path (`C:\\dir\\f.txt`, `\\\\host\\share\\f.txt`) is cut to its last component.
 Directory parts with forward slashes are kept (`data/in.csv` stays as is).
 """
 
+import struct
 import urllib.parse
+import zlib
 
 __all__ = [
     "MultipartError",
@@ -42,6 +56,12 @@ __all__ = [
     "StreamingParser",
     "boundary_from_content_type",
     "parse_options_header",
+    "SPDY3_DICTIONARY",
+    "spdy_control_frame",
+    "spdy_data_frame",
+    "spdy_header_block",
+    "read_response_head",
+    "read_response_body",
 ]
 
 
@@ -340,3 +360,106 @@ class StreamingParser:
                 raise MultipartError("Malformed part header")
             self._headers.append((name.strip().decode("latin-1").lower(),
                                   val.strip().decode("latin-1")))
+
+
+# ==========================================================================
+# SPDY/3 framing, shared by the dev cluster's port-forward endpoint
+# (tests/devcluster/portforward.py), the kubectl shim's port-forward client
+# (tests/fakes/kubectl-shim/kubectl) and the port-forward tests.
+
+def _spdy3_dictionary():
+    # SPDY/3 draft, section 2.6.10.1: length-prefixed header names and common
+    # values, then a run of plain text.
+    words = (
+        "options head post put delete trace accept accept-charset "
+        "accept-encoding accept-language accept-ranges age allow "
+        "authorization cache-control connection content-base "
+        "content-encoding content-language content-length content-location "
+        "content-md5 content-range content-type date etag expect expires "
+        "from host if-match if-modified-since if-none-match if-range "
+        "if-unmodified-since last-modified location max-forwards pragma "
+        "proxy-authenticate proxy-authorization range referer retry-after "
+        "server te trailer transfer-encoding upgrade user-agent vary via "
+        "warning www-authenticate method get status"
+    ).split() + ["200 OK"] + "version HTTP/1.1 url public set-cookie keep-alive origin".split()
+    text = (
+        "100101201202205206300302303304305306307402405406407408409410411412"
+        "413414415416417502504505"
+        "203 Non-Authoritative Information204 No Content"
+        "301 Moved Permanently400 Bad Request401 Unauthorized403 Forbidden"
+        "404 Not Found500 Internal Server Error501 Not Implemented"
+        "503 Service Unavailable"
+        "Jan Feb Mar Apr May Jun Jul Aug Sept Oct Nov Dec 00:00:00 "
+        "Mon, Tue, Wed, Thu, Fri, Sat, Sun, GMT"
+        "chunked,text/html,image/png,image/jpg,image/gif,application/xml,"
+        "application/xhtml+xml,text/plain,text/javascript,"
+        "publicprivatemax-age=gzip,deflate,sdch"
+        "charset=utf-8charset=iso-8859-1,utf-,*,enq=0."
+    )
+    parts = [struct.pack(">I", len(w)) + w.encode("ascii") for w in words]
+    return b"".join(parts) + text.encode("ascii")
+
+
+SPDY3_DICTIONARY = _spdy3_dictionary()
+assert len(SPDY3_DICTIONARY) == 1423, len(SPDY3_DICTIONARY)
+assert zlib.adler32(SPDY3_DICTIONARY) == 0xE3C6A7C2, hex(zlib.adler32(SPDY3_DICTIONARY))
+
+SPDY_VERSION = 3
+SPDY_FLAG_FIN = 0x01
+
+
+def spdy_header_block(headers):
+    """The uncompressed name/value block of a SYN_STREAM or SYN_REPLY
+    (names lower-cased, as SPDY/3 requires)."""
+    out = [struct.pack(">I", len(headers))]
+    for k, v in headers.items():
+        k = k.lower().encode()
+        v = v.encode()
+        out.append(struct.pack(">I", len(k)) + k + struct.pack(">I", len(v)) + v)
+    return b"".join(out)
+
+
+def spdy_control_frame(ftype, flags, payload):
+    return struct.pack(">HHI", 0x8000 | SPDY_VERSION, ftype, (flags << 24) | len(payload)) + payload
+
+
+def spdy_data_frame(sid, payload, fin=False):
+    return struct.pack(">II", sid & 0x7FFFFFFF,
+                       ((SPDY_FLAG_FIN if fin else 0) << 24) | len(payload)) + payload
+
+
+# ==========================================================================
+# HTTP/1.1 responses read by hand (the kubectl shim, which must not depend on
+# http.client's buffering once a connection is upgraded).
+
+def read_response_head(rfile):
+    """-> (status code, reason, {lower-name: value}) of an HTTP response."""
+    line = rfile.readline(65537).decode("latin-1")
+    if not line:
+        raise EOFError("connection closed")
+    parts = line.split(" ", 2)
+    code = int(parts[1])
+    headers = {}
+    while True:
+        h = rfile.readline(65537).decode("latin-1")
+        if h in ("\r\n", "\n", ""):
+            break
+        k, _, v = h.partition(":")
+        headers[k.strip().lower()] = v.strip()
+    return code, (parts[2].strip() if len(parts) > 2 else ""), headers
+
+
+def read_response_body(rfile, headers):
+    """The whole body (Content-Length or chunked, trailers skipped)."""
+    if headers.get("transfer-encoding", "").lower() == "chunked":
+        body = b""
+        while True:
+            size = int(rfile.readline().split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                while rfile.readline() not in (b"\r\n", b"\n", b""):
+                    pass
+                return body
+            body += rfile.read(size)
+            rfile.readline()
+    n = int(headers.get("content-length", "0") or 0)
+    return rfile.read(n) if n else b""

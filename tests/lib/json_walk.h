@@ -1,4 +1,4 @@
-/* tests/json_walk.h - invariants of a successful sbx__json_parse, checked token
+/* tests/lib/json_walk.h - invariants of a successful sbx__json_parse, checked token
    by token; shared by tests/unit/test_json.c and tests/fuzz/fuzz_json.c (include
    after the sandbox.h implementation).
 
