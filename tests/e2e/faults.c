@@ -599,7 +599,7 @@ static void run_row(row *r, int index)
     E2E_FMT(marker, sizeof marker, "SBX_FAULTS_ROW=%d-%d", (int)getpid(), index);
     setenv("SBX_FAULTS_ROW", marker + strlen("SBX_FAULTS_ROW="), 1);
     e2e_faults(&C, RESET);
-    fds0 = test_fd_count();
+    fds0 = e2e_fd_count();
     if (r->faults && e2e_faults(&C, r->faults) != 0) note(r, "could not set the faults %s", r->faults);
     r->ran = 1;
     if (r->kind == K_CHILD_KILL || r->kind == K_CHILD_EXIT) {
@@ -616,7 +616,7 @@ static void run_row(row *r, int index)
         r->procs = procs ? leftover_procs(r) : 0;
     }
     e2e_faults(&C, RESET);
-    r->fds = test_fd_count() - fds0;
+    r->fds = e2e_fd_count() - fds0;
     if (r->claims || r->sandboxes || r->pods || r->procs || r->fds) {
         if (r->pass) snprintf(r->outcome, sizeof r->outcome, "FAIL leftovers");
         r->pass = 0;

@@ -21,7 +21,7 @@ static int fds_now(void)
     pthread_mutex_lock(&client.impl->mu);
     idle = client.impl->nidle;
     pthread_mutex_unlock(&client.impl->mu);
-    return test_fd_count() - idle;
+    return e2e_fd_count() - idle;
 }
 
 static void cfg_template(sbx_sandbox_config *cfg)
@@ -74,7 +74,7 @@ static void settle(void)
     CHECK_EQ_INT(pods, base_pods);
     CHECK_EQ_INT(procs, base_pods); /* no runtime process outlives its pod */
     CHECK_EQ_INT(fds_now(), base_fds);
-    CHECK_EQ_INT(test_child_count(), base_children);
+    CHECK_EQ_INT(e2e_child_count(), base_children);
 }
 
 static long long ms_since(long long t0) { return sbx__now_ms() - t0; }
@@ -649,7 +649,7 @@ int main(void)
     }
     base_fds = fds_now();
     base_pods = e2e_count(&C, E2E_PODS);
-    base_children = test_child_count();
+    base_children = e2e_child_count();
     printf("baseline: %d fds, %d pods, %d children (the kubectl proxy)\n", base_fds, base_pods, base_children);
 
     RUN(quickstart_warm);
@@ -691,7 +691,7 @@ int main(void)
     RUN(sixteen_sandboxes_from_sixteen_threads);
 
     sbx_client_close(&client);
-    CHECK_EQ_INT(test_child_count(), 0);
+    CHECK_EQ_INT(e2e_child_count(), 0);
     e2e_down(&C);
     return test_summary("e2e");
 }

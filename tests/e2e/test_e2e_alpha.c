@@ -70,7 +70,7 @@ int main(void)
     RUN(warm_pool_alone_needs_a_template_on_v1alpha1);
     RUN(nothing_left_behind);
     sbx_client_close(&client);
-    CHECK_EQ_INT(test_child_count(), 0);
+    CHECK_EQ_INT(e2e_child_count(), 0);
     e2e_down(&C);
     return test_summary("e2e_alpha");
 }

@@ -69,7 +69,7 @@ TEST(detach_then_attach_by_name_then_delete_by_name)
     CHECK(sb.impl == NULL);
     CHECK_EQ_INT(sbx_detach(&sb), SBX_OK); /* idempotent */
     CHECK(claim_exists(claim));
-    CHECK_EQ_INT(test_child_count(), B.children); /* its port-forward is gone */
+    CHECK_EQ_INT(e2e_child_count(), B.children); /* its port-forward is gone */
 
     CHECK_EQ_INT(sbx_attach(&sb, &client, "default", claim, NULL), SBX_OK);
     if (sb.impl) {
@@ -472,7 +472,7 @@ int main(void)
     EM_RUN(env_and_pod_metadata_reach_the_pod);
     EM_RUN(identity_accessors);
     sbx_client_close(&client);
-    CHECK_EQ_INT(test_child_count(), 0);
+    CHECK_EQ_INT(e2e_child_count(), 0);
     e2e_down(&C);
     printf("suite took %lld ms\n", em_since(t0));
     return test_summary("e2e_lifecycle");

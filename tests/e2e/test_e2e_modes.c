@@ -63,7 +63,7 @@ TEST(pod_tunnel_is_the_default)
         int kubectl = env && strcmp(env, "kubectl") == 0;
         CHECK_STR(sbx_route(&sb), kubectl ? "kubectl port-forward" : "websocket");
         /* kubectl proxy (+ this sandbox's port-forward on the kubectl route) */
-        CHECK_EQ_INT(test_child_count(), B.children + (kubectl ? 2 : 1));
+        CHECK_EQ_INT(e2e_child_count(), B.children + (kubectl ? 2 : 1));
         CHECK_EQ_INT(sbx_capabilities(&sb), SBX_CAP_EXEC | SBX_CAP_WRITE | SBX_CAP_READ | SBX_CAP_LIST | SBX_CAP_EXISTS);
         python_round_trip(&sb, "pod tunnel");
         CHECK_EQ_INT(sbx_delete(&sb, "dir", 1), SBX_ERR_UNSUPPORTED);
@@ -107,7 +107,7 @@ TEST(router_tunnel_is_shared_and_restarted)
     CHECK_EQ_INT(sbx_open(&b, &cl, &cfg), SBX_OK);
     if (a.impl && b.impl) {
         /* one kubectl proxy + ONE port-forward to the router, whatever the number of sandboxes */
-        CHECK_EQ_INT(test_child_count(), B.children + 2);
+        CHECK_EQ_INT(e2e_child_count(), B.children + 2);
         E2E_FMT(needle, sizeof needle, "proxying POST /execute for sandbox '%s'", sbx_sandbox_name(&a));
         before = router_log_count(rpod, needle);
         python_round_trip(&a, "router tunnel a");
@@ -120,7 +120,7 @@ TEST(router_tunnel_is_shared_and_restarted)
         CHECK_EQ_INT(sbx_run(&b, "echo again", &res), SBX_OK);
         CHECK_MSG(res.out_len == 6 && memcmp(res.out, "again\n", 6) == 0, "%s", b.err.msg);
         sbx_exec_result_free(&res);
-        CHECK_EQ_INT(test_child_count(), B.children + 2);
+        CHECK_EQ_INT(e2e_child_count(), B.children + 2);
         after = router_log_count(rpod, "proxying POST /execute");
         CHECK(after >= before + 3);
     } else {
@@ -182,7 +182,7 @@ TEST(router_tunnel_concurrent_opens)
         else printf("  thread %d: %s\n", i, o[i].msg);
     }
     CHECK_EQ_INT(ok, 8);
-    CHECK_EQ_INT(test_child_count(), B.children + 2); /* kubectl proxy + one router tunnel */
+    CHECK_EQ_INT(e2e_child_count(), B.children + 2); /* kubectl proxy + one router tunnel */
     sbx_client_close(&cl);
     em_settle(&C, &B);
 }
@@ -202,7 +202,7 @@ TEST(router_tunnel_without_a_router)
     CHECK_EQ_INT(sbx_open(&sb, &cl, &cfg), SBX_ERR_SPAWN);
     CHECK_MSG(strstr(sb.err.msg, "services \"sandbox-router-svc\" not found") &&
               strstr(sb.err.msg, "router tunnel to default/svc/sandbox-router-svc"), "%s", sb.err.msg);
-    CHECK_EQ_INT(test_child_count(), B.children + 1);
+    CHECK_EQ_INT(e2e_child_count(), B.children + 1);
     sbx_client_close(&cl);
     em_settle(&C, &B);
 }
@@ -313,11 +313,11 @@ TEST(direct_url_to_the_router)
     E2E_FMT(url, sizeof url, "http://%s:8080", rip);
     cc.router_url = url;
     if (em_client(&C, &cl, SBX_MODE_DIRECT, &cc) != SBX_OK) { CHECK(0); return; }
-    CHECK_EQ_INT(test_child_count(), B.children + 1); /* only kubectl proxy */
+    CHECK_EQ_INT(e2e_child_count(), B.children + 1); /* only kubectl proxy */
     cfg_python(&cfg);
     CHECK_EQ_INT(sbx_open(&sb, &cl, &cfg), SBX_OK);
     if (sb.impl) {
-        CHECK_EQ_INT(test_child_count(), B.children + 1); /* no process per sandbox */
+        CHECK_EQ_INT(e2e_child_count(), B.children + 1); /* no process per sandbox */
         python_round_trip(&sb, "direct");
         CHECK_EQ_INT(sbx_close(&sb), SBX_OK);
     } else {
@@ -409,7 +409,7 @@ TEST(gateway_mode)
     cfg_python(&cfg);
     CHECK_EQ_INT(sbx_open(&sb, &cl, &cfg), SBX_OK);
     if (sb.impl) {
-        CHECK_EQ_INT(test_child_count(), B.children + 1);
+        CHECK_EQ_INT(e2e_child_count(), B.children + 1);
         E2E_FMT(needle, sizeof needle, "proxying POST /execute for sandbox '%s'", sbx_sandbox_name(&sb));
         before = router_log_count(rpod, needle);
         python_round_trip(&sb, "gateway");
@@ -556,7 +556,7 @@ TEST(in_cluster_straight_to_the_pod)
     cfg_python(&cfg);
     CHECK_EQ_INT(sbx_open(&sb, &cl, &cfg), SBX_OK);
     if (sb.impl) {
-        CHECK_EQ_INT(test_child_count(), B.children + 1);
+        CHECK_EQ_INT(e2e_child_count(), B.children + 1);
         python_round_trip(&sb, "in-cluster");
         E2E_FMT(url, sizeof url, "%s:8888", sbx_pod_ip(&sb));
         CHECK_STR(sb.impl->rt.ep.name, url);
@@ -580,7 +580,7 @@ TEST(api_proxy_through_kubectl_proxy)
     cfg_python(&cfg);
     CHECK_EQ_INT(sbx_open(&sb, &cl, &cfg), SBX_OK);
     if (sb.impl) {
-        CHECK_EQ_INT(test_child_count(), B.children + 1); /* no process per sandbox */
+        CHECK_EQ_INT(e2e_child_count(), B.children + 1); /* no process per sandbox */
         python_round_trip(&sb, "api proxy");
         CHECK(em_requests(&C, &log) == 0);
         E2E_FMT(path, sizeof path, "/api/v1/namespaces/default/pods/%s:8888/proxy/execute", sbx_pod_name(&sb));
@@ -820,7 +820,7 @@ int main(void)
     EM_RUN(api_proxy_through_kubectl_proxy);
     EM_RUN(sandboxd_over_each_route);
     EM_RUN(runtime_detected_by_probing);
-    CHECK_EQ_INT(test_child_count(), 0);
+    CHECK_EQ_INT(e2e_child_count(), 0);
     e2e_down(&C);
     printf("suite took %lld ms\n", em_since(t0));
     return test_summary("e2e_modes");

@@ -518,7 +518,7 @@ int main(void)
         test_failed++;
     }
     sbx_client_close(&client);
-    CHECK_EQ_INT(test_child_count(), 0);
+    CHECK_EQ_INT(e2e_child_count(), 0);
     e2e_down(&C);
     printf("suite took %lld ms\n", em_since(t0));
     return test_summary("e2e_retry");

@@ -888,7 +888,7 @@ int main(void)
     T_RUN(open_survives_500_on_every_5th_request);
     T_RUN(open_survives_500_on_every_7th_request);
     T_RUN(open_survives_429s);
-    CHECK_EQ_INT(test_child_count(), 0);
+    CHECK_EQ_INT(e2e_child_count(), 0);
     e2e_down(&C);
     printf("suite took %lld ms\n", em_since(t0));
     return test_summary("e2e_transient");

@@ -113,7 +113,7 @@ TEST(default_route_is_websocket_with_one_child)
     if (sb.impl) {
         printf("  warm open over the websocket route: %lld ms\n", ms);
         CHECK_STR(sbx_route(&sb), "websocket");
-        CHECK_EQ_INT(test_child_count(), B.children + 1); /* the kubectl proxy, nothing per sandbox */
+        CHECK_EQ_INT(e2e_child_count(), B.children + 1); /* the kubectl proxy, nothing per sandbox */
         for (i = 0; i < 20; i++) ok &= run_echo(&sb, "hi");
         CHECK_MSG(ok, "%s", sb.err.msg);
         for (i = 0; i < (int)sizeof big; i++) big[i] = (char)(i * 7 + (i >> 9));
@@ -161,7 +161,7 @@ TEST(refused_upgrade_falls_back_to_kubectl_once)
     CHECK_EQ_INT(sbx_open(&a, &cl, &cfg), SBX_OK);
     if (!a.impl) { printf("  %s\n", a.err.msg); sbx_client_close(&cl); em_settle(&C, &B); return; }
     CHECK_STR(sbx_route(&a), "kubectl port-forward");
-    CHECK_EQ_INT(test_child_count(), B.children + 2);
+    CHECK_EQ_INT(e2e_child_count(), B.children + 2);
     CHECK(run_echo(&a, "fallback"));
     pf_events("portforward.reject", t0, NULL, &s);
     CHECK_EQ_INT(s.count, 2);    /* the strict client's and this one's */
@@ -171,7 +171,7 @@ TEST(refused_upgrade_falls_back_to_kubectl_once)
     CHECK_EQ_INT(sbx_open(&b, &cl, &cfg), SBX_OK);
     CHECK_STR(sbx_route(&b), "kubectl port-forward");
     CHECK(run_echo(&b, "sticks"));
-    CHECK_EQ_INT(test_child_count(), B.children + 3);
+    CHECK_EQ_INT(e2e_child_count(), B.children + 3);
     pf_events(NULL, t0, NULL, &s);
     CHECK_EQ_INT(s.count, 0);    /* no channel upgrade was even tried */
     CHECK_EQ_INT(sbx_close(&b), SBX_OK);
@@ -348,7 +348,7 @@ TEST(two_ports_on_one_websocket)
     if (sb.impl) {
         char target[300], got[2][4096];
         size_t have[2] = {0, 0};
-        int ports[2] = {8888, 8888}, fd, port = -1, fds = test_fd_count();
+        int ports[2] = {8888, 8888}, fd, port = -1, fds = e2e_fd_count();
         long long deadline = sbx__deadline(10000);
         sbx__ws *ws;
         sbx_error e;
@@ -378,7 +378,7 @@ TEST(two_ports_on_one_websocket)
             CHECK_MSG(strncmp(got[1], "HTTP/1.", 7) == 0 && strstr(got[1], " 404 "), "port 1: %.200s", got[1]);
         }
         sbx__ws_free(ws);
-        CHECK_EQ_INT(test_fd_count(), fds);
+        CHECK_EQ_INT(e2e_fd_count(), fds);
         CHECK_EQ_INT(sbx_close(&sb), SBX_OK);
     } else {
         printf("  %s\n", sb.err.msg);
@@ -401,7 +401,7 @@ TEST(bad_pod_route_settings_are_refused)
     CHECK_EQ_INT(sbx_client_open(&cl, &cc), SBX_ERR_INVALID_ARG);
     CHECK_MSG(strstr(cl.err.msg, "SANDBOX_POD_ROUTE=\"spdy\"") != NULL, "%s", cl.err.msg);
     unsetenv("SANDBOX_POD_ROUTE");
-    CHECK_EQ_INT(test_child_count(), B.children);
+    CHECK_EQ_INT(e2e_child_count(), B.children);
 }
 
 int main(void)
@@ -423,7 +423,7 @@ int main(void)
     EM_RUN(abrupt_close_is_clear_and_the_next_call_reconnects);
     EM_RUN(pod_deleted_mid_stream);
     EM_RUN(two_ports_on_one_websocket);
-    CHECK_EQ_INT(test_child_count(), 0);
+    CHECK_EQ_INT(e2e_child_count(), 0);
     e2e_down(&C);
     printf("suite took %lld ms\n", em_since(t0));
     return test_summary("e2e_ws");

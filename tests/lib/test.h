@@ -212,6 +212,10 @@ static TEST_UNUSED int test_spawn_server(const char *script, const char *a1, con
 
 /* ==== the dev cluster ===================================================== */
 
+/* The e2e suites' names for the counts above. */
+#define e2e_fd_count test_fd_count
+#define e2e_child_count test_child_count
+
 typedef struct e2e_cluster {
     char dir[1024];
     char kubeconfig[1100];
