@@ -18,7 +18,11 @@ PREFIX  ?= /usr/local
 export ASAN_OPTIONS  := detect_leaks=1:abort_on_error=0:detect_stack_use_after_return=1
 export UBSAN_OPTIONS := print_stacktrace=1:halt_on_error=1
 
-# Where each kind of test lives: tests/README.md.
+# Where each kind of test lives: tests/README.md. A suite left at the old top
+# level would silently not run, so say so.
+ifneq ($(wildcard tests/test_*.c),)
+$(error $(wildcard tests/test_*.c): suites live in tests/unit or tests/e2e now (git mv; see tests/README.md))
+endif
 UNIT_SRCS := $(sort $(wildcard tests/unit/test_*.c tests/e2e/test_*.c))
 UNIT_BINS := $(patsubst %.c,$(B)/%,$(notdir $(UNIT_SRCS)))
 TEST_HDRS := sandbox.h $(wildcard tests/lib/*.h tests/fakes/*.h)
