@@ -13,8 +13,6 @@
 #define SANDBOX_IMPLEMENTATION
 #include "sandbox.h"
 #include "test.h"
-#include "e2e.h"
-#include "e2e_more.h"
 
 #include <signal.h>
 
