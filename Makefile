@@ -9,7 +9,7 @@ WARN    := -Wall -Wextra -Werror -pedantic -Wshadow -Wstrict-prototypes -Wmissin
            -Wcast-qual -Wwrite-strings -Wundef -Wformat=2
 SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 CFLAGS  ?= -g -O1
-ALLFLAGS = $(CSTD) $(WARN) $(CFLAGS) -I. -Itests
+ALLFLAGS = $(CSTD) $(WARN) $(CFLAGS) -I. -Itests/lib
 LDLIBS  := -pthread
 FUZZ_SECONDS ?= 60
 STATE   ?= $(B)/devcluster
@@ -18,13 +18,19 @@ PREFIX  ?= /usr/local
 export ASAN_OPTIONS  := detect_leaks=1:abort_on_error=0:detect_stack_use_after_return=1
 export UBSAN_OPTIONS := print_stacktrace=1:halt_on_error=1
 
-UNIT_SRCS := $(sort $(wildcard tests/test_*.c))
-UNIT_BINS := $(patsubst tests/%.c,$(B)/%,$(UNIT_SRCS))
+# Where each kind of test lives: tests/README.md. A suite left at the old top
+# level would silently not run, so say so.
+ifneq ($(wildcard tests/test_*.c),)
+$(error $(wildcard tests/test_*.c): suites live in tests/unit or tests/e2e now (git mv; see tests/README.md))
+endif
+UNIT_SRCS := $(sort $(wildcard tests/unit/test_*.c tests/e2e/test_*.c))
+UNIT_BINS := $(patsubst %.c,$(B)/%,$(notdir $(UNIT_SRCS)))
+TEST_HDRS := sandbox.h $(wildcard tests/lib/*.h tests/fakes/*.h)
 FUZZ_SRCS := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_NAMES := $(patsubst tests/fuzz/fuzz_%.c,%,$(FUZZ_SRCS))
 REPLAY_BINS := $(patsubst %,$(B)/replay_%,$(FUZZ_NAMES))
 TSAN_BINS := $(B)/tsan_test_proc $(B)/tsan_test_e2e $(B)/tsan_test_e2e_modes $(B)/tsan_test_e2e_transient \
-             $(B)/tsan_test_e2e_owner
+             $(B)/tsan_test_e2e_owner $(B)/tsan_test_e2e_events
 EXAMPLE_SRCS := $(sort $(wildcard examples/*.c))
 EXAMPLE_BINS := $(patsubst examples/%.c,$(B)/%,$(EXAMPLE_SRCS))
 
@@ -36,21 +42,22 @@ $(B):
 	@mkdir -p $(B)
 
 # Unit and end-to-end suites: each test_*.c includes the implementation, built with ASan+UBSan.
-$(B)/test_%: tests/test_%.c sandbox.h tests/test.h $(wildcard tests/*.h) | $(B)
+vpath test_%.c tests/unit tests/e2e
+$(B)/test_%: test_%.c $(TEST_HDRS) | $(B)
 	$(CC) $(ALLFLAGS) $(SAN) $< -o $@ $(LDLIBS)
 
 # The multi-threaded suites again under ThreadSanitizer (clang): no data races
 # between sandboxes, clients and the drainer threads.
-$(B)/tsan_%: tests/%.c sandbox.h tests/test.h $(wildcard tests/*.h) | $(B)
-	$(CLANG) $(CSTD) -g -O1 -I. -Itests -fsanitize=thread $< -o $@ $(LDLIBS)
+$(B)/tsan_%: %.c $(TEST_HDRS) | $(B)
+	$(CLANG) $(CSTD) -g -O1 -I. -Itests/lib -fsanitize=thread $< -o $@ $(LDLIBS)
 
 # Fuzz targets replayed over their corpus (no libFuzzer needed): make test runs these.
-$(B)/replay_%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c sandbox.h $(wildcard tests/*.h) | $(B)
+$(B)/replay_%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c $(TEST_HDRS) | $(B)
 	$(CC) $(ALLFLAGS) $(SAN) tests/fuzz/replay.c $< -o $@ $(LDLIBS)
 
 # libFuzzer builds (clang only).
-$(B)/fuzz_%: tests/fuzz/fuzz_%.c sandbox.h | $(B)
-	$(CLANG) $(CSTD) -g -O1 -I. -fsanitize=fuzzer,address,undefined $< -o $@ $(LDLIBS)
+$(B)/fuzz_%: tests/fuzz/fuzz_%.c $(TEST_HDRS) | $(B)
+	$(CLANG) $(CSTD) -g -O1 -I. -Itests/lib -fsanitize=fuzzer,address,undefined $< -o $@ $(LDLIBS)
 
 $(B)/%: examples/%.c sandbox.h | $(B)
 	$(CC) $(ALLFLAGS) $< -o $@ $(LDLIBS)
@@ -58,8 +65,8 @@ $(B)/%: examples/%.c sandbox.h | $(B)
 examples: $(EXAMPLE_BINS)
 
 # Performance, measured not asserted: optimised build, no sanitizers.
-$(B)/bench: tests/bench.c tests/e2e.h sandbox.h | $(B)
-	$(CC) $(CSTD) -O2 -g -I. -Itests $< -o $@ $(LDLIBS)
+$(B)/bench: tests/bench/bench.c $(TEST_HDRS) | $(B)
+	$(CC) $(CSTD) -O2 -g -I. -Itests/lib $< -o $@ $(LDLIBS)
 
 bench: $(B)/bench
 	@$(B)/bench
@@ -68,7 +75,7 @@ bench: $(B)/bench
 # cluster with the real kubectl; one table of outcomes and leftovers. About a
 # minute, so `make test` runs the whole matrix too (suite "faults"); `make faults`
 # runs it alone and prints the table (build/faults NAME... runs the rows naming NAME).
-$(B)/faults: tests/faults.c sandbox.h tests/e2e.h | $(B)
+$(B)/faults: tests/e2e/faults.c $(TEST_HDRS) | $(B)
 	$(CC) $(ALLFLAGS) $(SAN) $< -o $@ $(LDLIBS)
 
 faults: $(B)/faults
@@ -106,8 +113,8 @@ fuzz: $(patsubst %,$(B)/fuzz_%,$(FUZZ_NAMES))
 demo: $(B)/quickstart
 	@rm -rf $(B)/demo; \
 	 if ! command -v kubectl >/dev/null 2>&1; then \
-	   echo "demo: kubectl is not installed; using tests/kubectl-shim/kubectl"; \
-	   export SANDBOX_KUBECTL=$(CURDIR)/tests/kubectl-shim/kubectl; fi; \
+	   echo "demo: kubectl is not installed; using tests/fakes/kubectl-shim/kubectl"; \
+	   export SANDBOX_KUBECTL=$(CURDIR)/tests/fakes/kubectl-shim/kubectl; fi; \
 	 $(PYTHON) tests/devcluster/cluster.py up --state $(B)/demo >/dev/null || exit 1; \
 	 KUBECONFIG=$(CURDIR)/$(B)/demo/kubeconfig KUBECACHEDIR=$(CURDIR)/$(B)/demo/kubecache $(B)/quickstart; rc=$$?; \
 	 $(PYTHON) tests/devcluster/cluster.py down --state $(B)/demo >/dev/null; exit $$rc

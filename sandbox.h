@@ -1,4 +1,4 @@
-/* sandbox.h - v0.1.0 - agent sandboxes on Kubernetes, from C - MIT license (end of file)
+/* sandbox.h - v0.2.0 - agent sandboxes on Kubernetes, from C - MIT license (end of file)
 
    Creates, uses and destroys agent sandboxes on clusters running the
    kubernetes-sigs/agent-sandbox controller: a SandboxClaim is created and
@@ -14,21 +14,23 @@
    -D_POSIX_C_SOURCE=200809L); other files just #include "sandbox.h".
    Link with -pthread (glibc 2.34 and later need nothing).
 
-   QUICKSTART
-       sbx_client client;
+   QUICKSTART (one handle: the sandbox starts and owns its client)
        sbx_sandbox sb;
-       sbx_sandbox_config cfg = {0};            zero = defaults
+       sbx_sandbox_config cfg;
        sbx_exec_result res;
-       if (sbx_client_open(&client, NULL) != SBX_OK) { puts(client.err.msg); return 1; }
+       memset(&cfg, 0, sizeof cfg);             zero = defaults
        cfg.template_name = "python-sandbox-template";
        cfg.ns = "default";
-       if (sbx_open(&sb, &client, &cfg) != SBX_OK) { puts(sb.err.msg); ... }
+       if (sbx_open(&sb, NULL, &cfg) != SBX_OK) { puts(sb.err.msg); return 1; }
        if (sbx_run(&sb, "echo 'Hello, World!'", &res) == SBX_OK) {
-           fwrite(res.out, 1, res.out_len, stdout);
+           fwrite(res.out, 1, res.out_len, stdout);   res.diag: its stderr
            sbx_exec_result_free(&res);
        }
-       sbx_close(&sb);                          ends the route, deletes the claim
-       sbx_client_close(&client);               stops kubectl proxy and the supervisor
+       sbx_close(&sb);             deletes the claim, stops the private client
+   Many sandboxes: open one sbx_client (sbx_client_open) and pass it to each
+   sbx_open; they share its kubectl proxy, supervisor and connections. With a
+   NULL client, cfg.client (an sbx_client_config, NULL = defaults) configures
+   the private one.
 
    REQUIREMENTS
        - `kubectl` on PATH (or SANDBOX_KUBECTL / sbx_client_config.kubectl),
@@ -229,6 +231,28 @@
        the next API call of any thread (sbx_close's DELETE included) starts a
        new one on the same socket, once, inside that call's deadline.
 
+   LOGGING (sbx_client_config.logger; silent by default)
+       A function pointer and a user pointer, as in sokol: the library calls
+       func(&event, user) with one sbx_event (level, kind, claim name, a number,
+       a short message) for each step it takes:
+         PROXY_STARTED   kubectl proxy started (number 0) or restarted (count)
+         CLAIM_CREATED   the claim exists (number: POSTs it took)
+         READY           Ready after N ms (number)
+         ROUTE           connected; message: sbx_route()'s words
+         TUNNEL_STARTED  kubectl port-forward (re)started (number: starts)
+         FALLBACK        WebSocket refused -> kubectl port-forward
+         RETRY           a step tried again; number: the attempt; message: why
+         CLAIM_DELETED   cleanup: the claim was deleted
+         CHILDREN_STOPPED cleanup: client closed, its children and supervisor gone
+       For an open/run/close: PROXY_STARTED, CLAIM_CREATED, READY, ROUTE,
+       CLAIM_DELETED, CHILDREN_STOPPED (the last with a private or closed client).
+       Levels: INFO for the steps, WARN for retries, fallbacks and restarts.
+       Threads: func runs on the thread that made the call (any thread using
+       the client) and on the client's lease thread (renewal retries), possibly
+       on several at once: make it thread-safe. The library holds none of its
+       locks while calling it; it may call sbx_route() and the name getters,
+       and must not close the handle or client it is told about.
+
    CONFIGURATION MACROS (define before including the implementation)
        SBX_STATIC                  all functions static (private copy per unit)
        SBX_API                     prefix of public functions; default extern
@@ -259,13 +283,15 @@
                                               the string is split like a shell's words)
        sbx_write / sbx_read                   files from / into memory
        sbx_write_fd / sbx_read_fd             files from / into a descriptor
-       sbx_list / sbx_exists / sbx_delete     directories, existence, removal
+       sbx_list_dir / sbx_exists / sbx_remove_file
+                                              directories, existence, file removal
        sbx_capabilities                       what the pod's runtime can do
        sbx_route                              which route a sandbox uses
        sbx_set_call_timeout                   deadline of later calls
        sbx_claim_name / sbx_sandbox_name / sbx_pod_name / sbx_pod_ip /
        sbx_namespace                          identity of an open sandbox
        sbx_exec_result_free / sbx_free        release what the library returned
+       sbx_client_config.logger               events of the client's sandboxes
        sbx_strerror                           fixed text of a result code
 
    ERRORS
@@ -276,6 +302,12 @@
        the server's or kubectl's own words, for example
          open sandbox (claim sandbox-claim-1f2e3d4c): claim "sandbox-claim-
          1f2e3d4c": WarmPoolNotFound: SandboxWarmPool "python-pool" not found
+       The first failures say what to fix: with no reachable cluster,
+         no Kubernetes cluster reachable: tried kubeconfig /home/u/.kube/config
+         (kubectl's default; no such file), context (none), server
+         127.0.0.1:8080 (...): dial tcp ...: connection refused. Point ...
+       (SBX_ERR_CONNECT), and on a cluster without agent-sandbox, the API group
+       that is missing and what to install (SBX_ERR_UNSUPPORTED).
        A successful call clears the error. Bad input never crashes, hangs past a
        deadline, or grows memory without bound; the library never prints, never
        exits or aborts, installs no signal handler and keeps no global state.
@@ -285,8 +317,9 @@
          sbx_open always initialise them first, so closing is safe after a failed
          open and closing twice is harmless. Do not copy a live handle.
        - Strings and arrays passed in are borrowed for the duration of the call.
-       - Memory the library returns (sbx_exec_result out/err, sbx_read data,
-         sbx_list entries, sbx_list_claims names) is released with sbx_exec_result_free or sbx_free, and
+       - Memory the library returns (sbx_exec_result out/diag, sbx_read data,
+         sbx_list_dir entries, sbx_list_claims names) is released with
+         sbx_exec_result_free or sbx_free, and
          only so; it stays valid after the sandbox and the client are closed.
          Returned text is NUL-terminated (the NUL is not counted in lengths).
        - Out-parameters are zeroed on entry, so releasing after a failure is safe.
@@ -299,7 +332,8 @@
        sbx_list_claims) are thread-safe and report into their own err argument. One
        sandbox must not be used by two threads at the same time. Close every
        sandbox before its client. A user allocator must be thread-safe when
-       several threads use the library. The library starts one thread per kubectl
+       several threads use the library, and so must a logger (see LOGGING).
+       The library starts one thread per kubectl
        child (to drain its output), one lease thread per client that has a
        leased sandbox, and never touches signal dispositions; its descriptors
        are close-on-exec, and its children get only fds 0-2.
@@ -329,9 +363,9 @@
 #include <stddef.h>
 
 #define SANDBOX_VERSION_MAJOR 0
-#define SANDBOX_VERSION_MINOR 1
+#define SANDBOX_VERSION_MINOR 2
 #define SANDBOX_VERSION_PATCH 0
-#define SANDBOX_VERSION_STRING "0.1.0"
+#define SANDBOX_VERSION_STRING "0.2.0"
 
 #ifndef SBX_API
 #ifdef SBX_STATIC
@@ -425,6 +459,53 @@ typedef enum sbx_pod_route {
     SBX_POD_ROUTE_KUBECTL      /* one `kubectl port-forward` child per sandbox (the seed's way)  */
 } sbx_pod_route;
 
+/* ---------------------------------------------------------------- logging
+   The logger hook (sbx_client_config.logger), sokol-style: silent unless set.
+   The library calls func(&event, user) once per event below; event and its
+   strings live only for the call (copy what you keep). Filter on level
+   yourself. func may be called from any thread that calls into the library
+   with this client (sbx_open, sbx_run, sbx_close, ...) and from the client's
+   lease thread (retries of a lease renewal), possibly from several threads at
+   once, so it must be thread-safe; the library holds none of its own locks
+   while it calls func, so func may call sbx_route, sbx_claim_name and the
+   like, but must not close the handle or the client it is told about. */
+typedef enum sbx_log_level {
+    SBX_LOG_ERROR = 1,         /* something failed for good (also in the call's sbx_error) */
+    SBX_LOG_WARN = 2,          /* a retry, a fallback, a restart: trouble that was handled */
+    SBX_LOG_INFO = 3           /* the normal steps of a sandbox's life                    */
+} sbx_log_level;
+
+typedef enum sbx_event_kind {
+    SBX_EVENT_PROXY_STARTED = 1, /* kubectl proxy started; number 0 at client open, else the
+                                    restart's count (the last one died)                   */
+    SBX_EVENT_CLAIM_CREATED,   /* the SandboxClaim exists; name = claim; number = tries     */
+    SBX_EVENT_READY,           /* the claim is Ready; number = ms from create to Ready      */
+    SBX_EVENT_ROUTE,           /* connected; message = sbx_route()'s words                  */
+    SBX_EVENT_TUNNEL_STARTED,  /* a kubectl port-forward child (re)started; number = starts
+                                  of this sandbox's tunnel (2 and up: a restart), or of the
+                                  client's router tunnel (name "")                          */
+    SBX_EVENT_FALLBACK,        /* WebSocket upgrade refused: kubectl port-forward from now on
+                                  for this client; message = the refusal                    */
+    SBX_EVENT_RETRY,           /* a step is tried again; number = the attempt that failed;
+                                  message = what and why                                    */
+    SBX_EVENT_CLAIM_DELETED,   /* cleanup: the claim was deleted (close, failed open)       */
+    SBX_EVENT_CHILDREN_STOPPED /* cleanup: client close stopped its children and its
+                                  supervisor; number = children stopped                     */
+} sbx_event_kind;
+
+typedef struct sbx_event {
+    sbx_log_level level;
+    sbx_event_kind kind;
+    const char *name;          /* the claim's name, or "" for client-level events         */
+    long long number;          /* milliseconds, attempt or count, as the kind says        */
+    const char *message;       /* one short line, e.g. "GET /apis/...: HTTP 503: ..., again in 120 ms" */
+} sbx_event;
+
+typedef struct sbx_logger {
+    void (*func)(const sbx_event *event, void *user);  /* NULL: silent (default) */
+    void *user;                                         /* passed back unchanged */
+} sbx_logger;
+
 typedef struct sbx_client_config {
     const char *kubectl;       /* default: $SANDBOX_KUBECTL, else "kubectl" on PATH   */
     const char *kubeconfig;    /* default: kubectl's choice ($KUBECONFIG, ~/.kube/config) */
@@ -446,6 +527,7 @@ typedef struct sbx_client_config {
     sbx_allocator allocator;   /* default: SBX_MALLOC / SBX_REALLOC / SBX_FREE        */
     sbx_pod_route pod_route;   /* POD_TUNNEL: default $SANDBOX_POD_ROUTE (auto, websocket,
                                   kubectl), else AUTO                                  */
+    sbx_logger logger;         /* events of this client and its sandboxes; default none */
 } sbx_client_config;
 
 /* Which server runs in the pod (sbx_sandbox_config.runtime). */
@@ -461,9 +543,9 @@ typedef enum sbx_runtime {
 #define SBX_CAP_EXEC   0x01u   /* sbx_run                      */
 #define SBX_CAP_WRITE  0x02u   /* sbx_write, sbx_write_fd      */
 #define SBX_CAP_READ   0x04u   /* sbx_read, sbx_read_fd        */
-#define SBX_CAP_LIST   0x08u   /* sbx_list                     */
+#define SBX_CAP_LIST   0x08u   /* sbx_list_dir                 */
 #define SBX_CAP_EXISTS 0x10u   /* sbx_exists                   */
-#define SBX_CAP_DELETE 0x20u   /* sbx_delete                   */
+#define SBX_CAP_REMOVE 0x20u   /* sbx_remove_file              */
 
 typedef struct sbx_sandbox_config {
     const char *template_name; /* SandboxTemplate (the seed's API); on v1beta1 it is
@@ -501,14 +583,20 @@ typedef struct sbx_sandbox_config {
                                   so it goes even if the whole machine does; with ttl_seconds
                                   the earlier of the two wins. shutdown_policy as with
                                   ttl_seconds. Default 0: no lease                        */
+    const struct sbx_client_config *client; /* only when sbx_open / sbx_attach get a NULL
+                                  client: the settings of the private client the handle
+                                  starts and owns (NULL = defaults). Ignored otherwise */
 } sbx_sandbox_config;
 
+/* What sbx_run hands back: the command's exit code and its two output streams.
+   diag is the command's stderr (its diagnostics), not a library error: a call
+   that failed says so in its return code and sb.err. */
 typedef struct sbx_exec_result {
     int exit_code;
     char *out;                 /* stdout bytes, NUL-terminated (not counted); free with */
     size_t out_len;            /* sbx_exec_result_free                                  */
-    char *err;                 /* stderr bytes, likewise                                */
-    size_t err_len;
+    char *diag;                /* stderr bytes, likewise                                */
+    size_t diag_len;
 } sbx_exec_result;
 
 /* sbx_status(): what the controller says about the claim. */
@@ -532,62 +620,145 @@ typedef struct sbx_file_entry {
     double mod_time;           /* seconds since the epoch */
 } sbx_file_entry;
 
-/* ---------------------------------------------------------------- API */
+/* ---------------------------------------------------------------- API
+   Every call that returns sbx_result also leaves the detail (code, errno, HTTP
+   status, message) in the handle it was called on; "blocks" below means the
+   call waits on the network or on kubectl, never longer than the deadline named. */
+
+/* Fixed English text of a result code ("timed out"); never NULL, static (do
+   not free); thread-safe, never blocks. For the detail, read handle.err.msg. */
 SBX_API const char *sbx_strerror(sbx_result r);
 
+/* Start a client: its supervisor, then one `kubectl proxy` (unless cfg->api_url
+   or $SANDBOX_API_URL names the API). cfg NULL = defaults. Allocates the client's
+   state (freed by sbx_client_close, also after a failure). Returns SBX_OK,
+   SBX_ERR_INVALID_ARG, SBX_ERR_SPAWN (kubectl), SBX_ERR_TIMEOUT, SBX_ERR_NOMEM,
+   SBX_ERR_SYS; blocks until kubectl proxy serves (proxy_timeout_ms, 15 s). */
 SBX_API sbx_result sbx_client_open(sbx_client *c, const sbx_client_config *cfg);
+/* Stop the client's kubectl children and its supervisor, join its lease thread
+   and free it; close its sandboxes first. Safe on a closed or failed client
+   (does nothing), idempotent. Blocks up to about 2 s per child and 3 s for the
+   supervisor's goodbye (a few ms normally). */
 SBX_API void sbx_client_close(sbx_client *c);
 
+/* Create a SandboxClaim (cfg->template_name or ->warm_pool), watch it until
+   Ready and connect to its pod's runtime. c NULL: the handle starts a private
+   client (settings cfg->client, NULL = defaults) that sbx_close stops. Any
+   failure rolls back what it made (SBX_ERR_NOT_FOUND, _SANDBOX, _TIMEOUT,
+   _HTTP, _CONNECT, _UNSUPPORTED, ...). Blocks up to api_timeout_ms per API step
+   plus ready_timeout_ms (180 s) plus tunnel_timeout_ms (30 s). */
 SBX_API sbx_result sbx_open(sbx_sandbox *sb, sbx_client *c, const sbx_sandbox_config *cfg);
+/* End the route, DELETE the claim (404 counts as done) and free the handle;
+   with a private client, stop that client too. Safe on a closed handle
+   (SBX_OK), idempotent; the handle is freed even when the DELETE fails (the
+   error is returned and the supervisor retries it). Blocks up to
+   api_timeout_ms (30 s) for the DELETE, about 2 s to stop a kubectl child. */
 SBX_API sbx_result sbx_close(sbx_sandbox *sb);
 
-/* An existing, Ready claim: resolve its sandbox and pod and connect (cfg may be
-   NULL; its connection fields are used: runtime, server_port, *_timeout_ms,
-   max_output_bytes). Fails with SBX_ERR_NOT_FOUND (no such claim),
-   SBX_ERR_DELETED (being deleted) or SBX_ERR_SANDBOX (not Ready); the claim is
-   never deleted by a failed attach. ns NULL: the client's namespace. */
-SBX_API sbx_result sbx_attach(sbx_sandbox *sb, sbx_client *c, const char *ns, const char *claim_name,
-                              const sbx_sandbox_config *cfg);
+/* Connect to an existing Ready claim: cfg->claim_name (required) in cfg->ns
+   (NULL: the client's namespace), with cfg's connection fields (runtime,
+   server_port, *_timeout_ms, max_output_bytes); c NULL: a private client, as
+   sbx_open. Fails with SBX_ERR_INVALID_ARG, SBX_ERR_NOT_FOUND (no such claim),
+   SBX_ERR_DELETED (being deleted) or SBX_ERR_SANDBOX (not Ready), never deleting
+   the claim. Blocks like sbx_open without the Ready wait. */
+SBX_API sbx_result sbx_attach(sbx_sandbox *sb, sbx_client *c, const sbx_sandbox_config *cfg);
 /* Disconnect and free the handle, leaving the claim (and its sandbox) running:
    it is no longer deleted when the program dies, and a lease is lifted (a
-   failure to lift it is returned; the handle is freed anyway).
-   sbx_close on the other hand deletes the claim, however the handle was made. */
+   failure to lift it is returned; the handle is freed anyway). Blocks up to
+   api_timeout_ms for that PATCH. sbx_close on the other hand deletes the
+   claim, however the handle was made. */
 SBX_API sbx_result sbx_detach(sbx_sandbox *sb);
-/* What the controller says about this sandbox's claim now (one GET). */
+/* What the controller says about this sandbox's claim now, into *st (caller's
+   struct, nothing allocated): Ready, not Ready (reason, message) or gone.
+   One GET, retried on transient errors within api_timeout_ms. Returns SBX_OK
+   (also for a gone claim: st->state says so), SBX_ERR_CLOSED, _HTTP, _CONNECT. */
 SBX_API sbx_result sbx_status(sbx_sandbox *sb, sbx_claim_status *st);
 
-/* Client-level calls: thread-safe; err (may be NULL) receives the failure. */
+/* Delete a claim by name in ns (NULL: the client's namespace), whoever made
+   it. Client-level: thread-safe; err (may be NULL) receives the failure.
+   Returns SBX_OK, SBX_ERR_NOT_FOUND (no such claim), _INVALID_ARG, _CLOSED,
+   _HTTP, _CONNECT; blocks up to the client's api_timeout_ms (30 s). */
 SBX_API sbx_result sbx_delete_claim(sbx_client *c, const char *ns, const char *claim_name, sbx_error *err);
-/* Names of the claims matching a label selector ("a=b,c!=d"; NULL or "" for all):
-   *names is a NULL-terminated array of *count strings in ONE block, freed with
-   sbx_free(*names). */
+/* Names of the claims in ns matching a label selector ("a=b,c!=d"; NULL or ""
+   for all): *names is a NULL-terminated array of *count strings in ONE block,
+   freed with sbx_free(*names) (NULL and 0 after a failure). Thread-safe; err
+   (may be NULL) receives the failure. Blocks up to api_timeout_ms (30 s). */
 SBX_API sbx_result sbx_list_claims(sbx_client *c, const char *ns, const char *label_selector, char ***names,
                                    size_t *count, sbx_error *err);
 
+/* Run a command in the sandbox (python runtime: no shell; the string is split
+   like a shell's words). *res gets the exit code and the output: res->out
+   (stdout) and res->diag (stderr), freed with sbx_exec_result_free. Sent once,
+   never retried. Returns SBX_OK whatever the exit code; SBX_ERR_UNSUPPORTED on
+   sandboxd, _TOO_BIG, _TIMEOUT, ... Blocks up to call_timeout_ms (60 s). */
 SBX_API sbx_result sbx_run(sbx_sandbox *sb, const char *command, sbx_exec_result *res);
+/* Write len bytes from data to path (relative to the runtime's base; parents
+   are made). Nothing allocated. python uploads are sent once; sandboxd writes
+   are retried on transient errors. Returns SBX_OK, SBX_ERR_INVALID_ARG (bad
+   path), _HTTP, _CONNECT, _TIMEOUT; blocks up to call_timeout_ms (60 s). */
 SBX_API sbx_result sbx_write(sbx_sandbox *sb, const char *path, const void *data, size_t len);
-SBX_API sbx_result sbx_read(sbx_sandbox *sb, const char *path, void **data, size_t *len);
+/* Read a whole file into *data (NUL-terminated, the NUL not counted in *len),
+   freed with sbx_free; NULL and 0 after a failure. Retried on transient
+   errors. Returns SBX_OK, SBX_ERR_NOT_FOUND, _TOO_BIG (over max_output_bytes),
+   _INVALID_ARG, _HTTP, _CONNECT, _TIMEOUT; blocks up to call_timeout_ms. */
+SBX_API sbx_result sbx_read(sbx_sandbox *sb, const char *path, char **data, size_t *len);
+/* Write a file from a descriptor, read from its current offset to EOF and
+   streamed (never held whole); fd stays open and is the caller's. Sent once.
+   Returns as sbx_write (SBX_ERR_SYS when reading fd fails); blocks up to
+   call_timeout_ms (60 s) for the whole transfer. */
 SBX_API sbx_result sbx_write_fd(sbx_sandbox *sb, const char *path, int fd);
+/* Read a file into a descriptor, streamed (no size cap, nothing held whole);
+   fd stays open and is the caller's. Retried only while nothing was written.
+   Returns as sbx_read (SBX_ERR_SYS when writing fd fails); blocks up to
+   call_timeout_ms (60 s) for the whole transfer. */
 SBX_API sbx_result sbx_read_fd(sbx_sandbox *sb, const char *path, int fd);
-SBX_API sbx_result sbx_list(sbx_sandbox *sb, const char *path, sbx_file_entry **entries, size_t *count);
+/* List a directory of the sandbox: *entries is an array of *count entries in
+   ONE block (names included), freed with sbx_free(*entries); NULL and 0 after a
+   failure. Retried on transient errors. Returns SBX_OK, SBX_ERR_NOT_FOUND,
+   _INVALID_ARG, _HTTP, _CONNECT, _TIMEOUT; blocks up to call_timeout_ms. */
+SBX_API sbx_result sbx_list_dir(sbx_sandbox *sb, const char *path, sbx_file_entry **entries, size_t *count);
+/* *exists = 1 when path exists in the sandbox (file or directory), else 0 (also
+   after a failure). Nothing allocated; retried on transient errors. Returns
+   SBX_OK either way, or SBX_ERR_INVALID_ARG, _HTTP, _CONNECT, _TIMEOUT; blocks
+   up to call_timeout_ms (60 s). */
 SBX_API sbx_result sbx_exists(sbx_sandbox *sb, const char *path, int *exists);
-/* sandboxd only (else SBX_ERR_UNSUPPORTED); recursive != 0 removes a non-empty directory. */
-SBX_API sbx_result sbx_delete(sbx_sandbox *sb, const char *path, int recursive);
+/* Remove a file (a directory too; recursive != 0 removes a non-empty one) from
+   the sandbox's file system; not the claim (that is sbx_delete_claim / sbx_close).
+   sandboxd only, else SBX_ERR_UNSUPPORTED. Sent once. Returns SBX_OK,
+   SBX_ERR_NOT_FOUND, _HTTP, ...; blocks up to call_timeout_ms (60 s). */
+SBX_API sbx_result sbx_remove_file(sbx_sandbox *sb, const char *path, int recursive);
 /* SBX_CAP_* bits of the runtime; 0 when the handle is closed. A call the runtime
-   cannot do fails with SBX_ERR_UNSUPPORTED and a message naming the runtime. */
+   cannot do fails with SBX_ERR_UNSUPPORTED and a message naming the runtime.
+   Never blocks, allocates nothing. */
 SBX_API unsigned sbx_capabilities(const sbx_sandbox *sb);
+/* Deadline of each later call on this sandbox (run, write, read, ...), retries
+   included; <= 0 restores the default 60000 ms. Never blocks; no-op on a
+   closed handle. */
 SBX_API void sbx_set_call_timeout(sbx_sandbox *sb, int timeout_ms);
 
+/* Identity of an open sandbox: its claim, Sandbox, pod and namespace names
+   (NULL when the handle is closed). The strings belong to the handle: valid
+   until sbx_close / sbx_detach, not to be freed. Never block. */
 SBX_API const char *sbx_claim_name(const sbx_sandbox *sb);
+/* The Sandbox object bound to the claim (see sbx_claim_name for ownership). */
 SBX_API const char *sbx_sandbox_name(const sbx_sandbox *sb);
+/* The sandbox's pod (see sbx_claim_name for ownership). */
 SBX_API const char *sbx_pod_name(const sbx_sandbox *sb);
+/* The claim's namespace (see sbx_claim_name for ownership). */
 SBX_API const char *sbx_namespace(const sbx_sandbox *sb);
-SBX_API const char *sbx_pod_ip(const sbx_sandbox *sb);  /* NULL when the Sandbox reports none */
+/* The pod's IP; NULL when the Sandbox reports none or the handle is closed
+   (see sbx_claim_name for ownership). */
+SBX_API const char *sbx_pod_ip(const sbx_sandbox *sb);
 /* The route in use: "websocket", "kubectl port-forward", "router tunnel",
-   "gateway", "direct", "in-cluster", "api proxy"; "" when closed. */
+   "gateway", "direct", "in-cluster", "api proxy"; "" when closed. Static
+   strings (do not free); never blocks. */
 SBX_API const char *sbx_route(const sbx_sandbox *sb);
 
+/* Free res->out and res->diag and zero them; safe on a zeroed or already freed
+   result (and after a failed sbx_run). Never blocks. */
 SBX_API void sbx_exec_result_free(sbx_exec_result *res);
+/* Free memory the library returned (sbx_read data, sbx_list_dir entries,
+   sbx_list_claims names) with the allocator that made it; NULL is a no-op. */
 SBX_API void sbx_free(void *p);
 
 #ifdef __cplusplus
@@ -835,6 +1006,26 @@ SBX__PRIVATE SBX__PRINTF(3, 4) void sbx__fmt(char *buf, size_t cap, const char *
     va_start(ap, fmt);
     vsnprintf(buf, cap, fmt, ap);
     va_end(ap);
+}
+
+/* One event to the user's logger (nothing when none is set). Callers hold
+   none of the library's locks, so the logger may call back in. */
+SBX__PRIVATE SBX__PRINTF(6, 7) void sbx__log(const sbx_logger *lg, sbx_log_level level, sbx_event_kind kind,
+                                             const char *name, long long number, const char *fmt, ...)
+{
+    sbx_event ev;
+    char msg[384];
+    va_list ap;
+    if (!lg || !lg->func) return;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    ev.level = level;
+    ev.kind = kind;
+    ev.name = name ? name : "";
+    ev.number = number;
+    ev.message = msg;
+    lg->func(&ev, lg->user);
 }
 
 /* ---- growable byte buffer (always NUL-terminated once allocated) ------- */
@@ -6028,6 +6219,7 @@ typedef struct sbx__memo {
 
 struct sbx__client {
     sbx_allocator a;
+    sbx_logger log;           /* set at open, never written again: read without a lock */
     char *kubectl;
     char *kubeconfig;
     char *context;
@@ -6361,11 +6553,13 @@ SBX__PRIVATE sbx_result sbx__proxy_spawn(struct sbx__client *cl, long long deadl
 SBX__PRIVATE sbx_result sbx__proxy_ensure(struct sbx__client *cl, long long deadline, int *restarted, sbx_error *e)
 {
     sbx_result r = SBX_OK;
+    char why[256];
+    long pid = 0;
+    int did = 0, n = 0;
     if (restarted) *restarted = 0;
     if (!cl->sockdir) return SBX_OK;
     pthread_mutex_lock(&cl->pmu);
     if (!cl->proxy_started || !sbx__proc_running(&cl->proxy)) {
-        char why[256];
         sbx__proc_describe(&cl->proxy, why, sizeof why);
         if (cl->proxy_started) sbx__proc_stop(&cl->proxy, SIGTERM, 500); /* reap it */
         memset(&cl->proxy, 0, sizeof cl->proxy);
@@ -6374,6 +6568,9 @@ SBX__PRIVATE sbx_result sbx__proxy_ensure(struct sbx__client *cl, long long dead
         if (r == SBX_OK) {
             cl->proxy_restarts++;
             if (restarted) *restarted = 1;
+            did = 1;
+            n = cl->proxy_restarts;
+            pid = (long)cl->proxy.pid;
         } else {
             if (cl->proxy_started) sbx__proc_stop(&cl->proxy, SIGTERM, 500);
             memset(&cl->proxy, 0, sizeof cl->proxy);
@@ -6382,6 +6579,9 @@ SBX__PRIVATE sbx_result sbx__proxy_ensure(struct sbx__client *cl, long long dead
         }
     }
     pthread_mutex_unlock(&cl->pmu);
+    if (did) /* after the unlock: the logger may take its time, or call in */
+        sbx__log(&cl->log, SBX_LOG_WARN, SBX_EVENT_PROXY_STARTED, NULL, n, "kubectl proxy restarted (pid %ld): the last one %s",
+                 pid, why);
     return r;
 }
 
@@ -6493,6 +6693,13 @@ SBX__PRIVATE sbx_result sbx__api_call(struct sbx__client *cl, const char *method
             }
             if ((idem || refused) && attempt < SBX__RETRY_ATTEMPTS) wait = restarted ? 0 : sbx__backoff_ms(attempt);
         }
+        if (wait >= 0 && wait < sbx__ms_left(deadline)) {
+            char why[160];
+            if (r == SBX_OK) sbx__fmt(why, sizeof why, "HTTP %d", *status);
+            else sbx__fmt(why, sizeof why, "%s", e ? e->msg : "failed");
+            sbx__log(&cl->log, SBX_LOG_WARN, SBX_EVENT_RETRY, NULL, attempt, "%s %s: %s, again in %lld ms", method,
+                     target, why, wait);
+        }
         if (wait >= 0 && sbx__retry_wait(wait, deadline)) continue;
         break;
     }
@@ -6514,8 +6721,13 @@ SBX__PRIVATE sbx_result sbx__discover_group(struct sbx__client *cl, const char *
     r = sbx__api_call(cl, "GET", target, NULL, 0, NULL, &body, &status, deadline, e);
     if (r == SBX_OK && status == 404) {
         r = sbx__fail(e, SBX_ERR_UNSUPPORTED,
-                      "the cluster does not serve API group %s: is the agent-sandbox controller "
-                      "installed (with extensions enabled)?", group);
+                      "the cluster does not serve API group %s (%s): agent-sandbox is not installed%s. "
+                      "Install the kubernetes-sigs/agent-sandbox controller with its extensions (the "
+                      "release's manifest.yaml and extensions.yaml, or its Helm chart with "
+                      "controller.extensions=true), then check with `kubectl api-resources --api-group=%s`",
+                      group, strcmp(group, SBX__GROUP_EXT) == 0 ? "SandboxClaim, SandboxTemplate, SandboxWarmPool"
+                                                                : "Sandbox",
+                      strcmp(group, SBX__GROUP_EXT) == 0 ? ", or without its extensions" : "", group);
     } else if (r == SBX_OK && status != 200) {
         r = sbx__api_fail(e, status, &body, target);
     } else if (r == SBX_OK) {
@@ -6540,6 +6752,69 @@ SBX__PRIVATE sbx_result sbx__discover_group(struct sbx__client *cl, const char *
     return r;
 }
 
+/* The first API request failed because no API server answered (kubectl proxy
+   says "dial tcp ...: connection refused" as an HTTP 5xx, or our own connect
+   failed): say so, with what was tried, instead of an internal-looking 500. */
+SBX__PRIVATE sbx_result sbx__no_cluster(struct sbx__client *cl, sbx_result r, sbx_error *e)
+{
+    static const char *const words[] = {"dial tcp", "connection refused", "no such host", "i/o timeout",
+                                        "network is unreachable", "no route to host", NULL};
+    char kc[300], ctx[128], server[128], said[SBX_ERRMSG_SIZE];
+    const char *src, *p, *home = getenv("HOME");
+    struct stat st;
+    int i, hit = 0, exists;
+    if (!e || (r != SBX_ERR_CONNECT && !(r == SBX_ERR_HTTP && e->http_status >= 500))) return r;
+    for (i = 0; words[i]; i++)
+        if (strstr(e->msg, words[i])) hit = 1;
+    if (!hit && r != SBX_ERR_CONNECT) return r;
+    memcpy(said, e->msg, sizeof said);
+    /* the kubeconfig kubectl used: ours, else $KUBECONFIG's first file, else ~/.kube/config */
+    if (cl->kubeconfig) {
+        src = "sbx_client_config.kubeconfig";
+        sbx__fmt(kc, sizeof kc, "%s", cl->kubeconfig);
+    } else if ((p = getenv("KUBECONFIG")) != NULL && *p) {
+        src = "$KUBECONFIG";
+        sbx__fmt(kc, sizeof kc, "%.*s", (int)(strchr(p, ':') ? (size_t)(strchr(p, ':') - p) : strlen(p)), p);
+    } else {
+        src = "kubectl's default";
+        sbx__fmt(kc, sizeof kc, "%s/.kube/config", home ? home : "~");
+    }
+    exists = stat(kc, &st) == 0;
+    /* the context: ours, else the file's top-level current-context */
+    sbx__fmt(ctx, sizeof ctx, "%s", cl->context ? cl->context : exists ? "(none set)" : "(none)");
+    if (!cl->context && exists) {
+        FILE *f = fopen(kc, "r");
+        char line[256];
+        while (f && fgets(line, sizeof line, f))
+            if (strncmp(line, "current-context:", 16) == 0) {
+                size_t n;
+                for (p = line + 16; *p == ' ' || *p == '"' || *p == '\''; p++) {}
+                n = strcspn(p, "\"'\r\n");
+                if (n) sbx__fmt(ctx, sizeof ctx, "%.*s", (int)n, p);
+                break;
+            }
+        if (f) fclose(f);
+    }
+    /* the server: the address that was dialed, as the error names it */
+    p = strstr(said, "dial tcp ");
+    if (p) {
+        const char *q = strstr(p + 9, ": ");
+        sbx__fmt(server, sizeof server, "%.*s", (int)(q ? (size_t)(q - p - 9) : strlen(p + 9)), p + 9);
+    } else if (cl->sockdir) {
+        sbx__fmt(server, sizeof server, "%s", "(see `kubectl config view`)");
+    } else {
+        sbx__fmt(server, sizeof server, "%s (api_url)", cl->api.name);
+    }
+    r = sbx__fail(e, SBX_ERR_CONNECT,
+                  "no Kubernetes cluster reachable: tried kubeconfig %s (%s%s), context %s, server %s%s: %s. "
+                  "Point KUBECONFIG or sbx_client_config.kubeconfig (and .context) at a running cluster "
+                  "(`kubectl cluster-info` must work)",
+                  kc, src, exists ? "" : "; no such file", ctx, server,
+                  exists ? "" : " (kubectl's default without a kubeconfig)",
+                  strstr(said, "dial tcp ") ? strstr(said, "dial tcp ") : said);
+    return r;
+}
+
 SBX__PRIVATE sbx_result sbx__discover(struct sbx__client *cl, long long deadline, sbx_error *e)
 {
     const char *ext = NULL, *core = NULL;
@@ -6551,7 +6826,7 @@ SBX__PRIVATE sbx_result sbx__discover(struct sbx__client *cl, long long deadline
     if (ext && core) return SBX_OK;
     r = sbx__discover_group(cl, SBX__GROUP_EXT, &ext, deadline, e);
     if (r == SBX_OK) r = sbx__discover_group(cl, SBX__GROUP_CORE, &core, deadline, e);
-    if (r != SBX_OK) return r;
+    if (r != SBX_OK) return sbx__no_cluster(cl, r, e);
     /* set once: threads read the versions without the lock after they have
        seen them set under it, so they must never be written again */
     pthread_mutex_lock(&cl->mu);
@@ -6581,6 +6856,8 @@ SBX__PRIVATE sbx_result sbx__start_proxy(struct sbx__client *cl, int timeout_ms,
     if (cl->sup) sbx__sup_add_dir(cl->sup, dir); /* removed if we die */
     r = sbx__proxy_spawn(cl, sbx__deadline(timeout_ms), e);
     if (r != SBX_OK) return sbx__err_prefix(e, "start kubectl proxy");
+    sbx__log(&cl->log, SBX_LOG_INFO, SBX_EVENT_PROXY_STARTED, NULL, 0, "kubectl proxy started (pid %ld) in %s",
+             (long)cl->proxy.pid, dir);
     snprintf(url, sizeof url, "unix:%s/proxy.sock", dir);
     return (sbx_result)sbx__endpoint_parse(url, &cl->api, e);
 }
@@ -6700,7 +6977,7 @@ SBX__PRIVATE void sbx__lease_stop(struct sbx__client *cl)
 
 SBX__PRIVATE void sbx__client_free(struct sbx__client *cl)
 {
-    int i;
+    int i, n = 0, sup;
     if (!cl) return;
     sbx__lease_stop(cl); /* before the proxy goes: a renewal in flight ends on its own */
     for (i = 0; i < cl->nidle; i++) {
@@ -6708,10 +6985,20 @@ SBX__PRIVATE void sbx__client_free(struct sbx__client *cl)
         sbx__free(&cl->a, cl->idle[i]);
     }
     /* SIGINT is kubectl port-forward's clean stop (GOAWAY, exit 0) */
-    if (cl->rtun_started) sbx__proc_stop(&cl->rtun, SIGINT, 2000);
-    if (cl->proxy_started) sbx__proc_stop(&cl->proxy, SIGTERM, 2000);
+    if (cl->rtun_started) {
+        sbx__proc_stop(&cl->rtun, SIGINT, 2000);
+        n++;
+    }
+    if (cl->proxy_started) {
+        sbx__proc_stop(&cl->proxy, SIGTERM, 2000);
+        n++;
+    }
+    sup = cl->sup != NULL;
     sbx__sup_finish(cl->sup, 3000); /* our children are stopped: it finds nothing to kill */
     cl->sup = NULL;
+    if (n || sup)
+        sbx__log(&cl->log, SBX_LOG_INFO, SBX_EVENT_CHILDREN_STOPPED, NULL, n, "client closed: %d kubectl child%s stopped%s",
+                 n, n == 1 ? "" : "ren", sup ? ", supervisor done" : "");
     if (cl->sockdir) {
         char sock[300];
         snprintf(sock, sizeof sock, "%s/proxy.sock", cl->sockdir);
@@ -6890,6 +7177,7 @@ SBX__PRIVATE sbx_result sbx__watch(struct sbx__client *cl, const char *base, con
 
 struct sbx__sandbox {
     struct sbx__client *cl;
+    int own_client;           /* cl was started by sbx_open/sbx_attach(NULL client): closed with the handle */
     char *ns;
     char *claim;
     char *sandbox;
@@ -6902,6 +7190,8 @@ struct sbx__sandbox {
     int pool_gone;            /* the claim said WarmPoolNotFound */
     int speculative;          /* the route is tried before the Sandbox is read: no fallback */
     int claim_created;        /* close (or a failed open) must delete it */
+    int create_tries;         /* POSTs the create took (for the logger) */
+    int tunnel_starts;        /* kubectl port-forward starts of this sandbox (for the logger) */
     int claim_maybe;          /* a create may have landed unseen: rollback deletes it if it is ours */
     int claim_owned;          /* registered with the supervisor (created by sbx_open) */
     char nonce[17];           /* sandbox.h/open-nonce of this open: proves a claim is ours */
@@ -7328,9 +7618,13 @@ SBX__PRIVATE sbx_result sbx__create_claim(struct sbx__sandbox *s, const sbx_sand
             s->claim_maybe = 1; /* the request may have reached the server */
             if (r == SBX_ERR_CONNECT && attempt < SBX__RETRY_ATTEMPTS) wait = sbx__backoff_ms(attempt);
         }
+        if (wait >= 0 && wait < sbx__ms_left(deadline))
+            sbx__log(&s->cl->log, SBX_LOG_WARN, SBX_EVENT_RETRY, s->claim, attempt,
+                     "create SandboxClaim: %s, again in %lld ms", e->msg, wait);
         if (wait >= 0 && sbx__retry_wait(wait, deadline)) r = SBX_OK;
         else break;
     }
+    s->create_tries = attempt;
     sbx__buf_free(&req);
     sbx__buf_free(&body);
     return r;
@@ -7947,7 +8241,7 @@ SBX__PRIVATE sbx_result sbx__rtun_ensure(struct sbx__client *cl, long long deadl
                                          sbx_error *e)
 {
     sbx_result r = SBX_OK;
-    int attempt = 1;
+    int attempt = 1, started = 0;
     pthread_mutex_lock(&cl->tmu);
 again:
     if (!(cl->rtun_started && cl->rtun_port > 0 && sbx__proc_running(&cl->rtun))) {
@@ -7964,7 +8258,10 @@ again:
             int p = 0;
             r = sbx__pf_port(&cl->rtun, "svc/" SBX__ROUTER_SVC, &p, deadline, e);
             if (r == SBX_OK) r = sbx__router_health(cl, p, deadline, e);
-            if (r == SBX_OK) cl->rtun_port = p;
+            if (r == SBX_OK) {
+                cl->rtun_port = p;
+                started = 1;
+            }
         }
         if (r != SBX_OK) {
             /* a broken tunnel is not kept: the next call starts a new one (a
@@ -7986,6 +8283,10 @@ again:
     *port = cl->rtun_port;
     *gen = cl->rtun_gen;
     pthread_mutex_unlock(&cl->tmu);
+    if (started) /* after the unlock, like every event */
+        sbx__log(&cl->log, *gen > 1 ? SBX_LOG_WARN : SBX_LOG_INFO, SBX_EVENT_TUNNEL_STARTED, NULL, (long long)*gen,
+                 "router tunnel kubectl port-forward svc/" SBX__ROUTER_SVC " %sstarted on 127.0.0.1:%d",
+                 *gen > 1 ? "re" : "", *port);
     return r;
 }
 
@@ -8080,9 +8381,10 @@ SBX__PRIVATE sbx_result sbx__route_ensure(struct sbx__sandbox *s, long long dead
                 r = sbx__ws_route(s, deadline, e);
                 transient = s->ws && s->ws->refused ? s->ws->status >= 500 || s->ws->status == 429
                                                     : r == SBX_ERR_CONNECT;
-                if (!transient || attempt >= SBX__RETRY_ATTEMPTS ||
-                    !sbx__retry_wait(sbx__backoff_ms(attempt), deadline))
-                    break;
+                if (!transient || attempt >= SBX__RETRY_ATTEMPTS) break;
+                sbx__log(&cl->log, SBX_LOG_WARN, SBX_EVENT_RETRY, s->claim, attempt, "port-forward WebSocket: %s",
+                         s->ws && s->ws->why[0] ? s->ws->why : e->msg);
+                if (!sbx__retry_wait(sbx__backoff_ms(attempt), deadline)) break;
             }
             /* a refused upgrade in AUTO: this client uses kubectl port-forward
                from now on, and this sandbox tries it at once. Answers about
@@ -8096,6 +8398,8 @@ SBX__PRIVATE sbx_result sbx__route_ensure(struct sbx__sandbox *s, long long dead
             pthread_mutex_lock(&cl->mu);
             cl->pf_kubectl = 1;
             pthread_mutex_unlock(&cl->mu);
+            sbx__log(&cl->log, SBX_LOG_WARN, SBX_EVENT_FALLBACK, s->claim, s->ws->status,
+                     "WebSocket port-forward refused (%s): kubectl port-forward from now on", s->ws->why);
             sbx__tunnel_stop(s);
             s->pod_ws = 0;
             sbx__err_clear(e);
@@ -8104,9 +8408,17 @@ SBX__PRIVATE sbx_result sbx__route_ensure(struct sbx__sandbox *s, long long dead
         for (attempt = 1;; attempt++) { /* a start that failed on a transient server error is retried */
             sbx__tunnel_stop(s);
             r = sbx__tunnel_start(s, deadline, e);
-            if (r == SBX_OK) break;
+            if (r == SBX_OK) {
+                s->tunnel_starts++;
+                sbx__log(&cl->log, s->tunnel_starts > 1 ? SBX_LOG_WARN : SBX_LOG_INFO, SBX_EVENT_TUNNEL_STARTED,
+                         s->claim, s->tunnel_starts, "kubectl port-forward pod/%s %sstarted on 127.0.0.1:%d (pid %ld)",
+                         s->pod, s->tunnel_starts > 1 ? "re" : "", s->local_port, (long)s->tunnel.pid);
+                break;
+            }
             if (r != SBX_ERR_SPAWN) sbx__pf_explain(&s->tunnel, s->tunnel_started, 0, e);
             if (!sbx__pf_retry(&s->tunnel, s->tunnel_started, attempt, deadline)) return r;
+            sbx__log(&cl->log, SBX_LOG_WARN, SBX_EVENT_RETRY, s->claim, attempt, "start kubectl port-forward: %s",
+                     e->msg);
         }
         snprintf(url, sizeof url, "http://127.0.0.1:%d", s->local_port);
         break;
@@ -8261,6 +8573,8 @@ SBX__PRIVATE sbx_result sbx__rt_call(struct sbx__sandbox *s, const sbx__http_req
         if (io->mem) io->mem->len = 0;
         r = sbx__route_ensure(s, deadline, e);
         if (r != SBX_OK) {
+            if (r == SBX_ERR_CONNECT && retry_ok)
+                sbx__log(&s->cl->log, SBX_LOG_WARN, SBX_EVENT_RETRY, s->claim, attempt, "%s: %s", in->target, e->msg);
             if (r == SBX_ERR_CONNECT && retry_ok && sbx__retry_wait(sbx__backoff_ms(attempt), deadline)) {
                 r = SBX_OK;
                 continue;
@@ -8271,6 +8585,7 @@ SBX__PRIVATE sbx_result sbx__rt_call(struct sbx__sandbox *s, const sbx__http_req
         if (r != SBX_OK) {
             sbx__conn_close(&s->rt);
             if (r == SBX_ERR_CONNECT && retry_ok && sbx__ms_left(deadline) > 0) {
+                sbx__log(&s->cl->log, SBX_LOG_WARN, SBX_EVENT_RETRY, s->claim, attempt, "%s: %s", in->target, e->msg);
                 sbx__route_reset(s);
                 if (sbx__retry_wait(sbx__backoff_ms(attempt), deadline)) {
                     r = SBX_OK;
@@ -8290,6 +8605,8 @@ SBX__PRIVATE sbx_result sbx__rt_call(struct sbx__sandbox *s, const sbx__http_req
             wait = sbx__retry_after_ms(&resp);
             if (wait < 0) wait = sbx__backoff_ms(attempt);
             if (wait < sbx__ms_left(deadline)) {
+                sbx__log(&s->cl->log, SBX_LOG_WARN, SBX_EVENT_RETRY, s->claim, attempt, "%s: HTTP %d, again in %lld ms",
+                         in->target, resp.status, wait);
                 sbx__http_body_discard(&s->rt, &resp, deadline, e);
                 sbx__retry_wait(wait, deadline);
                 continue;
@@ -8312,6 +8629,7 @@ SBX__PRIVATE sbx_result sbx__rt_call(struct sbx__sandbox *s, const sbx__http_req
         else
             r = (sbx_result)sbx__http_body_discard(&s->rt, &resp, deadline, e);
         if (r == SBX_ERR_CONNECT && retry_ok && (io->fd < 0 || resp.body_read == 0) && sbx__ms_left(deadline) > 0) {
+            sbx__log(&s->cl->log, SBX_LOG_WARN, SBX_EVENT_RETRY, s->claim, attempt, "%s: %s", in->target, e->msg);
             sbx__route_reset(s);
             if (sbx__retry_wait(sbx__backoff_ms(attempt), deadline)) {
                 r = SBX_OK;
@@ -8693,6 +9011,7 @@ SBX_API sbx_result sbx_client_open(sbx_client *c, const sbx_client_config *cfg)
     if (!cl) return sbx__fail(&c->err, SBX_ERR_NOMEM, "out of memory");
     memset(cl, 0, sizeof *cl);
     cl->a = a;
+    cl->log = cfg->logger;
     if (pthread_mutex_init(&cl->mu, NULL) != 0) {
         sbx__free(&a, cl);
         return sbx__fail(&c->err, SBX_ERR_SYS, "pthread_mutex_init failed");
@@ -8810,6 +9129,9 @@ SBX__PRIVATE sbx_result sbx__sandbox_release(struct sbx__sandbox *s, sbx_error *
         sbx__err_clear(&de);
         if (s->claim_created) {
             r = sbx__delete_claim(s, sbx__deadline(s->cl->api_timeout_ms), &de);
+            if (r == SBX_OK)
+                sbx__log(&s->cl->log, SBX_LOG_INFO, SBX_EVENT_CLAIM_DELETED, s->claim, 0, "SandboxClaim %s/%s deleted",
+                         s->ns, s->claim);
         } else {
             r = sbx__delete_if_ours(s, sbx__deadline(s->cl->api_timeout_ms), &de);
             if (r == SBX_OK) sbx__claim_disown(s); /* deleted, gone, or not ours */
@@ -8850,20 +9172,36 @@ SBX__PRIVATE struct sbx__sandbox *sbx__sandbox_new(struct sbx__client *cl, const
     return s;
 }
 
+/* open/attach given no client: start a private one (cfg->client) for the handle to own */
+SBX__PRIVATE sbx_result sbx__own_client(struct sbx__client **cl, const sbx_sandbox_config *cfg, const char *what,
+                                        sbx_error *e)
+{
+    sbx_client c;
+    sbx_result r = sbx_client_open(&c, cfg->client);
+    if (r != SBX_OK) {
+        *e = c.err;
+        sbx__err_prefix(e, "%s: start its client", what);
+        e->code = r;
+        return r;
+    }
+    *cl = c.impl;
+    return SBX_OK;
+}
+
 SBX_API sbx_result sbx_open(sbx_sandbox *sb, sbx_client *c, const sbx_sandbox_config *cfg)
 {
     sbx_sandbox_config zero;
     struct sbx__sandbox *s;
     struct sbx__client *cl;
     char rv[64], name[64];
-    long long api_deadline;
+    long long api_deadline, t0;
     sbx_result r;
     int oom = 0, attempt;
     if (!sb) return SBX_ERR_INVALID_ARG;
     sb->impl = NULL;
     sbx__err_clear(&sb->err);
-    if (!c || !c->impl) return sbx__fail(&sb->err, SBX_ERR_CLOSED, "open sandbox: the client is not open");
-    cl = c->impl;
+    if (c && !c->impl) return sbx__fail(&sb->err, SBX_ERR_CLOSED, "open sandbox: the client is not open");
+    cl = c ? c->impl : NULL;
     if (!cfg) {
         memset(&zero, 0, sizeof zero);
         cfg = &zero;
@@ -8897,8 +9235,13 @@ SBX_API sbx_result sbx_open(sbx_sandbox *sb, sbx_client *c, const sbx_sandbox_co
         sbx__random(rnd, sizeof rnd);
         snprintf(name, sizeof name, "sandbox-claim-%02x%02x%02x%02x", rnd[0], rnd[1], rnd[2], rnd[3]);
     }
+    if (!cl && (r = sbx__own_client(&cl, cfg, "open sandbox", &sb->err)) != SBX_OK) return r;
     s = sbx__sandbox_new(cl, cfg, cfg->ns, name[0] ? name : cfg->claim_name);
-    if (!s) return sbx__fail(&sb->err, SBX_ERR_NOMEM, "open sandbox: out of memory");
+    if (!s) {
+        if (!c) sbx__client_free(cl);
+        return sbx__fail(&sb->err, SBX_ERR_NOMEM, "open sandbox: out of memory");
+    }
+    s->own_client = !c;
     s->template_name = sbx__opt_dup(&cl->a, cfg->template_name, &oom);
     s->pool = sbx__opt_dup(&cl->a, cfg->warm_pool, &oom);
     sb->impl = s;
@@ -8936,6 +9279,11 @@ SBX_API sbx_result sbx_open(sbx_sandbox *sb, sbx_client *c, const sbx_sandbox_co
         s->lease_s = cfg->lease_seconds;
         s->expiry = cfg->ttl_seconds > 0 ? (long long)time(NULL) + cfg->ttl_seconds : 0;
         r = sbx__create_claim(s, cfg, rv, sizeof rv, api_deadline, &sb->err);
+        t0 = sbx__now_ms();
+        if (r == SBX_OK)
+            sbx__log(&cl->log, SBX_LOG_INFO, SBX_EVENT_CLAIM_CREATED, s->claim, s->create_tries,
+                     "SandboxClaim %s/%s created (%s %s)", s->ns, s->claim, s->pool ? "warm pool" : "template",
+                     s->pool ? s->pool : s->template_name ? s->template_name : "?");
         /* it may exist (also after a lost answer): ours until deleted or proven
            someone else's (rollback below) */
         if (s->claim_created || s->claim_maybe) sbx__claim_own(s);
@@ -8943,6 +9291,9 @@ SBX_API sbx_result sbx_open(sbx_sandbox *sb, sbx_client *c, const sbx_sandbox_co
         if (r != SBX_OK) goto fail;
         r = sbx__wait_ready(s, rv, sbx__deadline(cfg->ready_timeout_ms > 0 ? cfg->ready_timeout_ms : 180000),
                             &sb->err);
+        if (r == SBX_OK)
+            sbx__log(&cl->log, SBX_LOG_INFO, SBX_EVENT_READY, s->claim, sbx__now_ms() - t0, "Ready after %lld ms",
+                     sbx__now_ms() - t0);
         if (r == SBX_OK || !s->pool_gone || !s->pool_memo || attempt > 0) break;
         /* the remembered pool is gone: this claim goes, the pools are listed
            again, and a new claim names the pool of the template now */
@@ -8970,20 +9321,20 @@ SBX_API sbx_result sbx_open(sbx_sandbox *sb, sbx_client *c, const sbx_sandbox_co
     r = sbx__pod_route(s, &sb->err);
     if (r != SBX_OK) goto fail;
     sbx__memo_set_port(s, s->template_port);
+    sbx__log(&cl->log, SBX_LOG_INFO, SBX_EVENT_ROUTE, s->claim, 0, "%s", sbx_route(sb));
     return SBX_OK;
 fail:
     sbx__err_prefix(&sb->err, "open sandbox (claim %s)", s->claim ? s->claim : "?");
     sbx__sandbox_release(s, &sb->err);  /* rollback: tunnel stopped, claim deleted */
     sbx__sandbox_free(s);
+    if (!c) sbx__client_free(cl);
     sb->impl = NULL;
     sb->err.code = r;
     return r;
 }
 
-SBX_API sbx_result sbx_attach(sbx_sandbox *sb, sbx_client *c, const char *ns, const char *claim_name,
-                              const sbx_sandbox_config *cfg)
+SBX_API sbx_result sbx_attach(sbx_sandbox *sb, sbx_client *c, const sbx_sandbox_config *cfg)
 {
-    sbx_sandbox_config zero;
     struct sbx__sandbox *s;
     struct sbx__client *cl;
     sbx__buf body;
@@ -8994,21 +9345,22 @@ SBX_API sbx_result sbx_attach(sbx_sandbox *sb, sbx_client *c, const char *ns, co
     if (!sb) return SBX_ERR_INVALID_ARG;
     sb->impl = NULL;
     sbx__err_clear(&sb->err);
-    if (!c || !c->impl) return sbx__fail(&sb->err, SBX_ERR_CLOSED, "attach: the client is not open");
-    cl = c->impl;
-    if (!cfg) {
-        memset(&zero, 0, sizeof zero);
-        cfg = &zero;
-    }
-    if (!claim_name || !sbx__valid_dns_name(claim_name, 1))
+    if (c && !c->impl) return sbx__fail(&sb->err, SBX_ERR_CLOSED, "attach: the client is not open");
+    cl = c ? c->impl : NULL;
+    if (!cfg || !cfg->claim_name || !*cfg->claim_name)
+        return sbx__fail(&sb->err, SBX_ERR_INVALID_ARG, "attach: set claim_name in the config");
+    if (!sbx__valid_dns_name(cfg->claim_name, 1))
         return sbx__fail(&sb->err, SBX_ERR_INVALID_ARG, "attach: claim name \"%.80s\" is not a valid name",
-                         claim_name ? claim_name : "(null)");
-    if (ns && *ns && !sbx__valid_dns_name(ns, 0))
-        return sbx__fail(&sb->err, SBX_ERR_INVALID_ARG, "attach: namespace \"%.80s\" is not a valid DNS label", ns);
+                         cfg->claim_name);
     r = sbx__check_conn_cfg(cfg, "attach", &sb->err);
     if (r != SBX_OK) return r;
-    s = sbx__sandbox_new(cl, cfg, ns, claim_name);
-    if (!s) return sbx__fail(&sb->err, SBX_ERR_NOMEM, "attach: out of memory");
+    if (!cl && (r = sbx__own_client(&cl, cfg, "attach", &sb->err)) != SBX_OK) return r;
+    s = sbx__sandbox_new(cl, cfg, cfg->ns, cfg->claim_name);
+    if (!s) {
+        if (!c) sbx__client_free(cl);
+        return sbx__fail(&sb->err, SBX_ERR_NOMEM, "attach: out of memory");
+    }
+    s->own_client = !c;
     sb->impl = s;
     sbx__buf_init(&body, &cl->a);
     if (!s->ns || !s->claim) {
@@ -9047,12 +9399,14 @@ SBX_API sbx_result sbx_attach(sbx_sandbox *sb, sbx_client *c, const char *ns, co
     sbx__buf_free(&body);
     if (r == SBX_OK) {
         s->claim_created = 1; /* from now on the handle owns the claim: sbx_close deletes it */
+        sbx__log(&cl->log, SBX_LOG_INFO, SBX_EVENT_ROUTE, s->claim, 0, "%s", sbx_route(sb));
         return SBX_OK;
     }
 fail:
     sbx__buf_free(&body);
     sbx__err_prefix(&sb->err, "attach to claim %s", s->claim ? s->claim : "?");
     sbx__sandbox_free(s); /* never deletes the claim */
+    if (!c) sbx__client_free(cl);
     sb->impl = NULL;
     sb->err.code = r;
     return r;
@@ -9061,13 +9415,16 @@ fail:
 SBX_API sbx_result sbx_close(sbx_sandbox *sb)
 {
     struct sbx__sandbox *s;
+    struct sbx__client *own;
     sbx_result r;
     if (!sb || !sb->impl) return SBX_OK;
     s = sb->impl;
     sbx__err_clear(&sb->err);
     r = sbx__sandbox_release(s, &sb->err);
     if (r != SBX_OK) sbx__err_prefix(&sb->err, "close sandbox (claim %s)", s->claim);
+    own = s->own_client ? s->cl : NULL;
     sbx__sandbox_free(s);
+    if (own) sbx__client_free(own); /* a claim whose DELETE failed: its supervisor tries again */
     sb->impl = NULL;
     return r;
 }
@@ -9075,6 +9432,7 @@ SBX_API sbx_result sbx_close(sbx_sandbox *sb)
 SBX_API sbx_result sbx_detach(sbx_sandbox *sb)
 {
     struct sbx__sandbox *s;
+    struct sbx__client *own;
     sbx_result r = SBX_OK;
     if (!sb || !sb->impl) return SBX_OK;
     s = sb->impl;
@@ -9086,7 +9444,9 @@ SBX_API sbx_result sbx_detach(sbx_sandbox *sb)
         r = sbx__lease_lift(s->cl, s->ns, s->claim, s->expiry, sbx__deadline(s->cl->api_timeout_ms), &sb->err);
         if (r != SBX_OK) sbx__err_prefix(&sb->err, "detach (claim %s): lift the lease", s->claim);
     }
+    own = s->own_client ? s->cl : NULL;
     sbx__sandbox_free(s);
+    if (own) sbx__client_free(own);
     sb->impl = NULL;
     return r;
 }
@@ -9253,7 +9613,7 @@ SBX_API unsigned sbx_capabilities(const sbx_sandbox *sb)
 {
     if (!sb || !sb->impl) return 0;
     if (sb->impl->runtime == SBX_RUNTIME_SANDBOXD)
-        return SBX_CAP_WRITE | SBX_CAP_READ | SBX_CAP_LIST | SBX_CAP_EXISTS | SBX_CAP_DELETE;
+        return SBX_CAP_WRITE | SBX_CAP_READ | SBX_CAP_LIST | SBX_CAP_EXISTS | SBX_CAP_REMOVE;
     return SBX_CAP_EXEC | SBX_CAP_WRITE | SBX_CAP_READ | SBX_CAP_LIST | SBX_CAP_EXISTS;
 }
 
@@ -9319,9 +9679,9 @@ SBX_API sbx_result sbx_run(sbx_sandbox *sb, const char *command, sbx_exec_result
             res->out = (char *)sbx__block_alloc(&s->cl->a, need);
             if (res->out) sbx__json_unescape(out.data, t, so, res->out, need + 1, &res->out_len);
             sbx__json_unescape(out.data, t, se, NULL, 0, &need);
-            res->err = (char *)sbx__block_alloc(&s->cl->a, need);
-            if (res->err) sbx__json_unescape(out.data, t, se, res->err, need + 1, &res->err_len);
-            if (!res->out || !res->err) {
+            res->diag = (char *)sbx__block_alloc(&s->cl->a, need);
+            if (res->diag) sbx__json_unescape(out.data, t, se, res->diag, need + 1, &res->diag_len);
+            if (!res->out || !res->diag) {
                 sbx_exec_result_free(res);
                 r = sbx__fail(&sb->err, SBX_ERR_NOMEM, "run: out of memory");
             }
@@ -9454,7 +9814,7 @@ SBX__PRIVATE sbx_result sbx__read_common(sbx_sandbox *sb, const char *path, sbx_
     return r;
 }
 
-SBX_API sbx_result sbx_read(sbx_sandbox *sb, const char *path, void **data, size_t *len)
+SBX_API sbx_result sbx_read(sbx_sandbox *sb, const char *path, char **data, size_t *len)
 {
     sbx__buf mem;
     sbx_result r;
@@ -9465,7 +9825,7 @@ SBX_API sbx_result sbx_read(sbx_sandbox *sb, const char *path, void **data, size
     sbx__buf_init(&mem, &sb->impl->cl->a);
     r = sbx__read_common(sb, path, &mem, -1);
     if (r == SBX_OK) {
-        *data = sbx__buf_to_block(&mem, len);
+        *data = (char *)sbx__buf_to_block(&mem, len);
         if (!*data) r = sbx__fail(&sb->err, SBX_ERR_NOMEM, "read: out of memory");
     }
     sbx__buf_free(&mem);
@@ -9520,7 +9880,7 @@ SBX__PRIVATE double sbx__parse_rfc3339(const char *s, size_t n)
     return (double)(days * 86400 + h * 3600 + mi * 60 + sec - off) + frac;
 }
 
-SBX_API sbx_result sbx_list(sbx_sandbox *sb, const char *path, sbx_file_entry **entries, size_t *count)
+SBX_API sbx_result sbx_list_dir(sbx_sandbox *sb, const char *path, sbx_file_entry **entries, size_t *count)
 {
     struct sbx__sandbox *s;
     sbx__buf mem;
@@ -9655,7 +10015,7 @@ SBX_API sbx_result sbx_exists(sbx_sandbox *sb, const char *path, int *exists)
     return r;
 }
 
-SBX_API sbx_result sbx_delete(sbx_sandbox *sb, const char *path, int recursive)
+SBX_API sbx_result sbx_remove_file(sbx_sandbox *sb, const char *path, int recursive)
 {
     struct sbx__sandbox *s;
     sbx__buf mem;
@@ -9706,9 +10066,9 @@ SBX_API void sbx_exec_result_free(sbx_exec_result *res)
 {
     if (!res) return;
     sbx_free(res->out);
-    sbx_free(res->err);
-    res->out = res->err = NULL;
-    res->out_len = res->err_len = 0;
+    sbx_free(res->diag);
+    res->out = res->diag = NULL;
+    res->out_len = res->diag_len = 0;
 }
 
 #endif /* SANDBOX_IMPLEMENTATION_INCLUDED */
@@ -9716,6 +10076,14 @@ SBX_API void sbx_exec_result_free(sbx_exec_result *res)
 
 /*
 REVISION HISTORY
+    0.2.0  (2026-12-04)  one handle for the common case (sbx_open with a NULL
+                         client owns a private one, cfg.client); renames:
+                         sbx_exec_result.err/err_len -> diag/diag_len,
+                         sbx_delete -> sbx_remove_file, sbx_list -> sbx_list_dir,
+                         SBX_CAP_DELETE -> SBX_CAP_REMOVE; sbx_attach takes
+                         claim name and namespace from its config; sbx_read
+                         hands back char *; a logger hook; first failures
+                         that say what to fix.
     0.1.0  (2026-11-26)  first release: client with kubectl proxy, v1beta1 and
                          v1alpha1 claims, watch to Ready, six connection modes,
                          python and sandboxd runtimes, run / write / read / list /

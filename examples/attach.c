@@ -19,7 +19,7 @@ int main(void)
     sbx_claim_status st;
     sbx_error err;
     char claim[256];
-    void *data;
+    char *data;
     size_t len;
     int rc = 1;
 
@@ -39,7 +39,9 @@ int main(void)
     sbx_detach(&sb); /* the claim and its pod keep running */
     printf("detached from claim %s\n", claim);
 
-    if (sbx_attach(&sb, &client, NULL, claim, NULL) == SBX_OK) {
+    memset(&cfg, 0, sizeof cfg);
+    cfg.claim_name = claim;                      /* attach reads its inputs from the config, as open does */
+    if (sbx_attach(&sb, &client, &cfg) == SBX_OK) {
         if (sbx_status(&sb, &st) == SBX_OK)
             printf("claim %s: %s (%s)\n", claim, st.state == SBX_STATE_READY ? "ready" : "not ready", st.reason);
         if (sbx_read(&sb, "state.txt", &data, &len) == SBX_OK) {

@@ -41,7 +41,7 @@ int main(int argc, char **argv)
     }
     caps = sbx_capabilities(&sb);
     printf("pod %s at %s: exec %s, delete %s\n", sbx_pod_name(&sb), sbx_pod_ip(&sb) ? sbx_pod_ip(&sb) : "?",
-           caps & SBX_CAP_EXEC ? "yes" : "no", caps & SBX_CAP_DELETE ? "yes" : "no");
+           caps & SBX_CAP_EXEC ? "yes" : "no", caps & SBX_CAP_REMOVE ? "yes" : "no");
     if (caps & SBX_CAP_EXEC) {
         if (sbx_run(&sb, "uname -a", &res) == SBX_OK) {
             printf("%.*s", (int)res.out_len, res.out);
@@ -49,7 +49,7 @@ int main(int argc, char **argv)
         } else {
             rc = 1;
         }
-    } else if (sbx_write(&sb, "tmp/x", "x", 1) != SBX_OK || sbx_delete(&sb, "tmp", 1) != SBX_OK) {
+    } else if (sbx_write(&sb, "tmp/x", "x", 1) != SBX_OK || sbx_remove_file(&sb, "tmp", 1) != SBX_OK) {
         rc = 1; /* sandboxd: files only, its exec is gRPC */
     }
     if (rc) fprintf(stderr, "in_cluster: %s\n", sb.err.msg);

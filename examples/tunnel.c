@@ -22,7 +22,7 @@ int main(void)
     sbx_exec_result res;
     sbx_file_entry *ents;
     size_t count, i;
-    void *data;
+    char *data;
     size_t len;
     const char *text = "line one\nline two\n";
     int rc = 1;
@@ -46,7 +46,7 @@ int main(void)
         if (sbx_read(&sb, "work/notes.txt", &data, &len) == SBX_OK) {
             printf("read back %zu bytes, %s\n", len, len == strlen(text) && memcmp(data, text, len) == 0 ? "same" : "DIFFERENT");
             sbx_free(data);
-            if (sbx_list(&sb, "work", &ents, &count) == SBX_OK) {
+            if (sbx_list_dir(&sb, "work", &ents, &count) == SBX_OK) {
                 for (i = 0; i < count; i++) printf("  %s %lld bytes\n", ents[i].name, ents[i].size);
                 sbx_free(ents);
                 rc = 0;

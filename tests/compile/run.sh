@@ -31,9 +31,18 @@ for cxx in g++ clang++; do
         try "$cxx-$std" $cxx -std=$std $WARNXX -I. tests/compile/impl.cc -o "$OUT/$cxx-$std" -pthread
     done
 done
-# The README's quickstart is real code: extract its C block and build it.
-awk '/^```c$/{on=1; next} /^```$/{on=0} on' README.md > "$OUT/readme_quickstart.c"
+# The README's quickstart is real code: extract its (first) C block and build it.
+awk '/^```c$/{on=1; next} /^```$/{if (on) exit} on' README.md > "$OUT/readme_quickstart.c"
 try "readme-quickstart" gcc -std=c99 $WARN -I. "$OUT/readme_quickstart.c" -o "$OUT/readme_quickstart" -pthread
+# ... and as C++ (no cast anywhere in the one-handle quickstart), like examples/quickstart.c.
+for cxx in g++ clang++; do
+    command -v $cxx >/dev/null 2>&1 || continue
+    try "readme-quickstart-$cxx" $cxx -x c++ -std=c++11 $WARNXX -I. "$OUT/readme_quickstart.c" -o "$OUT/readme_quickstart_$cxx" -pthread
+    try "example-quickstart-$cxx" $cxx -x c++ -std=c++11 $WARNXX -I. examples/quickstart.c -o "$OUT/quickstart_$cxx" -pthread
+done
+try "example-quickstart-c99" gcc -std=c99 $WARN -I. examples/quickstart.c -o "$OUT/quickstart_c99" -pthread
+# Every public declaration has a comment beside it.
+try "decl-comments" sh tests/compile/decl_comments.sh sandbox.h
 # The programs built above must also run (links resolved, SBX_STATIC copies independent).
 for b in gcc-c99 gcc-link gcc-static; do
     [ -x "$OUT/$b" ] && try "run-$b" "$OUT/$b"

@@ -33,6 +33,10 @@ Flags (serve and up):
   --tls-cert F --tls-key F  serve HTTPS; --token T requires `Authorization: Bearer T`
   --kubeconfig-insecure   with TLS: insecure-skip-tls-verify instead of the CA path
   --v1alpha1-only         serve only v1alpha1 of the agent-sandbox groups
+  --no-crds               a cluster without agent-sandbox: the API groups
+                          agents.x-k8s.io and extensions.agents.x-k8s.io are not
+                          served (404), no controller, nothing seeded (for the
+                          client's "CRDs missing" message)
   --warm-replicas N       replicas of the seeded warm pool (default 2)
   --no-router             no sandbox-router Service / pod / Gateway
   --no-seed               no seeded templates / pools / router
@@ -120,7 +124,7 @@ class Cluster:
                        "exec_timeout": args.exec_timeout, "keep_pod_dirs": args.keep_pod_dirs,
                        "label_domains": args.label_domain or None,
                        "cluster_domain": "cluster.local"}
-        self.registry = Registry(v1alpha1_only=args.v1alpha1_only)
+        self.registry = Registry(v1alpha1_only=args.v1alpha1_only, no_crds=args.no_crds)
         self.store = Store(self.registry, history=args.watch_history)
         self.faults = Faults(initial_faults(args), [self._faults_changed])
         self.reqlog = RequestLog()
@@ -178,9 +182,13 @@ class Cluster:
                                self.faults, self.config, on_pod_gone=self._pod_gone, log=self.log)
         if "runtime" in self.faults.snapshot():
             self.kubelet.write_runtime_faults(self.faults.get("runtime"))
+        self.kubelet.start()
+        if a.no_crds:               # agent-sandbox not installed: nothing of it runs
+            self.log("api %s (admin %s), no agent-sandbox CRDs, state %s" % (
+                self.api_url, self.admin_url, self.state_dir))
+            return
         self.controller = Controller(self.store, self.registry, self.faults, self.config,
                                      log=self.log)
-        self.kubelet.start()
         self.controller.start()
         if not a.no_seed:
             seeding.seed(self.store, self.registry, self.ipblock.node_ip,
@@ -190,7 +198,7 @@ class Cluster:
                                                            self.ipblock.cidr, self.state_dir))
 
     def wait_settled(self, timeout):
-        if self.args.no_seed or self.faults.get("never_ready"):
+        if self.args.no_seed or self.args.no_crds or self.faults.get("never_ready"):
             return True             # nothing would ever settle with never_ready
         return self.store.wait_for(lambda: seeding.settled(self.store, self.registry,
                                                            self.config["router"]), timeout)
@@ -311,6 +319,7 @@ def add_flags(ap):
     ap.add_argument("--token")
     ap.add_argument("--kubeconfig-insecure", action="store_true")
     ap.add_argument("--v1alpha1-only", action="store_true")
+    ap.add_argument("--no-crds", action="store_true")
     ap.add_argument("--warm-replicas", type=int, default=2)
     ap.add_argument("--no-router", action="store_true")
     ap.add_argument("--no-seed", action="store_true")

@@ -124,7 +124,11 @@ import socket
 import struct
 import threading
 import time
+import sys
 import zlib
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fakes"))
+from wire import SPDY3_DICTIONARY, spdy_control_frame, spdy_data_frame, spdy_header_block  # noqa: E402
 
 __all__ = ["TargetError", "TunnelRegistry", "serve", "SPDY3_DICTIONARY"]
 
@@ -132,45 +136,6 @@ __all__ = ["TargetError", "TunnelRegistry", "serve", "SPDY3_DICTIONARY"]
 class TargetError(Exception):
     """The text of this exception goes on the error stream of a data stream."""
 
-
-# --------------------------------------------------------------------------
-# SPDY/3 header compression dictionary (SPDY/3 draft, section 2.6.10.1):
-# length-prefixed header names and common values, then a run of plain text.
-
-def _build_dictionary():
-    words = (
-        "options head post put delete trace accept accept-charset "
-        "accept-encoding accept-language accept-ranges age allow "
-        "authorization cache-control connection content-base "
-        "content-encoding content-language content-length content-location "
-        "content-md5 content-range content-type date etag expect expires "
-        "from host if-match if-modified-since if-none-match if-range "
-        "if-unmodified-since last-modified location max-forwards pragma "
-        "proxy-authenticate proxy-authorization range referer retry-after "
-        "server te trailer transfer-encoding upgrade user-agent vary via "
-        "warning www-authenticate method get status"
-    ).split() + ["200 OK"] + "version HTTP/1.1 url public set-cookie keep-alive origin".split()
-    text = (
-        "100101201202205206300302303304305306307402405406407408409410411412"
-        "413414415416417502504505"
-        "203 Non-Authoritative Information204 No Content"
-        "301 Moved Permanently400 Bad Request401 Unauthorized403 Forbidden"
-        "404 Not Found500 Internal Server Error501 Not Implemented"
-        "503 Service Unavailable"
-        "Jan Feb Mar Apr May Jun Jul Aug Sept Oct Nov Dec 00:00:00 "
-        "Mon, Tue, Wed, Thu, Fri, Sat, Sun, GMT"
-        "chunked,text/html,image/png,image/jpg,image/gif,application/xml,"
-        "application/xhtml+xml,text/plain,text/javascript,"
-        "publicprivatemax-age=gzip,deflate,sdch"
-        "charset=utf-8charset=iso-8859-1,utf-,*,enq=0."
-    )
-    parts = [struct.pack(">I", len(w)) + w.encode("ascii") for w in words]
-    return b"".join(parts) + text.encode("ascii")
-
-
-SPDY3_DICTIONARY = _build_dictionary()
-assert len(SPDY3_DICTIONARY) == 1423, len(SPDY3_DICTIONARY)
-assert zlib.adler32(SPDY3_DICTIONARY) == 0xE3C6A7C2, hex(zlib.adler32(SPDY3_DICTIONARY))
 
 # --------------------------------------------------------------------------
 # constants
@@ -509,38 +474,27 @@ class _Tunnel:
             self.conn.sendall(data)
 
     def _send_control(self, ftype, flags, payload):
-        frame = struct.pack(">HHI", 0x8000 | SPDY_VERSION, ftype,
-                            (flags << 24) | len(payload)) + payload
+        frame = spdy_control_frame(ftype, flags, payload)
         with self.wlock:
             self._count(self.frames_out, TYPE_NAMES[ftype])
             self.conn.sendall(self.io.wrap(frame))
 
-    def _header_block(self, headers):
-        out = [struct.pack(">I", len(headers))]
-        for k, v in headers.items():
-            k = k.lower().encode()
-            v = v.encode()
-            out.append(struct.pack(">I", len(k)) + k + struct.pack(">I", len(v)) + v)
-        return b"".join(out)
-
     def send_syn_reply(self, sid, headers=None):
-        raw = self._header_block(headers or {})
+        raw = spdy_header_block(headers or {})
         with self.wlock:  # compress and write in one critical section
             block = self.deflate.compress(raw) + self.deflate.flush(zlib.Z_SYNC_FLUSH)
             payload = struct.pack(">I", sid & 0x7FFFFFFF) + block
-            frame = struct.pack(">HHI", 0x8000 | SPDY_VERSION, SYN_REPLY,
-                                len(payload)) + payload
+            frame = spdy_control_frame(SYN_REPLY, 0, payload)
             self._count(self.frames_out, "SYN_REPLY")
             self.conn.sendall(self.io.wrap(frame))
 
     def send_data(self, st, data, fin=False):
         if st.reset:
             return
-        frame = struct.pack(">II", st.sid & 0x7FFFFFFF,
-                            ((FLAG_FIN if fin else 0) << 24) | len(data))
+        frame = spdy_data_frame(st.sid, data, fin)
         with self.wlock:
             self._count(self.frames_out, "DATA")
-            self.conn.sendall(self.io.wrap(frame + data))
+            self.conn.sendall(self.io.wrap(frame))
 
     def send_fin(self, st):
         with st.lock:

@@ -70,7 +70,7 @@ class Resource:
 class Registry:
     """All resource types of one cluster, indexed by (group, version, plural)."""
 
-    def __init__(self, v1alpha1_only=False):
+    def __init__(self, v1alpha1_only=False, no_crds=False):
         self.v1alpha1_only = v1alpha1_only
         agent_versions = ["v1alpha1"] if v1alpha1_only else ["v1beta1", "v1alpha1"]
         deprecated = () if v1alpha1_only else ("v1alpha1",)
@@ -101,6 +101,8 @@ class Registry:
                      agent_versions, short=["swp"], status=True, scale=True,
                      deprecated=deprecated),
         ]
+        if no_crds:     # agent-sandbox not installed (cluster.py --no-crds)
+            self.all = [r for r in self.all if r.group not in (AGENTS, EXT)]
         self.by_key = {r.key: r for r in self.all}
 
     def get(self, group, plural):

@@ -63,7 +63,7 @@ the trailing slash toggled -> 307 redirect (`/list` -> `/list/`).
                          ("missing", loc ["body","command"]), non-string command
                          ("string_type").  The JSON body is parsed when
                          Content-Type is absent or application/json or */*+json.
-  POST /upload           multipart/form-data, streamed through multipart.py to a
+  POST /upload           multipart/form-data, streamed through tests/fakes/wire.py to a
                          spool file (--spool-dir, default the system temp dir),
                          then copied to the destination after the whole body has
                          arrived (upstream writes the file only once the upload is
@@ -207,7 +207,8 @@ import time
 import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import multipart  # noqa: E402  (sibling module)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fakes"))
+import wire  # noqa: E402  (tests/fakes/wire.py: the multipart parser)
 
 
 # =====================================================================
@@ -1285,8 +1286,8 @@ class PythonFlavor:
             return self._json(conn, 422, {"detail": missing})
         bad_body = {"detail": "There was an error parsing the body"}
         try:
-            boundary = multipart.boundary_from_content_type(ctype)
-        except multipart.MultipartError:
+            boundary = wire.boundary_from_content_type(ctype)
+        except wire.MultipartError:
             req.body.drain()
             return self._json(conn, 400, bad_body)
 
@@ -1296,7 +1297,7 @@ class PythonFlavor:
             if part.filename is not None:
                 state["files"] += 1
                 if state["files"] > 1000:
-                    raise multipart.MultipartError("Too many files")
+                    raise wire.MultipartError("Too many files")
                 if part.name == "file":
                     f = tempfile.TemporaryFile(dir=self.spool_dir, prefix="rt-upload-")
                     state["cur"] = (part, f)
@@ -1314,7 +1315,7 @@ class PythonFlavor:
             elif part.filename is None:
                 state["fsize"] += len(data)
                 if state["fsize"] > 1024 * 1024:
-                    raise multipart.MultipartError("Part exceeded maximum size of 1024KB.")
+                    raise wire.MultipartError("Part exceeded maximum size of 1024KB.")
                 if part.name == "file":
                     part.user += data
 
@@ -1334,7 +1335,7 @@ class PythonFlavor:
                     state["spool"][1].close()
                     state["spool"] = None
 
-        parser = multipart.StreamingParser(boundary, on_begin, on_data, on_end)
+        parser = wire.StreamingParser(boundary, on_begin, on_data, on_end)
         try:
             try:
                 while True:
@@ -1343,7 +1344,7 @@ class PythonFlavor:
                         break
                     parser.feed(data)
                 parser.close()
-            except multipart.MultipartError as e:
+            except wire.MultipartError as e:
                 self.log("upload: bad multipart: %s" % e)
                 try:
                     req.body.drain()
@@ -1789,8 +1790,8 @@ class SandboxdFlavor:
 
     def _put_multipart(self, req, conn, target, mode, ctype):
         try:
-            boundary = multipart.boundary_from_content_type(ctype)
-        except multipart.MultipartError:
+            boundary = wire.boundary_from_content_type(ctype)
+        except wire.MultipartError:
             return self._err(conn, 400, "INVALID_ARGUMENT",
                              "invalid multipart body: no multipart boundary param in Content-Type")
         st = {"tmp": None, "part": None, "done": False, "err": None}
@@ -1812,7 +1813,7 @@ class SandboxdFlavor:
             if part is st["part"]:
                 st["done"] = True
 
-        parser = multipart.StreamingParser(boundary, on_begin, on_data, on_end)
+        parser = wire.StreamingParser(boundary, on_begin, on_data, on_end)
         try:
             try:
                 while not st["done"]:
@@ -1824,7 +1825,7 @@ class SandboxdFlavor:
                     parser.close()
             except _WriteError as e:
                 return self._err(conn, 500, "INTERNAL", str(e))
-            except multipart.MultipartError as e:
+            except wire.MultipartError as e:
                 if st["part"] is not None:
                     return self._err(conn, 500, "INTERNAL",
                                      "failed to write file contents: multipart: %s" % e)

@@ -2,7 +2,7 @@
 
    The whole input is a document: counted (toks == NULL), parsed into a fixed
    array, into one token short, and with parse_alloc; all must agree. A valid
-   document is walked token by token (tests/json_walk.h: bounds, next order,
+   document is walked token by token (tests/lib/json_walk.h: bounds, next order,
    subtree tiling, unescape with exact and short buffers, strdup, eq, int and
    double, get/find/member, write_str round trip). The raw input is also given
    to write_str (valid UTF-8 must round-trip, anything else must be refused
@@ -15,7 +15,7 @@
 #define SANDBOX_IMPLEMENTATION
 #include "sandbox.h"
 #include <stdint.h>
-#include "../json_walk.h"
+#include "json_walk.h"
 
 #define FZ_NT 256
 
