@@ -4452,7 +4452,13 @@ SBX__PRIVATE long sbx__ws_read(sbx__ws *ws, int *port, char *p, size_t n, long l
             if (!ws->why[0]) sbx__fmt(ws->why, sizeof ws->why, "the connection ended without a close frame");
             return 0;
         }
-        if (got < 0) return got;
+        if (got < 0) {
+            /* a peer that closes with our data unread resets instead of ending:
+               the same abrupt end, whichever the kernel reports */
+            if (got == -1 && errno == ECONNRESET && !ws->why[0])
+                sbx__fmt(ws->why, sizeof ws->why, "the connection ended without a close frame (reset)");
+            return got;
+        }
         ws->ilen = (size_t)got;
     }
 }
