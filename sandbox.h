@@ -6129,32 +6129,13 @@ SBX__PRIVATE size_t sbx__proc_stderr_tail(sbx__proc *p, char *buf, size_t cap)
 }
 
 /* ======================================================================== */
-/* >>kube: Kubernetes API access, claims, watch, routes to the runtime      */
+/* >>kube: Kubernetes API access, the proxy, claims, watch, leases         */
 /* ======================================================================== */
 
 /* The Kubernetes side: one client reaches the API server through a kubectl
    proxy child it starts (or a URL it is given), keeps a small pool of
    keep-alive connections to it, discovers which API version the cluster
    serves, and creates, watches, reads and deletes SandboxClaims.
-
-   ROUTES. Runtime requests of a sandbox travel a route chosen by the client's
-   mode; modes differ only in the endpoint, a path prefix, extra headers and how
-   a tunnel is started (sbx__route_ensure); the request code is shared
-   (sbx__rt_call):
-     POD_TUNNEL     websocket: rt rides on an sbx__ws (>>ws) through the API
-                    endpoint, opened before anything is sent (sbx__ws_route), so a
-                    refused upgrade in AUTO can still switch the client (pf_kubectl,
-                    under mu) and this sandbox to:
-                    127.0.0.1:L  kubectl port-forward pod/POD 0:PORT (per sandbox)
-     ROUTER_TUNNEL  127.0.0.1:L  kubectl port-forward svc/sandbox-router-svc 0:8080,
-                                 one per client, started lazily under tmu, restarted
-                                 when it died; router headers
-     GATEWAY        http://ADDR:80 from the Gateway's status.addresses; router headers
-     DIRECT         router_url; router headers
-     IN_CLUSTER     http://POD_IP:PORT
-     API_PROXY      the API endpoint + /api/v1/namespaces/NS/pods/POD:PORT/proxy
-   Router headers: X-Sandbox-ID (sandbox name), -Namespace, -Port, -Pod-IP (when
-   known), -Timeout (the call's timeout in seconds), Authorization: Bearer.
 
    RETRIES. A request is re-sent only when it is idempotent: runtime GET/HEAD
    (read, list, exists), a sandboxd PUT of bytes in memory (write), and API
@@ -7932,6 +7913,31 @@ SBX__PRIVATE sbx_result sbx__lease_lift(struct sbx__client *cl, const char *ns, 
     sbx__buf_free(&out);
     return r;
 }
+
+/* ======================================================================== */
+/* >>route: the Gateway, tunnels, the route, runtime calls                  */
+/* ======================================================================== */
+
+/* The runtime side of a sandbox (split from >>kube, which it uses).
+
+   ROUTES. Runtime requests of a sandbox travel a route chosen by the client's
+   mode; modes differ only in the endpoint, a path prefix, extra headers and how
+   a tunnel is started (sbx__route_ensure); the request code is shared
+   (sbx__rt_call):
+     POD_TUNNEL     websocket: rt rides on an sbx__ws (>>ws) through the API
+                    endpoint, opened before anything is sent (sbx__ws_route), so a
+                    refused upgrade in AUTO can still switch the client (pf_kubectl,
+                    under mu) and this sandbox to:
+                    127.0.0.1:L  kubectl port-forward pod/POD 0:PORT (per sandbox)
+     ROUTER_TUNNEL  127.0.0.1:L  kubectl port-forward svc/sandbox-router-svc 0:8080,
+                                 one per client, started lazily under tmu, restarted
+                                 when it died; router headers
+     GATEWAY        http://ADDR:80 from the Gateway's status.addresses; router headers
+     DIRECT         router_url; router headers
+     IN_CLUSTER     http://POD_IP:PORT
+     API_PROXY      the API endpoint + /api/v1/namespaces/NS/pods/POD:PORT/proxy
+   Router headers: X-Sandbox-ID (sandbox name), -Namespace, -Port, -Pod-IP (when
+   known), -Timeout (the call's timeout in seconds), Authorization: Bearer. */
 
 /* ---- the Gateway (GATEWAY mode) ----------------------------------------- */
 
