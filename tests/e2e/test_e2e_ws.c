@@ -80,6 +80,18 @@ static void pf_wait(const char *kind, double since, const char *field, int want,
     } while (sbx__ms_left(until) > 0);
 }
 
+/* The dev cluster cuts a tunnel at once, but the cut reaches our socket
+   through kubectl proxy a moment later: wait until the idle connection reads
+   as cut, so the next call meets a known state (a request sent on a socket
+   that is being cut is, rightly, not sent again). */
+static void wait_cut(sbx_sandbox *sb)
+{
+    long long d = sbx__deadline(3000);
+    while (sbx__ms_left(d) > 0 && sb->impl && sb->impl->rt_ready && sb->impl->rt.fd >= 0 &&
+           !sbx__conn_stale(&sb->impl->rt))
+        poll(NULL, 0, 10);
+}
+
 static int run_echo(sbx_sandbox *sb, const char *word)
 {
     sbx_exec_result res;
@@ -197,9 +209,11 @@ TEST(error_channel_text_reaches_the_message)
         snprintf(body, sizeof body, "{\"namespace\":\"default\",\"pod\":\"%s\"}", sbx_pod_name(&sb));
         CHECK_EQ_INT(e2e_http(&C, "POST", "/_admin/kill-portforwards", body, &out), 200);
         sbx__buf_free(&out);
+        wait_cut(&sb);
         CHECK_MSG(run_echo(&sb, "again"), "%s", sb.err.msg);  /* idle cut: reconnected, no error */
         CHECK_EQ_INT(e2e_http(&C, "POST", "/_admin/kill-portforwards", body, &out), 200);
         sbx__buf_free(&out);
+        wait_cut(&sb);
         e2e_faults(&C, "{\"portforward\":{\"channel_error\":\"error forwarding port 8888 to pod: simulated refusal\"}}");
         CHECK(!run_echo(&sb, "x"));
         CHECK_EQ_INT(sb.err.code, SBX_ERR_CONNECT);
@@ -267,6 +281,7 @@ TEST(abrupt_close_is_clear_and_the_next_call_reconnects)
         e2e_faults(&C, "{\"portforward\":{\"abrupt_after_bytes\":10}}");
         CHECK_EQ_INT(e2e_http(&C, "POST", "/_admin/kill-portforwards", body, &out), 200);
         sbx__buf_free(&out);
+        wait_cut(&sb);
         CHECK(!run_echo(&sb, "cut"));
         CHECK_EQ_INT(sb.err.code, SBX_ERR_CONNECT);
         CHECK_MSG(strstr(sb.err.msg, "port-forward WebSocket: the connection ended without a close frame") &&
