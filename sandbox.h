@@ -4964,6 +4964,7 @@ struct sbx__proc_childctx {
     char *const *argv;
     char *const *envp;
     int devnull, out_w, err_w, exec_w, maxfd;
+    int new_session;          /* setsid() (the supervisor) instead of setpgid(0, 0) */
     sigset_t empty;
     struct sigaction dfl;
 };
@@ -4977,7 +4978,7 @@ SBX__PRIVATE void sbx__proc_child(const struct sbx__proc_childctx *c)
     int report[2];
     int fd, step = 1;
     size_t i, off = 0;
-    if (setpgid(0, 0) == 0) {
+    if (c->new_session ? setsid() >= 0 : setpgid(0, 0) == 0) {
         step = 2;
         for (i = 0; i < sizeof sigs / sizeof sigs[0]; i++) sigaction(sigs[i], &c->dfl, NULL);
         sigprocmask(SIG_SETMASK, &c->empty, NULL);
@@ -5100,36 +5101,6 @@ static const char sbx__sup_script[] =
     "}\n"
     "sup \"$@\" <&1 2>/dev/null &\n"
     "echo \"$!\"\n";
-
-/* The forked child: async-signal-safe calls only, then /bin/sh. fd 0 and 2
-   are /dev/null, fd 1 is the socket. */
-SBX__PRIVATE void sbx__sup_child(const struct sbx__proc_childctx *c, int sock)
-{
-    static const int sigs[] = {SIGHUP, SIGINT, SIGQUIT, SIGPIPE, SIGTERM, SIGALRM,
-                               SIGCHLD, SIGUSR1, SIGUSR2, SIGTSTP, SIGTTIN, SIGTTOU};
-    int report[2], fd, step = 1;
-    size_t i, off = 0;
-    if (setsid() >= 0) {
-        step = 2;
-        for (i = 0; i < sizeof sigs / sizeof sigs[0]; i++) sigaction(sigs[i], &c->dfl, NULL);
-        sigprocmask(SIG_SETMASK, &c->empty, NULL);
-        if (dup2(c->devnull, 0) >= 0 && dup2(sock, 1) >= 0 && dup2(c->devnull, 2) >= 0) {
-            for (fd = 3; fd <= c->maxfd; fd++)
-                if (fd != c->exec_w) close(fd);
-            step = 0;
-            execve(c->path, c->argv, c->envp);
-        }
-    }
-    report[0] = step;
-    report[1] = errno;
-    while (off < sizeof report) {
-        ssize_t w = write(c->exec_w, (const char *)report + off, sizeof report - off);
-        if (w > 0) off += (size_t)w;
-        else if (w < 0 && errno == EINTR) continue;
-        else break;
-    }
-    _exit(127);
-}
 
 SBX__PRIVATE void sbx__sup_ref(struct sbx__sup *s)
 {
@@ -5677,6 +5648,9 @@ SBX__PRIVATE sbx_result sbx__sup_start(const sbx_allocator *a, const char *kubec
     cc.argv = argv;
     cc.envp = envp;
     cc.devnull = devnull;
+    cc.out_w = sv[1];         /* the shell's stdout is the socket; stdin and stderr /dev/null */
+    cc.err_w = devnull;
+    cc.new_session = 1;       /* Ctrl-C to the program's group must not reach it */
     cc.exec_w = execp[1];
     cc.maxfd = sbx__proc_max_fd();
     sigemptyset(&cc.empty);
@@ -5688,7 +5662,7 @@ SBX__PRIVATE sbx_result sbx__sup_start(const sbx_allocator *a, const char *kubec
         rc = sbx__fail_sys(e, SBX_ERR_SPAWN, errno, "start the supervisor: fork");
         goto fail;
     }
-    if (pid == 0) sbx__sup_child(&cc, sv[1]); /* never returns */
+    if (pid == 0) sbx__proc_child(&cc); /* never returns */
     sbx__proc_close_fd(&devnull);
     sbx__proc_close_fd(&sv[1]);
     sbx__proc_close_fd(&execp[1]);
