@@ -4956,7 +4956,10 @@ SBX__PRIVATE long sbx__hpack_get_str(sbx__hpack *t, const unsigned char **pp, co
     unsigned long n;
     int huff;
     long r;
-    if (p >= end) return -1;
+    if (p >= end) {
+        sbx__fmt(t->why, sizeof t->why, "a string is missing at the end of the block");
+        return -1;
+    }
     huff = (*p & 0x80) != 0;
     if (sbx__hpack_get_int(&p, end, 7, &n) != 0) {
         sbx__fmt(t->why, sizeof t->why, "bad string length");
