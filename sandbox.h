@@ -6105,6 +6105,7 @@ SBX__PRIVATE sbx__h2c *sbx__h2_conn(sbx__h2 *h, long long deadline, sbx_error *e
         pthread_mutex_lock(&h->mu);
         h->connecting = 0;
         pthread_cond_broadcast(&h->cv);
+        if (r == SBX_OK && h->closed) r = sbx__fail(e, SBX_ERR_CLOSED, "HTTP/2 connection to %s: closed", h->ep.name);
         if (r != SBX_OK) {
             sbx__h2c_free(c);
             return NULL;
@@ -6218,7 +6219,7 @@ SBX__PRIVATE int sbx__h2_open(sbx__h2 *h, sbx__h2s *s, const unsigned char *bloc
 {
     sbx__h2c *c;
     sbx__buf out, hb;
-    int r;
+    int r, err;
     memset(s, 0, sizeof *s);
     s->grpc_status = -1;
     sbx__buf_init(&s->in, &h->a);
@@ -6282,8 +6283,23 @@ SBX__PRIVATE int sbx__h2_open(sbx__h2 *h, sbx__h2s *s, const unsigned char *bloc
     c->streams = s;
     c->nstreams++;
     h->refs++; /* the stream keeps the handle, and its reference to c */
-    r = sbx__h2c_send_locked(c, out.data, out.len, deadline);
+    /* Stream ids must reach the server in order: take wmu before letting go
+       of mu, so that no later id can be sent first; but do not hold mu while
+       sending, or a full socket would stop the reader that could drain it. */
+    pthread_mutex_lock(&c->wmu);
+    pthread_mutex_unlock(&h->mu);
+    r = sbx__conn_send(&c->io, out.data, out.len, deadline);
+    err = errno;
+    pthread_mutex_unlock(&c->wmu);
+    pthread_mutex_lock(&h->mu);
     sbx__buf_free(&out);
+    if (r != 0) {
+        if (r == -2) sbx__h2c_fail(c, SBX_ERR_TIMEOUT, "HTTP/2 connection to %s: sending timed out", h->ep.name);
+        else sbx__h2c_fail(c, SBX_ERR_CONNECT, "HTTP/2 connection to %s: send: %s", h->ep.name, strerror(err));
+        r = c->dead_code;
+    } else if (s->failed) {
+        r = s->err;
+    }
     if (r != SBX_OK) {
         r = sbx__fail(e, (sbx_result)r, "%s", s->failed ? s->why : c->dead_why);
         sbx__h2s_unlink(s);
