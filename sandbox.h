@@ -6211,11 +6211,13 @@ SBX__PRIVATE void sbx__h2_free(sbx__h2 *h)
 
 /* ---- streams: opening and sending ------------------------------------------------ */
 
-/* Open stream s with a prebuilt header block (no END_STREAM); mu not held.
-   On success s holds references to its connection and the handle until
-   sbx__h2_close(s); on failure it holds nothing. */
-SBX__PRIVATE int sbx__h2_open(sbx__h2 *h, sbx__h2s *s, const unsigned char *block, size_t blen,
-                              long long deadline, sbx_error *e)
+/* Open stream s with a prebuilt header block; mu not held. The first data
+   (data[0..dlen), END_STREAM after it when end) goes out in the same write
+   when the windows take it whole, and *sent says so (1), else 0 and the
+   caller sends it with sbx__h2_send. On success s holds references to its
+   connection and the handle until sbx__h2_close(s); on failure nothing. */
+SBX__PRIVATE int sbx__h2_open(sbx__h2 *h, sbx__h2s *s, const unsigned char *block, size_t blen, const void *data,
+                              size_t dlen, int end, int *sent, long long deadline, sbx_error *e)
 {
     sbx__h2c *c;
     sbx__buf out, hb;
@@ -6271,6 +6273,14 @@ SBX__PRIVATE int sbx__h2_open(sbx__h2 *h, sbx__h2s *s, const unsigned char *bloc
         } while (off < blen);
     }
     sbx__buf_free(&hb);
+    *sent = 0;
+    if (dlen <= c->peer_frame && (long long)dlen <= c->send_window && (long long)dlen <= s->send_window) {
+        r |= sbx__h2_frame(&out, SBX__H2_DATA, end ? SBX__H2F_END_STREAM : 0, s->id, data, dlen);
+        c->send_window -= (long long)dlen;
+        s->send_window -= (long long)dlen;
+        s->local_end = end;
+        *sent = 1;
+    }
     if (r != 0) {
         sbx__buf_free(&out);
         s->c = NULL;
@@ -6638,11 +6648,13 @@ SBX__PRIVATE sbx_result sbx__grpc_start(sbx__h2 *h, const char *path, const void
         sbx__free(&h->a, c);
         return sbx__fail(e, SBX_ERR_NOMEM, "gRPC %s: out of memory", path);
     }
-    r = sbx__h2_open(h, &c->s, (const unsigned char *)hb.data, hb.len, deadline > 0 ? deadline : sbx__now_ms() + SBX__H2_NO_DEADLINE, e);
-    sbx__buf_free(&hb);
-    if (r == SBX_OK)
-        r = sbx__h2_send(&c->s, body.data, body.len, end_input,
-                         deadline > 0 ? deadline : sbx__now_ms() + SBX__H2_NO_DEADLINE, e);
+    {
+        long long d = deadline > 0 ? deadline : sbx__now_ms() + SBX__H2_NO_DEADLINE;
+        int sent = 0;
+        r = sbx__h2_open(h, &c->s, (const unsigned char *)hb.data, hb.len, body.data, body.len, end_input, &sent, d, e);
+        sbx__buf_free(&hb);
+        if (r == SBX_OK && !sent) r = sbx__h2_send(&c->s, body.data, body.len, end_input, d, e);
+    }
     sbx__buf_free(&body);
     if (r != SBX_OK) {
         sbx__h2_close(&c->s);
