@@ -286,6 +286,10 @@
        sbx_delete_claim / sbx_list_claims     claims by name, by label selector
        sbx_run                                a command (python runtime: no shell,
                                               the string is split like a shell's words)
+       sbx_exec                               a program with argv, env, cwd, timeout
+       sbx_process_start / _read / _write / _close_stdin / _signal / _resize /
+       _id / _close                           a streaming process (sandboxd): output
+                                              as it comes, stdin, signals, a PTY
        sbx_write / sbx_read                   files from / into memory
        sbx_write_fd / sbx_read_fd             files from / into a descriptor
        sbx_list_dir / sbx_exists / sbx_remove_file
@@ -411,7 +415,7 @@ typedef enum sbx_result {
     SBX_ERR_UNSUPPORTED = -13, /* this runtime or cluster cannot do that          */
     SBX_ERR_CLOSED = -14,      /* the handle is closed or was never opened        */
     SBX_ERR_DENIED = -15,      /* the server refused: permission denied           */
-    SBX_ERR_RPC = -16          /* a gRPC call failed with another status; err.grpc_status says which */
+    SBX_ERR_RPC = -16          /* a gRPC call failed (err.grpc_status says how)   */
 } sbx_result;
 
 /* Detail of the last failure, kept inside each handle (never global). */
@@ -554,6 +558,8 @@ typedef enum sbx_runtime {
 #define SBX_CAP_LIST   0x08u   /* sbx_list_dir                 */
 #define SBX_CAP_EXISTS 0x10u   /* sbx_exists                   */
 #define SBX_CAP_REMOVE 0x20u   /* sbx_remove_file              */
+#define SBX_CAP_PROCESS 0x40u  /* sbx_process_* (sandboxd over a pod route or in-cluster) */
+#define SBX_CAP_EXEC_ENV 0x80u /* sbx_exec with env / cwd      */
 
 typedef struct sbx_sandbox_config {
     const char *template_name; /* SandboxTemplate (the seed's API); on v1beta1 it is
@@ -606,6 +612,48 @@ typedef struct sbx_exec_result {
     char *diag;                /* stderr bytes, likewise                                */
     size_t diag_len;
 } sbx_exec_result;
+
+/* ---------------------------------------------------------------- processes
+   sbx_exec (one-shot) and sbx_process_* (streaming) run a program with its
+   arguments, environment and working directory. The streaming calls, env and
+   cwd need sandboxd, whose process API is gRPC (port 9090): it is reached over
+   the pod routes and in-cluster, not through the router modes or the API
+   proxy (HTTP/1.1 only); there they answer SBX_ERR_UNSUPPORTED saying so. */
+typedef struct sbx_process_config {
+    const char *const *argv;   /* {"prog", "arg", ..., NULL}; or NULL and command:   */
+    const char *command;       /* a command line: sandboxd runs /bin/sh -c command;
+                                  the python runtime splits it like a shell's words  */
+    const char *const *env;    /* {"NAME","value",...,NULL}: added to the runtime's
+                                  environment for this process (sandboxd only)       */
+    const char *cwd;           /* working directory, relative to the runtime's root
+                                  (sandboxd only); default the root                   */
+    int pty;                   /* != 0: run under a pseudo-terminal (sbx_process_start;
+                                  its output all comes as SBX_STREAM_STDOUT)          */
+    unsigned cols, rows;       /* the terminal's size; default 80 x 24                */
+    int timeout_ms;            /* sbx_exec: the call's deadline (gRPC grpc-timeout),
+                                  default the sandbox's call timeout; sbx_process_start:
+                                  the process's whole life, default 0 = no limit      */
+} sbx_process_config;
+
+typedef struct sbx_process {
+    sbx_error err;               /* why the last call on this process failed */
+    struct sbx__process *impl;   /* private; NULL when closed */
+} sbx_process;
+
+typedef enum sbx_stream {
+    SBX_STREAM_STDOUT = 1,
+    SBX_STREAM_STDERR = 2,
+    SBX_STREAM_EXIT = 3        /* the process ended: exit_code is set */
+} sbx_stream;
+
+typedef struct sbx_process_event {
+    sbx_stream stream;
+    const char *data;          /* STDOUT / STDERR bytes (not NUL-terminated); they belong
+                                  to the handle: valid until the next call on it      */
+    size_t len;
+    int exit_code;             /* SBX_STREAM_EXIT: the exit code, -1 when the process
+                                  ended abnormally (killed by a signal)               */
+} sbx_process_event;
 
 /* sbx_status(): what the controller says about the claim. */
 typedef enum sbx_state {
@@ -700,6 +748,47 @@ SBX_API sbx_result sbx_list_claims(sbx_client *c, const char *ns, const char *la
    never retried. Returns SBX_OK whatever the exit code; SBX_ERR_UNSUPPORTED on
    sandboxd, _TOO_BIG, _TIMEOUT, ... Blocks up to call_timeout_ms (60 s). */
 SBX_API sbx_result sbx_run(sbx_sandbox *sb, const char *command, sbx_exec_result *res);
+/* Run a program as cfg says (argv or command, env, cwd, timeout_ms; pty is
+   ignored) and wait for it: *res as sbx_run's (freed with sbx_exec_result_free).
+   sandboxd: gRPC Execute; python runtime: argv is quoted into one command line,
+   env and cwd answer SBX_ERR_UNSUPPORTED. Sent once, never retried. Returns
+   SBX_OK whatever the exit code; SBX_ERR_NOT_FOUND (no such program),
+   _INVALID_ARG, _DENIED (cwd outside the root), _TIMEOUT, _UNSUPPORTED, ...
+   Blocks up to cfg->timeout_ms (default call_timeout_ms, 60 s). */
+SBX_API sbx_result sbx_exec(sbx_sandbox *sb, const sbx_process_config *cfg, sbx_exec_result *res);
+/* Start a process on sandboxd and stream it (gRPC Start): *p is the caller's
+   handle, closed with sbx_process_close (always, also after a failure). Several
+   processes may run at once on one sandbox; close them before the sandbox.
+   Returns SBX_OK once the server named the process; SBX_ERR_UNSUPPORTED (python
+   runtime, router modes, API proxy), _NOT_FOUND, _INVALID_ARG, _DENIED, ...
+   Blocks up to the sandbox's call timeout for the start. */
+SBX_API sbx_result sbx_process_start(sbx_process *p, sbx_sandbox *sb, const sbx_process_config *cfg);
+/* The next event of the process into *ev: an output chunk (data valid until the
+   next call on p) or its exit (then again on every later read). Output that is
+   not read holds the process back (flow control): memory stays flat. Waits up to
+   timeout_ms (< 0: until the process's timeout_ms, if any); SBX_ERR_TIMEOUT when
+   nothing came in time (the process goes on). Other errors end the stream. */
+SBX_API sbx_result sbx_process_read(sbx_process *p, sbx_process_event *ev, int timeout_ms);
+/* Send len bytes to the process's stdin (gRPC WriteStdin). Nothing allocated;
+   may be called while another thread waits in sbx_process_read on p. Returns
+   SBX_OK, SBX_ERR_CLOSED, _NOT_FOUND (the process is gone), ...; blocks up to
+   the sandbox's call timeout. */
+SBX_API sbx_result sbx_process_write(sbx_process *p, const void *data, size_t len);
+/* Close the process's stdin (it reads end of file); as sbx_process_write. */
+SBX_API sbx_result sbx_process_close_stdin(sbx_process *p);
+/* Send a signal to the process's group: 2 (SIGINT), 9 (SIGKILL) or 15
+   (SIGTERM); others SBX_ERR_INVALID_ARG. As sbx_process_write otherwise. */
+SBX_API sbx_result sbx_process_signal(sbx_process *p, int signal);
+/* Resize the process's terminal; SBX_ERR_INVALID_ARG when it has none (started
+   without pty). As sbx_process_write otherwise. */
+SBX_API sbx_result sbx_process_resize(sbx_process *p, unsigned cols, unsigned rows);
+/* The server's id of the process; 0 when closed. Never blocks. */
+SBX_API int sbx_process_id(const sbx_process *p);
+/* End the stream and free the handle; a process still running is killed first
+   (SIGKILL). Safe on a closed handle (SBX_OK), idempotent; the handle is freed
+   even when the kill fails (returned). Blocks up to the sandbox's call timeout. */
+SBX_API sbx_result sbx_process_close(sbx_process *p);
+
 /* Write len bytes from data to path (relative to the runtime's base; parents
    are made). Nothing allocated. python uploads are sent once; sandboxd writes
    are retried on transient errors. Returns SBX_OK, SBX_ERR_INVALID_ARG (bad
@@ -11144,7 +11233,7 @@ SBX_API const char *sbx_strerror(sbx_result r)
     case SBX_ERR_UNSUPPORTED: return "unsupported by this runtime";
     case SBX_ERR_CLOSED: return "handle closed";
     case SBX_ERR_DENIED: return "permission denied";
-    case SBX_ERR_RPC: return "gRPC call failed";
+    case SBX_ERR_RPC: return "remote call failed";
     }
     return "unknown error";
 }
@@ -11839,21 +11928,17 @@ SBX__PRIVATE sbx_result sbx__unsupported(sbx_sandbox *sb, const char *call, cons
                      sbx__runtime_name(sb->impl->runtime), sb->impl->sandbox, why);
 }
 
-SBX_API sbx_result sbx_run(sbx_sandbox *sb, const char *command, sbx_exec_result *res)
+/* The python runtime's POST /execute: one command line, split there like a
+   shell's words (no shell). */
+SBX__PRIVATE sbx_result sbx__run_python(sbx_sandbox *sb, const char *command, long long deadline, sbx_exec_result *res)
 {
-    struct sbx__sandbox *s;
+    struct sbx__sandbox *s = sb->impl;
     sbx__buf body, out;
     sbx__http_req req;
     sbx__rtio io;
     sbx__jtok *t = NULL;
     int n;
     sbx_result r;
-    if (res) memset(res, 0, sizeof *res);
-    SBX__ENTER(sb);
-    s = sb->impl;
-    if (!command || !res) return sbx__fail(&sb->err, SBX_ERR_INVALID_ARG, "run: command and result are required");
-    if (s->runtime == SBX_RUNTIME_SANDBOXD)
-        return sbx__unsupported(sb, "run", "has no HTTP exec (sandboxd runs commands over gRPC only)");
     sbx__buf_init(&body, &s->cl->a);
     sbx__buf_init(&out, &s->cl->a);
     r = SBX_OK;
@@ -11871,7 +11956,7 @@ SBX_API sbx_result sbx_run(sbx_sandbox *sb, const char *command, sbx_exec_result
         req.body = body.data;
         req.body_len = body.len;
         req.idempotent = 0; /* a command must never run twice */
-        r = sbx__rt_call(s, &req, &io, sbx__call_deadline(s), &sb->err);
+        r = sbx__rt_call(s, &req, &io, deadline, &sb->err);
     }
     if (r == SBX_OK && io.status != 200) r = sbx__status_fail(&sb->err, io.status, &out, "run", NULL);
     if (r == SBX_OK) {
@@ -11906,6 +11991,143 @@ SBX_API sbx_result sbx_run(sbx_sandbox *sb, const char *command, sbx_exec_result
     sbx__buf_free(&body);
     sbx__buf_free(&out);
     return r;
+}
+
+SBX_API sbx_result sbx_run(sbx_sandbox *sb, const char *command, sbx_exec_result *res)
+{
+    if (res) memset(res, 0, sizeof *res);
+    SBX__ENTER(sb);
+    if (!command || !res) return sbx__fail(&sb->err, SBX_ERR_INVALID_ARG, "run: command and result are required");
+    if (sb->impl->runtime == SBX_RUNTIME_SANDBOXD)
+        return sbx__unsupported(sb, "run", "has no HTTP exec (sandboxd runs commands over gRPC only)");
+    return sbx__run_python(sb, command, sbx__call_deadline(sb->impl), res);
+}
+
+/* argv as one command line that a POSIX shell-word split (the python
+   runtime's) turns back into the same words: plain words as they are, others
+   in single quotes, a quote inside as '"'"'. */
+SBX__PRIVATE sbx_result sbx__quote_argv(const char *const *argv, sbx__buf *b, sbx_error *e)
+{
+    size_t i, k;
+    for (i = 0; argv[i]; i++) {
+        const char *w = argv[i];
+        int plain = *w != '\0';
+        for (k = 0; w[k] && plain; k++)
+            plain = (w[k] >= 'a' && w[k] <= 'z') || (w[k] >= 'A' && w[k] <= 'Z') || (w[k] >= '0' && w[k] <= '9') ||
+                    strchr("_@%+=:,./-", w[k]) != NULL;
+        if (i > 0 && sbx__buf_puts(b, " ") != 0) return sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
+        if (plain) {
+            if (sbx__buf_puts(b, w) != 0) return sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
+            continue;
+        }
+        if (sbx__buf_puts(b, "'") != 0) return sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
+        for (k = 0; w[k]; k++)
+            if ((w[k] == '\'' ? sbx__buf_puts(b, "'\"'\"'") : sbx__buf_append(b, w + k, 1)) != 0)
+                return sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
+        if (sbx__buf_puts(b, "'") != 0) return sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
+    }
+    return SBX_OK;
+}
+
+SBX_API sbx_result sbx_exec(sbx_sandbox *sb, const sbx_process_config *cfg, sbx_exec_result *res)
+{
+    struct sbx__sandbox *s;
+    long long deadline;
+    sbx__buf line;
+    sbx_result r;
+    if (res) memset(res, 0, sizeof *res);
+    SBX__ENTER(sb);
+    s = sb->impl;
+    if (!cfg || !res || (!cfg->command && (!cfg->argv || !cfg->argv[0])) || (cfg->command && cfg->argv))
+        return sbx__fail(&sb->err, SBX_ERR_INVALID_ARG, "exec: a result and exactly one of argv (non-empty) and command are required");
+    deadline = cfg->timeout_ms > 0 ? sbx__deadline(cfg->timeout_ms) : sbx__call_deadline(s);
+    if (s->runtime == SBX_RUNTIME_SANDBOXD)
+        return sbx__unsupported(sb, "exec", "cannot run commands yet (sandboxd's gRPC process API is not built in)");
+    if ((cfg->env && cfg->env[0]) || (cfg->cwd && *cfg->cwd))
+        return sbx__unsupported(sb, "exec", "takes no environment or working directory (sandboxd's process API does)");
+    if (cfg->command) return sbx__run_python(sb, cfg->command, deadline, res);
+    sbx__buf_init(&line, &s->cl->a);
+    r = sbx__quote_argv(cfg->argv, &line, &sb->err);
+    if (r == SBX_OK) r = sbx__run_python(sb, line.data, deadline, res);
+    sbx__buf_free(&line);
+    return r;
+}
+
+/* ---- processes (sandboxd's gRPC ProcessService) ------------------------- */
+
+#define SBX__PENTER(p)                                                                          \
+    do {                                                                                        \
+        if (!(p)) return SBX_ERR_INVALID_ARG;                                                   \
+        sbx__err_clear(&(p)->err);                                                              \
+        if (!(p)->impl) return sbx__fail(&(p)->err, SBX_ERR_CLOSED, "the process is not open"); \
+    } while (0)
+
+SBX_API sbx_result sbx_process_start(sbx_process *p, sbx_sandbox *sb, const sbx_process_config *cfg)
+{
+    sbx_result r;
+    if (!p) return SBX_ERR_INVALID_ARG;
+    memset(p, 0, sizeof *p);
+    if (!sb) return sbx__fail(&p->err, SBX_ERR_INVALID_ARG, "process start: the sandbox is NULL");
+    if (!sb->impl) return sbx__fail(&p->err, SBX_ERR_CLOSED, "process start: the sandbox is not open");
+    if (!cfg || (!cfg->command && (!cfg->argv || !cfg->argv[0])) || (cfg->command && cfg->argv))
+        return sbx__fail(&p->err, SBX_ERR_INVALID_ARG, "process start: exactly one of argv (non-empty) and command is required");
+    if (sb->impl->runtime != SBX_RUNTIME_SANDBOXD)
+        r = sbx__unsupported(sb, "process start", "has no process API (sandboxd's gRPC ProcessService does)");
+    else
+        r = sbx__unsupported(sb, "process start", "cannot stream processes yet (sandboxd's gRPC process API is not built in)");
+    p->err = sb->err;
+    sbx__err_clear(&sb->err);
+    return r;
+}
+
+SBX_API sbx_result sbx_process_read(sbx_process *p, sbx_process_event *ev, int timeout_ms)
+{
+    (void)timeout_ms;
+    if (ev) memset(ev, 0, sizeof *ev);
+    SBX__PENTER(p);
+    return SBX_ERR_CLOSED;
+}
+
+SBX_API sbx_result sbx_process_write(sbx_process *p, const void *data, size_t len)
+{
+    (void)data;
+    (void)len;
+    SBX__PENTER(p);
+    return SBX_ERR_CLOSED;
+}
+
+SBX_API sbx_result sbx_process_close_stdin(sbx_process *p)
+{
+    SBX__PENTER(p);
+    return SBX_ERR_CLOSED;
+}
+
+SBX_API sbx_result sbx_process_signal(sbx_process *p, int signal)
+{
+    (void)signal;
+    SBX__PENTER(p);
+    return SBX_ERR_CLOSED;
+}
+
+SBX_API sbx_result sbx_process_resize(sbx_process *p, unsigned cols, unsigned rows)
+{
+    (void)cols;
+    (void)rows;
+    SBX__PENTER(p);
+    return SBX_ERR_CLOSED;
+}
+
+SBX_API int sbx_process_id(const sbx_process *p)
+{
+    (void)p;
+    return 0;
+}
+
+SBX_API sbx_result sbx_process_close(sbx_process *p)
+{
+    if (!p) return SBX_ERR_INVALID_ARG;
+    sbx__err_clear(&p->err);
+    return SBX_OK;
 }
 
 /* Upload from memory or from a descriptor (fd >= 0: stream it to its end).

@@ -475,6 +475,43 @@ TEST(run_output_is_binary_safe)
     sbx_exec_result_free(&res);
 }
 
+TEST(exec_argv_on_python_runtime)
+{
+    /* the python runtime splits one line like a shell's words: argv must come
+       back as the same words, quotes, spaces and empty words included */
+    static const char *const argv[] = {"python3", "-c", "import sys; print(repr(sys.argv[1:]))", "a b", "it's", "",
+                                       "$HOME", "x\"y", NULL};
+    static const char *const env[] = {"A", "1", NULL};
+    sbx_process_config pc;
+    sbx_exec_result res;
+    sbx_process p;
+    memset(&pc, 0, sizeof pc);
+    pc.argv = argv;
+    CHECK_EQ_INT(sbx_exec(&shared, &pc, &res), SBX_OK);
+    CHECK_MSG(res.out && strcmp(res.out, "['a b', \"it's\", '', '$HOME', 'x\"y']\n") == 0, "%s", res.out ? res.out : "(null)");
+    CHECK_EQ_INT(res.exit_code, 0);
+    sbx_exec_result_free(&res);
+    pc.argv = NULL;
+    pc.command = "sh -c 'exit 3'";
+    CHECK_EQ_INT(sbx_exec(&shared, &pc, &res), SBX_OK);
+    CHECK_EQ_INT(res.exit_code, 3);
+    sbx_exec_result_free(&res);
+    /* what the python runtime cannot do is refused, saying so */
+    pc.env = env;
+    CHECK_EQ_INT(sbx_exec(&shared, &pc, &res), SBX_ERR_UNSUPPORTED);
+    CHECK_MSG(strstr(shared.err.msg, "python runtime") && strstr(shared.err.msg, "environment"), "%s", shared.err.msg);
+    pc.env = NULL;
+    pc.argv = argv;
+    CHECK_EQ_INT(sbx_exec(&shared, &pc, &res), SBX_ERR_INVALID_ARG); /* both argv and command */
+    CHECK_EQ_INT(sbx_process_start(&p, &shared, &pc), SBX_ERR_INVALID_ARG);
+    pc.argv = NULL;
+    CHECK_EQ_INT(sbx_process_start(&p, &shared, &pc), SBX_ERR_UNSUPPORTED);
+    CHECK_MSG(strstr(p.err.msg, "python runtime") && strstr(p.err.msg, "no process API"), "%s", p.err.msg);
+    CHECK_EQ_INT(shared.err.code, SBX_OK);
+    CHECK_EQ_INT(sbx_process_close(&p), SBX_OK);
+    CHECK(!(sbx_capabilities(&shared) & SBX_CAP_PROCESS));
+}
+
 TEST(path_rules)
 {
     char *back = NULL;
@@ -680,6 +717,7 @@ int main(void)
         base_children += pf; /* its port-forward child (kubectl route), while it is open */
         RUN(binary_files_round_trip);
         RUN(run_output_is_binary_safe);
+        RUN(exec_argv_on_python_runtime);
         RUN(path_rules);
         RUN(large_file_through_descriptors);
         sbx_close(&shared);

@@ -381,7 +381,7 @@ TEST(grpc_status_mapping)
     CHECK_STR(sbx__grpc_status_name(5), "NOT_FOUND");
     CHECK_STR(sbx__grpc_status_name(16), "UNAUTHENTICATED");
     CHECK_STR(sbx_strerror(SBX_ERR_DENIED), "permission denied");
-    CHECK_STR(sbx_strerror(SBX_ERR_RPC), "gRPC call failed");
+    CHECK_STR(sbx_strerror(SBX_ERR_RPC), "remote call failed");
     {
         char out[64];
         sbx__grpc_pct_decode(out, sizeof out, "a%20b%e2%9C%93%zz%4");
