@@ -679,6 +679,48 @@ TEST(grpcio_status_codes)
     sbx__buf_free(&resp);
 }
 
+/* The in-process WebSocket route: sbx__ws (the kubelet's v4.channel.k8s.io
+   port-forward, served by the dev cluster's own portforward.py in front of
+   the grpcio server) as the connection's transport, with 4 threads at once. */
+TEST(grpcio_over_websocket_portforward)
+{
+    server relay = {-1, -1, 0, {0, 0, {{{0}}}, {0}, {0}, {0}, {0}}};
+    char arg[16];
+    int port = 9090, i, fds;
+    sbx__ws *ws;
+    sbx__h2 *h;
+    pthread_t th[4];
+    worker w[4];
+    if (!need_grpc()) SKIP("no grpcio server: /usr/bin/python3 lacks grpc (apt-get install -y python3-grpcio)");
+    E2E_FMT(arg, sizeof arg, "%d", gs.port);
+    fds = test_fd_count();
+    if (server_start(&relay, "tests/fakes/servers/ws_relay.py", arg) != 0) {
+        server_stop(&relay);
+        CHECK_MSG(0, "ws_relay.py did not start");
+        return;
+    }
+    fds += 1; /* the relay's stdin pipe, closed below */
+    ws = sbx__ws_new(NULL, &relay.ep, "/api/v1/namespaces/default/pods/relay/portforward?ports=9090", &port, 1);
+    CHECK(ws != NULL);
+    h = sbx__h2_new(NULL, &relay.ep, &ws->tr, ws, "localhost");
+    unary_and_stream(h);
+    for (i = 0; i < 4; i++) {
+        w[i].h = h;
+        w[i].id = i;
+        w[i].why[0] = '\0';
+        pthread_create(&th[i], NULL, work, &w[i]);
+    }
+    for (i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        CHECK_MSG(w[i].ok, "worker %d: %s", i, w[i].why);
+    }
+    CHECK_EQ_INT(h->connects, 1);
+    sbx__h2_free(h);
+    sbx__ws_free(ws);
+    server_stop(&relay);
+    CHECK_EQ_INT(test_fd_count(), fds - 1);
+}
+
 /* The last stream ids of a connection: the one at 2^31-1 is used, the next
    call opens a new connection. */
 TEST(grpcio_stream_ids_run_out)
@@ -1012,6 +1054,7 @@ int main(void)
     RUN(grpcio_unary_and_streaming);
     RUN(grpcio_over_transport_hook);
     RUN(grpcio_16_threads_one_connection);
+    RUN(grpcio_over_websocket_portforward);
     RUN(grpcio_deadlines);
     RUN(grpcio_status_codes);
     RUN(grpcio_stream_ids_run_out);
