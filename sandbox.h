@@ -5726,6 +5726,11 @@ SBX__PRIVATE int sbx__h2c_block(sbx__h2c *c)
         sbx__h2s_reset(s, SBX__H2E_PROTOCOL, SBX_ERR_TOO_BIG, why);
         return 0;
     }
+    if (s->remote_end) {
+        sbx__fmt(why, sizeof why, "stream %u: HEADERS after END_STREAM", s->id);
+        sbx__h2s_reset(s, SBX__H2E_STREAM_CLOSED, SBX_ERR_PROTOCOL, why);
+        return 0;
+    }
     if (!x.bad && s->heads == 0 && x.status == 0) x.bad = "no :status";
     if (!x.bad && s->heads > 0 && !c->block_end) x.bad = "trailers without END_STREAM";
     if (!x.bad && s->heads > 0 && x.status) x.bad = ":status in trailers";
@@ -6500,7 +6505,7 @@ SBX__PRIVATE void sbx__h2_close(sbx__h2s *s)
 }
 
 /* ======================================================================== */
-/* >>grpc: protobuf wire format, gRPC calls over >>h2                      */
+/* >>grpc: protobuf wire format, gRPC calls over >>h2                       */
 /* ======================================================================== */
 /* PROTOBUF (proto3 wire format; the reader allocates nothing)
    int sbx__pb_varint(b, v) / sbx__pb_uint(b, field, v) / sbx__pb_bytes(b, field, p, n)
