@@ -5800,7 +5800,9 @@ SBX__PRIVATE int sbx__h2c_data(sbx__h2c *c, unsigned long sid, int flags, const 
     }
     s->recv_window -= (long long)len;
     if (dlen) {
-        if (s->in_pos > 0 && s->in_pos >= s->in.len / 2) {
+        /* move the unconsumed bytes down rather than grow: the buffer stays
+           within the window (plus a frame) however long the stream runs */
+        if (s->in_pos > 0 && (s->in_pos >= s->in.len / 2 || s->in.len + dlen + 1 > s->in.cap)) {
             memmove(s->in.data, s->in.data + s->in_pos, s->in.len - s->in_pos);
             s->in.len -= s->in_pos;
             s->in_pos = 0;

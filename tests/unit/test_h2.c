@@ -498,6 +498,8 @@ static void unary_and_stream(sbx__h2 *h)
         /* flat memory: the stream buffer never passes its window (+ one frame,
            rounded up to the buffer's doubling), the message buffer one message */
         CHECK_MSG(max_in <= 2 * SBX__H2_STREAM_WINDOW, "stream buffer grew to %lu", (unsigned long)max_in);
+        printf("  32 MB streamed: stream buffer peaked at %lu bytes, message buffer at %lu\n", (unsigned long)max_in,
+               (unsigned long)max_msg);
         CHECK_MSG(max_msg <= 32768, "message buffer grew to %lu", (unsigned long)max_msg);
         sbx__grpc_free(c);
     }
