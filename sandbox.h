@@ -6218,6 +6218,11 @@ SBX__PRIVATE sbx__h2c *sbx__h2_conn(sbx__h2 *h, long long deadline, sbx_error *e
 
 /* ---- the handle ---------------------------------------------------------------- */
 
+/* A client of ep (host/port, or anything sbx__conn takes); tr/trs: an
+   optional transport (a WebSocket port-forward: tr = &ws->tr, trs = ws), NULL
+   for a plain socket; the transport state stays the caller's. authority: the
+   :authority value (NULL: ep's host). Connects lazily, on the first call, and
+   again after the connection died or went away. NULL: out of memory. */
 SBX__PRIVATE sbx__h2 *sbx__h2_new(const sbx_allocator *alloc, const sbx__endpoint *ep, const sbx__transport *tr,
                                    void *trs, const char *authority)
 {
@@ -6276,6 +6281,9 @@ SBX__PRIVATE void sbx__h2_unref_unlock(sbx__h2 *h)
     if (last) sbx__h2_destroy(h);
 }
 
+/* Cancel live calls (their waits return SBX_ERR_CLOSED at once; free them
+   as usual, before or after) and close the connections: once this returns,
+   the transport is not touched again and may be freed. */
 SBX__PRIVATE void sbx__h2_free(sbx__h2 *h)
 {
     sbx__h2c *c;
@@ -6287,15 +6295,20 @@ SBX__PRIVATE void sbx__h2_free(sbx__h2 *h)
         sbx__h2c_fail(c, SBX_ERR_CLOSED, "HTTP/2 connection to %s: closed", h->ep.name);
         c->refs--;
     }
-    /* readers leave once their socket is shut down; the last reference closes it */
+    /* readers leave once their socket is shut down */
     while (h->conns) {
         int busy = 0;
         for (c = h->conns; c; c = c->next) busy |= c->reading;
         if (!busy) break;
         sbx__h2_sleep(h, sbx__deadline(100));
     }
+    /* close every socket / transport stream now, not when the last call is
+       freed: the caller may free its transport as soon as we return */
     for (c = h->conns; c;) {
         sbx__h2c *nx = c->next;
+        pthread_mutex_lock(&c->wmu);
+        sbx__conn_close(&c->io);
+        pthread_mutex_unlock(&c->wmu);
         if (c->refs == 0) {
             c->refs = 1;
             sbx__h2c_unref(c);

@@ -1040,6 +1040,26 @@ TEST(h2_free_with_live_calls)
     CHECK_MSG(b.r == SBX_ERR_CLOSED, "%d %s", b.r, b.why);
     sbx__grpc_free(b.c);
     CHECK_EQ_INT(test_fd_count(), fds);
+    {   /* over a transport, which the caller frees right after sbx__h2_free:
+           the live call must not touch it again (ASan would see it) */
+        tr_sock *t = (tr_sock *)calloc(1, sizeof *t);
+        sbx__grpc_call *c = NULL;
+        const unsigned char *m;
+        size_t ml;
+        sbx__conn_init(&t->inner, &hs.ep, NULL);
+        h = sbx__h2_new(NULL, &hs.ep, &tr_sock_ops, t, "localhost");
+        CHECK(sbx__grpc_start(h, "/fake.H2/silent", "x", 1, 1, 0, &c, &e) == SBX_OK);
+        sbx__h2_free(h);
+        CHECK_EQ_INT(t->opens, 1);
+        CHECK_EQ_INT(t->closes, 1);
+        sbx__conn_free(&t->inner);
+        free(t);
+        if (c) {
+            CHECK(sbx__grpc_recv(c, &m, &ml, 0, &e) == SBX_ERR_CLOSED);
+            sbx__grpc_free(c);
+        }
+        CHECK_EQ_INT(test_fd_count(), fds);
+    }
 }
 
 int main(void)
