@@ -6006,6 +6006,18 @@ SBX__PRIVATE int sbx__h2c_frames(sbx__h2c *c)
 {
     size_t pos = 0;
     int r = 0;
+    if (!c->got_settings && c->rlen >= 5 && memcmp(c->rbuf, "HTTP/", 5) == 0) {
+        /* a common mistake deserves its own words: the REST port, or a proxy */
+        char line[120];
+        size_t n = 0;
+        while (n < c->rlen && n < 100 && c->rbuf[n] != '\r' && c->rbuf[n] != '\n') n++;
+        sbx__h2_clean(line, sizeof line, c->rbuf, n);
+        sbx__h2c_fail(c, SBX_ERR_PROTOCOL,
+                      "HTTP/2 connection to %s: the server answered in HTTP/1 (\"%s\"), not HTTP/2: is this "
+                      "the gRPC port?", c->h->ep.name, line);
+        c->rlen = 0;
+        return -1;
+    }
     while (!c->dead && c->rlen - pos >= 9) {
         const unsigned char *f = c->rbuf + pos;
         size_t len = ((size_t)f[0] << 16) | ((size_t)f[1] << 8) | f[2];

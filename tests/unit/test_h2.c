@@ -995,6 +995,30 @@ TEST(h2_silent_server_deadline)
     sbx__buf_free(&resp);
 }
 
+/* Pointed at an HTTP/1.1 server (the REST port, a proxy): said in those words. */
+TEST(h2_http1_server)
+{
+    server relay = {-1, -1, 0, {0, 0, {{{0}}}, {0}, {0}, {0}, {0}}};
+    sbx__h2 *h;
+    sbx_error e;
+    sbx_allocator al = sbx__allocator(NULL);
+    sbx__buf resp;
+    int r;
+    if (server_start(&relay, "tests/fakes/servers/ws_relay.py", "1") != 0) {
+        server_stop(&relay);
+        CHECK_MSG(0, "ws_relay.py did not start");
+        return;
+    }
+    sbx__buf_init(&resp, &al);
+    h = sbx__h2_new(NULL, &relay.ep, NULL, NULL, "localhost");
+    r = fake_unary(h, "ok", "x", 1, &resp, 5000, &e);
+    CHECK_MSG(r == SBX_ERR_PROTOCOL && strstr(e.msg, "answered in HTTP/1 (\"HTTP/1.1 400") &&
+                  strstr(e.msg, "is this the gRPC port?"), "%d %s", r, e.msg);
+    sbx__h2_free(h);
+    sbx__buf_free(&resp);
+    server_stop(&relay);
+}
+
 typedef struct blocked {
     sbx__grpc_call *c;
     int r;
@@ -1086,6 +1110,7 @@ int main(void)
     RUN(h2_flow_control_windows);
     RUN(h2_hostile_answers);
     RUN(h2_silent_server_deadline);
+    RUN(h2_http1_server);
     RUN(h2_free_with_live_calls);
     server_stop(&gs);
     server_stop(&hs);
