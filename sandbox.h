@@ -6544,10 +6544,12 @@ SBX__PRIVATE void sbx__h2_close(sbx__h2s *s)
 
    CALLS (see the comments beside each function): sbx__grpc_start, _recv,
    _status, _free, _unary; sbx__grpc_result and _status_name map a status.
-   A response message is length-prefixed (RFC-less gRPC framing: a flag byte,
-   a 4-byte big-endian length); the compressed flag is refused (we send no
-   grpc-accept-encoding, so a server must not compress), and a message over
-   SBX_GRPC_MAX_MESSAGE is SBX_ERR_TOO_BIG (the stream is cancelled). */
+   A message is length-prefixed (gRPC over HTTP/2: a flag byte, a 4-byte
+   big-endian length); the compressed flag is refused (we send no
+   grpc-accept-encoding, so a server must not compress), and a response
+   message over SBX_GRPC_MAX_MESSAGE is SBX_ERR_TOO_BIG (the stream is
+   cancelled). Threads: any number may start calls on one sbx__h2 at once;
+   one call is used by one thread at a time. */
 
 #ifndef SBX_GRPC_MAX_MESSAGE
 #define SBX_GRPC_MAX_MESSAGE (4u * 1024u * 1024u)
