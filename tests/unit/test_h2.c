@@ -681,6 +681,46 @@ TEST(grpcio_status_codes)
     sbx__buf_free(&resp);
 }
 
+/* A call nobody reads holds at most its stream window; the others go on. */
+TEST(grpcio_unread_call_does_not_stall_others)
+{
+    sbx__h2 *h;
+    sbx_error e;
+    sbx_allocator a = sbx__allocator(NULL);
+    sbx__buf resp;
+    sbx__grpc_call *idle = NULL;
+    worker w;
+    int i, r;
+    if (!need_grpc()) SKIP("no grpcio server: /usr/bin/python3 lacks grpc (apt-get install -y python3-grpcio)");
+    sbx__buf_init(&resp, &a);
+    h = sbx__h2_new(NULL, &gs.ep, NULL, NULL, "localhost");
+    /* 100 MB offered, never read */
+    r = sbx__grpc_start(h, "/test.Echo/Stream", "100000 1000", 11, 1, sbx__deadline(60000), &idle, &e);
+    CHECK_MSG(r == SBX_OK, "%d %s", r, e.msg);
+    for (i = 0; i < 20; i++) {
+        r = sbx__grpc_unary(h, "/test.Echo/Unary", "u", 1, &resp, sbx__deadline(10000), &e);
+        CHECK_MSG(r == SBX_OK, "%d %s", r, e.msg);
+    }
+    w.h = h;
+    w.id = 99;
+    w.why[0] = '\0';
+    work(&w);
+    CHECK_MSG(w.ok, "%s", w.why);
+    if (idle) {
+        pthread_mutex_lock(&h->mu);
+        CHECK_MSG(idle->s.in.len - idle->s.in_pos <= SBX__H2_STREAM_WINDOW, "%lu buffered",
+                  (unsigned long)(idle->s.in.len - idle->s.in_pos));
+        CHECK(idle->s.in.len > 0); /* it did get its window's worth */
+        pthread_mutex_unlock(&h->mu);
+        sbx__grpc_free(idle);
+    }
+    r = sbx__grpc_unary(h, "/test.Echo/Unary", "after", 5, &resp, sbx__deadline(10000), &e);
+    CHECK_MSG(r == SBX_OK, "%d %s", r, e.msg);
+    CHECK_EQ_INT(h->connects, 1);
+    sbx__h2_free(h);
+    sbx__buf_free(&resp);
+}
+
 /* The in-process WebSocket route: sbx__ws (the kubelet's v4.channel.k8s.io
    port-forward, served by the dev cluster's own portforward.py in front of
    the grpcio server) as the connection's transport, with 4 threads at once. */
@@ -1100,6 +1140,7 @@ int main(void)
     RUN(grpcio_unary_and_streaming);
     RUN(grpcio_over_transport_hook);
     RUN(grpcio_16_threads_one_connection);
+    RUN(grpcio_unread_call_does_not_stall_others);
     RUN(grpcio_over_websocket_portforward);
     RUN(grpcio_deadlines);
     RUN(grpcio_status_codes);
