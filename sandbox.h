@@ -5529,6 +5529,17 @@ SBX__PRIVATE void sbx__h2c_retire(sbx__h2c *c)
     }
 }
 
+/* A dead connection lets go of its socket / transport stream as soon as no
+   reader polls it (the reader does it on its way out), so that a new one can
+   start over a transport while calls of the old one are still held. */
+SBX__PRIVATE void sbx__h2c_close_io(sbx__h2c *c)
+{
+    if (c->reading || c->io.fd < 0) return;
+    pthread_mutex_lock(&c->wmu);
+    sbx__conn_close(&c->io);
+    pthread_mutex_unlock(&c->wmu);
+}
+
 /* The connection is over: every stream that has not ended fails with code.
    The socket is shut down (not closed: the descriptor stays ours until the
    last reference goes) so that a reader blocked in recv returns. */
@@ -5547,6 +5558,7 @@ SBX__PRIVATE SBX__PRINTF(3, 4) void sbx__h2c_fail(sbx__h2c *c, sbx_result code, 
         sbx__h2s_unlink(s);
     }
     if (c->io.fd >= 0) shutdown(c->io.fd, SHUT_RDWR);
+    sbx__h2c_close_io(c);
     sbx__h2c_retire(c);
     pthread_cond_broadcast(&c->h->cv);
 }
@@ -6071,6 +6083,7 @@ SBX__PRIVATE void sbx__h2c_read(sbx__h2c *c, long long deadline)
     }
     pthread_mutex_lock(&h->mu);
     c->reading = 0;
+    if (c->dead) sbx__h2c_close_io(c);
     if (got > 0) {
         c->rlen += (size_t)got;
         sbx__h2c_frames(c);
@@ -6164,7 +6177,7 @@ SBX__PRIVATE int sbx__h2c_start(sbx__h2c *c, long long deadline, sbx_error *e)
 SBX__PRIVATE sbx__h2c *sbx__h2_conn(sbx__h2 *h, long long deadline, sbx_error *e)
 {
     for (;;) {
-        sbx__h2c *c = h->cur;
+        sbx__h2c *c = h->cur, *old = NULL;
         int r;
         if (h->closed) {
             sbx__fail(e, SBX_ERR_CLOSED, "HTTP/2 connection to %s: closed", h->ep.name);
@@ -6183,7 +6196,15 @@ SBX__PRIVATE sbx__h2c *sbx__h2_conn(sbx__h2 *h, long long deadline, sbx_error *e
             c->refs++;
             return c;
         }
-        if (h->connecting || (h->tr && h->nconns > 0)) {
+        /* a transport is one byte stream: the next connection waits until
+           the last one has let go of it (a dead one at once, a retired one
+           when its calls have ended) */
+        if (h->tr && !h->connecting) {
+            sbx__h2c *o;
+            for (o = h->conns; o && o->io.fd < 0; o = o->next) {}
+            old = o;
+        }
+        if (h->connecting || old) {
             if (sbx__now_ms() >= deadline) {
                 if (h->connecting) sbx__fail(e, SBX_ERR_TIMEOUT, "HTTP/2 connection to %s: timed out waiting for a connect", h->ep.name);
                 else sbx__fail(e, SBX_ERR_TIMEOUT,
@@ -6191,9 +6212,8 @@ SBX__PRIVATE sbx__h2c *sbx__h2_conn(sbx__h2 *h, long long deadline, sbx_error *e
                               h->ep.name);
                 return NULL;
             }
-            /* over a transport the old connection must end first: help it along */
-            if (!h->connecting && h->conns && !h->conns->reading && !h->conns->dead) {
-                sbx__h2c *old = h->conns;
+            /* help the old connection's calls along: read for them */
+            if (old && !old->reading && !old->dead) {
                 old->refs++;
                 sbx__h2c_wait(old, deadline);
                 sbx__h2c_unref(old);

@@ -1059,6 +1059,43 @@ TEST(h2_http1_server)
     server_stop(&relay);
 }
 
+/* Over a transport (one byte stream), a connection that died lets go of it at
+   once: a new call reconnects while a failed call of the old one is still
+   held; a GOAWAY'd one is waited for. */
+TEST(h2_transport_reconnect_after_failure)
+{
+    tr_sock t;
+    sbx__h2 *h;
+    sbx__grpc_call *held = NULL;
+    sbx_error e;
+    const unsigned char *m;
+    size_t ml;
+    int r, fds;
+    sbx_allocator al = sbx__allocator(NULL);
+    sbx__buf resp;
+    NEED_H2FAKE();
+    fds = test_fd_count();
+    sbx__buf_init(&resp, &al);
+    memset(&t, 0, sizeof t);
+    sbx__conn_init(&t.inner, &hs.ep, NULL);
+    h = sbx__h2_new(NULL, &hs.ep, &tr_sock_ops, &t, "localhost");
+    CHECK(sbx__grpc_start(h, "/fake.H2/eof_mid", "x", 1, 1, sbx__deadline(10000), &held, &e) == SBX_OK);
+    if (held) {
+        r = sbx__grpc_recv(held, &m, &ml, 0, &e);
+        CHECK_MSG(r == SBX_ERR_CONNECT, "%d %s", r, e.msg);
+    }
+    r = fake_unary(h, "ok", "again", 5, &resp, 3000, &e);
+    CHECK_MSG(r == SBX_OK && resp.len == 5, "%d %s", r, e.msg);
+    CHECK_EQ_INT(t.opens, 2);
+    CHECK_EQ_INT(t.closes, 1);
+    sbx__grpc_free(held);
+    sbx__h2_free(h);
+    CHECK_EQ_INT(t.closes, 2);
+    sbx__conn_free(&t.inner);
+    sbx__buf_free(&resp);
+    CHECK_EQ_INT(test_fd_count(), fds);
+}
+
 typedef struct blocked {
     sbx__grpc_call *c;
     int r;
@@ -1152,6 +1189,7 @@ int main(void)
     RUN(h2_hostile_answers);
     RUN(h2_silent_server_deadline);
     RUN(h2_http1_server);
+    RUN(h2_transport_reconnect_after_failure);
     RUN(h2_free_with_live_calls);
     server_stop(&gs);
     server_stop(&hs);
