@@ -450,7 +450,12 @@ class ProcessService:
             sent = 0
             first_out = True
             while open_streams:
-                kind, data = q.get()
+                try:
+                    kind, data = q.get(timeout=0.2)
+                except queue.Empty:
+                    if ended.is_set():      # cancelled while idle: the readers put nothing
+                        return              # more; finally reaps the child
+                    continue
                 if kind == "eof":
                     open_streams -= 1
                     continue

@@ -45,6 +45,8 @@ def main():
     try:
         import grpc
         from google.protobuf import json_format
+        import h2.connection                    # noqa: F401  (raw calls; fail early)
+        import hyperframe.frame                 # noqa: F401
         import grpc_server
         pb = grpc_server.load_messages(os.environ.get(
             "DEVCLUSTER_GRPC_GEN", grpc_server.default_gen_dir()))

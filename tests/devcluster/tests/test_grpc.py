@@ -22,6 +22,9 @@ import unittest
 
 from .. import harness
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import seed  # noqa: E402  (tests/devcluster/seed.py imports its siblings by plain name)
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 DRIVER = os.path.join(HERE, "grpc_driver.py")
 GRPC_PY = os.environ.get("DEVCLUSTER_GRPC_PYTHON", "/usr/bin/python3")
@@ -32,20 +35,23 @@ _why = []
 
 
 def missing():
-    """Why the gRPC cases cannot run, or None."""
+    """Why the gRPC cases cannot run, or None: asks the driver itself, which imports
+    grpc, protobuf, h2 and hyperframe and compiles process.proto with protoc."""
     if not _why:
         why = None
-        if not os.path.exists(GRPC_PY):
+        if shutil.which(GRPC_PY) is None:
             why = "%s not found (set DEVCLUSTER_GRPC_PYTHON)" % GRPC_PY
-        elif shutil.which("protoc") is None:
-            why = "protoc not on PATH (apt-get install -y protobuf-compiler)"
         else:
-            r = subprocess.run([GRPC_PY, "-c", "import grpc, google.protobuf, h2, hpack"],
-                               capture_output=True, text=True)
-            if r.returncode != 0:
-                why = "%s cannot import grpc/protobuf/h2/hpack (apt-get install -y " \
-                      "python3-grpcio python3-protobuf python3-h2 python3-hpack): %s" % (
-                          GRPC_PY, r.stderr.strip().splitlines()[-1:])
+            try:
+                r = subprocess.run([GRPC_PY, DRIVER], input='{"op": "hello"}\n',
+                                   capture_output=True, text=True, timeout=60)
+                ans = json.loads(r.stdout.splitlines()[0]) if r.stdout else {
+                    "error": "no answer: %s" % r.stderr.strip()[-300:]}
+            except (OSError, ValueError, subprocess.TimeoutExpired) as e:
+                ans = {"error": str(e)}
+            if "error" in ans:
+                why = "%s (install: apt-get install -y python3-grpcio python3-protobuf " \
+                      "protobuf-compiler libprotobuf-dev python3-h2 python3-hpack)" % ans["error"]
         _why.append(why)
     return _why[0]
 
@@ -147,12 +153,10 @@ C = None
 IPS = {}
 
 
-def sandboxd_pod(name, grpc_port=9090):
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
-            "spec": {"containers": [{
-                "name": "sandboxd", "image": "registry.example/agent-sandbox/sandboxd:dev",
-                "ports": [{"name": "http", "containerPort": 8080, "protocol": "TCP"},
-                          {"name": "grpc", "containerPort": grpc_port, "protocol": "TCP"}]}]}}
+def sandboxd_pod(name):
+    tmpl = seed.sandboxd_template_obj()["spec"]["podTemplate"]
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": dict(tmpl["metadata"], name=name), "spec": tmpl["spec"]}
 
 
 def setUpModule():
@@ -192,6 +196,21 @@ def grpc_server_pid(pod):
     return None
 
 
+def children(ppid):
+    """[(pid, state)] of ppid's children."""
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open("/proc/%s/stat" % d) as f:
+                    st = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(st[1]) == ppid:
+                out.append((int(d), st[0]))
+    return out
+
+
 def rss_kb(pid):
     with open("/proc/%d/status" % pid) as f:
         for line in f:
@@ -209,17 +228,23 @@ def pid_alive(pid):
 
 
 class GrpcBase:
+    # skipped test by test (not the class) so every case is counted and says why
     @classmethod
     def setUpClass(cls):
-        why = missing()
-        if why:
-            raise unittest.SkipTest(why)
+        cls.why = missing()
+        if cls.why:
+            return
         cls.target = "%s:9090" % IPS[POD]
         cls.d = Driver(cls.target)
 
     @classmethod
     def tearDownClass(cls):
-        cls.d.close()
+        if not cls.why:
+            cls.d.close()
+
+    def setUp(self):
+        if self.why:
+            self.skipTest(self.why)
 
     def root(self, pod=POD):
         return os.path.realpath(os.path.join(C.state, "pods", "default", pod, "root"))
@@ -228,7 +253,8 @@ class GrpcBase:
         C.faults(runtime={"grpc": {"default/" + pod: knobs}})
 
     def tearDown(self):
-        C.faults(runtime={"grpc": None})
+        if not self.why:
+            C.faults(runtime={"grpc": None})
 
 
 # ---------------------------------------------------------------- the RPCs
@@ -445,6 +471,16 @@ class GrpcProcessServiceTest(GrpcBase, unittest.TestCase):
         while pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
         self.assertFalse(pid_alive(pid))
+        # a stream cancelled while output flows too; and the server reaps both children
+        self.d.start("cancel2", ["/bin/sh", "-c", "while :; do echo x; sleep 0.01; done"])
+        self.d.read_until("cancel2", "x")
+        self.d.do(op="cancel", sid="cancel2")
+        self.assertEqual(self.d.events("cancel2")[1]["code"], "CANCELLED")
+        gpid = grpc_server_pid(POD)
+        deadline = time.monotonic() + 5
+        while children(gpid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertEqual(children(gpid), [], "children left (zombies?) under the server")
 
     def test_slow_reader_keeps_server_memory_flat(self):
         """A client that never opens its window: the child blocks, the server does not buffer."""
@@ -714,9 +750,9 @@ class GrpcPortForwardTest(GrpcBase, unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         GrpcBase.setUpClass.__func__(cls)
-        if harness.KUBECTL is None:
+        if harness.KUBECTL is None and not cls.why:
             cls.d.close()
-            raise unittest.SkipTest("kubectl is not on PATH")
+            cls.why = "kubectl is not on PATH"
 
     def session(self, target):
         d = Driver(target)
