@@ -79,6 +79,7 @@ PROTO_DIR = os.path.join(HERE, "proto")
 SERVICE = "process.v1.ProcessService"
 CHUNK = 4096
 QUEUE_CHUNKS = 4
+EXEC_WAIT_DELAY = 10.0                  # upstream's executeWaitDelay
 
 FAULT_DOC = """
   grpc_slow_stream        int ms: Start sleeps this long before each stdout/stderr event
@@ -215,7 +216,8 @@ class Proc:
         self.id, self.popen = pid, popen
         self.stdin_fd = stdin_fd        # pipe write end, or None after eof
         self.master = master            # PTY master fd or None
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()    # done flag, signals, resize
+        self.wlock = threading.Lock()   # stdin writers and the close of stdin
         self.done = False
 
     def signal_group(self, sig):
@@ -353,7 +355,7 @@ class ProcessService:
             return self._abort(ctx, e)
         done = threading.Event()
 
-        def on_end():
+        def on_end():                       # cancelled / deadline / connection lost
             if not done.is_set():
                 try:
                     os.killpg(p.pid, signal.SIGKILL)
@@ -361,26 +363,57 @@ class ProcessService:
                     pass
         ctx.add_callback(on_end)
         try:
-            try:
-                left = ctx.time_remaining()
-                out, err = p.communicate(timeout=left if left is not None and left < 1e7 else None)
-            except subprocess.TimeoutExpired:
+            left = ctx.time_remaining()
+            end = time.monotonic() + left if left is not None and left < 1e7 else None
+            out, err, expired = self._collect(p, end)
+            if expired:
                 try:
                     os.killpg(p.pid, signal.SIGKILL)
                 except OSError:
                     pass
-                p.communicate()
+                p.wait()
                 done.set()
                 return ctx.abort(self.grpc.StatusCode.DEADLINE_EXCEEDED,
                                  "deadline exceeded: command killed")
         finally:
             done.set()
+            for fobj in (p.stdout, p.stderr):
+                fobj.close()
             self.registry.track(p, False)
         f = self.faults.current()
         if f.get("grpc_oversized"):
             out = self._pad(out, f["grpc_oversized"])
         return self.pb.ExecuteResponse(exit_code=self._exit_code(p.returncode),
                                        stdout=out, stderr=err)
+
+    @staticmethod
+    def _collect(p, end):
+        """stdout, stderr and whether `end` (monotonic, or None) passed first. Like
+        upstream's WaitDelay, output still open EXEC_WAIT_DELAY s after the process
+        exited (a background grandchild holding the pipe) is not waited for."""
+        bufs = {p.stdout.fileno(): [], p.stderr.fileno(): []}
+        fds = list(bufs)
+        exited_at = None
+        while fds:
+            now = time.monotonic()
+            if end is not None and now >= end:
+                return b"", b"", True
+            if exited_at is None and p.poll() is not None:
+                exited_at = now
+            if exited_at is not None and now - exited_at >= EXEC_WAIT_DELAY:
+                break
+            wait = 0.05 if end is None else max(0.0, min(0.05, end - now))
+            for fd in select.select(fds, [], [], wait)[0]:
+                data = os.read(fd, 65536)
+                if data:
+                    bufs[fd].append(data)
+                else:
+                    fds.remove(fd)
+        try:
+            p.wait(timeout=None if end is None else max(0.0, end - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            return b"", b"", True
+        return b"".join(bufs[p.stdout.fileno()]), b"".join(bufs[p.stderr.fileno()]), False
 
     @staticmethod
     def _pad(data, knob):
@@ -399,6 +432,9 @@ class ProcessService:
         except Abort as e:
             return self._abort(ctx, e)
         stdin_fd = master if master is not None else p.stdin.fileno()
+        # stdin is written without blocking, so a child that does not read cannot
+        # pin a WriteStdin call (and its lock) forever; the PTY reader copes too
+        os.set_blocking(stdin_fd, False)
         proc = self.registry.add(p, stdin_fd, master)
         q = queue.Queue(QUEUE_CHUNKS)
         ended = threading.Event()
@@ -424,6 +460,8 @@ class ProcessService:
                             continue
                     try:
                         data = os.read(fd, CHUNK)
+                    except BlockingIOError:
+                        continue
                     except OSError:          # EIO: the slave side is gone
                         break
                     if not data or not put((kind, data)):
@@ -485,14 +523,16 @@ class ProcessService:
             with proc.lock:
                 proc.done = True
             self.registry.track(p, False)
-            for fobj in (p.stdin, p.stdout, p.stderr):
-                if fobj is not None:
-                    try:
-                        fobj.close()
-                    except OSError:
-                        pass
-            if master is not None:
-                os.close(master)
+            with proc.wlock:                # writers see done and leave within 0.2 s
+                for fobj in (p.stdin, p.stdout, p.stderr):
+                    if fobj is not None:
+                        try:
+                            fobj.close()
+                        except OSError:
+                            pass
+                if master is not None:
+                    os.close(master)
+                proc.stdin_fd = proc.master = None
 
     # ---- unary control calls
     def _proc(self, pid):
@@ -505,11 +545,10 @@ class ProcessService:
         try:
             p = self._proc(req.process_id)
             which = req.WhichOneof("payload")
-            with p.lock:
+            with p.wlock:
                 if which == "eof":
-                    if p.master is not None:
-                        if not p.done:
-                            os.write(p.master, b"\x04")
+                    if p.master is not None and not p.done:
+                        self._write_all(p, p.master, b"\x04", ctx)     # the terminal's VEOF
                     elif p.stdin_fd is not None:
                         p.popen.stdin.close()
                         p.stdin_fd = None
@@ -517,16 +556,29 @@ class ProcessService:
                     if p.stdin_fd is None:
                         raise Abort("FAILED_PRECONDITION",
                                     "process %d has no stdin (closed)" % req.process_id)
-                    try:
-                        view = memoryview(req.input)
-                        while view:
-                            n = os.write(p.stdin_fd, view)
-                            view = view[n:]
-                    except OSError as e:
-                        raise Abort("INTERNAL", "failed to write stdin: %s" % e)
+                    self._write_all(p, p.stdin_fd, req.input, ctx)
         except Abort as e:
             return self._abort(ctx, e)
         return self.pb.WriteStdinResponse()
+
+    @staticmethod
+    def _write_all(p, fd, data, ctx):
+        view = memoryview(data)
+        while view:
+            if p.done:
+                raise Abort("FAILED_PRECONDITION", "process %d has exited" % p.id)
+            try:
+                view = view[os.write(fd, view):]
+            except BlockingIOError:
+                left = ctx.time_remaining()
+                if left is not None and left <= 0:
+                    raise Abort("DEADLINE_EXCEEDED", "deadline exceeded: the process did "
+                                "not read its stdin (%d bytes left)" % len(view))
+                if not ctx.is_active():
+                    return
+                select.select([], [fd], [], 0.2)
+            except OSError as e:
+                raise Abort("INTERNAL", "failed to write stdin: %s" % e)
 
     SIGNALS = {2: signal.SIGINT, 9: signal.SIGKILL, 15: signal.SIGTERM}
 

@@ -365,6 +365,29 @@ class GrpcProcessServiceTest(GrpcBase, unittest.TestCase):
         r = self.d.unary("WriteStdin", {"process_id": pid, "input": "eA=="})
         self.assertEqual(r["code"], "NOT_FOUND", r)
 
+    def test_stdin_nobody_reads_does_not_block_signals(self):
+        self.d.start("full", ["sleep", "30"])
+        pid = self.d.next("full")["event"]["init"]["process_id"]
+        t0 = time.monotonic()
+        r = self.d.unary("WriteStdin", {"process_id": pid, "input": base64.b64encode(
+            b"z" * (1 << 20)).decode()}, timeout=1.0)
+        self.assertEqual(r["code"], "DEADLINE_EXCEEDED", r)
+        self.assertLess(time.monotonic() - t0, 5)
+        r = self.d.unary("SendSignal", {"process_id": pid, "signal": 9}, timeout=5)
+        self.assertEqual(r["code"], "OK", r)
+        evs, end = self.d.events("full")
+        self.assertEqual(evs[-1], {"exit": {"exit_code": -1}})
+
+    def test_execute_returns_when_the_process_exits(self):
+        # a background child that keeps its own output elsewhere does not hold the call
+        t0 = time.monotonic()
+        r = self.d.execute(["/bin/sh", "-c", "sleep 5 >/dev/null 2>&1 & echo $!; echo bye >&2"])
+        self.assertLess(time.monotonic() - t0, 3)
+        self.assertEqual((r["code"], b64(r["resp"]["stderr"])), ("OK", b"bye\n"))
+        os.kill(int(b64(r["resp"]["stdout"])), 9)
+        r = self.d.execute(["/bin/sh", "-c", "exec >&- 2>&-; sleep 0.5; exit 6"])
+        self.assertEqual((r["code"], r["resp"]["exit_code"]), ("OK", 6))
+
     def test_unknown_process_id_is_not_found(self):
         for m, req in (("WriteStdin", {"process_id": 987654, "input": "eA=="}),
                        ("WriteStdin", {"process_id": 987654, "eof": {}}),
