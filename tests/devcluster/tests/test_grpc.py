@@ -505,6 +505,36 @@ class GrpcProcessServiceTest(GrpcBase, unittest.TestCase):
             time.sleep(0.05)
         self.assertEqual(children(gpid), [], "children left (zombies?) under the server")
 
+    def test_killed_pod_takes_its_commands_along(self):
+        """A crash (POST /_admin/pods/kill, SIGKILL to the pod's group) leaves no command
+        behind: pipe children via the kubelet's session sweep, PTY ones by PDEATHSIG."""
+        d = Driver("%s:9090" % IPS[OTHER])
+        try:
+            pids = []
+            for sid, pty in (("k1", None), ("k2", (80, 24))):
+                d.start(sid, ["/bin/sh", "-c", "echo pid=$$; sleep 60"], pty=pty)
+                text, _ = d.read_until(sid, r"pid=\d+")
+                pids.append(int(re.search(r"pid=(\d+)", text).group(1)))
+            self.assertTrue(all(pid_alive(p) for p in pids))
+            C.admin("POST", "pods/kill", {"name": OTHER})
+            deadline = time.monotonic() + 5
+            while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            self.assertEqual([p for p in pids if pid_alive(p)], [])
+        finally:
+            d.close()
+        # the pod restarts and serves again
+        def serving():
+            pod = C.get(PODS + "/" + OTHER)
+            if not (pod and harness.ready(pod)):
+                return None
+            d2 = Driver("%s:9090" % pod["status"]["podIP"])
+            try:
+                return d2.execute(["true"], timeout=5)["code"] == "OK"
+            finally:
+                d2.close()
+        C.wait_for(serving, 30, 0.2, "pod %s serving gRPC again" % OTHER)
+
     def test_slow_reader_keeps_server_memory_flat(self):
         """A client that never opens its window: the child blocks, the server does not buffer."""
         gpid = grpc_server_pid(POD)
