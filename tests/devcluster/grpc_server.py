@@ -303,8 +303,10 @@ class ProcessService:
             except self.PathEscapes:
                 raise Abort("PERMISSION_DENIED",
                             "cwd: path traversal outside sandbox root is forbidden")
-            except (self.SanitizeError, ValueError) as e:
+            except self.SanitizeError as e:
                 raise Abort("INTERNAL", "cwd: %s" % e)
+            except ValueError as e:         # a NUL byte
+                raise Abort("INVALID_ARGUMENT", "cwd: %s" % e)
             if not os.path.exists(cwd):
                 raise Abort("NOT_FOUND", "cwd: %s: no such file or directory" % config.cwd)
             if not os.path.isdir(cwd):
@@ -336,11 +338,15 @@ class ProcessService:
                 if fd is not None:
                     os.close(fd)
             raise Abort("NOT_FOUND", 'exec: "%s": executable file not found in $PATH' % argv[0])
-        except OSError as e:
+        except (OSError, ValueError, subprocess.SubprocessError) as e:
             for fd in (master, slave):
                 if fd is not None:
                     os.close(fd)
-            code = "PERMISSION_DENIED" if e.errno == errno.EACCES else "INTERNAL"
+            code = "INTERNAL"
+            if isinstance(e, ValueError):   # a NUL byte in argv/env, '=' in an env name
+                code = "INVALID_ARGUMENT"
+            elif isinstance(e, OSError) and e.errno == errno.EACCES:
+                code = "PERMISSION_DENIED"
             raise Abort(code, "failed to start command: %s" % e)
         self.registry.track(p, True)
         return p, master

@@ -299,6 +299,18 @@ class GrpcProcessServiceTest(GrpcBase, unittest.TestCase):
         self.assertEqual((r["code"], r["details"]), ("INVALID_ARGUMENT", "command is required"))
         r = self.d.unary("Execute", {})
         self.assertEqual(r["code"], "INVALID_ARGUMENT", r)
+        for bad in ({"command": ["ec\u0000ho"]}, {"command": ["true"], "env_vars": {"A=B": "c"}},
+                    {"command": ["true"], "env_vars": {"A": "x\u0000"}},
+                    {"command": ["true"], "cwd": "a\u0000b"}):
+            r = self.d.unary("Execute", {"config": bad})
+            self.assertEqual(r["code"], "INVALID_ARGUMENT", (bad, r))
+        os.chmod(os.path.join(self.root()), 0o755)
+        path = os.path.join(self.root(), "not-executable.sh")
+        with open(path, "w") as f:
+            f.write("#!/bin/sh\necho no\n")
+        os.chmod(path, 0o644)
+        r = self.d.execute(["./not-executable.sh"])
+        self.assertEqual(r["code"], "PERMISSION_DENIED", r)
 
     def test_execute_deadline_kills_the_process_group(self):
         t0 = time.monotonic()
