@@ -400,6 +400,11 @@ class GrpcProcessServiceTest(GrpcBase, unittest.TestCase):
         r = self.d.execute(["/bin/sh", "-c", "exec >&- 2>&-; sleep 0.5; exit 6"])
         self.assertEqual((r["code"], r["resp"]["exit_code"]), ("OK", 6))
 
+    def test_request_over_4_mib_is_resource_exhausted(self):
+        r = self.d.unary("WriteStdin", {"process_id": 987654, "input": base64.b64encode(
+            b"q" * (5 << 20)).decode()})
+        self.assertEqual(r["code"], "RESOURCE_EXHAUSTED", r)
+
     def test_unknown_process_id_is_not_found(self):
         for m, req in (("WriteStdin", {"process_id": 987654, "input": "eA=="}),
                        ("WriteStdin", {"process_id": 987654, "eof": {}}),
