@@ -682,7 +682,7 @@ class GrpcFaultsTest(GrpcBase, unittest.TestCase):
     def test_oversized_message(self):
         self.set_faults({"grpc_oversized": True})
         r = self.d.raw(self.target, "Execute", {"config": {"command": ["echo", "hi"]}},
-                       window=16 << 20, read=10)
+                       window=16 << 20, read=30)
         self.assertEqual(len(r["message_bytes"]), 1)
         self.assertGreater(r["message_bytes"][0], 4 << 20)
         r = self.d.execute(["echo", "hi"])
