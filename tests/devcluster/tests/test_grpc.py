@@ -654,7 +654,7 @@ class GrpcFaultsTest(GrpcBase, unittest.TestCase):
             d.close()
 
     def test_deadline_ignored_by_server(self):
-        self.set_faults({"grpc_deadline": {"extra_ms": 1500}})
+        self.set_faults({"grpc_deadline": {"extra_ms": 3000}})
         d = Driver(self.target)
         try:
             t0 = time.monotonic()
@@ -662,9 +662,10 @@ class GrpcFaultsTest(GrpcBase, unittest.TestCase):
             dt = time.monotonic() - t0
             self.assertEqual(r["code"], "DEADLINE_EXCEEDED", r)
             self.assertGreaterEqual(dt, 0.45)
-            self.assertLess(dt, 1.5)
+            self.assertLess(dt, 3.0, "the client's deadline fired only with the server's answer")
         finally:
             d.close()
+        self.set_faults({"grpc_deadline": {"extra_ms": 1500}})
         # raw: the server's answer comes only after timeout + extra, with status OK
         t0 = time.monotonic()
         r = self.d.raw(self.target, "Execute", {"config": {"command": ["echo", "quick"]}},
