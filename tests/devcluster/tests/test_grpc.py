@@ -552,6 +552,27 @@ class GrpcProcessServiceTest(GrpcBase, unittest.TestCase):
                 d2.close()
         C.wait_for(serving, 30, 0.2, "pod %s serving gRPC again" % OTHER)
 
+    def test_runtime_reports_and_restarts_its_grpc_server(self):
+        ip = IPS[OTHER]
+        h = harness.Http("http://%s:8080" % ip)
+        try:
+            status, st = h.request("GET", "/_runtime/stats")
+            self.assertEqual((status, st["grpc"]), (200, "listening on %s:9090" % ip))
+        finally:
+            h.close()
+        old = grpc_server_pid(OTHER)
+        os.kill(old, 9)                     # a crash of the gRPC server alone
+        def serving():
+            new = grpc_server_pid(OTHER)
+            if not new or new == old:
+                return None
+            d = Driver("%s:9090" % ip)
+            try:
+                return d.execute(["echo", "back"], timeout=5)["code"] == "OK"
+            finally:
+                d.close()
+        C.wait_for(serving, 20, 0.2, "the gRPC server restarted by runtime.py")
+
     def test_slow_reader_keeps_server_memory_flat(self):
         """A client that never opens its window: the child blocks, the server does not buffer."""
         gpid = grpc_server_pid(POD)
