@@ -10,7 +10,10 @@ round-robin so a re-created pod gets a new IP.
 What a pod runs is decided by its first container's image name:
   * image contains "sandbox-router"  -> tests/devcluster/router.py
         (--host IP --port 8080 [--port 80] --api URL --pod-cidr BLOCK [--auth-token T]);
-  * image contains "sandboxd"        -> runtime.py --flavor sandboxd (default port 8080);
+  * image contains "sandboxd"        -> runtime.py --flavor sandboxd (default port 8080),
+        plus sandboxd's gRPC ProcessService (grpc_server.py, real grpcio under
+        $DEVCLUSTER_GRPC_PYTHON or /usr/bin/python3) on the port named `grpc`,
+        default 9090, at the same pod IP;
   * anything else                    -> runtime.py --flavor python (default port 8888).
 The port is the first container's first `containerPort` when given. The
 annotation `devcluster.agents.x-k8s.io/flavor: python|sandboxd` on the pod
@@ -246,6 +249,17 @@ class Kubelet:
         argv = _python("runtime.py") + ["--host", ip, "--port", str(port), "--base", "@BASE@",
                                         "--flavor", flavor, "--faults-file", self.faults_path,
                                         "--spool-dir", "@SPOOL@"]
+        if flavor == "sandboxd":
+            # sandboxd always listens on both; a containerPort named grpc moves the gRPC one
+            grpc_port = next((p.get("containerPort") for p in c.get("ports") or []
+                              if isinstance(p, dict) and p.get("name") == "grpc"
+                              and p.get("containerPort")), 9090)
+            if grpc_port != port:
+                argv += ["--grpc-port", str(grpc_port), "--pod", "%s/%s" % (
+                    md.get("namespace", ""), md["name"]),
+                    "--grpc-gen-dir", os.path.join(self.state_dir, "grpc-gen")]
+                if os.environ.get("DEVCLUSTER_GRPC_PYTHON"):
+                    argv += ["--grpc-python", os.environ["DEVCLUSTER_GRPC_PYTHON"]]
         timeout = env.get("SANDBOX_EXEC_TIMEOUT_SECONDS") or self.config.get("exec_timeout")
         if timeout:
             argv += ["--exec-timeout", str(timeout)]
@@ -354,6 +368,13 @@ class Kubelet:
                 self.nice_starts = False
                 self.log("kubelet: pods start at normal priority from now on: %s" % e)
                 return
+        # the pod's other processes (sandboxd's gRPC server is the runtime's
+        # child, started at the low priority it inherited): Linux applies a
+        # process-group priority to every thread of the group
+        try:
+            os.setpriority(os.PRIO_PGRP, pp.proc.pid, self.nice)
+        except OSError:
+            pass
 
     def _do_exited(self, key, uid):
         pp = self._proc(key, uid)
@@ -423,6 +444,22 @@ class Kubelet:
             shutil.rmtree(pp.dir, ignore_errors=True)
 
     @staticmethod
+    def _kill_session(sid, sig):
+        """Signal what is left of a pod's session: commands its runtime put in
+        process groups of their own (sandboxd's gRPC Start/Execute) are out of
+        reach of killpg, and a real container takes them along when it dies."""
+        for d in os.listdir("/proc"):
+            if not d.isdigit() or int(d) == sid:
+                continue
+            try:
+                with open("/proc/%s/stat" % d, "rb") as f:
+                    fields = f.read().rsplit(b")", 1)[1].split()
+                if int(fields[3]) == sid:         # state ppid pgrp SESSION
+                    os.kill(int(d), sig)
+            except (OSError, IndexError, ValueError):
+                pass
+
+    @staticmethod
     def _kill(pp, grace):
         proc = pp.proc
         if proc is None:
@@ -440,6 +477,7 @@ class Kubelet:
             os.killpg(proc.pid, signal.SIGKILL)    # also any leftover group members
         except OSError:
             pass
+        Kubelet._kill_session(proc.pid, signal.SIGKILL)
         try:
             proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
@@ -464,6 +502,7 @@ class Kubelet:
             os.killpg(pp.proc.pid, sig)
         except OSError:
             return None
+        self._kill_session(pp.proc.pid, sig)
         return pp.proc.pid
 
     # ------------------------------------------------------------ pod status
@@ -579,6 +618,7 @@ class Kubelet:
                 os.killpg(pp.proc.pid, signal.SIGKILL)
             except OSError:
                 pass
+            self._kill_session(pp.proc.pid, signal.SIGKILL)
             try:
                 pp.proc.wait(timeout=2)
             except subprocess.TimeoutExpired:
