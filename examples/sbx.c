@@ -158,9 +158,12 @@ static int usage(const char *fmt, ...)
     return EXIT_USAGE;
 }
 
+static void hold_if_interrupted(void);
+
 static void fail(const char *fmt, ...)
 {
     va_list ap;
+    hold_if_interrupted(); /* a call failing because the signal thread deleted its claim */
     fprintf(stderr, "sbx%s%s: ", prog_cmd[0] ? " " : "", prog_cmd);
     va_start(ap, fmt);
     vfprintf(stderr, fmt, ap);
@@ -316,6 +319,19 @@ static struct termios g_saved_tio; /* the terminal before raw mode */
 static int g_raw;
 static sbx_process *g_proc;        /* a PTY process: resized on SIGWINCH */
 static int g_proc_done;
+static int g_interrupted;          /* the signal thread is cleaning up and will exit */
+
+/* Once a signal came, the signal thread owns the exit (with 128 + signal):
+   the main thread, whose call may fail because that thread deleted the
+   claim, must neither report that nor exit first. */
+static void hold_if_interrupted(void)
+{
+    int held;
+    pthread_mutex_lock(&g_mu);
+    held = g_interrupted;
+    pthread_mutex_unlock(&g_mu);
+    while (held) pause();
+}
 
 static void restore_tty(void)
 {
@@ -352,15 +368,25 @@ static void *signal_thread(void *arg)
         }
         break;
     }
-    restore_tty();
-    if (g_tmpfile[0]) unlink(g_tmpfile);
-    if (g_claim[0] && g_client) {
-        sbx_error e;
-        sbx_result r = sbx_delete_claim(g_client, g_claim_ns[0] ? g_claim_ns : NULL, g_claim, &e);
-        if (r == SBX_OK || r == SBX_ERR_NOT_FOUND)
-            fprintf(stderr, "sbx: interrupted; sandbox %s deleted\n", g_claim);
-        else
-            fprintf(stderr, "sbx: interrupted; %s\n", e.msg);
+    {
+        char claim[64], ns[64];
+        sbx_client *cl;
+        pthread_mutex_lock(&g_mu);
+        g_interrupted = 1;
+        memcpy(claim, g_claim, sizeof claim);
+        memcpy(ns, g_claim_ns, sizeof ns);
+        cl = g_client;
+        pthread_mutex_unlock(&g_mu);
+        restore_tty();
+        if (g_tmpfile[0]) unlink(g_tmpfile);
+        if (claim[0] && cl) {
+            sbx_error e;
+            sbx_result r = sbx_delete_claim(cl, ns[0] ? ns : NULL, claim, &e);
+            if (r == SBX_OK || r == SBX_ERR_NOT_FOUND)
+                fprintf(stderr, "sbx: interrupted; sandbox %s deleted\n", claim);
+            else
+                fprintf(stderr, "sbx: interrupted; %s\n", e.msg);
+        }
     }
     _exit(128 + sig);
     return NULL;
@@ -444,7 +470,12 @@ static int open_client(const opts *o)
 
 static void close_client(void)
 {
+    hold_if_interrupted(); /* the signal thread may be using the client */
     pthread_mutex_lock(&g_mu);
+    if (g_interrupted) {
+        pthread_mutex_unlock(&g_mu);
+        hold_if_interrupted();
+    }
     g_client = NULL;
     pthread_mutex_unlock(&g_mu);
     sbx_client_close(&g_client_store);
@@ -1374,6 +1405,7 @@ int main(int argc, char **argv)
         else if (strcmp(o.cmd->name, "rm") == 0) rc = cmd_rm(&o);
         else rc = cmd_gc(&o);
     }
+    hold_if_interrupted();
     for (i = 0; i < o.nenv; i++) free(o.envbuf[i]);
     free(o.pos);
     return rc;
