@@ -27,6 +27,8 @@
            sbx_exec_result_free(&res);
        }
        sbx_close(&sb);             deletes the claim, stops the private client
+   From a shell: sbx (examples/sbx.c, `make build/sbx`) runs, copies, lists and
+   sweeps sandboxes on this API; README.md "Try it in a minute".
    Many sandboxes: open one sbx_client (sbx_client_open) and pass it to each
    sbx_open; they share its kubectl proxy, supervisor and connections. With a
    NULL client, cfg.client (an sbx_client_config, NULL = defaults) configures
