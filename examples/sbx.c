@@ -611,7 +611,8 @@ static int run_argv(sbx_sandbox *sb, const char *const *argv, const char *const 
         sbx_process_event ev;
         code = -1000;
         r = sbx_process_start(&p, sb, &pc);
-        if (r == SBX_OK) r = sbx_process_close_stdin(&p);
+        /* no stdin for run; a process that already ended answers NOT_FOUND */
+        if (r == SBX_OK) sbx_process_close_stdin(&p);
         while (r == SBX_OK) {
             r = sbx_process_read(&p, &ev, -1);
             if (r != SBX_OK) break;

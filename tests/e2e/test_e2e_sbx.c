@@ -8,6 +8,7 @@
 #include "test.h"
 
 #include <fcntl.h>
+#include <sys/ioctl.h>
 #include <time.h>
 
 #define SBX_BIN "build/sbx"
@@ -832,6 +833,125 @@ TEST(shell_line_loop)
     CHECK_EQ_INT(wait_claims(base.claims, 5000), base.claims);
 }
 
+/* ---- sandboxd: streamed run, per-process env, the PTY shell ------------------ */
+
+/* Read the pty master for ms milliseconds into out. */
+static void pty_pump(int master, sbx__buf *out, int ms)
+{
+    long long deadline = sbx__deadline(ms);
+    while (sbx__ms_left(deadline) > 0) {
+        struct pollfd pf;
+        char buf[8192];
+        ssize_t m;
+        pf.fd = master;
+        pf.events = POLLIN;
+        if (poll(&pf, 1, sbx__ms_left(deadline)) <= 0) continue;
+        m = read(master, buf, sizeof buf);
+        if (m <= 0) break;
+        sbx__buf_append(out, buf, (size_t)m);
+    }
+}
+
+static void pty_say(int master, const char *s)
+{
+    if (write(master, s, strlen(s)) < 0) printf("  pty write failed\n");
+}
+
+TEST(sandboxd_streams_and_pty_shell)
+{
+    static const char *const a[] = {"run", "-p", "sandboxd-pool", "-e", "FOO=bar baz", "--",
+                                    "sh", "-c", "echo out $FOO; echo err >&2; exit 7", NULL};
+    static const char *const b[] = {"run", "-p", "sandboxd-pool", "--timeout", "1", "--", "sleep", "5", NULL};
+    static const char *sh[] = {SBX_BIN, "shell", "-p", "sandboxd-pool", NULL};
+    sbx_client cl;
+    sbx_sandbox sb;
+    sbx_sandbox_config cfg;
+    unsigned caps = 0;
+    run_out r;
+    if (em_sandboxd_setup(&C, 1) != 0) {
+        CHECK(0);
+        return;
+    }
+    base.pods = e2e_count(&C, E2E_PODS); /* the pool's pod stays (and is replaced after each claim) */
+    /* does this build speak sandboxd's process API (gRPC)? ask the library */
+    memset(&cfg, 0, sizeof cfg);
+    cfg.warm_pool = "sandboxd-pool";
+    if (em_client(&C, &cl, SBX_MODE_POD_TUNNEL, NULL) == SBX_OK && sbx_open(&sb, &cl, &cfg) == SBX_OK)
+        caps = sbx_capabilities(&sb);
+    sbx_close(&sb);
+    sbx_client_close(&cl);
+    if (!(caps & SBX_CAP_PROCESS)) SKIP("sandboxd has no process API in this build (sbx_capabilities lacks SBX_CAP_PROCESS)");
+    /* streamed, each stream to its own; -e as the process's environment */
+    sbx_run_tool(a, NULL, NULL, 0, 60000, &r);
+    CHECK_EQ_INT(r.rc, 7);
+    CHECK_STR(S(&r.out), "out bar baz\n");
+    CHECK_STR(S(&r.err), "err\n");
+    run_free(&r);
+    sbx_run_tool(b, NULL, NULL, 0, 60000, &r);
+    CHECK_MSG(r.rc == 124 && strstr(S(&r.err), "timed out"), "exit %d: %s", r.rc, S(&r.err));
+    run_free(&r);
+    /* a real terminal: size, resize (SIGWINCH), Ctrl-C to the sandbox's
+       foreground job (not to sbx), exit code of the shell */
+    {
+        int master = posix_openpt(O_RDWR | O_NOCTTY), status = 0;
+        struct winsize ws;
+        sbx__buf out;
+        pid_t pid;
+        long long dl;
+        CHECK(master >= 0 && grantpt(master) == 0 && unlockpt(master) == 0);
+        if (master < 0) return;
+        memset(&ws, 0, sizeof ws);
+        ws.ws_row = 40;
+        ws.ws_col = 100;
+        ioctl(master, TIOCSWINSZ, &ws);
+        pid = fork();
+        if (pid == 0) {
+            int slave;
+            setsid();
+            slave = open(ptsname(master), O_RDWR); /* the controlling terminal */
+            if (slave < 0) _exit(99);
+            dup2(slave, 0);
+            dup2(slave, 1);
+            dup2(slave, 2);
+            close(slave);
+            close(master);
+            execv(SBX_BIN, (char *const *)(void *)sh);
+            _exit(98);
+        }
+        sbx__buf_init(&out, &C.a);
+        pty_pump(master, &out, 3000);
+        pty_say(master, "stty size\r");
+        pty_pump(master, &out, 1500);
+        ws.ws_row = 33;
+        ws.ws_col = 77;
+        ioctl(master, TIOCSWINSZ, &ws);
+        kill(pid, SIGWINCH);
+        pty_pump(master, &out, 500);
+        pty_say(master, "stty size\r");
+        pty_pump(master, &out, 1500);
+        pty_say(master, "sleep 30; echo not-reached\r");
+        pty_pump(master, &out, 1000);
+        pty_say(master, "\003");
+        pty_pump(master, &out, 1000);
+        pty_say(master, "echo after-$((6*7))\r");
+        pty_pump(master, &out, 1500);
+        pty_say(master, "exit 5\r");
+        dl = sbx__deadline(15000);
+        while (waitpid(pid, &status, WNOHANG) == 0 && sbx__ms_left(dl) > 0) pty_pump(master, &out, 100);
+        if (sbx__ms_left(dl) == 0) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &status, 0);
+        }
+        close(master);
+        sbx__buf_append(&out, "", 0);
+        CHECK_MSG(WIFEXITED(status) && WEXITSTATUS(status) == 5, "status 0x%x", status);
+        CHECK_MSG(strstr(S(&out), "40 100") && strstr(S(&out), "33 77") && strstr(S(&out), "after-42") &&
+                  !strstr(S(&out), "\nnot-reached"), "%s", S(&out));
+        sbx__buf_free(&out);
+    }
+    CHECK_EQ_INT(wait_claims(base.claims, 5000), base.claims);
+}
+
 TEST(nothing_left)
 {
     em_settle(&C, &base);
@@ -862,6 +982,7 @@ int main(void)
     EM_RUN(ps_and_gc_remove_only_orphans);
     EM_RUN(ctrl_c_during_run_leaves_no_claim);
     EM_RUN(shell_line_loop);
+    EM_RUN(sandboxd_streams_and_pty_shell);
     EM_RUN(nothing_left);
     e2e_down(&C);
     printf("suite took %lld ms\n", em_since(t0));
