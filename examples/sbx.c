@@ -853,6 +853,7 @@ static int cmd_cp(const opts *o)
     struct stat st;
     progress pg;
     if (o->npos != 2) return usage("wants SRC and DST");
+    if (!o->pos[0][0] || !o->pos[1][0]) return usage("an empty path");
     sr = split_remote(o->pos[0], sname, sizeof sname, &spath);
     dr = split_remote(o->pos[1], dname, sizeof dname, &dpath);
     if (sr < 0) return usage("\"%s\" is not NAME:PATH (NAME: a claim name)", o->pos[0]);
