@@ -282,7 +282,8 @@ static int parse_args(int argc, char **argv, opts *o)
             long v;
             errno = 0;
             v = strtol(val, &end, 10);
-            if (errno || !end || *end || v <= 0 || v > 30L * 86400) return usage("--timeout wants seconds > 0, not \"%s\"", val);
+            if (errno || !end || *end || v <= 0 || v > 7L * 86400) /* ms must fit an int */
+                return usage("--timeout wants seconds, 1 to 604800, not \"%s\"", val);
             o->timeout_s = (int)v;
             break;
         }
@@ -401,6 +402,10 @@ static int start_signal_thread(void)
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGHUP);
     sigaddset(&set, SIGWINCH);
+    /* a closed stdout (sbx run ... | head -1) is a failed write, not death:
+       the sandbox is still deleted on the way out (the library's children
+       get default dispositions back) */
+    signal(SIGPIPE, SIG_IGN);
     if (pthread_sigmask(SIG_BLOCK, &set, NULL) != 0) return -1;
     if (pthread_create(&th, NULL, signal_thread, &set) != 0) return -1;
     pthread_detach(th);

@@ -376,6 +376,35 @@ TEST(run_streams_and_exit_code)
     CHECK_EQ_INT(wait_claims(base.claims, 5000), base.claims);
 }
 
+/* stdout closed early (sbx run ... | head -c 1): sbx does not die of SIGPIPE
+   but ends normally, deleting its sandbox */
+TEST(run_with_closed_stdout_still_deletes)
+{
+    const char *argv[] = {SBX_BIN, "run", "-t", TMPL, "--", "sh", "-c", "echo hi; exit 3", NULL};
+    int po[2], status = 0, devnull;
+    long long dl = sbx__deadline(60000);
+    pid_t pid;
+    CHECK(pipe(po) == 0);
+    close(po[0]); /* nobody reads */
+    pid = fork();
+    if (pid == 0) {
+        devnull = open("/dev/null", O_RDWR);
+        dup2(devnull, 0);
+        dup2(po[1], 1);
+        dup2(devnull, 2);
+        execv(SBX_BIN, (char *const *)(void *)argv);
+        _exit(98);
+    }
+    close(po[1]);
+    while (waitpid(pid, &status, WNOHANG) == 0 && sbx__ms_left(dl) > 0) poll(NULL, 0, 20);
+    if (sbx__ms_left(dl) == 0) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+    }
+    CHECK_MSG(WIFEXITED(status) && WEXITSTATUS(status) == 3, "status 0x%x", status);
+    CHECK_EQ_INT(wait_claims(base.claims, 1000), base.claims);
+}
+
 TEST(run_fails_with_125_when_no_sandbox)
 {
     static const char *const a[] = {"run", "-t", "no-such-template", "--", "true", NULL};
@@ -981,6 +1010,7 @@ int main(void)
     em_baseline(&C, &base);
     EM_RUN(usage_errors_exit_2_without_contact);
     EM_RUN(run_streams_and_exit_code);
+    EM_RUN(run_with_closed_stdout_still_deletes);
     EM_RUN(run_fails_with_125_when_no_sandbox);
     EM_RUN(keep_exec_ls_ps_rm);
     EM_RUN(cp_50mb_round_trip_and_progress_on_tty);
