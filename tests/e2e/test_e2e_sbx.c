@@ -500,6 +500,24 @@ TEST(keep_exec_ls_ps_rm)
         sbx__free(&C.a, t);
         run_free(&r);
     }
+    /* -A: every namespace (a NAMESPACE column); -n elsewhere: not there;
+       --context reaches kubectl (a bad one fails in kubectl's words) */
+    {
+        const char *a[] = {"ps", "-A", NULL};
+        const char *b[] = {"-n", "kube-system", "ps", NULL};
+        const char *c[] = {"--context", "no-such-context", "ps", NULL};
+        char row[200];
+        sbx_run_tool(a, NULL, NULL, 0, 60000, &r);
+        E2E_FMT(row, sizeof row, "\ndefault              %s ", name);
+        CHECK_MSG(r.rc == 0 && strncmp(S(&r.out), "NAMESPACE", 9) == 0 && strstr(S(&r.out), row), "%s", S(&r.out));
+        run_free(&r);
+        sbx_run_tool(b, NULL, NULL, 0, 60000, &r);
+        CHECK_MSG(r.rc == 0 && !strstr(S(&r.out), name), "%s", S(&r.out));
+        run_free(&r);
+        sbx_run_tool(c, NULL, NULL, 0, 60000, &r);
+        CHECK_MSG(r.rc == 1 && strstr(S(&r.err), "context \"no-such-context\" does not exist"), "%s", S(&r.err));
+        run_free(&r);
+    }
     {
         const char *a[] = {"rm", name, NULL};
         sbx_run_tool(a, NULL, NULL, 0, 60000, &r);
