@@ -86,8 +86,8 @@ static const cmd_def cmds[] = {
      "      --keep           leave the sandbox and print its claim name on stderr as the\n"
      "                       last line (-o json: {\"claim\":...,\"namespace\":...}); kept\n"
      "                       claims are labelled " KEEP_LABEL " and gc leaves them\n\n"
-     "Ctrl-C deletes the sandbox, then exits 130. Exit 125: the sandbox could not be\n"
-     "created or CMD could not be run; 127: no such program.\n"},
+     "CMD's stdin is empty. Ctrl-C deletes the sandbox, then exits 130. Exit 125:\n"
+     "the sandbox could not be created or CMD could not be run; 127: no such program.\n"},
     {"exec", F_COMMON | F_TIMEOUT | F_ENV, "sbx exec NAME [-e K=V]... [--timeout S] -- CMD [ARG...]",
      "Run CMD in the existing claim NAME (attach, run, detach) and exit with its code.\n"
      "-e and --timeout as for run. Exit 125: the claim could not be reached.\n"},
