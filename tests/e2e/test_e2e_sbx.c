@@ -666,11 +666,13 @@ TEST(cp_50mb_round_trip_and_progress_on_tty)
      deleted by its supervisor within ~2 s: nothing left for gc.)
    - other-host: like orphan, with sandbox.h/owner-host patched to another
      host: gc cannot judge that pid from here and must leave it;
+   - reused: like orphan, but owner-pid names a live process (this test)
+     whose start time is not owner-start: the pid was reused, the owner is gone;
    - running: `sbx shell -t` still running (its stdin held open);
    - foreign: a claim made without the library (no owner label): not listed. */
 TEST(ps_and_gc_remove_only_orphans)
 {
-    char kept[128], orphan[128], other[128], live[128] = "";
+    char kept[128], orphan[128], other[128], reused[128], live[128] = "", patch[300];
     const char *shell[] = {SBX_BIN, "shell", "-t", TMPL, NULL};
     int pin[2], st, n, i, k;
     pid_t sh;
@@ -678,13 +680,18 @@ TEST(ps_and_gc_remove_only_orphans)
     sbx__buf out;
     sbx__jtok *t = NULL;
     long long deadline;
-    if (keep_one(kept, sizeof kept) != 0 || keep_one(orphan, sizeof orphan) != 0 || keep_one(other, sizeof other) != 0) {
+    if (keep_one(kept, sizeof kept) != 0 || keep_one(orphan, sizeof orphan) != 0 || keep_one(other, sizeof other) != 0 ||
+        keep_one(reused, sizeof reused) != 0) {
         CHECK(0);
         return;
     }
     CHECK_EQ_INT(patch_claim(orphan, "{\"metadata\":{\"labels\":{\"sbx.sandbox.h/keep\":null}}}"), 0);
     CHECK_EQ_INT(patch_claim(other, "{\"metadata\":{\"labels\":{\"sbx.sandbox.h/keep\":null},"
                                     "\"annotations\":{\"sandbox.h/owner-host\":\"elsewhere.example\"}}}"), 0);
+    E2E_FMT(patch, sizeof patch, "{\"metadata\":{\"labels\":{\"sbx.sandbox.h/keep\":null},"
+                                 "\"annotations\":{\"sandbox.h/owner-pid\":\"%d\",\"sandbox.h/owner-start\":\"12345\"}}}",
+            (int)getpid());
+    CHECK_EQ_INT(patch_claim(reused, patch), 0);
     st = e2e_http(&C, "POST", CLAIMS_NS,
                   "{\"apiVersion\":\"extensions.agents.x-k8s.io/v1beta1\",\"kind\":\"SandboxClaim\","
                   "\"metadata\":{\"name\":\"foreign-claim\"},\"spec\":{\"warmPoolRef\":{\"name\":\"python-sandbox-coldpool\"}}}",
@@ -726,9 +733,9 @@ TEST(ps_and_gc_remove_only_orphans)
     /* ps: every claim of ours, with its owner's state; not the foreign one */
     {
         static const char *const a[] = {"ps", "-o", "json", NULL};
-        const char *names[4] = {kept, orphan, other, live};
-        const char *states[4] = {"kept", "orphan", "other-host", "running"};
-        int seen[4] = {0, 0, 0, 0}, total = 0, q;
+        const char *names[5] = {kept, orphan, other, live, reused};
+        const char *states[5] = {"kept", "orphan", "other-host", "running", "orphan"};
+        int seen[5] = {0, 0, 0, 0, 0}, total = 0, q;
         sbx_run_tool(a, NULL, NULL, 0, 30000, &r);
         CHECK_EQ_INT(r.rc, 0);
         n = sbx__json_parse_alloc(&C.a, r.out.data, r.out.len, &t);
@@ -737,7 +744,7 @@ TEST(ps_and_gc_remove_only_orphans)
                 int nm = sbx__json_get(r.out.data, t, n, i, "name"), s2 = sbx__json_get(r.out.data, t, n, i, "state");
                 total++;
                 CHECK_MSG(!sbx__json_eq(r.out.data, t, nm, "foreign-claim"), "ps lists a claim not made by sandbox.h");
-                for (q = 0; q < 4; q++)
+                for (q = 0; q < 5; q++)
                     if (sbx__json_eq(r.out.data, t, nm, names[q])) {
                         seen[q] = 1;
                         CHECK_MSG(sbx__json_eq(r.out.data, t, s2, states[q]), "%s: want state %s: %s", names[q],
@@ -746,8 +753,8 @@ TEST(ps_and_gc_remove_only_orphans)
             }
         }
         sbx__free(&C.a, t);
-        CHECK_EQ_INT(total, 4);
-        CHECK(seen[0] && seen[1] && seen[2] && seen[3]);
+        CHECK_EQ_INT(total, 5);
+        CHECK(seen[0] && seen[1] && seen[2] && seen[3] && seen[4]);
         run_free(&r);
         /* the table: a header and one row per claim, the orphan marked */
         {
@@ -774,9 +781,11 @@ TEST(ps_and_gc_remove_only_orphans)
         static const char *const a[] = {"gc", NULL};
         sbx_run_tool(a, NULL, NULL, 0, 30000, &r);
         CHECK_EQ_INT(r.rc, 0);
-        CHECK_MSG(strstr(S(&r.out), orphan) && strstr(S(&r.out), "deleted"), "%s", S(&r.out));
+        CHECK_MSG(strstr(S(&r.out), orphan) && strstr(S(&r.out), reused) && strstr(S(&r.out), "deleted"), "%s",
+                  S(&r.out));
         run_free(&r);
         CHECK(!claim_present(orphan));
+        CHECK(!claim_present(reused));
         CHECK(claim_present(kept));
         CHECK(claim_present(other));
         CHECK(claim_present(live));
