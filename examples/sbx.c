@@ -918,6 +918,7 @@ static int cmd_cp(const opts *o)
             size_t n = 0, i;
             char parent[4200];
             snprintf(parent, sizeof parent, "%.*s", (int)(bn - spath), spath);
+            if (!parent[0]) snprintf(parent, sizeof parent, "/"); /* the root, as ls says it */
             if (sbx_list_dir(&sb, parent, &ents, &n) == SBX_OK)
                 for (i = 0; i < n; i++)
                     if (strcmp(ents[i].name, bn) == 0) total = ents[i].size;
