@@ -27,6 +27,8 @@
            sbx_exec_result_free(&res);
        }
        sbx_close(&sb);             deletes the claim, stops the private client
+   From a shell: sbx (examples/sbx.c, `make build/sbx`) runs, copies, lists and
+   sweeps sandboxes on this API; README.md "Try it in a minute".
    Many sandboxes: open one sbx_client (sbx_client_open) and pass it to each
    sbx_open; they share its kubectl proxy, supervisor and connections. With a
    NULL client, cfg.client (an sbx_client_config, NULL = defaults) configures
@@ -278,7 +280,8 @@
        sbx_open / sbx_close                   one sandbox (claim + connection)
        sbx_attach / sbx_detach                an existing claim; let go of one
        sbx_status                             Ready / not Ready / gone, and why
-       sbx_delete_claim / sbx_list_claims     claims by name, by label selector
+       sbx_delete_claim / sbx_list_claims     claims by name; by label selector, with
+                                              Ready, age and owner
        sbx_run                                a command (python runtime: no shell,
                                               the string is split like a shell's words)
        sbx_exec                               a program with argv, env, cwd, timeout
@@ -322,7 +325,7 @@
          open and closing twice is harmless. Do not copy a live handle.
        - Strings and arrays passed in are borrowed for the duration of the call.
        - Memory the library returns (sbx_exec_result out/diag, sbx_read data,
-         sbx_list_dir entries, sbx_list_claims names) is released with
+         sbx_list_dir and sbx_list_claims entries) is released with
          sbx_exec_result_free or sbx_free, and
          only so; it stays valid after the sandbox and the client are closed.
          Returned text is NUL-terminated (the NUL is not counted in lengths).
@@ -671,6 +674,21 @@ typedef struct sbx_file_entry {
     double mod_time;           /* seconds since the epoch */
 } sbx_file_entry;
 
+/* One claim of sbx_list_claims: its metadata, Ready condition and owner
+   annotations (see HOW IT WORKS). The strings point into the array's block. */
+typedef struct sbx_claim_entry {
+    const char *name;
+    const char *ns;            /* the claim's namespace                                  */
+    int ready;                 /* 1: Ready=True and bound to a sandbox                   */
+    int deleting;              /* 1: metadata.deletionTimestamp is set                   */
+    const char *reason;        /* the Ready condition's reason; "" if none yet           */
+    long long created;         /* metadata.creationTimestamp, seconds since the epoch; 0 if absent */
+    const char *owner_host;    /* annotation sandbox.h/owner-host; "" when absent        */
+    long long owner_pid;       /* sandbox.h/owner-pid; 0 when absent                     */
+    long long owner_start;     /* sandbox.h/owner-start (seconds since the epoch); 0 when
+                                  absent or unknown                                      */
+} sbx_claim_entry;
+
 /* ---------------------------------------------------------------- API
    Every call that returns sbx_result also leaves the detail (code, errno, HTTP
    status, message) in the handle it was called on; "blocks" below means the
@@ -730,12 +748,14 @@ SBX_API sbx_result sbx_status(sbx_sandbox *sb, sbx_claim_status *st);
    Returns SBX_OK, SBX_ERR_NOT_FOUND (no such claim), _INVALID_ARG, _CLOSED,
    _HTTP, _CONNECT; blocks up to the client's api_timeout_ms (30 s). */
 SBX_API sbx_result sbx_delete_claim(sbx_client *c, const char *ns, const char *claim_name, sbx_error *err);
-/* Names of the claims in ns matching a label selector ("a=b,c!=d"; NULL or ""
-   for all): *names is a NULL-terminated array of *count strings in ONE block,
-   freed with sbx_free(*names) (NULL and 0 after a failure). Thread-safe; err
-   (may be NULL) receives the failure. Blocks up to api_timeout_ms (30 s). */
-SBX_API sbx_result sbx_list_claims(sbx_client *c, const char *ns, const char *label_selector, char ***names,
-                                   size_t *count, sbx_error *err);
+/* The claims in ns (NULL or "": the client's namespace; "*": all namespaces)
+   matching a label selector ("a=b,c!=d"; NULL or "" for all): *entries is an
+   array of *count sbx_claim_entry in ONE block (strings included), freed with
+   sbx_free(*entries) (NULL and 0 after a failure). Thread-safe; err (may be
+   NULL) receives the failure. Returns SBX_OK, SBX_ERR_INVALID_ARG, _CLOSED,
+   _HTTP, _CONNECT, _PROTOCOL, _NOMEM; blocks up to api_timeout_ms (30 s). */
+SBX_API sbx_result sbx_list_claims(sbx_client *c, const char *ns, const char *label_selector,
+                                   sbx_claim_entry **entries, size_t *count, sbx_error *err);
 
 /* Run a command in the sandbox (python runtime: no shell; the string is split
    like a shell's words). *res gets the exit code and the output: res->out
@@ -850,7 +870,7 @@ SBX_API const char *sbx_route(const sbx_sandbox *sb);
    result (and after a failed sbx_run). Never blocks. */
 SBX_API void sbx_exec_result_free(sbx_exec_result *res);
 /* Free memory the library returned (sbx_read data, sbx_list_dir entries,
-   sbx_list_claims names) with the allocator that made it; NULL is a no-op. */
+   sbx_list_claims entries) with the allocator that made it; NULL is a no-op. */
 SBX_API void sbx_free(void *p);
 
 #ifdef __cplusplus
@@ -9617,27 +9637,60 @@ SBX_API sbx_result sbx_delete_claim(sbx_client *c, const char *ns, const char *c
     return r;
 }
 
-SBX_API sbx_result sbx_list_claims(sbx_client *c, const char *ns, const char *label_selector, char ***names,
-                                   size_t *count, sbx_error *err)
+SBX__PRIVATE double sbx__parse_rfc3339(const char *s, size_t n);
+
+/* String token i (or "" when it is absent or not a string) copied into the
+   block at *off; unescaping never grows a string, so its raw length + 1 fits. */
+SBX__PRIVATE const char *sbx__claim_str(const char *js, const sbx__jtok *t, int i, char *blk, size_t *off)
+{
+    char *at = blk + *off;
+    size_t got = 0;
+    if (i < 0 || t[i].type != SBX__JSON_STRING) {
+        *at = '\0';
+        *off += 1;
+        return at;
+    }
+    sbx__json_unescape(js, t, i, at, t[i].end - t[i].start + 1, &got);
+    *off += got + 1;
+    return at;
+}
+
+/* A decimal annotation ("1234"); 0 when absent or not all digits. */
+SBX__PRIVATE long long sbx__claim_num(const char *js, const sbx__jtok *t, int i)
+{
+    char buf[24];
+    long long v = 0;
+    size_t k;
+    sbx__json_copy(js, t, i, buf, sizeof buf);
+    for (k = 0; buf[k]; k++) {
+        if (buf[k] < '0' || buf[k] > '9' || v > (LLONG_MAX - 9) / 10) return 0;
+        v = v * 10 + (buf[k] - '0');
+    }
+    return v;
+}
+
+SBX_API sbx_result sbx_list_claims(sbx_client *c, const char *ns, const char *label_selector,
+                                   sbx_claim_entry **entries, size_t *count, sbx_error *err)
 {
     struct sbx__client *cl = NULL;
     const char *use_ns = NULL;
     sbx__buf target, body;
     sbx__jtok *t = NULL;
-    int status = 0, n, items, i, k;
+    int status = 0, n, items, i, k, all = ns && strcmp(ns, "*") == 0;
     sbx_result r;
-    if (names) *names = NULL;
+    if (entries) *entries = NULL;
     if (count) *count = 0;
-    if (!names || !count) {
+    if (!entries || !count) {
         sbx__err_clear(err);
-        return sbx__fail(err, SBX_ERR_INVALID_ARG, "list claims: names and count are required");
+        return sbx__fail(err, SBX_ERR_INVALID_ARG, "list claims: entries and count are required");
     }
-    r = sbx__client_enter(c, ns, err, &cl, &use_ns, "list claims");
+    r = sbx__client_enter(c, all ? NULL : ns, err, &cl, &use_ns, "list claims");
     if (r != SBX_OK) return r;
     sbx__buf_init(&target, &cl->a);
     sbx__buf_init(&body, &cl->a);
-    if (sbx__buf_printf(&target, "/apis/" SBX__GROUP_EXT "/%s/namespaces/%s/sandboxclaims", cl->ext_version,
-                        use_ns) != 0 ||
+    if ((all ? sbx__buf_printf(&target, "/apis/" SBX__GROUP_EXT "/%s/sandboxclaims", cl->ext_version)
+             : sbx__buf_printf(&target, "/apis/" SBX__GROUP_EXT "/%s/namespaces/%s/sandboxclaims", cl->ext_version,
+                               use_ns)) != 0 ||
         (label_selector && *label_selector &&
          (sbx__buf_puts(&target, "?labelSelector=") != 0 ||
           sbx__pct_encode_segment(&target, label_selector, strlen(label_selector)) != 0)))
@@ -9653,31 +9706,66 @@ SBX_API sbx_result sbx_list_claims(sbx_client *c, const char *ns, const char *la
             r = sbx__fail(err, n == SBX__JSON_ERR_NOMEM ? SBX_ERR_NOMEM : SBX_ERR_PROTOCOL,
                           "list SandboxClaims: the answer is not a list");
         } else {
-            /* one block: count + 1 pointers, then the names */
-            size_t nitems = (size_t)t[items].size, bytes = 0, off, j = 0;
+            /* one block: the entries, then their strings (name, namespace,
+               reason, owner host: each at most its raw JSON length + 1) */
+            static const char *const str_paths[] = {"metadata.name", "metadata.namespace"};
+            size_t nitems = (size_t)t[items].size, bytes = 0, off, j = 0, q;
             char *blk = NULL;
             SBX__JSON_FOREACH(t, items, i, k) {
-                int nm = sbx__json_get(body.data, t, n, i, "metadata.name");
-                if (nm >= 0 && t[nm].type == SBX__JSON_STRING) bytes += t[nm].end - t[nm].start + 1;
+                int an = sbx__json_get(body.data, t, n, i, "metadata.annotations");
+                int oh = an >= 0 ? sbx__json_mem(body.data, t, n, an, "sandbox.h/owner-host") : -1;
+                for (q = 0; q < 2; q++) {
+                    int v = sbx__json_get(body.data, t, n, i, str_paths[q]);
+                    if (v >= 0 && t[v].type == SBX__JSON_STRING) bytes += t[v].end - t[v].start;
+                }
+                if (oh >= 0 && t[oh].type == SBX__JSON_STRING) bytes += t[oh].end - t[oh].start;
+                bytes += 4 + sizeof ((sbx__claim_info *)0)->reason + strlen(use_ns);
             }
-            if (nitems < ((size_t)-1 - bytes) / sizeof(char *) - 1)
-                blk = (char *)sbx__block_alloc(&cl->a, (nitems + 1) * sizeof(char *) + bytes);
+            if (nitems < ((size_t)-1 - bytes) / sizeof(sbx_claim_entry) - 1)
+                blk = (char *)sbx__block_alloc(&cl->a, (nitems + 1) * sizeof(sbx_claim_entry) + bytes);
             if (!blk) {
                 r = sbx__fail(err, SBX_ERR_NOMEM, "list claims: out of memory");
             } else {
-                char **arr = (char **)(void *)blk;
-                off = (nitems + 1) * sizeof(char *);
+                sbx_claim_entry *arr = (sbx_claim_entry *)(void *)blk;
+                off = (nitems + 1) * sizeof(sbx_claim_entry);
                 SBX__JSON_FOREACH(t, items, i, k) {
                     int nm = sbx__json_get(body.data, t, n, i, "metadata.name");
-                    size_t room, got = 0;
+                    int an = sbx__json_get(body.data, t, n, i, "metadata.annotations");
+                    int ct = sbx__json_get(body.data, t, n, i, "metadata.creationTimestamp");
+                    sbx__claim_info ci;
+                    sbx_claim_entry *en = &arr[j];
+                    size_t rl;
                     if (nm < 0 || t[nm].type != SBX__JSON_STRING) continue;
-                    room = t[nm].end - t[nm].start + 1;
-                    sbx__json_unescape(body.data, t, nm, blk + off, room, &got);
-                    arr[j++] = blk + off;
-                    off += room;
+                    memset(en, 0, sizeof *en);
+                    sbx__claim_info_read(&cl->a, body.data, t, n, i, &ci);
+                    en->name = sbx__claim_str(body.data, t, nm, blk, &off);
+                    en->ns = sbx__claim_str(body.data, t, sbx__json_get(body.data, t, n, i, "metadata.namespace"),
+                                            blk, &off);
+                    if (!en->ns[0] && !all) { /* a server that leaves it out: the one we asked */
+                        rl = strlen(use_ns) + 1;
+                        memcpy(blk + off - 1, use_ns, rl);
+                        off += rl - 1;
+                    }
+                    en->ready = strcmp(ci.ready, "True") == 0 && ci.sandbox[0] && !ci.deleting;
+                    en->deleting = ci.deleting;
+                    rl = strlen(ci.reason) + 1;
+                    memcpy(blk + off, ci.reason, rl);
+                    en->reason = blk + off;
+                    off += rl;
+                    if (ct >= 0 && t[ct].type == SBX__JSON_STRING)
+                        en->created = (long long)sbx__parse_rfc3339(body.data + t[ct].start, t[ct].end - t[ct].start);
+                    en->owner_host = sbx__claim_str(
+                        body.data, t, an >= 0 ? sbx__json_mem(body.data, t, n, an, "sandbox.h/owner-host") : -1, blk,
+                        &off);
+                    if (an >= 0) {
+                        en->owner_pid = sbx__claim_num(body.data, t, sbx__json_mem(body.data, t, n, an,
+                                                                                   "sandbox.h/owner-pid"));
+                        en->owner_start = sbx__claim_num(body.data, t, sbx__json_mem(body.data, t, n, an,
+                                                                                     "sandbox.h/owner-start"));
+                    }
+                    j++;
                 }
-                arr[j] = NULL;
-                *names = arr;
+                *entries = arr;
                 *count = j;
             }
         }
