@@ -2130,8 +2130,9 @@ SBX__PRIVATE int sbx__json_write_str(sbx__buf *b, const char *s, size_t n)
 
    size_t sbx__http_error_text(int status, const char *body, size_t len, char *out, size_t cap)
        "HTTP 404: pods \"x\" not found": the top-level "message" (else "detail")
-       string of a JSON object body, else the first 300 bytes of the body with
-       control characters and invalid UTF-8 replaced. Returns strlen(out).
+       string of a valid JSON object body (at most SBX__HTTP_ERROR_TOKENS tokens),
+       else the first 300 bytes of the body; control characters become spaces,
+       invalid UTF-8 '?'. Returns strlen(out).
 
    PARSERS (no allocation, usable on any split of the input; fuzzed)
    int sbx__http_parse_head(buf, len, &minor, &status, &reason, &reason_len,
@@ -2549,173 +2550,23 @@ SBX__PRIVATE int sbx__http_line_take(sbx__linesplit *ls, sbx__buf *line, const c
 
 /* ---- error text of an HTTP error response ------------------------------ */
 
-SBX__PRIVATE size_t sbx__http_skip_ws(const char *s, size_t i, size_t n)
-{
-    while (i < n && (s[i] == ' ' || s[i] == '\t' || s[i] == '\r' || s[i] == '\n')) i++;
-    return i;
-}
+#define SBX__HTTP_ERROR_TOKENS 128   /* a Status with a dozen causes; more: the raw text */
 
-/* s[i] == '"': index just past the closing quote, or 0 if unterminated. */
-SBX__PRIVATE size_t sbx__http_skip_jstr(const char *s, size_t i, size_t n)
+/* Append the n-byte character s to out[*o..cap-1), a control byte as a space.
+   0 when it does not fit: whole characters only. */
+SBX__PRIVATE int sbx__http_put_char(const char *s, size_t n, char *out, size_t cap, size_t *o)
 {
-    for (i++; i < n; i++) {
-        if (s[i] == '\\') { i++; continue; }
-        if (s[i] == '"') return i + 1;
-    }
-    return 0;
-}
-
-/* Skip one JSON value of any kind (not validated); 0 on malformed input. */
-SBX__PRIVATE size_t sbx__http_skip_jval(const char *s, size_t i, size_t n)
-{
-    int depth = 0;
-    while (i < n) {
-        char c = s[i];
-        if (c == '"') {
-            i = sbx__http_skip_jstr(s, i, n);
-            if (i == 0) return 0;
-            if (depth == 0) return i;
-            continue;
-        }
-        if (c == '{' || c == '[') depth++;
-        else if (c == '}' || c == ']') {
-            if (depth == 0) return i;  /* end of the enclosing object */
-            if (--depth == 0) return i + 1;
-        } else if (depth == 0 && (c == ',' || c == ' ' || c == '\t' || c == '\r' || c == '\n')) {
-            return i;
-        }
-        i++;
-    }
-    return depth == 0 ? i : 0;
-}
-
-/* Append one code point as UTF-8 (replacement '?' for surrogates). */
-SBX__PRIVATE size_t sbx__http_utf8(unsigned long cp, char *o)
-{
-    if (cp < 0x80) { o[0] = (char)cp; return 1; }
-    if (cp < 0x800) { o[0] = (char)(0xc0 | (cp >> 6)); o[1] = (char)(0x80 | (cp & 0x3f)); return 2; }
-    if (cp >= 0xd800 && cp <= 0xdfff) { o[0] = '?'; return 1; }
-    if (cp < 0x10000) {
-        o[0] = (char)(0xe0 | (cp >> 12)); o[1] = (char)(0x80 | ((cp >> 6) & 0x3f));
-        o[2] = (char)(0x80 | (cp & 0x3f));
-        return 3;
-    }
-    o[0] = (char)(0xf0 | (cp >> 18)); o[1] = (char)(0x80 | ((cp >> 12) & 0x3f));
-    o[2] = (char)(0x80 | ((cp >> 6) & 0x3f)); o[3] = (char)(0x80 | (cp & 0x3f));
-    return 4;
-}
-
-/* Length of a valid UTF-8 sequence at s[0..n), or 0 if invalid there. */
-SBX__PRIVATE size_t sbx__http_utf8_len(const unsigned char *s, size_t n)
-{
-    size_t k, need;
-    unsigned long cp;
-    if (s[0] < 0x80) return 1;
-    if (s[0] >= 0xc2 && s[0] <= 0xdf) { need = 2; cp = s[0] & 0x1fu; }
-    else if (s[0] >= 0xe0 && s[0] <= 0xef) { need = 3; cp = s[0] & 0x0fu; }
-    else if (s[0] >= 0xf0 && s[0] <= 0xf4) { need = 4; cp = s[0] & 0x07u; }
-    else return 0;
-    if (n < need) return 0;
-    for (k = 1; k < need; k++) {
-        if ((s[k] & 0xc0) != 0x80) return 0;
-        cp = (cp << 6) | (s[k] & 0x3fu);
-    }
-    if ((need == 3 && cp < 0x800) || (need == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
-        (cp >= 0xd800 && cp <= 0xdfff))
-        return 0;
-    return need;
-}
-
-SBX__PRIVATE int sbx__http_hex4(const char *s, unsigned long *v)
-{
-    int k;
-    *v = 0;
-    for (k = 0; k < 4; k++) {
-        char c = s[k];
-        int d = (c >= '0' && c <= '9') ? c - '0' : (c >= 'a' && c <= 'f') ? c - 'a' + 10
-              : (c >= 'A' && c <= 'F') ? c - 'A' + 10 : -1;
-        if (d < 0) return -1;
-        *v = *v * 16 + (unsigned long)d;
-    }
-    return 0;
-}
-
-/* Append the JSON string s[i..end) (inside the quotes) to out[*o..cap-1). */
-SBX__PRIVATE void sbx__http_put_jstr(const char *s, size_t i, size_t end, char *out, size_t cap, size_t *o)
-{
-    while (i < end) {
-        char tmp[4];
-        size_t tn = 1, k;
-        unsigned char c = (unsigned char)s[i];
-        if (c == '\\' && i + 1 < end) {
-            char x = s[i + 1];
-            i += 2;
-            switch (x) {
-            case 'n': case 'r': case 't': case 'b': case 'f': tmp[0] = ' '; break;
-            case 'u': {
-                unsigned long cp, lo;
-                if (i + 4 > end || sbx__http_hex4(s + i, &cp) != 0) { tmp[0] = '?'; break; }
-                i += 4;
-                if (cp >= 0xd800 && cp <= 0xdbff && i + 6 <= end && s[i] == '\\' && s[i + 1] == 'u' &&
-                    sbx__http_hex4(s + i + 2, &lo) == 0 && lo >= 0xdc00 && lo <= 0xdfff) {
-                    cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
-                    i += 6;
-                }
-                if (cp < 0x20 || cp == 0x7f) tmp[0] = ' ';
-                else tn = sbx__http_utf8(cp, tmp);
-                break;
-            }
-            default: tmp[0] = (x >= 0x20 && x < 0x7f) ? x : '?'; break;  /* invalid escapes too */
-            }
-        } else {
-            tn = sbx__http_utf8_len((const unsigned char *)s + i, end - i);
-            if (tn == 0) { tmp[0] = '?'; tn = 1; i++; }
-            else if (c < 0x20 || c == 0x7f) { tmp[0] = ' '; i++; }
-            else { memcpy(tmp, s + i, tn); i += tn; }
-        }
-        if (*o + tn >= cap) return;  /* whole characters only */
-        for (k = 0; k < tn; k++) out[(*o)++] = tmp[k];
-    }
-}
-
-/* Find the top-level string member `key` of the JSON object in s[0..n):
-   sets [*vs, *ve) to the inside of its quotes. 0 found, -1 not. */
-SBX__PRIVATE int sbx__http_json_member(const char *s, size_t n, const char *key, size_t *vs, size_t *ve)
-{
-    size_t i = sbx__http_skip_ws(s, 0, n), klen = strlen(key);
-    if (i >= n || s[i] != '{') return -1;
-    i++;
-    for (;;) {
-        size_t ks, ke;
-        i = sbx__http_skip_ws(s, i, n);
-        if (i >= n || s[i] != '"') return -1;
-        ks = i + 1;
-        i = sbx__http_skip_jstr(s, i, n);
-        if (i == 0) return -1;
-        ke = i - 1;
-        i = sbx__http_skip_ws(s, i, n);
-        if (i >= n || s[i] != ':') return -1;
-        i = sbx__http_skip_ws(s, i + 1, n);
-        if (i >= n) return -1;
-        if (s[i] == '"' && ke - ks == klen && memcmp(s + ks, key, klen) == 0) {
-            size_t e = sbx__http_skip_jstr(s, i, n);
-            if (e == 0) return -1;
-            *vs = i + 1;
-            *ve = e - 1;
-            return 0;
-        }
-        i = sbx__http_skip_jval(s, i, n);
-        if (i == 0) return -1;
-        i = sbx__http_skip_ws(s, i, n);
-        if (i >= n || s[i] != ',') return -1;
-        i++;
-    }
+    if (*o + n >= cap) return 0;
+    if (n == 1 && ((unsigned char)s[0] < 0x20 || s[0] == 0x7f)) out[(*o)++] = ' ';
+    else { memcpy(out + *o, s, n); *o += n; }
+    return 1;
 }
 
 SBX__PRIVATE size_t sbx__http_error_text(int status, const char *body, size_t len, char *out, size_t cap)
 {
-    size_t o, o0, vs, ve, i, lim;
-    int n;
+    sbx__jtok t[SBX__HTTP_ERROR_TOKENS];
+    size_t o, o0, i, lim;
+    int n, v = -1;
     if (!out || cap == 0) return 0;
     n = snprintf(out, cap, "HTTP %d", status);
     if (n < 0) { out[0] = '\0'; return 0; }
@@ -2724,22 +2575,30 @@ SBX__PRIVATE size_t sbx__http_error_text(int status, const char *body, size_t le
     memcpy(out + o, ": ", 2);
     o += 2;
     o0 = o;
-    if (sbx__http_json_member(body, len, "message", &vs, &ve) == 0 ||
-        sbx__http_json_member(body, len, "detail", &vs, &ve) == 0) {
-        sbx__http_put_jstr(body, vs, ve, out, cap, &o);
+    n = sbx__json_parse(body, len, t, SBX__HTTP_ERROR_TOKENS);
+    if (n > 0) {
+        v = sbx__json_member(body, t, n, 0, "message", 7);
+        if (!sbx__json_is_string(t, v)) v = sbx__json_member(body, t, n, 0, "detail", 6);
+    }
+    if (sbx__json_is_string(t, v)) {
+        for (i = t[v].start; i < t[v].end;) {
+            unsigned char u[4];
+            size_t k;
+            if (body[i] == '\\') {
+                size_t m = sbx__json_decode1(body, &i, t[v].end, u);
+                if (!sbx__http_put_char((const char *)u, m, out, cap, &o)) break;
+                continue;
+            }
+            k = (size_t)sbx__json_utf8_seq((const unsigned char *)body + i, t[v].end - i);
+            if (!sbx__http_put_char(body + i, k, out, cap, &o)) break;
+            i += k;
+        }
     } else {
         lim = len > 300 ? 300 : len;
         for (i = 0; i < lim;) {
-            size_t k = sbx__http_utf8_len((const unsigned char *)body + i, lim - i);
-            unsigned char c = (unsigned char)body[i];
-            if (k == 0) {
-                k = 1;
-                c = '?';
-            } else if (c < 0x20 || c == 0x7f) c = ' ';
-            if (o + k >= cap) break;
-            if (k == 1) out[o++] = (char)c;
-            else { memcpy(out + o, body + i, k); o += k; }
-            i += k;
+            int k = sbx__json_utf8_seq((const unsigned char *)body + i, lim - i);
+            if (!sbx__http_put_char(k > 0 ? body + i : "?", k > 0 ? (size_t)k : 1, out, cap, &o)) break;
+            i += k > 0 ? (size_t)k : 1;
         }
         if (len > lim && o + 3 < cap) { memcpy(out + o, "...", 3); o += 3; }
     }
