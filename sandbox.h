@@ -4555,7 +4555,6 @@ SBX__PRIVATE sbx__ws *sbx__ws_new(const sbx_allocator *alloc, const sbx__endpoin
    void sbx__proc_describe(p, buf, cap) "running", "exited with status 1:
        error: lost connection to pod", "killed by signal 15", "not started".
    int sbx__proc_status(p)            raw wait status once reaped, else -1.
-   unsigned long long sbx__proc_stdout_lines(p)   lines the child printed.
    size_t sbx__proc_stderr_tail(p, buf, cap)      the last stderr bytes.
 */
 
@@ -5931,17 +5930,6 @@ SBX__PRIVATE int sbx__proc_status(sbx__proc *p)
     if (st->reaped && st->status_known) r = st->wstatus;
     pthread_mutex_unlock(&st->mu);
     return r;
-}
-
-SBX__PRIVATE unsigned long long sbx__proc_stdout_lines(sbx__proc *p)
-{
-    struct sbx__proc_state *st = p ? p->st : NULL;
-    unsigned long long n;
-    if (!st) return 0;
-    pthread_mutex_lock(&st->mu);
-    n = st->out_lines;
-    pthread_mutex_unlock(&st->mu);
-    return n;
 }
 
 SBX__PRIVATE size_t sbx__proc_stderr_tail(sbx__proc *p, char *buf, size_t cap)
@@ -8552,13 +8540,6 @@ SBX__PRIVATE sbx_result sbx__rt_target_enc(const char *endpoint, const char *pat
     sbx__buf_free(&clean);
     sbx__buf_free(&once);
     return r;
-}
-
-/* The python runtime's form (encoded twice). */
-SBX__PRIVATE sbx_result sbx__rt_target(const char *endpoint, const char *path, int allow_root, sbx__buf *target,
-                                       sbx_error *e)
-{
-    return sbx__rt_target_enc(endpoint, path, allow_root, 1, target, e);
 }
 
 /* Ask the pod which runtime answers: GET / says {"status":"ok",...} on the

@@ -130,7 +130,7 @@ static const char *target_of(const char *path, int allow_root, char *out, size_t
     sbx__buf b;
     sbx_error e;
     sbx__buf_init(&b, &A);
-    *r = sbx__rt_target("/download/", path, allow_root, &b, &e);
+    *r = sbx__rt_target_enc("/download/", path, allow_root, 1, &b, &e); /* the python runtime's form */
     snprintf(out, cap, "%s", b.data ? b.data : "");
     sbx__buf_free(&b);
     return out;
