@@ -1239,6 +1239,36 @@ SBX__PRIVATE void sbx__random(unsigned char *out, size_t n)
     }
 }
 
+/* ---- DNS names --------------------------------------------------------- */
+
+/* Why s[0..n) is not an RFC 1123 name, or NULL: one label of 1-63 bytes
+   (dots 0) or labels joined by dots, 1-253 bytes in all (dots 1). Kubernetes
+   names (host 0) are lower case with no cap per label; a host name (host 1)
+   may have capitals and caps each label at 63 as DNS does. */
+SBX__PRIVATE const char *sbx__dns_why(const char *s, size_t n, int dots, int host)
+{
+    size_t i, start = 0;
+    if (n == 0 || n > (dots ? 253u : 63u))
+        return dots ? "not a DNS name of 1 to 253 characters" : "not a DNS label of 1 to 63 characters";
+    for (i = 0; i <= n; i++) {
+        char c = i < n ? s[i] : '.';
+        if (c == '.') {
+            if (i < n && !dots) return "has a '.'";
+            if (i == start || (host && i - start > 63)) return "has an empty label or one longer than 63 characters";
+            if (s[start] == '-' || s[i - 1] == '-') return "has a label that starts or ends with '-'";
+            start = i + 1;
+        } else if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || (host && c >= 'A' && c <= 'Z'))) {
+            return "has a character other than letters, digits, '-' and '.'";
+        }
+    }
+    return NULL;
+}
+
+SBX__PRIVATE int sbx__valid_dns_name(const char *s, int subdomain)
+{
+    return s && !sbx__dns_why(s, strlen(s), subdomain, 0);
+}
+
 /* ---- percent-encoding -------------------------------------------------- */
 
 /* Append `s` as ONE path segment: every byte except RFC 3986 unreserved
@@ -2203,16 +2233,18 @@ SBX__PRIVATE int sbx__http_vchar(unsigned char c)
     return c == '\t' || (c >= 0x20 && c != 0x7f);
 }
 
-/* Case-insensitive: does s[0..n) equal the lower-case NUL-terminated `lower`? */
-SBX__PRIVATE int sbx__http_ieq(const char *s, size_t n, const char *lower)
+SBX__PRIVATE int sbx__http_lower(unsigned char c)
+{
+    return c >= 'A' && c <= 'Z' ? c + 32 : c;
+}
+
+/* ASCII case-insensitive: does s[0..n) equal the NUL-terminated t? */
+SBX__PRIVATE int sbx__http_ieq(const char *s, size_t n, const char *t)
 {
     size_t i;
-    for (i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c >= 'A' && c <= 'Z') c = (unsigned char)(c + 32);
-        if (lower[i] == '\0' || c != (unsigned char)lower[i]) return 0;
-    }
-    return lower[n] == '\0';
+    for (i = 0; i < n; i++)
+        if (t[i] == '\0' || sbx__http_lower((unsigned char)s[i]) != sbx__http_lower((unsigned char)t[i])) return 0;
+    return t[n] == '\0';
 }
 
 /* Does the comma-separated list s[0..n) contain the token `lower`? */
@@ -2867,15 +2899,7 @@ SBX__PRIVATE const char *sbx__http_header(const sbx__http_resp *r, const char *n
 {
     size_t i, n = strlen(name);
     for (i = 0; i < r->nhdr; i++) {
-        size_t k;
-        if (r->hdr[i].name_len != n) continue;
-        for (k = 0; k < n; k++) {
-            int x = (unsigned char)r->hdr[i].name[k], y = (unsigned char)name[k];
-            if (x >= 'A' && x <= 'Z') x += 32;
-            if (y >= 'A' && y <= 'Z') y += 32;
-            if (x != y) break;
-        }
-        if (k == n) {
+        if (r->hdr[i].name_len == n && sbx__http_ieq(r->hdr[i].name, n, name)) {
             if (len) *len = r->hdr[i].value_len;
             return r->hdr[i].value;
         }
@@ -5043,16 +5067,11 @@ SBX__PRIVATE int sbx__sup_claim(struct sbx__sup *s, int add, const char *ns, con
 {
     char line[600];
     size_t i;
-    if (!ns || !name || !version || strlen(ns) > 63 || strlen(name) > 253 || strlen(version) > 40) return -1;
+    if (!version || !version[0] || strlen(version) > 40 || !sbx__valid_dns_name(ns, 0) ||
+        !sbx__valid_dns_name(name, 1))
+        return -1;
     for (i = 0; version[i]; i++)
         if (!((version[i] >= 'a' && version[i] <= 'z') || (version[i] >= '0' && version[i] <= '9'))) return -1;
-    for (i = 0; ns[i]; i++)
-        if (!((ns[i] >= 'a' && ns[i] <= 'z') || (ns[i] >= '0' && ns[i] <= '9') || ns[i] == '-')) return -1;
-    for (i = 0; name[i]; i++)
-        if (!((name[i] >= 'a' && name[i] <= 'z') || (name[i] >= '0' && name[i] <= '9') || name[i] == '-' ||
-              name[i] == '.'))
-            return -1;
-    if (!ns[0] || !name[0] || !version[0]) return -1;
     snprintf(line, sizeof line, "%c %s %s %s\n", add ? 'c' : 'd', ns, name, version);
     return sbx__sup_send(s, line);
 }
@@ -6135,24 +6154,6 @@ SBX__PRIVATE void sbx__owner_init(struct sbx__client *cl)
             cl->owner_host[i] = '?';
     snprintf(cl->owner_pid, sizeof cl->owner_pid, "%ld", (long)getpid());
     sbx__owner_start(cl->owner_start, sizeof cl->owner_start);
-}
-
-/* RFC 1123 label (max 63, no dots) or subdomain (max 253, dots between labels). */
-SBX__PRIVATE int sbx__valid_dns_name(const char *s, int subdomain)
-{
-    size_t i, n = s ? strlen(s) : 0;
-    if (n == 0 || n > (subdomain ? 253u : 63u)) return 0;
-    for (i = 0; i < n; i++) {
-        char c = s[i];
-        int alnum = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
-        if (alnum) continue;
-        if (c == '-' && i > 0 && i + 1 < n && s[i - 1] != '.') continue;
-        if (c == '.' && subdomain && i > 0 && i + 1 < n && s[i - 1] != '.' && s[i - 1] != '-' &&
-            s[i + 1] != '-')
-            continue;
-        return 0;
-    }
-    return s[n - 1] != '-';
 }
 
 /* The member `key` of object token `obj`; -1 if absent. Works for keys with
@@ -7772,7 +7773,7 @@ SBX__PRIVATE sbx_result sbx__lease_lift(struct sbx__client *cl, const char *ns, 
 SBX__PRIVATE int sbx__gateway_host(const char *v, char *host, size_t cap, const char **why)
 {
     unsigned char bin[16];
-    size_t n = strlen(v), i, start = 0, last_start = 0;
+    size_t n = strlen(v), i, last_start = 0;
     int last_digits = 1, last_hex = 0;
     *why = NULL;
     if (n == 0) { *why = "empty"; return 0; }
@@ -7792,22 +7793,9 @@ SBX__PRIVATE int sbx__gateway_host(const char *v, char *host, size_t cap, const 
         return 1;
     }
     if (v[n - 1] == '.') n--; /* a fully qualified name */
-    if (n == 0 || n > 253) { *why = "not a DNS name of 1 to 253 characters"; return 0; }
-    for (i = 0; i <= n; i++) {
-        if (i == n || v[i] == '.') {
-            size_t len = i - start;
-            if (len == 0 || len > 63) { *why = "has an empty label or one longer than 63 characters"; return 0; }
-            if (v[start] == '-' || v[i - 1] == '-') { *why = "has a label that starts or ends with '-'"; return 0; }
-            last_start = start;
-            start = i + 1;
-            continue;
-        }
-        if (!((v[i] >= 'a' && v[i] <= 'z') || (v[i] >= 'A' && v[i] <= 'Z') || (v[i] >= '0' && v[i] <= '9') ||
-              v[i] == '-')) {
-            *why = "has a character other than letters, digits, '-' and '.'";
-            return 0;
-        }
-    }
+    if ((*why = sbx__dns_why(v, n, 1, 1)) != NULL) return 0;
+    for (i = 0; i < n; i++)
+        if (v[i] == '.') last_start = i + 1;
     for (i = last_start; i < n; i++)
         if (v[i] < '0' || v[i] > '9') last_digits = 0;
     if (n - last_start > 2 && v[last_start] == '0' && (v[last_start + 1] == 'x' || v[last_start + 1] == 'X')) {
