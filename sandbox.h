@@ -958,6 +958,11 @@ SBX__PRIVATE SBX__PRINTF(3, 4) sbx_result sbx__fail(sbx_error *e, sbx_result cod
     return code;
 }
 
+SBX__PRIVATE sbx_result sbx__oom(sbx_error *e, const char *what)
+{
+    return what ? sbx__fail(e, SBX_ERR_NOMEM, "%s: out of memory", what) : sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
+}
+
 /* Like sbx__fail, for a failed system call: saves errno and appends strerror. */
 SBX__PRIVATE SBX__PRINTF(4, 5) sbx_result sbx__fail_sys(sbx_error *e, sbx_result code, int err, const char *fmt, ...)
 {
@@ -3649,7 +3654,7 @@ SBX__PRIVATE int sbx__http_body_mem(sbx__conn *c, sbx__http_resp *r, sbx__buf *o
                                     sbx_error *e)
 {
     unsigned long long got = 0;
-    if (sbx__buf_append(out, "", 0) != 0) return sbx__http_body_fail(c, sbx__fail(e, SBX_ERR_NOMEM, "out of memory"));
+    if (sbx__buf_append(out, "", 0) != 0) return sbx__http_body_fail(c, sbx__oom(e, NULL));
     if (r->body_done) return SBX_OK;
     if (r->seq != c->seq || !c->busy || c->fd < 0) return sbx__http_body_peek(c, r, NULL, NULL, deadline, e);
     if (r->mode == SBX__BODY_LENGTH) {
@@ -3730,7 +3735,7 @@ SBX__PRIVATE int sbx__http_body_line(sbx__conn *c, sbx__http_resp *r, sbx__buf *
     ls.len = 0;
     ls.cap = cap;
     line->len = 0;
-    if (sbx__buf_append(line, "", 0) != 0) return sbx__http_body_fail(c, sbx__fail(e, SBX_ERR_NOMEM, "out of memory"));
+    if (sbx__buf_append(line, "", 0) != 0) return sbx__http_body_fail(c, sbx__oom(e, NULL));
     for (;;) {
         const char *p;
         size_t n, used = 0;
@@ -5480,7 +5485,7 @@ SBX__PRIVATE sbx_result sbx__sup_start(const sbx_allocator *a, const char *kubec
        DIRECT with an api_url) still works, unsupervised, as documented */
     if (access(SBX__SUP_SHELL, X_OK) != 0 && errno == ENOENT) return SBX_OK;
     s = (struct sbx__sup *)sbx__malloc(&al, sizeof *s);
-    if (!s) return sbx__fail(e, SBX_ERR_NOMEM, "start the supervisor: out of memory");
+    if (!s) return sbx__oom(e, "start the supervisor");
     memset(s, 0, sizeof *s);
     s->a = al;
     s->fd = -1;
@@ -5491,7 +5496,7 @@ SBX__PRIVATE sbx_result sbx__sup_start(const sbx_allocator *a, const char *kubec
     }
     envp = sbx__proc_envp(&al, NULL, &err);
     if (!envp) {
-        rc = sbx__fail(e, SBX_ERR_NOMEM, "start the supervisor: out of memory");
+        rc = sbx__oom(e, "start the supervisor");
         goto fail;
     }
     devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
@@ -6206,7 +6211,7 @@ SBX__PRIVATE sbx_result sbx__json_kv(sbx__buf *b, const char *const *kv, const c
 {
     sbx_result r = SBX_OK;
     int first = 1;
-    if (sbx__buf_puts(b, "{") != 0) return sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
+    if (sbx__buf_puts(b, "{") != 0) return sbx__oom(e, NULL);
     for (; r == SBX_OK && kv && kv[0]; kv += 2, first = 0) {
         if (!kv[1]) return sbx__fail(e, SBX_ERR_INVALID_ARG, "%s: key \"%.80s\" has no value", what, kv[0]);
         if (!first) sbx__buf_puts(b, ",");
@@ -6214,7 +6219,7 @@ SBX__PRIVATE sbx_result sbx__json_kv(sbx__buf *b, const char *const *kv, const c
         if (r == SBX_OK) sbx__buf_puts(b, ":");
         if (r == SBX_OK) r = sbx__jstr(b, kv[1], what, e);
     }
-    if (r == SBX_OK && sbx__buf_puts(b, "}") != 0) r = sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
+    if (r == SBX_OK && sbx__buf_puts(b, "}") != 0) r = sbx__oom(e, NULL);
     return r;
 }
 
@@ -6341,10 +6346,7 @@ SBX__PRIVATE sbx_result sbx__proxy_spawn(struct sbx__client *cl, long long deadl
        only the real exec and attach subresources (the socket is private) */
     if (cl->mode == SBX_MODE_API_PROXY)
         sbx__argv_add(&av, "--reject-paths=^/api/.*/pods/[^/]*/exec,^/api/.*/pods/[^/]*/attach", NULL);
-    if (av.oom) {
-        sbx__argv_free(&av);
-        return sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
-    }
+    if (av.oom) { sbx__argv_free(&av); return sbx__oom(e, NULL); }
     cl->proxy.sup = cl->sup; /* a restarted proxy is registered like the first */
     r = (sbx_result)sbx__proc_spawn(&cl->proxy, av.v, NULL, &cl->a, e);
     sbx__argv_free(&av);
@@ -6470,7 +6472,7 @@ SBX__PRIVATE sbx_result sbx__api_call(struct sbx__client *cl, const char *method
     for (attempt = 1;; attempt++) {
         long long wait = -1;
         sbx__conn *c = sbx__pool_get(cl);
-        if (!c) return sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
+        if (!c) return sbx__oom(e, NULL);
         out->len = 0;
         *status = 0;
         r = (sbx_result)sbx__http_send(c, &req, &resp, deadline, e);
@@ -6658,10 +6660,7 @@ SBX__PRIVATE sbx_result sbx__start_proxy(struct sbx__client *cl, int timeout_ms,
     snprintf(dir, sizeof dir, "%s/sbx-proxy-XXXXXX", tmp);
     if (!mkdtemp(dir)) return sbx__fail_sys(e, SBX_ERR_SYS, errno, "mkdtemp %s", dir);
     cl->sockdir = sbx__strdup(&cl->a, dir);
-    if (!cl->sockdir) {
-        rmdir(dir);
-        return sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
-    }
+    if (!cl->sockdir) { rmdir(dir); return sbx__oom(e, NULL); }
     if (cl->sup) sbx__sup_add_dir(cl->sup, dir); /* removed if we die */
     r = sbx__proxy_spawn(cl, sbx__deadline(timeout_ms), e);
     if (r != SBX_OK) return sbx__err_prefix(e, "start kubectl proxy");
@@ -7086,7 +7085,7 @@ SBX__PRIVATE sbx_result sbx__claim_take_sandbox(struct sbx__sandbox *s, const ch
 {
     sbx__free(&s->cl->a, s->sandbox);
     s->sandbox = sbx__strdup(&s->cl->a, name);
-    if (!s->sandbox) return sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
+    if (!s->sandbox) return sbx__oom(e, NULL);
     if (!sbx__valid_dns_name(s->sandbox, 1))
         return sbx__fail(e, SBX_ERR_PROTOCOL, "claim \"%s\" names an invalid sandbox \"%.80s\"", s->claim, name);
     return SBX_OK;
@@ -7175,7 +7174,7 @@ SBX__PRIVATE sbx_result sbx__resolve_pool(struct sbx__sandbox *s, const char *tm
     pthread_mutex_unlock(&s->cl->mu);
     if (best[0]) {
         s->pool = sbx__strdup(&s->cl->a, best);
-        if (!s->pool) return sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
+        if (!s->pool) return sbx__oom(e, NULL);
         s->pool_memo = 1;
         return SBX_OK;
     }
@@ -7218,7 +7217,7 @@ SBX__PRIVATE sbx_result sbx__resolve_pool(struct sbx__sandbox *s, const char *tm
     sbx__buf_free(&body);
     if (r == SBX_OK) {
         s->pool = sbx__strdup(&s->cl->a, best);
-        if (!s->pool) r = sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
+        if (!s->pool) r = sbx__oom(e, NULL);
     }
     if (r == SBX_OK) {
         pthread_mutex_lock(&s->cl->mu);
@@ -7246,7 +7245,7 @@ SBX__PRIVATE sbx_result sbx__claim_body(const struct sbx__sandbox *s, const sbx_
     sbx__rfc3339(now, 0, 1);
     if (sbx__buf_printf(b, "{\"apiVersion\":\"" SBX__GROUP_EXT "/%s\",\"kind\":\"SandboxClaim\","
                            "\"metadata\":{\"name\":\"%s\",\"labels\":{", s->cl->ext_version, s->claim) != 0)
-        return sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
+        return sbx__oom(e, NULL);
     /* ours first; a user key of the same name is skipped (no duplicate keys) */
     sbx__buf_puts(b, "\"" SBX__OWNER_LABEL "\":\"sandbox.h\"");
     first = 0;
@@ -7312,7 +7311,7 @@ SBX__PRIVATE sbx_result sbx__claim_body(const struct sbx__sandbox *s, const sbx_
         if (r == SBX_OK) sbx__buf_puts(b, "]");
     }
     if (r != SBX_OK) return r;
-    if (sbx__buf_puts(b, "}}") != 0) return sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
+    if (sbx__buf_puts(b, "}}") != 0) return sbx__oom(e, NULL);
     return SBX_OK;
 }
 
@@ -7597,7 +7596,7 @@ SBX__PRIVATE sbx_result sbx__apply_pod(struct sbx__sandbox *s, const sbx__podinf
     sbx__free(&s->cl->a, s->pod_ip);
     s->pod = sbx__strdup(&s->cl->a, pod[0] ? pod : s->sandbox);
     s->pod_ip = ip[0] ? sbx__strdup(&s->cl->a, ip) : NULL;
-    if (!s->pod || (ip[0] && !s->pod_ip)) return sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
+    if (!s->pod || (ip[0] && !s->pod_ip)) return sbx__oom(e, NULL);
     if (!sbx__valid_dns_name(s->pod, 1))
         return sbx__fail(e, SBX_ERR_PROTOCOL, "Sandbox %s names an invalid pod \"%.80s\"", s->sandbox, s->pod);
     return SBX_OK;
@@ -7662,7 +7661,7 @@ SBX__PRIVATE sbx_result sbx__lease_add(struct sbx__sandbox *s, sbx_error *e)
     struct sbx__client *cl = s->cl;
     struct sbx__lease *l = (struct sbx__lease *)sbx__malloc(&cl->a, sizeof *l);
     int rc = 0;
-    if (!l) return sbx__fail(e, SBX_ERR_NOMEM, "lease: out of memory");
+    if (!l) return sbx__oom(e, "lease");
     memset(l, 0, sizeof *l);
     snprintf(l->ns, sizeof l->ns, "%s", s->ns);
     snprintf(l->claim, sizeof l->claim, "%s", s->claim);
@@ -7892,10 +7891,7 @@ SBX__PRIVATE sbx_result sbx__pf_spawn(struct sbx__client *cl, sbx__proc *p, cons
     snprintf(ports, sizeof ports, "0:%d", port);
     sbx__argv_add(&av, ports, NULL);
     sbx__argv_add(&av, "--address=127.0.0.1", NULL);
-    if (av.oom) {
-        sbx__argv_free(&av);
-        return sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
-    }
+    if (av.oom) { sbx__argv_free(&av); return sbx__oom(e, NULL); }
     p->sup = cl->sup;
     r = (sbx_result)sbx__proc_spawn(p, av.v, NULL, &cl->a, e);
     sbx__argv_free(&av);
@@ -8127,7 +8123,7 @@ SBX__PRIVATE sbx_result sbx__ws_route(struct sbx__sandbox *s, long long deadline
         if (sbx__buf_printf(&t, "/api/v1/namespaces/%s/pods/%s/portforward?ports=%d", s->ns, s->pod, port) == 0)
             s->ws = sbx__ws_new(&cl->a, &cl->api, t.data, &port, 1);
         sbx__buf_free(&t);
-        if (!s->ws) return sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
+        if (!s->ws) return sbx__oom(e, NULL);
     }
     if (!s->rt_ready) {
         sbx__endpoint ep;
@@ -8302,7 +8298,7 @@ SBX__PRIVATE sbx_result sbx__route_prepare(struct sbx__sandbox *s, sbx_error *e)
         if (!bad && cl->router_token) bad = sbx__buf_printf(&b, "Authorization: Bearer %s\r\n", cl->router_token) != 0;
         s->rhdr = b.data;
     }
-    if (bad) return sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
+    if (bad) return sbx__oom(e, NULL);
     return SBX_OK;
 }
 
@@ -8384,7 +8380,7 @@ SBX__PRIVATE sbx_result sbx__rt_call(struct sbx__sandbox *s, const sbx__http_req
     if (sbx__buf_printf(&target, "%s%s", s->prefix ? s->prefix : "", in->target) != 0 ||
         sbx__buf_puts(&hdr, "") != 0 || (s->rhdr && sbx__buf_printf(&hdr, "%sX-Sandbox-Timeout: %s\r\n", s->rhdr, secs) != 0) ||
         (in->headers && sbx__buf_puts(&hdr, in->headers) != 0))
-        r = sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
+        r = sbx__oom(e, NULL);
     req.target = target.data;
     req.headers = hdr.data;
     for (attempt = 1; r == SBX_OK; attempt++) {
@@ -8494,10 +8490,10 @@ SBX__PRIVATE sbx_result sbx__clean_path(const char *in, sbx__buf *out, int allow
         if ((n == 1 && seg[0] == '.') || (n == 2 && seg[0] == '.' && seg[1] == '.'))
             return sbx__fail(e, SBX_ERR_INVALID_ARG, "path \"%.80s\" has a \".\" or \"..\" segment", in);
         if ((out->len && sbx__buf_append(out, "/", 1) != 0) || sbx__buf_append(out, seg, n) != 0)
-            return sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
+            return sbx__oom(e, NULL);
     }
     if (out->len == 0 && !allow_root) return sbx__fail(e, SBX_ERR_INVALID_ARG, "path \"%.80s\" names no file", in);
-    if (out->len == 0 && sbx__buf_puts(out, "") != 0) return sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
+    if (out->len == 0 && sbx__buf_puts(out, "") != 0) return sbx__oom(e, NULL);
     return SBX_OK;
 }
 
@@ -8523,7 +8519,7 @@ SBX__PRIVATE sbx_result sbx__rt_target_enc(const char *endpoint, const char *pat
         for (i = 0; !bad && i < once.len; i++)
             bad = once.data[i] == '%' && twice ? sbx__buf_puts(target, "%25") != 0
                                                : sbx__buf_append(target, &once.data[i], 1) != 0;
-        if (bad) r = sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
+        if (bad) r = sbx__oom(e, NULL);
     }
     sbx__buf_free(&clean);
     sbx__buf_free(&once);
@@ -8782,8 +8778,7 @@ SBX__PRIVATE sbx_result sbx__client_mode(struct sbx__client *cl, const sbx_clien
                                                                                           : "default");
     cl->router_token = sbx__opt_dup(&cl->a, cfg->router_token, &oom);
     cl->gateway_timeout_ms = cfg->gateway_timeout_ms > 0 ? cfg->gateway_timeout_ms : 180000;
-    if (oom || !cl->router_ns || !cl->gateway_name || !cl->gateway_ns)
-        return sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
+    if (oom || !cl->router_ns || !cl->gateway_name || !cl->gateway_ns) return sbx__oom(e, NULL);
     if (!sbx__valid_dns_name(cl->router_ns, 0))
         return sbx__fail(e, SBX_ERR_INVALID_ARG, "router_namespace \"%.80s\" is not a valid DNS label", cl->router_ns);
     if (!sbx__valid_dns_name(cl->gateway_ns, 0))
@@ -8822,7 +8817,7 @@ SBX_API sbx_result sbx_client_open(sbx_client *c, const sbx_client_config *cfg)
     }
     a = sbx__allocator(&cfg->allocator);
     cl = (struct sbx__client *)sbx__malloc(&a, sizeof *cl);
-    if (!cl) return sbx__fail(&c->err, SBX_ERR_NOMEM, "out of memory");
+    if (!cl) return sbx__oom(&c->err, NULL);
     memset(cl, 0, sizeof *cl);
     cl->a = a;
     cl->log = cfg->logger;
@@ -8873,7 +8868,7 @@ SBX_API sbx_result sbx_client_open(sbx_client *c, const sbx_client_config *cfg)
     cl->api_timeout_ms = cfg->api_timeout_ms > 0 ? cfg->api_timeout_ms : 30000;
     c->impl = cl;
     if (oom) {
-        r = sbx__fail(&c->err, SBX_ERR_NOMEM, "out of memory");
+        r = sbx__oom(&c->err, NULL);
     } else if (!sbx__valid_dns_name(cl->ns, 0)) {
         r = sbx__fail(&c->err, SBX_ERR_INVALID_ARG, "namespace \"%.80s\" is not a valid DNS label", cl->ns);
     } else {
@@ -9051,16 +9046,13 @@ SBX_API sbx_result sbx_open(sbx_sandbox *sb, sbx_client *c, const sbx_sandbox_co
     }
     if (!cl && (r = sbx__own_client(&cl, cfg, "open sandbox", &sb->err)) != SBX_OK) return r;
     s = sbx__sandbox_new(cl, cfg, cfg->ns, name[0] ? name : cfg->claim_name);
-    if (!s) {
-        if (!c) sbx__client_free(cl);
-        return sbx__fail(&sb->err, SBX_ERR_NOMEM, "open sandbox: out of memory");
-    }
+    if (!s) { if (!c) sbx__client_free(cl); return sbx__oom(&sb->err, "open sandbox"); }
     s->own_client = !c;
     s->template_name = sbx__opt_dup(&cl->a, cfg->template_name, &oom);
     s->pool = sbx__opt_dup(&cl->a, cfg->warm_pool, &oom);
     sb->impl = s;
     if (!s->ns || !s->claim || oom) {
-        r = sbx__fail(&sb->err, SBX_ERR_NOMEM, "out of memory");
+        r = sbx__oom(&sb->err, NULL);
         goto fail;
     }
     snprintf(s->memo_key, sizeof s->memo_key, "%s/%s", s->pool ? "p" : "t", s->pool ? s->pool : s->template_name);
@@ -9126,7 +9118,7 @@ SBX_API sbx_result sbx_open(sbx_sandbox *sb, sbx_client *c, const sbx_sandbox_co
             sbx__free(&cl->a, s->claim);
             s->claim = sbx__strdup(&cl->a, name);
             if (!s->claim) {
-                r = sbx__fail(&sb->err, SBX_ERR_NOMEM, "out of memory");
+                r = sbx__oom(&sb->err, NULL);
                 goto fail;
             }
         }
@@ -9170,15 +9162,12 @@ SBX_API sbx_result sbx_attach(sbx_sandbox *sb, sbx_client *c, const sbx_sandbox_
     if (r != SBX_OK) return r;
     if (!cl && (r = sbx__own_client(&cl, cfg, "attach", &sb->err)) != SBX_OK) return r;
     s = sbx__sandbox_new(cl, cfg, cfg->ns, cfg->claim_name);
-    if (!s) {
-        if (!c) sbx__client_free(cl);
-        return sbx__fail(&sb->err, SBX_ERR_NOMEM, "attach: out of memory");
-    }
+    if (!s) { if (!c) sbx__client_free(cl); return sbx__oom(&sb->err, "attach"); }
     s->own_client = !c;
     sb->impl = s;
     sbx__buf_init(&body, &cl->a);
     if (!s->ns || !s->claim) {
-        r = sbx__fail(&sb->err, SBX_ERR_NOMEM, "out of memory");
+        r = sbx__oom(&sb->err, NULL);
         goto fail;
     }
     deadline = sbx__deadline(cl->api_timeout_ms);
@@ -9374,7 +9363,7 @@ SBX_API sbx_result sbx_list_claims(sbx_client *c, const char *ns, const char *la
         (label_selector && *label_selector &&
          (sbx__buf_puts(&target, "?labelSelector=") != 0 ||
           sbx__pct_encode_segment(&target, label_selector, strlen(label_selector)) != 0)))
-        r = sbx__fail(err, SBX_ERR_NOMEM, "out of memory");
+        r = sbx__oom(err, NULL);
     if (r == SBX_OK)
         r = sbx__api_call(cl, "GET", target.data, NULL, 0, NULL, &body, &status, sbx__deadline(cl->api_timeout_ms),
                           err);
@@ -9396,7 +9385,7 @@ SBX_API sbx_result sbx_list_claims(sbx_client *c, const char *ns, const char *la
             if (nitems < ((size_t)-1 - bytes) / sizeof(char *) - 1)
                 blk = (char *)sbx__block_alloc(&cl->a, (nitems + 1) * sizeof(char *) + bytes);
             if (!blk) {
-                r = sbx__fail(err, SBX_ERR_NOMEM, "list claims: out of memory");
+                r = sbx__oom(err, "list claims");
             } else {
                 char **arr = (char **)(void *)blk;
                 off = (nitems + 1) * sizeof(char *);
@@ -9456,9 +9445,9 @@ SBX_API sbx_result sbx_run(sbx_sandbox *sb, const char *command, sbx_exec_result
     sbx__buf_init(&body, &s->cl->a);
     sbx__buf_init(&out, &s->cl->a);
     r = SBX_OK;
-    if (sbx__buf_puts(&body, "{\"command\":") != 0) r = sbx__fail(&sb->err, SBX_ERR_NOMEM, "out of memory");
+    if (sbx__buf_puts(&body, "{\"command\":") != 0) r = sbx__oom(&sb->err, NULL);
     if (r == SBX_OK) r = sbx__jstr(&body, command, "the command", &sb->err);
-    if (r == SBX_OK && sbx__buf_puts(&body, "}") != 0) r = sbx__fail(&sb->err, SBX_ERR_NOMEM, "out of memory");
+    if (r == SBX_OK && sbx__buf_puts(&body, "}") != 0) r = sbx__oom(&sb->err, NULL);
     memset(&io, 0, sizeof io);
     io.mem = &out;
     io.fd = -1;
@@ -9481,7 +9470,7 @@ SBX_API sbx_result sbx_run(sbx_sandbox *sb, const char *command, sbx_exec_result
         se = n > 0 ? sbx__json_mem(out.data, t, n, 0, "stderr") : -1;
         ec = n > 0 ? sbx__json_mem(out.data, t, n, 0, "exit_code") : -1;
         if (n == SBX__JSON_ERR_NOMEM) {
-            r = sbx__fail(&sb->err, SBX_ERR_NOMEM, "run: out of memory");
+            r = sbx__oom(&sb->err, "run");
         } else if (so < 0 || se < 0 || ec < 0 || sbx__json_int(out.data, t, ec, &code) != 0 ||
                    code < INT_MIN || code > INT_MAX) {
             r = sbx__fail(&sb->err, SBX_ERR_PROTOCOL, "run: the runtime's answer is not {stdout, stderr, exit_code}: %.100s",
@@ -9497,7 +9486,7 @@ SBX_API sbx_result sbx_run(sbx_sandbox *sb, const char *command, sbx_exec_result
             if (res->diag) sbx__json_unescape(out.data, t, se, res->diag, need + 1, &res->diag_len);
             if (!res->out || !res->diag) {
                 sbx_exec_result_free(res);
-                r = sbx__fail(&sb->err, SBX_ERR_NOMEM, "run: out of memory");
+                r = sbx__oom(&sb->err, "run");
             }
         }
         sbx__free(&s->cl->a, t);
@@ -9592,7 +9581,7 @@ SBX__PRIVATE sbx_result sbx__path_call(sbx_sandbox *sb, const char *what, const 
     int sbd = s->runtime == SBX_RUNTIME_SANDBOXD;
     sbx__buf_init(&target, &s->cl->a);
     r = sbx__rt_target_enc(endpoint, path, allow_root, !sbd, &target, &sb->err);
-    if (r == SBX_OK && query && sbx__buf_puts(&target, query) != 0) r = sbx__fail(&sb->err, SBX_ERR_NOMEM, "out of memory");
+    if (r == SBX_OK && query && sbx__buf_puts(&target, query) != 0) r = sbx__oom(&sb->err, NULL);
     if (r == SBX_OK) {
         sbx__http_req_init(&req);
         req.method = method;
@@ -9640,7 +9629,7 @@ SBX_API sbx_result sbx_read(sbx_sandbox *sb, const char *path, char **data, size
     r = sbx__read_common(sb, path, &mem, -1);
     if (r == SBX_OK) {
         *data = (char *)sbx__buf_to_block(&mem, len);
-        if (!*data) r = sbx__fail(&sb->err, SBX_ERR_NOMEM, "read: out of memory");
+        if (!*data) r = sbx__oom(&sb->err, "read");
     }
     sbx__buf_free(&mem);
     return r;
@@ -9724,7 +9713,7 @@ SBX_API sbx_result sbx_list_dir(sbx_sandbox *sb, const char *path, sbx_file_entr
         n = sbx__json_parse_alloc(&s->cl->a, mem.data, mem.len, &t);
         if (n > 0) arr = sbd ? sbx__json_get(mem.data, t, n, 0, "entries") : 0;
         if (n == SBX__JSON_ERR_NOMEM) {
-            r = sbx__fail(&sb->err, SBX_ERR_NOMEM, "list: out of memory");
+            r = sbx__oom(&sb->err, "list");
         } else if (arr < 0 || t[arr].type != SBX__JSON_ARRAY) {
             /* sandboxd lists an empty directory as "entries": null */
             if (sbd && arr >= 0 && t[arr].type == SBX__JSON_NULL) arr = -2;
@@ -9746,7 +9735,7 @@ SBX_API sbx_result sbx_list_dir(sbx_sandbox *sb, const char *path, sbx_file_entr
                 blk = (char *)sbx__block_alloc(&s->cl->a, nent * sizeof(sbx_file_entry) + names);
             }
             if (!blk) {
-                r = sbx__fail(&sb->err, SBX_ERR_NOMEM, "list: out of memory");
+                r = sbx__oom(&sb->err, "list");
             } else {
                 sbx_file_entry *ent = (sbx_file_entry *)(void *)blk;
                 off = nent * sizeof(sbx_file_entry);
