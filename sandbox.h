@@ -6168,6 +6168,18 @@ SBX__PRIVATE int sbx__json_mem(const char *js, const sbx__jtok *t, int ntok, int
     return sbx__json_member(js, t, ntok, obj, key, strlen(key));
 }
 
+/* Parse an answer: *t gets its tokens (sbx__free them, also after a failure),
+   *n what sbx__json_parse_alloc returned. The token at `path` ("": the
+   document) if it is of `type`, else -1. */
+SBX__PRIVATE int sbx__json_doc(const sbx_allocator *a, const sbx__buf *b, sbx__jtok **t, int *n, const char *path,
+                               int type)
+{
+    int at;
+    *n = sbx__json_parse_alloc(a, b->data, b->len, t);
+    at = *n > 0 ? sbx__json_get(b->data, *t, *n, 0, path) : -1;
+    return at >= 0 && (*t)[at].type == type ? at : -1;
+}
+
 /* Copy an identifier (string token i: a name, resourceVersion, IP) into out.
    "" when i is not a string or does not fit: a cut name would name another
    object, so it is never cut. (Text for messages: sbx__json_copy_text.) */
@@ -6542,9 +6554,8 @@ SBX__PRIVATE sbx_result sbx__discover_group(struct sbx__client *cl, const char *
     } else if (r == SBX_OK && status != 200) {
         r = sbx__api_fail(e, status, &body, target);
     } else if (r == SBX_OK) {
-        n = sbx__json_parse_alloc(&cl->a, body.data, body.len, &t);
-        arr = n > 0 ? sbx__json_get(body.data, t, n, 0, "versions") : -1;
-        if (arr < 0 || t[arr].type != SBX__JSON_ARRAY) {
+        arr = sbx__json_doc(&cl->a, &body, &t, &n, "versions", SBX__JSON_ARRAY);
+        if (arr < 0) {
             r = sbx__fail(e, SBX_ERR_PROTOCOL, "GET %s: not an APIGroup document", target);
         } else {
             SBX__JSON_FOREACH(t, arr, i, k) {
@@ -7184,9 +7195,8 @@ SBX__PRIVATE sbx_result sbx__resolve_pool(struct sbx__sandbox *s, const char *tm
     r = sbx__api_call(s->cl, "GET", target, NULL, 0, NULL, &body, &status, deadline, e);
     if (r == SBX_OK && status != 200) r = sbx__api_fail(e, status, &body, "list SandboxWarmPools");
     if (r == SBX_OK) {
-        n = sbx__json_parse_alloc(&s->cl->a, body.data, body.len, &t);
-        items = n > 0 ? sbx__json_get(body.data, t, n, 0, "items") : -1;
-        if (items < 0 || t[items].type != SBX__JSON_ARRAY) {
+        items = sbx__json_doc(&s->cl->a, &body, &t, &n, "items", SBX__JSON_ARRAY);
+        if (items < 0) {
             r = sbx__fail(e, SBX_ERR_PROTOCOL, "list SandboxWarmPools: not a list");
         } else {
             SBX__JSON_FOREACH(t, items, i, k) {
@@ -7336,8 +7346,7 @@ SBX__PRIVATE sbx_result sbx__claim_is_ours(struct sbx__sandbox *s, int *ours, ch
     } else if (r == SBX_OK && status != 200) {
         r = sbx__api_fail(e, status, &body, "get SandboxClaim");
     } else if (r == SBX_OK) {
-        n = sbx__json_parse_alloc(&s->cl->a, body.data, body.len, &t);
-        if (n <= 0 || t[0].type != SBX__JSON_OBJECT) {
+        if (sbx__json_doc(&s->cl->a, &body, &t, &n, "", SBX__JSON_OBJECT) < 0) {
             r = sbx__fail(e, n == SBX__JSON_ERR_NOMEM ? SBX_ERR_NOMEM : SBX_ERR_PROTOCOL,
                           "get SandboxClaim: the answer is not a JSON object");
         } else {
@@ -8336,6 +8345,14 @@ typedef struct sbx__rtio {
     int mismatch;             /* out: a 2xx of the unwanted kind (its body was not read) */
 } sbx__rtio;
 
+SBX__PRIVATE void sbx__rtio_init(sbx__rtio *io, sbx__buf *mem, int fd, int want)
+{
+    memset(io, 0, sizeof *io);
+    io->mem = mem;
+    io->fd = fd;
+    io->want = want;
+}
+
 /* Explain a failed runtime call, adding kubectl's words if the tunnel died
    (a pod tunnel after a connection failure is stopped: see sbx__pf_explain). */
 SBX__PRIVATE sbx_result sbx__rt_fail_context(struct sbx__sandbox *s, sbx_error *e, const char *what, sbx_result r)
@@ -8554,17 +8571,14 @@ SBX__PRIVATE sbx_result sbx__probe(struct sbx__sandbox *s, long long deadline, s
         req.target = path;
         req.headers = "Accept: application/json\r\n";
         req.idempotent = 1;
-        memset(&io, 0, sizeof io);
-        io.mem = &body;
-        io.fd = -1;
+        sbx__rtio_init(&io, &body, -1, 0);
         io.once = 1; /* a route that fails its first request is reported as it is */
         r = sbx__rt_call(s, &req, &io, deadline, e);
         if (r != SBX_OK) break;
         last_status = io.status;
         if (io.status == 200) {
             sbx__jtok *t = NULL;
-            int n = sbx__json_parse_alloc(&s->cl->a, body.data, body.len, &t);
-            int st = n > 0 && t[0].type == SBX__JSON_OBJECT ? sbx__json_mem(body.data, t, n, 0, "status") : -1;
+            int n, st = sbx__json_doc(&s->cl->a, &body, &t, &n, "status", SBX__JSON_STRING);
             int ok = st >= 0 && sbx__json_eq(body.data, t, st, "ok");
             sbx__free(&s->cl->a, t);
             if (ok) {
@@ -9181,8 +9195,7 @@ SBX_API sbx_result sbx_attach(sbx_sandbox *sb, sbx_client *c, const sbx_sandbox_
         r = sbx__api_fail(&sb->err, status, &body, "get SandboxClaim");
     } else if (r == SBX_OK) {
         sbx__claim_info ci;
-        n = sbx__json_parse_alloc(&cl->a, body.data, body.len, &t);
-        if (n <= 0 || t[0].type != SBX__JSON_OBJECT) {
+        if (sbx__json_doc(&cl->a, &body, &t, &n, "", SBX__JSON_OBJECT) < 0) {
             r = sbx__fail(&sb->err, n == SBX__JSON_ERR_NOMEM ? SBX_ERR_NOMEM : SBX_ERR_PROTOCOL,
                           "get SandboxClaim: the answer is not a JSON object");
         } else {
@@ -9284,8 +9297,7 @@ SBX_API sbx_result sbx_status(sbx_sandbox *sb, sbx_claim_status *st)
     } else if (r == SBX_OK && status != 200) {
         r = sbx__api_fail(&sb->err, status, &body, "get SandboxClaim");
     } else if (r == SBX_OK) {
-        n = sbx__json_parse_alloc(&s->cl->a, body.data, body.len, &t);
-        if (n <= 0 || t[0].type != SBX__JSON_OBJECT) {
+        if (sbx__json_doc(&s->cl->a, &body, &t, &n, "", SBX__JSON_OBJECT) < 0) {
             r = sbx__fail(&sb->err, n == SBX__JSON_ERR_NOMEM ? SBX_ERR_NOMEM : SBX_ERR_PROTOCOL,
                           "get SandboxClaim: the answer is not a JSON object");
         } else {
@@ -9369,9 +9381,8 @@ SBX_API sbx_result sbx_list_claims(sbx_client *c, const char *ns, const char *la
                           err);
     if (r == SBX_OK && status != 200) r = sbx__api_fail(err, status, &body, "list SandboxClaims");
     if (r == SBX_OK) {
-        n = sbx__json_parse_alloc(&cl->a, body.data, body.len, &t);
-        items = n > 0 ? sbx__json_get(body.data, t, n, 0, "items") : -1;
-        if (items < 0 || t[items].type != SBX__JSON_ARRAY) {
+        items = sbx__json_doc(&cl->a, &body, &t, &n, "items", SBX__JSON_ARRAY);
+        if (items < 0) {
             r = sbx__fail(err, n == SBX__JSON_ERR_NOMEM ? SBX_ERR_NOMEM : SBX_ERR_PROTOCOL,
                           "list SandboxClaims: the answer is not a list");
         } else {
@@ -9448,9 +9459,7 @@ SBX_API sbx_result sbx_run(sbx_sandbox *sb, const char *command, sbx_exec_result
     if (sbx__buf_puts(&body, "{\"command\":") != 0) r = sbx__oom(&sb->err, NULL);
     if (r == SBX_OK) r = sbx__jstr(&body, command, "the command", &sb->err);
     if (r == SBX_OK && sbx__buf_puts(&body, "}") != 0) r = sbx__oom(&sb->err, NULL);
-    memset(&io, 0, sizeof io);
-    io.mem = &out;
-    io.fd = -1;
+    sbx__rtio_init(&io, &out, -1, 0);
     if (r == SBX_OK) {
         sbx__http_req_init(&req);
         req.method = "POST";
@@ -9510,9 +9519,7 @@ SBX__PRIVATE sbx_result sbx__write_common(sbx_sandbox *sb, const char *path, con
     sbx__buf_init(&clean, &s->cl->a);
     sbx__buf_init(&out, &s->cl->a);
     sbx__buf_init(&target, &s->cl->a);
-    memset(&io, 0, sizeof io);
-    io.mem = &out;
-    io.fd = -1;
+    sbx__rtio_init(&io, &out, -1, 0);
     sbx__http_req_init(&req);
     if (sbd) {
         r = sbx__rt_target_enc("/v1/files/", path, 0, 0, &target, &sb->err);
@@ -9604,10 +9611,8 @@ SBX__PRIVATE sbx_result sbx__read_common(sbx_sandbox *sb, const char *path, sbx_
     sbx_result r;
     int sbd = s->runtime == SBX_RUNTIME_SANDBOXD;
     sbx__buf_init(&errbody, &s->cl->a);
-    memset(&io, 0, sizeof io);
-    io.mem = fd >= 0 ? &errbody : mem;
-    io.fd = fd;
-    io.want = sbd ? 2 : 0; /* sandboxd answers a directory with a JSON listing */
+    /* sandboxd answers a directory with a JSON listing */
+    sbx__rtio_init(&io, fd >= 0 ? &errbody : mem, fd, sbd ? 2 : 0);
     r = sbx__path_call(sb, "read", "GET", sbd ? "/v1/files/" : "/download/", path, 0, NULL, NULL, &io);
     if (r == SBX_OK && io.mismatch)
         r = sbx__fail(&sb->err, SBX_ERR_NOT_FOUND, "read \"%.200s\": it is a directory, not a file", path);
@@ -9699,10 +9704,7 @@ SBX_API sbx_result sbx_list_dir(sbx_sandbox *sb, const char *path, sbx_file_entr
     sbd = s->runtime == SBX_RUNTIME_SANDBOXD;
     if (!path) path = "";
     sbx__buf_init(&mem, &s->cl->a);
-    memset(&io, 0, sizeof io);
-    io.mem = &mem;
-    io.fd = -1;
-    io.want = sbd ? 1 : 0; /* sandboxd answers a file with its bytes */
+    sbx__rtio_init(&io, &mem, -1, sbd ? 1 : 0); /* sandboxd answers a file with its bytes */
     r = sbx__path_call(sb, "list", "GET", sbd ? "/v1/files/" : "/list/", path, 1, NULL, "Accept: application/json\r\n",
                        &io);
     if (r == SBX_OK && io.mismatch) {
@@ -9781,9 +9783,7 @@ SBX_API sbx_result sbx_exists(sbx_sandbox *sb, const char *path, int *exists)
     s = sb->impl;
     if (!exists) return sbx__fail(&sb->err, SBX_ERR_INVALID_ARG, "exists: result pointer is NULL");
     sbx__buf_init(&mem, &s->cl->a);
-    memset(&io, 0, sizeof io);
-    io.mem = &mem;
-    io.fd = -1;
+    sbx__rtio_init(&io, &mem, -1, 0);
     if (s->runtime == SBX_RUNTIME_SANDBOXD) {
         /* HEAD; routers may refuse HEAD (the python router answers 405), so
            through a router: a GET of at most one byte */
@@ -9828,9 +9828,7 @@ SBX_API sbx_result sbx_remove_file(sbx_sandbox *sb, const char *path, int recurs
     s = sb->impl;
     if (s->runtime != SBX_RUNTIME_SANDBOXD) return sbx__unsupported(sb, "delete", "has no delete endpoint");
     sbx__buf_init(&mem, &s->cl->a);
-    memset(&io, 0, sizeof io);
-    io.mem = &mem;
-    io.fd = -1;
+    sbx__rtio_init(&io, &mem, -1, 0);
     r = sbx__path_call(sb, "delete", "DELETE", "/v1/files/", path, 0, recursive ? "?recursive=true" : NULL,
                        "Accept: application/json\r\n", &io);
     if (r == SBX_OK && (io.status < 200 || io.status > 299))
