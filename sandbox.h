@@ -242,6 +242,8 @@
          TUNNEL_STARTED  kubectl port-forward (re)started (number: starts)
          FALLBACK        WebSocket refused -> kubectl port-forward
          RETRY           a step tried again; number: the attempt; message: why
+                         (a watch started again after its stream ended, a 410
+                         Gone or a failure counts too: number: the watch)
          CLAIM_DELETED   cleanup: the claim was deleted
          CHILDREN_STOPPED cleanup: client closed, its children and supervisor gone
        For an open/run/close: PROXY_STARTED, CLAIM_CREATED, READY, ROUTE,
@@ -6864,7 +6866,7 @@ SBX__PRIVATE sbx_result sbx__watch(struct sbx__client *cl, const char *base, con
     char rv[64], target[640];
     sbx__conn conn;
     sbx__buf line;
-    int backoff = 100;
+    int backoff = 100, watches = 0;
     sbx_result result = SBX_ERR_TIMEOUT;
     snprintf(rv, sizeof rv, "%s", rv0 ? rv0 : "");
     sbx__conn_init(&conn, &cl->api, &cl->a);
@@ -6873,7 +6875,8 @@ SBX__PRIVATE sbx_result sbx__watch(struct sbx__client *cl, const char *base, con
         sbx__http_req req;
         sbx__http_resp resp;
         int left = sbx__ms_left(deadline), status, transient = 0, done = 0, events = 0;
-        int from_scratch = !rv[0];
+        int from_scratch = !rv[0], expired = 0;
+        const char *why = NULL;
         sbx_result r;
         if (left <= 0) break;
         snprintf(target, sizeof target,
@@ -6884,6 +6887,7 @@ SBX__PRIVATE sbx_result sbx__watch(struct sbx__client *cl, const char *base, con
         req.target = target;
         req.headers = "Accept: application/json\r\n";
         req.idempotent = 1;
+        watches++;
         r = (sbx_result)sbx__http_send(&conn, &req, &resp, deadline, e);
         status = resp.status;
         /* a dead kubectl proxy is restarted before watching again; one that
@@ -6894,10 +6898,8 @@ SBX__PRIVATE sbx_result sbx__watch(struct sbx__client *cl, const char *base, con
             if (!transient) result = r;
             done = r == SBX_ERR_SPAWN;
         } else if (status == 410 && !from_scratch) {
-            rv[0] = '\0'; /* too old: watch again from the current state */
+            expired = 1; /* too old: watch again from the current state */
             sbx__http_body_discard(&conn, &resp, deadline, e);
-            sbx__http_resp_free(&resp);
-            continue;
         } else if (status >= 300 && status < 400) {
             result = sbx__redirect_fail(e, &resp, what);
             done = 1;
@@ -6945,7 +6947,7 @@ SBX__PRIVATE sbx_result sbx__watch(struct sbx__client *cl, const char *base, con
                     sbx__json_copy_text(&cl->a, line.data, t, sbx__json_mem(line.data, t, n, obj, "message"), msg,
                                         sizeof msg);
                     if (code == 410 && !from_scratch) {
-                        rv[0] = '\0';
+                        expired = 1;
                     } else if (code >= 500 || code == 429 || code == 410) {
                         transient = 1;
                         sbx__fail(e, SBX_ERR_HTTP, "%s: error event %lld: %s", what, code, msg);
@@ -6974,17 +6976,29 @@ SBX__PRIVATE sbx_result sbx__watch(struct sbx__client *cl, const char *base, con
                 if (done) break;
             }
             /* a stream that ends at once, again and again, must not spin */
-            if (!done && !transient && events == 0) transient = 1;
+            if (!done && !transient && !expired && events == 0) {
+                transient = 1;
+                why = "the stream ended with no event";
+            }
             if (!done && !transient) backoff = 100;
         }
         sbx__http_resp_free(&resp);
-        if (done) break;
-        if (transient) {
+        if (done || sbx__ms_left(deadline) <= 0) break;
+        if (expired) {
+            sbx__log(&cl->log, SBX_LOG_WARN, SBX_EVENT_RETRY, name, watches,
+                     "%s: resourceVersion %s expired (410 Gone), watching again from the current state", what, rv);
+            rv[0] = '\0';
+        } else if (transient) {
             /* bounded backoff before watching again; never past the deadline */
             int wait = backoff < sbx__ms_left(deadline) ? backoff : sbx__ms_left(deadline);
+            sbx__log(&cl->log, SBX_LOG_WARN, SBX_EVENT_RETRY, name, watches, "%s: %s, again in %d ms", what,
+                     why ? why : e && e->msg[0] ? e->msg : "failed", wait);
             sbx__conn_close(&conn);
             if (wait > 0) poll(NULL, 0, wait);
             backoff = backoff * 2 > 2000 ? 2000 : backoff * 2;
+        } else {
+            sbx__log(&cl->log, SBX_LOG_WARN, SBX_EVENT_RETRY, name, watches,
+                     "%s: the stream ended, watching again from resourceVersion %s", what, rv);
         }
     }
     sbx__conn_free(&conn);
