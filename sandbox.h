@@ -1311,103 +1311,27 @@ SBX__PRIVATE int sbx__pct_encode_segment(sbx__buf *b, const char *s, size_t n)
    no NUL terminator and is never read past len. No recursion: open containers
    live on a stack array of SBX_JSON_MAX_DEPTH entries (5 bytes each).
 
-   Tokens. type is one of SBX__JSON_OBJECT, _ARRAY, _STRING, _NUMBER, _TRUE,
-   _FALSE, _NULL. [start, end) is the byte range in js (strings exclude their
-   quotes; containers include their brackets). size is the number of members
-   (object) or elements (array), 0 for scalars. next is the index of the first
-   token after this token's subtree, so a subtree is skipped in O(1). An object
-   token is followed by key, value-subtree, key, value-subtree... (keys are
-   STRING tokens). Iterate with SBX__JSON_FOREACH / SBX__JSON_FOREACH_MEMBER:
-       int i, k;
-       SBX__JSON_FOREACH(t, arr, i, k) { ... element token i ... }
-       SBX__JSON_FOREACH_MEMBER(t, obj, i, k) { ... key i, value i + 1 ... }
+   Tokens: [start, end) in js (strings without their quotes, containers with
+   their brackets); size = members or elements; next = the first token after
+   the subtree, so a subtree is skipped in O(1). An object token is followed
+   by key, value-subtree, key, value-subtree... (SBX__JSON_FOREACH_MEMBER).
 
-   What is accepted (the RFC grammar, nothing more): exactly one value with
-   optional whitespace (space, tab, LF, CR) around it; numbers
-   -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)? of any length; strings without
-   raw bytes < 0x20, with only the escapes \" \\ \/ \b \f \n \r \t \uXXXX, and
-   whose raw bytes are well-formed UTF-8 (RFC 3629: no overlong forms, no
-   UTF-8-encoded surrogates, nothing above U+10FFFF, no truncated sequences); no
-   byte order mark; duplicate keys are allowed. \u escapes of lone UTF-16
-   surrogates are accepted (as Go's encoding/json and Python's json module do)
-   and unescape to U+FFFD; a high surrogate escape followed by a low one
-   unescapes to the 4-byte UTF-8 form of the pair. So every unescaped string is
-   valid UTF-8 (\u0000 gives a NUL byte inside it).
+   Accepted is the RFC grammar and nothing more (one value; no BOM; strings
+   with well-formed UTF-8 only, RFC 3629), so a hostile server cannot smuggle
+   bytes that a later step reads another way. Duplicate keys are allowed and
+   the LAST one wins in lookups (as in Go and Python). \u escapes of lone
+   surrogates are accepted as Go and Python do and unescape to U+FFFD, so every
+   unescaped string is valid UTF-8 (\u0000 gives a NUL inside it).
 
-   int sbx__json_parse(const char *js, size_t len, sbx__jtok *toks, int ntoks);
-       The token count (>= 1), or
-       SBX__JSON_ERR_NOMEM   (-1) the text is valid but needs more than ntoks
-                                  tokens (call with toks == NULL to count them),
-                                  or more than INT_MAX tokens;
-       SBX__JSON_ERR_INVALID (-2) a byte breaks the grammar;
-       SBX__JSON_ERR_PARTIAL (-3) the input ends early: every byte so far fits
-                                  (this includes empty and all-blank input);
-       SBX__JSON_ERR_DEPTH   (-4) more than SBX_JSON_MAX_DEPTH nested containers.
-       The text is scanned left to right and the first problem is reported.
-       toks == NULL only counts. After an error the tokens hold nothing useful.
-       js may be NULL when len is 0.
-   int sbx__json_parse_pos(js, len, toks, ntoks, size_t *errpos);
-       The same; on an error *errpos is the offset of the offending byte (len
-       for PARTIAL and NOMEM), for messages; untouched on success.
-   int sbx__json_parse_alloc(const sbx_allocator *a, const char *js, size_t len, sbx__jtok **toks);
-       Counts, allocates exactly, parses. Same returns (-1 also when the
-       allocation fails); on success free *toks with sbx__free(a, *toks), on
-       failure *toks is NULL.
-   const char *sbx__json_strerror(int code);       text for a negative return.
-
-   Lookups (t, ntok are what parse returned; every index is bounds-checked):
-   int sbx__json_get(const char *js, const sbx__jtok *t, int ntok, int at, const char *path);
-       Token index of the value at `path` below token `at`, or -1 (missing,
-       wrong type, bad path). Path steps: `name` or `.name` (an object member;
-       the name ends at '.', '[' or the end), `[N]` (array element N, decimal),
-       `["raw key"]` (a member whose name is everything up to the next `"]`,
-       for keys with dots such as ["agents.x-k8s.io/sandbox-name"]). "" is
-       `at` itself. Keys are compared after unescaping. Examples:
-       "status.sandbox.name", "items[0].metadata.name", "[2][0]".
-       With duplicate keys the LAST one wins (as in Go and Python).
-   int sbx__json_member(js, t, ntok, int obj, const char *key, size_t keylen);
-       Value token of member `key` (keylen bytes, may hold NULs) of object obj, or -1.
-   int sbx__json_index(const sbx__jtok *t, int ntok, int arr, int n);
-       Element n of array arr, or -1.
-   int sbx__json_find(js, t, ntok, int arr, const char *key, const char *val);
-       The first element of array arr whose value at path `key` (usually a plain
-       member name, e.g. "type") is the string `val`; -1 if none. This covers
-       `conditions[?type=="Ready"]` style lookups.
-   int sbx__json_eq(const char *js, const sbx__jtok *t, int i, const char *s);
-   int sbx__json_eqn(js, t, i, const char *s, size_t n);
-       1 if token i is a string whose unescaped bytes equal s (strlen(s), or n
-       bytes), else 0. A string holding \u0000 never equals a shorter C string.
-
-   Values:
-   int sbx__json_unescape(const char *js, const sbx__jtok *t, int i, char *out, size_t cap, size_t *outlen);
-       String token to UTF-8. 0 ok: out holds the bytes plus a NUL, *outlen
-       the byte count without it. -1 cap too small: *outlen = bytes needed
-       without the NUL (so cap must be at least that + 1), out is "" if cap > 0.
-       -2 not a string token. outlen may be NULL. The unescaped form is never
-       longer than the escaped one (t[i].end - t[i].start).
-   int sbx__json_strdup(const sbx_allocator *a, const char *js, const sbx__jtok *t, int i, char **out, size_t *outlen);
-       Same into fresh memory freed with sbx__free(a, ...). 0 ok, -1 no memory,
-       -2 not a string (*out is NULL on failure). outlen may be NULL.
-   int sbx__json_int(const char *js, const sbx__jtok *t, int i, long long *out);
-       Integer number token (no fraction, no exponent: "1.0" and "1e3" are
-       refused) within LLONG_MIN..LLONG_MAX. 0 ok, -1 otherwise (out untouched).
-   int sbx__json_double(const char *js, const sbx__jtok *t, int i, double *out);
-       Any number token, without strtod (no locale dependence). Exact
-       (correctly rounded) when the significant digits fit in 2^53 and the
-       decimal exponent is within +-22 -- this covers timestamps such as
-       1755856000.12; otherwise the first 19 significant digits are scaled in
-       long double: within 1 ulp on x86-64 (200000 random decimals: worst 1 ulp,
-       ~0.03% not correctly rounded), a few ulps where long double is double.
-       Underflow gives +-0 or a subnormal. 0 ok, -1 not a number or > DBL_MAX.
-
-   Writer:
-   int sbx__json_write_str(sbx__buf *b, const char *s, size_t n);
-       Append s (n bytes) as a quoted JSON string: " and \ are escaped as \"
-       and \\, control bytes as \b \f \n \r \t or \u00xx, everything else (DEL
-       and well-formed UTF-8 included) is copied. 0 ok, -1 no memory, -2 s is
-       not well-formed UTF-8 (same rules as the scanner). On an error nothing is
-       appended. s may be NULL when n is 0.
-*/
+   sbx__json_parse returns the token count or the first problem scanning left
+   to right: ERR_NOMEM (valid, more than ntoks tokens; toks NULL only counts),
+   ERR_INVALID, ERR_PARTIAL (every byte so far fits: empty input too), ERR_DEPTH.
+   sbx__json_get paths: `name` / `.name`, `[N]`, `["raw key"]` for keys with
+   dots ("metadata.annotations[\"agents.x-k8s.io/pod-name\"]"); keys compare
+   after unescaping. Unescaping never grows a string. sbx__json_double works
+   without strtod (no locale): exact when the digits fit 2^53 and the exponent
+   is within +-22 (timestamps such as 1755856000.12), else within an ulp or so
+   via long double. */
 
 #include <float.h>
 
@@ -2089,114 +2013,33 @@ SBX__PRIVATE int sbx__json_write_str(sbx__buf *b, const char *s, size_t n)
 /* ======================================================================== */
 /* >>http: HTTP/1.1 client over TCP or unix sockets                         */
 /* ======================================================================== */
-/* A small, strict HTTP/1.1 client. One exchange at a time per connection;
-   every wait is bounded by an absolute deadline (sbx__now_ms() based, see
-   sbx__deadline); never raises SIGPIPE; never follows redirects. An HTTP
-   error status is NOT a failure here: the caller reads resp.status.
+/* A small, strict HTTP/1.1 client. One exchange at a time per connection
+   (keep-alive; not thread-safe; connects lazily); every wait is bounded by an
+   absolute deadline; never raises SIGPIPE (held back in this thread while
+   writing); never follows redirects. An HTTP error status is NOT a failure
+   here: the caller reads resp.status. There is no TLS, so "https://" is
+   refused; "unix:PATH" reaches kubectl proxy --unix-socket.
 
-   ENDPOINT
-   int sbx__endpoint_parse(const char *url, sbx__endpoint *ep, sbx_error *e);
-       "http://HOST[:PORT][/PREFIX]": HOST is an IPv4 literal, an [IPv6] literal
-       or a name (resolved now with getaddrinfo; up to 4 addresses are tried in
-       order); PORT defaults to 80; PREFIX is put in front of every target.
-       "unix:PATH": a unix socket (kubectl proxy --unix-socket); Host: localhost.
-       "https://" is refused (SBX_ERR_INVALID_ARG): there is no TLS here.
-       ep->name ("127.0.0.1:8001", "[::1]:8001", "unix:/p") appears in messages.
+   Order: sbx__http_send (request out, head in; 1xx skipped), then exactly one
+   body reader (mem, fd, line, discard). resp owns no memory: its views point
+   into the connection until the next send. The connection is kept only when
+   the body was read to its end and neither side said "Connection: close";
+   any error, and any body left unread at the next send, closes it.
 
-   CONNECTION (keep-alive; not thread-safe; do not copy while open)
-   void sbx__conn_init(sbx__conn *c, const sbx__endpoint *ep, const sbx_allocator *a);
-       copies *ep and *a (a may be NULL); connects lazily on the first request.
-   void sbx__conn_close(sbx__conn *c);   drop the socket (the next request reconnects)
-   void sbx__conn_free(sbx__conn *c);    close and free the buffer; idempotent
+   Why the request rules: Host, Content-Length and Transfer-Encoding are ours
+   (a caller's copy could frame the body twice); multipart names with control
+   bytes, '"' or '\\' are refused rather than encoded (servers disagree on
+   the escapes). A request is sent again once on a new connection only when it
+   is idempotent, its body is in memory and a kept-alive connection turned out
+   closed before any answer; otherwise that is SBX_ERR_CONNECT ("... may have
+   reached the server"): a POST must not run twice.
 
-   REQUEST  sbx__http_req_init(&req) first (it sets body_fd = -1, body_fd_len = -1).
-       method, target ("/api/v1/...": printable ASCII, already percent-encoded),
-       headers (NULL or lines "Name: value\r\n"...; Host, Content-Length and
-       Transfer-Encoding are set here and refused from the caller, as is
-       Content-Type with multipart). Body: body/body_len from memory, or body_fd
-       with body_fd_len bytes (-1: unknown length, sent chunked, e.g. a pipe; the
-       descriptor, blocking or not, is polled and read in 64 KiB pieces, never
-       buffered whole and never closed; ending early is SBX_ERR_SYS). multipart_name + multipart_filename wrap that body as
-       multipart/form-data with one file part (application/octet-stream) and a
-       random boundary; the field name and file name must not contain control
-       characters (CR, LF, NUL...), '"' or '\\' (SBX_ERR_INVALID_ARG: they are
-       refused, never encoded); bytes >= 0x80 (UTF-8) are sent as they are.
-       idempotent: if a kept-alive connection turns out to have been closed by
-       the server (EOF/reset while sending or before the first response byte),
-       the request is sent again once on a new connection, provided the body
-       is in memory. Otherwise that case is SBX_ERR_CONNECT ("... may have
-       reached the server"). A connection already seen closed before sending
-       is replaced silently, whatever the request.
-       Sent headers: Host, User-Agent: sandbox.h/VERSION (unless given),
-       Content-Length or Transfer-Encoding: chunked (POST/PUT/PATCH without a
-       body get Content-Length: 0), then the caller's lines.
-
-   EXCHANGE
-   int sbx__http_send(c, req, resp, deadline, e)   request out, response head in.
-       Interim 1xx answers are skipped. `resp` is (re)initialised here and owns
-       no memory: its reason and header views point into the connection and
-       stay valid until the next send on it or sbx__conn_free (so
-       sbx__http_resp_free only clears it; calling it is optional).
-       resp->status, ->minor, ->reason, ->hdr[0..nhdr) (names and values are
-       NUL-terminated views), ->content_length (-1 unknown), ->chunked,
-       ->keep_alive. Look-up: sbx__http_header(resp, "content-type", &len).
-   Then read the body with exactly one of (each may be called again after 0/OK):
-   int sbx__http_body_mem(c, resp, sbx__buf *out, size_t cap, deadline, e)
-       appends the body to out (NUL-terminated, allocated even when empty);
-       more than cap bytes is SBX_ERR_TOO_BIG (nothing is silently cut).
-   int sbx__http_body_fd(c, resp, int fd, deadline, e)   streams through a 64 KiB buffer
-       (memory stays flat); fd may be blocking or not (it is polled; a
-       blocking pipe gets PIPE_BUF-sized writes); EPIPE is SBX_ERR_SYS and
-       never a SIGPIPE (the signal is held back in this thread meanwhile).
-   int sbx__http_body_line(c, resp, sbx__buf *line, size_t cap, deadline, e)
-       1: one line in `line` (replaced; without "\n" and one trailing "\r";
-       empty lines are returned too), 0: end of body (an unterminated last
-       line is returned as a line first), < 0: error. A line longer than cap
-       bytes is SBX_ERR_TOO_BIG. For a watch: send, then loop on body_line
-       with the deadline of your wait.
-   int sbx__http_body_discard(c, resp, deadline, e)  best effort, always SBX_OK:
-       drains up to 256 KiB to keep the connection, else closes it.
-   int sbx__http_do(c, req, resp, sbx__buf *body, size_t cap, deadline, e)
-       send + body_mem (or discard when body is NULL).
-   The connection is kept only when the body was read to its end and neither
-   side said "Connection: close" (HTTP/1.0: only with keep-alive). Any error,
-   and any body left unread when the next request starts, closes it.
-   Error codes: SBX_ERR_CONNECT (refused, reset, closed early), SBX_ERR_TIMEOUT
-   (connect, send, response head, body), SBX_ERR_PROTOCOL (the rule broken is
-   named), SBX_ERR_TOO_BIG, SBX_ERR_NOMEM, SBX_ERR_SYS, SBX_ERR_INVALID_ARG.
-
-   size_t sbx__http_error_text(int status, const char *body, size_t len, char *out, size_t cap)
-       "HTTP 404: pods \"x\" not found": the top-level "message" (else "detail")
-       string of a valid JSON object body (at most SBX__HTTP_ERROR_TOKENS tokens),
-       else the first 300 bytes of the body; control characters become spaces,
-       invalid UTF-8 '?'. Returns strlen(out).
-
-   PARSERS (no allocation, usable on any split of the input; fuzzed)
-   int sbx__http_parse_head(buf, len, &minor, &status, &reason, &reason_len,
-                            hdr, &nhdr (in: capacity, out: count), &why)
-       > 0: bytes of the head (through the empty line); SBX__HTTP_INCOMPLETE;
-       SBX__HTTP_INVALID (why names the rule); SBX__HTTP_TOO_MANY (more than
-       the capacity); SBX__HTTP_TOO_LONG (longer than SBX_MAX_HEADER_BYTES).
-   int sbx__chunked_decode(d, buf, len, &out, &used)   in place: buf[0..out)
-       receives the data bytes of buf[0..used). 1: last chunk and trailers
-       done (bytes after `used` are not part of the body), 0: need more (used
-       == len), -1: invalid (d->why).
-   int sbx__linesplit_feed(ls, p, n, &used)  1: line ends at p[used-1] ('\n'),
-       0: all n bytes continue the line, -1: the line would pass ls->cap.
-
-   TRANSPORT (optional; >>ws uses it)
-   sbx__conn_transport(c, tr, state) after sbx__conn_init: the connection's
-       bytes travel tr instead of its own socket. tr->open makes ONE stream
-       (returns a descriptor >= 0 for poll-free bookkeeping, or an sbx_result
-       < 0 with e filled), recv/send/stale behave like the socket versions
-       (recv: > 0, 0 EOF, -1 errno, -2 deadline; ECONNRESET counts as a
-       dropped connection), close ends the stream. One stream = one kept-alive
-       connection: the same reuse, stale check and re-send rules apply.
-   req.upgrade = 1: a 101 Switching Protocols is the final answer (nothing
-       else is read; the bytes after its head stay in c->buf[c->rpos, c->rlen)
-       and the caller takes the socket over). Any other status is an ordinary
-       response.
-*/
+   Parsers (sbx__http_parse_head, sbx__chunked_decode, sbx__linesplit_feed)
+   never allocate and accept any split of the input: they are fuzzed.
+   A transport (sbx__conn_transport, used by >>ws) carries the bytes of one
+   kept-alive connection instead of the socket, with the same reuse rules;
+   req.upgrade = 1 makes a 101 the final answer and leaves the socket and the
+   bytes after the head (c->buf[rpos, rlen)) to the caller. */
 
 #if SBX_MAX_HEADER_BYTES > 0x3fffffff || SBX_MAX_HEADER_BYTES < 256
 #error "SBX_MAX_HEADER_BYTES must be between 256 and 2^30"
@@ -2601,6 +2444,9 @@ SBX__PRIVATE int sbx__http_put_char(const char *s, size_t n, char *out, size_t c
     return 1;
 }
 
+/* "HTTP 404: pods \"x\" not found": the server's own words, from the "message"
+   (Kubernetes) or "detail" (FastAPI) string of a JSON body, else the body's
+   first 300 bytes; made safe to print. Returns strlen(out). */
 SBX__PRIVATE size_t sbx__http_error_text(int status, const char *body, size_t len, char *out, size_t cap)
 {
     sbx__jtok t[SBX__HTTP_ERROR_TOKENS];
@@ -3730,6 +3576,8 @@ SBX__PRIVATE int sbx__http_body_fd(sbx__conn *c, sbx__http_resp *r, int fd, long
     return rc;
 }
 
+/* 1: the next line in `line` (without "\n" and one "\r"), 0: end of body, < 0:
+   error. A watch sends, then reads lines until its own deadline. */
 SBX__PRIVATE int sbx__http_body_line(sbx__conn *c, sbx__http_resp *r, sbx__buf *line, size_t cap, long long deadline,
                                      sbx_error *e)
 {
@@ -3791,62 +3639,26 @@ SBX__PRIVATE int sbx__http_do(sbx__conn *c, const sbx__http_req *q, sbx__http_re
 /* >>ws: SHA-1, base64, RFC 6455 client, port-forward channels              */
 /* ======================================================================== */
 /* The kubelet's plain WebSocket port-forward (subprotocol v4.channel.k8s.io)
-   as a transport of sbx__conn (TRANSPORT in >>http): a sandbox's runtime
-   connection is one WebSocket made through the client's own API connection,
-   so no process runs per sandbox. One WebSocket = one kept-alive HTTP
-   connection; there is no half-close.
+   as a transport of sbx__conn (see >>http): a sandbox's runtime connection is
+   one WebSocket made through the client's own API connection, so no process
+   runs per sandbox. One WebSocket = one kept-alive HTTP connection; there is
+   no half-close.
 
-   PRIMITIVES
-   void sbx__sha1(const void *p, size_t n, unsigned char out[20]);
-   size_t sbx__base64(const unsigned char *p, size_t n, char *out);
-       out needs 4 * ((n + 2) / 3) + 1 bytes; NUL-terminated; returns the length.
+   The frame parser and the channel decoder do no I/O and no allocation (both
+   are fuzzed); buffers are allocated once in sbx__ws_new, so the data path
+   allocates nothing. What a server may send is strict: frames have no RSV
+   bit, a known opcode, no mask and the shortest length form, control frames
+   are FIN and at most 125 bytes; a channel's first two bytes repeat its port
+   (little-endian) and must match the port asked for; a channel past the ports
+   asked for, a text message (the base64 variant is not asked for), a fragment
+   outside a message or a message over SBX_WS_MAX_MESSAGE is refused. Data is
+   passed on as it arrives (a message is never held whole).
 
-   FRAMES (RFC 6455; no allocation; fuzzed)
-   int sbx__ws_frame_head(p, n, &h, &why)   > 0: bytes of the frame head (2-14)
-       with h filled, 0: need more, -1: invalid (why names the rule). A server
-       frame has no RSV bit, a known opcode, is unmasked, uses the shortest
-       length form; control frames are FIN and at most 125 bytes.
-   size_t sbx__ws_frame_build(out[14], op, len, mask)   head of a FIN, masked
-       client frame. void sbx__ws_mask(p, n, mask, off) masks in place (off:
-       the payload offset of p[0]).
-
-   DECODER: bytes -> channel events (no I/O, no allocation; fuzzed)
-   sbx__wsd_init(&d, ports, nports)    ports as asked in ?ports=, in order
-   int sbx__wsd_step(&d, in, n, max, &used, &ev)   consumes in[0..used) and
-       returns one event: SBX__WSE_MORE (all used, nothing to say),
-       SBX__WSE_DATA (ev.port: index of the port, ev.p/ev.n: at most max payload
-       bytes of data channel 2i, pointing into in), SBX__WSE_PING (d.ctl,
-       d.ctl_len), SBX__WSE_PONG, SBX__WSE_CLOSE (d.close_code, d.why: the
-       reason), SBX__WSE_ERROR (ev.port: the server's text on channel 2i+1 is
-       in d.err, cut at SBX__WS_ERR_MAX), SBX__WSE_BAD (d.why; stays failed).
-       Channel rules: a channel's first two bytes are its port number
-       (little-endian) and must match the one asked for; a channel past the
-       ports asked for, a text message (the base64 variant is not asked for),
-       a fragment outside a message and a message longer than
-       SBX_WS_MAX_MESSAGE are refused. Data is delivered as it arrives (a
-       message is never held whole).
-
-   CONNECTION
-   sbx__ws *sbx__ws_new(a, api, target, ports, nports)   NULL: no memory.
-       target: "/api/v1/namespaces/NS/pods/POD/portforward?ports=P[,Q]"
-       (the endpoint's prefix goes first). Buffers are allocated here, once:
-       the data path allocates nothing.
-   int sbx__ws_open(ws, deadline, e)   upgrade on a fresh connection to api;
-       the socket (>= 0) or an error: a non-101 answer sets ws->refused,
-       ws->status and ws->why (SBX_ERR_HTTP, or SBX_ERR_NOT_FOUND for 404,
-       with the server's words); a bad Sec-WebSocket-Accept or subprotocol is
-       SBX_ERR_PROTOCOL.
-   long sbx__ws_read(ws, &port, p, n, deadline)    data of any port: > 0 bytes
-       (port set), 0 the WebSocket ended (close frame or EOF), -1 errno
-       (ECONNRESET: the error channel spoke; EPROTO / EMSGSIZE: the server
-       broke a rule), -2 deadline. Pings are answered on the way. ws->why
-       says what happened in the server's words.
-   int sbx__ws_write(ws, port, p, n, deadline)     0, -1 errno, -2 deadline.
-   void sbx__ws_close(ws)    close handshake (bounded by SBX__WS_CLOSE_WAIT_MS)
-   void sbx__ws_free(ws)     close and free; NULL is fine.
-   ws->tr: the transport for sbx__conn_transport(c, &ws->tr, ws); it reads
-       and writes port 0. Its stale check answers pings that came while the
-       connection was idle and calls anything else (close, EOF, data) stale. */
+   sbx__ws_read: > 0 bytes, 0 ended (close frame or EOF), -1 errno
+   (ECONNRESET: the error channel spoke; EPROTO / EMSGSIZE: the server broke a
+   rule), -2 deadline; ws->why holds the server's words. Pings are answered on
+   the way, and the transport's stale check answers those that came while the
+   connection was idle (anything else there means stale). */
 
 #ifndef SBX_WS_MAX_MESSAGE
 #define SBX_WS_MAX_MESSAGE (16u * 1024u * 1024u)  /* one WebSocket message from the server */
@@ -4552,42 +4364,18 @@ SBX__PRIVATE sbx__ws *sbx__ws_new(const sbx_allocator *alloc, const sbx__endpoin
    reads its stdout and stderr for the child's whole life, so the child never
    blocks on a full pipe nor dies of SIGPIPE on a closed one.
 
-   sbx__proc p;   zero it before the first spawn (a zeroed or stopped proc is
-                  safe to stop, describe and query). It must not move in memory
-                  while a child runs. One thread at a time uses a given proc.
-                  p->pid is the child's pid (0 when none).
-
-   int sbx__proc_spawn(p, argv, env_extra, a, e)
-       fork/exec argv (argv[0] is searched on the parent's PATH unless it holds
-       a '/'). The child gets environ plus env_extra ("K=V" replaces K, a bare
-       "K" removes it), stdin from /dev/null, stdout and stderr on pipes, its
-       own process group, default dispositions for the usual signals and an
-       empty signal mask, and no descriptor but 0, 1, 2 (inherited ones are
-       closed too). a may be NULL (default allocator). Returns SBX_OK, or
-       SBX_ERR_SPAWN with `cannot run "kubectl": No such file or directory`,
-       SBX_ERR_INVALID_ARG, SBX_ERR_NOMEM, SBX_ERR_SYS.
-   int sbx__proc_wait_line(p, prefix, line, cap, deadline, e)
-       Wait (deadline: sbx__now_ms clock) for a stdout line that starts with
-       prefix; copy it without its newline (cut to cap - 1 bytes) and return
-       SBX_OK. A line is found if it is among the first SBX__PROC_KEEP_LINES
-       lines, among the last SBX__PROC_KEEP_LINES, or printed during the wait
-       (the first match in that order). Fails with SBX_ERR_SPAWN when stdout
-       ends first ("kubectl exited with status 1: error: ..."), SBX_ERR_TIMEOUT,
-       SBX_ERR_CLOSED (no child).
-   int sbx__proc_running(p)           1 while the child has not exited.
-   int sbx__proc_stop(p, sig, grace_ms)
-       sig (if > 0) to the child's process group, up to grace_ms for it to
-       exit, then SIGKILL to the group; reaps the child (waitpid on its pid
-       only), joins the drainer, closes and frees everything. Idempotent.
-       SBX_OK, or SBX_ERR_TIMEOUT when even SIGKILL did not end the child
-       within SBX__PROC_KILL_WAIT_MS (a process stuck in the kernel): the
-       detached drainer then reaps it and frees its state later, with the
-       allocator given to spawn (which must stay usable until then).
-   void sbx__proc_describe(p, buf, cap) "running", "exited with status 1:
-       error: lost connection to pod", "killed by signal 15", "not started".
-   int sbx__proc_status(p)            raw wait status once reaped, else -1.
-   size_t sbx__proc_stderr_tail(p, buf, cap)      the last stderr bytes.
-*/
+   A zeroed or stopped sbx__proc is safe to stop, describe and query; it must
+   not move while a child runs; one thread at a time uses it. The child gets
+   stdin from /dev/null, its own process group (so a stop reaches kubectl's
+   own children too), default signal dispositions and an empty mask (the
+   caller's may block or ignore anything), and no descriptor but 0, 1 and 2:
+   an inherited socket would keep a peer or our supervisor waiting.
+   A readiness line is found whether it came before the wait began (the first
+   and the last SBX__PROC_KEEP_LINES lines are kept) or during it. A stop
+   signals the group, waits grace_ms, then SIGKILLs it, and reaps by pid only
+   (never another part of the program's children); a child stuck in the kernel
+   is left to the detached drainer, which frees the state later with the
+   allocator given to spawn (so that must outlive it). */
 
 #include <dirent.h>
 
