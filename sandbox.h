@@ -4412,6 +4412,21 @@ SBX__PRIVATE sbx__ws *sbx__ws_new(const sbx_allocator *alloc, const sbx__endpoin
 #endif
 #endif
 
+/* *mono tells which clock the timed waits on cv must use. */
+SBX__PRIVATE int sbx__cond_init(pthread_cond_t *cv, int *mono)
+{
+    pthread_condattr_t ca;
+    int rc = pthread_condattr_init(&ca);
+    *mono = 0;
+    if (rc != 0) return rc;
+#if SBX__PROC_MONO_COND
+    *mono = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) == 0;
+#endif
+    rc = pthread_cond_init(cv, &ca);
+    pthread_condattr_destroy(&ca);
+    return rc;
+}
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -4645,6 +4660,24 @@ struct sbx__proc_childctx {
     sigset_t empty;
     struct sigaction dfl;
 };
+
+SBX__PRIVATE void sbx__proc_childctx_init(struct sbx__proc_childctx *cc, const char *path, char *const *argv,
+                                          char *const *envp, int devnull, int out_w, int err_w, int exec_w)
+{
+    memset(cc, 0, sizeof *cc);
+    cc->path = path;
+    cc->argv = argv;
+    cc->envp = envp;
+    cc->devnull = devnull;
+    cc->out_w = out_w;
+    cc->err_w = err_w;
+    cc->exec_w = exec_w;
+    cc->maxfd = sbx__proc_max_fd();
+    sigemptyset(&cc->empty);
+    cc->dfl.sa_handler = SIG_DFL;
+    sigemptyset(&cc->dfl.sa_mask);
+    cc->dfl.sa_flags = 0;
+}
 
 /* The child between fork and exec: async-signal-safe calls only (no malloc,
    no locks). Failures go to the parent as {step, errno} on the error pipe. */
@@ -5189,7 +5222,6 @@ SBX__PRIVATE void sbx__proc_signal(struct sbx__proc_state *st, int sig)
    possible); NULL when out of memory or locks. */
 SBX__PRIVATE struct sbx__proc_state *sbx__proc_state_new(const sbx_allocator *al)
 {
-    pthread_condattr_t ca;
     int rc;
     struct sbx__proc_state *st = (struct sbx__proc_state *)sbx__malloc(al, sizeof *st);
     if (!st) return NULL;
@@ -5200,14 +5232,7 @@ SBX__PRIVATE struct sbx__proc_state *sbx__proc_state_new(const sbx_allocator *al
         sbx__free(al, st);
         return NULL;
     }
-    rc = pthread_condattr_init(&ca);
-    if (rc == 0) {
-#if SBX__PROC_MONO_COND
-        st->mono = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) == 0;
-#endif
-        rc = pthread_cond_init(&st->cv, &ca);
-        pthread_condattr_destroy(&ca);
-    }
+    rc = sbx__cond_init(&st->cv, &st->mono);
     if (rc != 0) {
         pthread_mutex_destroy(&st->mu);
         sbx__free(al, st);
@@ -5315,20 +5340,9 @@ SBX__PRIVATE sbx_result sbx__sup_start(const sbx_allocator *a, const char *kubec
     u[8].c = can_delete ? "delete" : "none";
     for (rc = 0; rc < 9; rc++) argv[rc] = u[rc].m;
     argv[9] = NULL;
-    memset(&cc, 0, sizeof cc);
-    cc.path = SBX__SUP_SHELL;
-    cc.argv = argv;
-    cc.envp = envp;
-    cc.devnull = devnull;
-    cc.out_w = sv[1];         /* the shell's stdout is the socket; stdin and stderr /dev/null */
-    cc.err_w = devnull;
+    /* the shell's stdout is the socket; stdin and stderr /dev/null */
+    sbx__proc_childctx_init(&cc, SBX__SUP_SHELL, argv, envp, devnull, sv[1], devnull, execp[1]);
     cc.new_session = 1;       /* Ctrl-C to the program's group must not reach it */
-    cc.exec_w = execp[1];
-    cc.maxfd = sbx__proc_max_fd();
-    sigemptyset(&cc.empty);
-    cc.dfl.sa_handler = SIG_DFL;
-    sigemptyset(&cc.dfl.sa_mask);
-    cc.dfl.sa_flags = 0;
     pid = fork();
     if (pid < 0) {
         rc = sbx__fail_sys(e, SBX_ERR_SPAWN, errno, "start the supervisor: fork");
@@ -5471,19 +5485,7 @@ SBX__PRIVATE int sbx__proc_spawn(sbx__proc *p, char *const argv[], char *const e
         goto fail;
     }
 
-    memset(&cc, 0, sizeof cc);
-    cc.path = path;
-    cc.argv = argv;
-    cc.envp = envp;
-    cc.devnull = devnull;
-    cc.out_w = outp[1];
-    cc.err_w = errp[1];
-    cc.exec_w = execp[1];
-    cc.maxfd = sbx__proc_max_fd();
-    sigemptyset(&cc.empty);
-    cc.dfl.sa_handler = SIG_DFL;
-    sigemptyset(&cc.dfl.sa_mask);
-    cc.dfl.sa_flags = 0;
+    sbx__proc_childctx_init(&cc, path, argv, envp, devnull, outp[1], errp[1], execp[1]);
 
     pid = fork();
     if (pid < 0) {
@@ -7814,12 +7816,10 @@ SBX__PRIVATE sbx_result sbx__tunnel_start(struct sbx__sandbox *s, long long dead
     return sbx__pf_port(&s->tunnel, target, &s->local_port, deadline, e);
 }
 
-/* ROUTER_TUNNEL: spawn the shared tunnel if it is not running (no wait), so
-   it starts while the claim becomes Ready. */
-SBX__PRIVATE sbx_result sbx__rtun_begin(struct sbx__client *cl, sbx_error *e)
+/* ROUTER_TUNNEL, under tmu: a new shared tunnel unless one runs (no wait). */
+SBX__PRIVATE sbx_result sbx__rtun_spawn(struct sbx__client *cl, sbx_error *e)
 {
     sbx_result r = SBX_OK;
-    pthread_mutex_lock(&cl->tmu);
     if (!cl->rtun_started || !sbx__proc_running(&cl->rtun)) {
         if (cl->rtun_started) sbx__proc_stop(&cl->rtun, SIGINT, 500);
         memset(&cl->rtun, 0, sizeof cl->rtun);
@@ -7829,6 +7829,16 @@ SBX__PRIVATE sbx_result sbx__rtun_begin(struct sbx__client *cl, sbx_error *e)
         r = sbx__pf_spawn(cl, &cl->rtun, cl->router_ns, "svc/" SBX__ROUTER_SVC, SBX__ROUTER_PORT, e);
         if (r == SBX_OK) cl->rtun_started = 1;
     }
+    return r;
+}
+
+/* ROUTER_TUNNEL: start the shared tunnel early, so it starts while the claim
+   becomes Ready. */
+SBX__PRIVATE sbx_result sbx__rtun_begin(struct sbx__client *cl, sbx_error *e)
+{
+    sbx_result r;
+    pthread_mutex_lock(&cl->tmu);
+    r = sbx__rtun_spawn(cl, e);
     pthread_mutex_unlock(&cl->tmu);
     return r;
 }
@@ -7873,15 +7883,7 @@ SBX__PRIVATE sbx_result sbx__rtun_ensure(struct sbx__client *cl, long long deadl
     pthread_mutex_lock(&cl->tmu);
 again:
     if (!(cl->rtun_started && cl->rtun_port > 0 && sbx__proc_running(&cl->rtun))) {
-        if (!cl->rtun_started || !sbx__proc_running(&cl->rtun)) {
-            if (cl->rtun_started) sbx__proc_stop(&cl->rtun, SIGINT, 500);
-            memset(&cl->rtun, 0, sizeof cl->rtun);
-            cl->rtun_started = 0;
-            cl->rtun_port = 0;
-            cl->rtun_gen++;
-            r = sbx__pf_spawn(cl, &cl->rtun, cl->router_ns, "svc/" SBX__ROUTER_SVC, SBX__ROUTER_PORT, e);
-            if (r == SBX_OK) cl->rtun_started = 1;
-        }
+        r = sbx__rtun_spawn(cl, e);
         if (r == SBX_OK) {
             int p = 0;
             r = sbx__pf_port(&cl->rtun, "svc/" SBX__ROUTER_SVC, &p, deadline, e);
@@ -8653,17 +8655,9 @@ SBX_API sbx_result sbx_client_open(sbx_client *c, const sbx_client_config *cfg)
         return sbx__fail(&c->err, SBX_ERR_SYS, "pthread_mutex_init failed");
     }
     {
-        pthread_condattr_t ca;
         int rc = pthread_mutex_init(&cl->lmu, NULL);
         if (rc == 0) {
-            rc = pthread_condattr_init(&ca);
-            if (rc == 0) {
-#if SBX__PROC_MONO_COND
-                cl->lmono = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) == 0;
-#endif
-                rc = pthread_cond_init(&cl->lcv, &ca);
-                pthread_condattr_destroy(&ca);
-            }
+            rc = sbx__cond_init(&cl->lcv, &cl->lmono);
             if (rc != 0) pthread_mutex_destroy(&cl->lmu);
         }
         if (rc != 0) {
