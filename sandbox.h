@@ -4427,6 +4427,20 @@ SBX__PRIVATE int sbx__cond_init(pthread_cond_t *cv, int *mono)
     return rc;
 }
 
+/* pthread_cond_timedwait for left (> 0) ms on the clock sbx__cond_init chose. */
+SBX__PRIVATE int sbx__cond_wait_ms(pthread_cond_t *cv, pthread_mutex_t *mu, int mono, long long left)
+{
+    struct timespec ts;
+    clock_gettime(mono ? CLOCK_MONOTONIC : CLOCK_REALTIME, &ts);
+    ts.tv_sec += (time_t)(left / 1000);
+    ts.tv_nsec += (long)(left % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    return pthread_cond_timedwait(cv, mu, &ts);
+}
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -5148,23 +5162,11 @@ SBX__PRIVATE void *sbx__proc_drain(void *arg)
 /* Wait on st->cv until woken or `deadline` (mu held). 1 when the deadline passed. */
 SBX__PRIVATE int sbx__proc_cond_wait(struct sbx__proc_state *st, long long deadline)
 {
-    struct timespec ts;
     long long now = sbx__now_ms(), left = deadline - now;
     int r;
     if (left <= 0) return 1;
     if (left > 86400000LL) left = 86400000LL; /* a day per wait; callers loop */
-    if (st->mono) {
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-    } else {
-        clock_gettime(CLOCK_REALTIME, &ts);
-    }
-    ts.tv_sec += (time_t)(left / 1000);
-    ts.tv_nsec += (long)(left % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
-    r = pthread_cond_timedwait(&st->cv, &st->mu, &ts);
+    r = sbx__cond_wait_ms(&st->cv, &st->mu, st->mono, left);
     return r == ETIMEDOUT && sbx__now_ms() >= deadline;
 }
 
@@ -6495,18 +6497,10 @@ struct sbx__lease {
 /* wait on cl->lcv until woken or `deadline` (lmu held) */
 SBX__PRIVATE void sbx__lease_wait(struct sbx__client *cl, long long deadline)
 {
-    struct timespec ts;
     long long left = deadline - sbx__now_ms();
     if (left <= 0) return;
     if (left > 3600000LL) left = 3600000LL;
-    clock_gettime(cl->lmono ? CLOCK_MONOTONIC : CLOCK_REALTIME, &ts);
-    ts.tv_sec += (time_t)(left / 1000);
-    ts.tv_nsec += (long)(left % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
-    pthread_cond_timedwait(&cl->lcv, &cl->lmu, &ts);
+    sbx__cond_wait_ms(&cl->lcv, &cl->lmu, cl->lmono, left);
 }
 
 /* PATCH spec.lifecycle.shutdownTime to `until` (epoch s); 1 = done, 0 = ok, -1 = failed */
