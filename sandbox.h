@@ -8176,6 +8176,16 @@ SBX__PRIVATE void sbx__route_reset(struct sbx__sandbox *s)
     if (s->cl->mode == SBX_MODE_POD_TUNNEL && s->pod_ws != 1) sbx__tunnel_stop(s);
 }
 
+/* A runtime call whose connection failed goes again on a fresh route: 1 after
+   the backoff, 0 when the deadline came first. */
+SBX__PRIVATE int sbx__rt_again(struct sbx__sandbox *s, const char *target, int attempt, long long deadline,
+                               sbx_error *e)
+{
+    sbx__log(&s->cl->log, SBX_LOG_WARN, SBX_EVENT_RETRY, s->claim, attempt, "%s: %s", target, e->msg);
+    sbx__route_reset(s);
+    return sbx__retry_wait(sbx__backoff_ms(attempt), deadline);
+}
+
 /* One call to the runtime over the sandbox's route. `in->target` is the
    runtime's own path ("/execute"); the route adds its prefix and headers.
    Idempotent requests are retried (see RETRIES); the others are sent once. */
@@ -8216,13 +8226,10 @@ SBX__PRIVATE sbx_result sbx__rt_call(struct sbx__sandbox *s, const sbx__http_req
         r = (sbx_result)sbx__http_send(&s->rt, &req, &resp, deadline, e);
         if (r != SBX_OK) {
             sbx__conn_close(&s->rt);
-            if (r == SBX_ERR_CONNECT && retry_ok && sbx__ms_left(deadline) > 0) {
-                sbx__log(&s->cl->log, SBX_LOG_WARN, SBX_EVENT_RETRY, s->claim, attempt, "%s: %s", in->target, e->msg);
-                sbx__route_reset(s);
-                if (sbx__retry_wait(sbx__backoff_ms(attempt), deadline)) {
-                    r = SBX_OK;
-                    continue;
-                }
+            if (r == SBX_ERR_CONNECT && retry_ok && sbx__ms_left(deadline) > 0 &&
+                sbx__rt_again(s, in->target, attempt, deadline, e)) {
+                r = SBX_OK;
+                continue;
             }
             sbx__rt_fail_context(s, e, in->target, r);
             break;
@@ -8260,13 +8267,10 @@ SBX__PRIVATE sbx_result sbx__rt_call(struct sbx__sandbox *s, const sbx__http_req
             r = (sbx_result)sbx__http_body_mem(&s->rt, &resp, io->mem, s->max_output, deadline, e);
         else
             r = (sbx_result)sbx__http_body_discard(&s->rt, &resp, deadline, e);
-        if (r == SBX_ERR_CONNECT && retry_ok && (io->fd < 0 || resp.body_read == 0) && sbx__ms_left(deadline) > 0) {
-            sbx__log(&s->cl->log, SBX_LOG_WARN, SBX_EVENT_RETRY, s->claim, attempt, "%s: %s", in->target, e->msg);
-            sbx__route_reset(s);
-            if (sbx__retry_wait(sbx__backoff_ms(attempt), deadline)) {
-                r = SBX_OK;
-                continue;
-            }
+        if (r == SBX_ERR_CONNECT && retry_ok && (io->fd < 0 || resp.body_read == 0) && sbx__ms_left(deadline) > 0 &&
+            sbx__rt_again(s, in->target, attempt, deadline, e)) {
+            r = SBX_OK;
+            continue;
         }
         if (r != SBX_OK) {
             sbx__conn_close(&s->rt);
