@@ -112,16 +112,20 @@ test: all
 	@sh tests/run.sh $(SUITES)
 
 # Run each libFuzzer target for FUZZ_SECONDS on a copy of its corpus; findings land in build/.
-fuzz: $(patsubst %,$(B)/fuzz_%,$(FUZZ_NAMES))
-	@set -e; for f in $(FUZZ_NAMES); do \
-	  mkdir -p $(B)/corpus_$$f; cp -r tests/fuzz/corpus/$$f/. $(B)/corpus_$$f/; \
-	  dict=""; [ -f tests/fuzz/$$f.dict ] && dict="-dict=tests/fuzz/$$f.dict"; \
-	  echo "fuzz $$f for $(FUZZ_SECONDS)s"; \
-	  $(B)/fuzz_$$f $$dict -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
-	     -artifact_prefix=$(B)/crash_$$f- $(B)/corpus_$$f 2>&1 | \
-	     grep -E '^(stat::number_of_executed_units|stat::average_exec_per_sec|SUMMARY|Done |==[0-9]+==ERROR)' ; \
-	  ! ls $(B)/crash_$$f-* >/dev/null 2>&1 || { echo "fuzz $$f found a crash"; exit 1; }; \
-	done
+# One rule per target, so `make -j2 fuzz` runs two at once (CI does); each line says
+# which target it is about.
+FUZZ_RUNS := $(patsubst %,fuzz-run-%,$(FUZZ_NAMES))
+.PHONY: $(FUZZ_RUNS)
+fuzz: $(FUZZ_RUNS)
+$(FUZZ_RUNS): fuzz-run-%: $(B)/fuzz_%
+	@mkdir -p $(B)/corpus_$*; cp -r tests/fuzz/corpus/$*/. $(B)/corpus_$*/; \
+	 dict=""; [ -f tests/fuzz/$*.dict ] && dict="-dict=tests/fuzz/$*.dict"; \
+	 echo "fuzz $* for $(FUZZ_SECONDS)s"; \
+	 $(B)/fuzz_$* $$dict -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	    -artifact_prefix=$(B)/crash_$*- $(B)/corpus_$* 2>&1 | \
+	    grep -E '^(stat::number_of_executed_units|stat::average_exec_per_sec|SUMMARY|Done |==[0-9]+==ERROR)' | \
+	    sed 's/^/fuzz $*: /'; \
+	 ! ls $(B)/crash_$*-* >/dev/null 2>&1 || { echo "fuzz $* found a crash"; exit 1; }
 
 # The quickstart against a freshly started dev cluster, which is stopped again
 # whatever happens. Uses the real kubectl, or the shim where kubectl is missing.
