@@ -10498,6 +10498,8 @@ SBX_API sbx_result sbx_process_start(sbx_process *p, sbx_sandbox *sb, const sbx_
     wait = pr && pr->deadline && pr->deadline < start_deadline ? pr->deadline : start_deadline;
     while (r == SBX_OK) {
         sbx__pm_event ev;
+        m = NULL;
+        n = 0;
         k = sbx__grpc_recv(pr->call, &m, &n, wait, &p->err);
         if (k == 1) {
             if (sbx__pm_start_event(m, n, &ev) != 0) {
@@ -10574,8 +10576,8 @@ SBX_API sbx_result sbx_process_read(sbx_process *p, sbx_process_event *ev, int t
     wait = timeout_ms >= 0 ? sbx__deadline(timeout_ms) : 0;
     if (wait && pr->deadline && wait >= pr->deadline) wait = 0; /* the process's own end comes first */
     for (;;) {
-        const unsigned char *m;
-        size_t n;
+        const unsigned char *m = NULL;
+        size_t n = 0;
         sbx__pm_event e;
         int k = sbx__grpc_recv(pr->call, &m, &n, wait, &p->err);
         if (k == 1) {
