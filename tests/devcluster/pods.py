@@ -10,7 +10,10 @@ round-robin so a re-created pod gets a new IP.
 What a pod runs is decided by its first container's image name:
   * image contains "sandbox-router"  -> tests/devcluster/router.py
         (--host IP --port 8080 [--port 80] --api URL --pod-cidr BLOCK [--auth-token T]);
-  * image contains "sandboxd"        -> runtime.py --flavor sandboxd (default port 8080);
+  * image contains "sandboxd"        -> runtime.py --flavor sandboxd (default port 8080),
+        plus sandboxd's gRPC ProcessService (grpc_server.py, real grpcio under
+        $DEVCLUSTER_GRPC_PYTHON or /usr/bin/python3) on the port named `grpc`,
+        default 9090, at the same pod IP;
   * anything else                    -> runtime.py --flavor python (default port 8888).
 The port is the first container's first `containerPort` when given. The
 annotation `devcluster.agents.x-k8s.io/flavor: python|sandboxd` on the pod
@@ -225,6 +228,17 @@ class Kubelet:
         argv = [sys.executable, "-S", os.path.join(HERE, "runtime.py"), "--host", ip,
                 "--port", str(port), "--base", "@BASE@", "--flavor", flavor,
                 "--faults-file", self.faults_path, "--spool-dir", "@SPOOL@"]
+        if flavor == "sandboxd":
+            # sandboxd always listens on both; a containerPort named grpc moves the gRPC one
+            grpc_port = next((p.get("containerPort") for p in c.get("ports") or []
+                              if isinstance(p, dict) and p.get("name") == "grpc"
+                              and p.get("containerPort")), 9090)
+            if grpc_port != port:
+                argv += ["--grpc-port", str(grpc_port), "--pod", "%s/%s" % (
+                    md.get("namespace", ""), md["name"]),
+                    "--grpc-gen-dir", os.path.join(self.state_dir, "grpc-gen")]
+                if os.environ.get("DEVCLUSTER_GRPC_PYTHON"):
+                    argv += ["--grpc-python", os.environ["DEVCLUSTER_GRPC_PYTHON"]]
         timeout = env.get("SANDBOX_EXEC_TIMEOUT_SECONDS") or self.config.get("exec_timeout")
         if timeout:
             argv += ["--exec-timeout", str(timeout)]

@@ -6,6 +6,7 @@ CLI
     python3 tests/devcluster/runtime.py --host IP --port PORT --base DIR
         [--flavor python|sandboxd] [--exec-timeout SECONDS] [--faults-file PATH]
         [--keep-alive-timeout SECONDS] [--spool-dir DIR] [--quiet]
+        [--grpc-port PORT [--grpc-python PATH] [--grpc-gen-dir DIR] [--pod NS/NAME]]
 
 Binds IP:PORT (PORT 0 = any free port), creates DIR if missing, prints exactly
 one line `listening on IP:PORT` (the real port) on stdout, flushes, and serves
@@ -137,13 +138,20 @@ percent-escapes -> 400.  Errors are JSON
   Path confinement is sandboxd's SanitizePath: clean, strip a leading copy of
   the root, join, resolve symlinks (via the nearest existing ancestor for
   missing paths), 403 PERMISSION_DENIED unless inside the root.  gRPC execute
-  is not emulated.
+  is not emulated here: with --grpc-port the sandboxd flavour starts
+  grpc_server.py (process.v1.ProcessService, real grpcio) on the same host
+  and that port under --grpc-python (default $DEVCLUSTER_GRPC_PYTHON, else
+  /usr/bin/python3, the interpreter that has python3-grpcio), waits for it
+  to serve before printing its own `listening on` line, restarts it if it
+  dies, and stops it on exit.  When that interpreter lacks grpc/protobuf/
+  protoc the REST API serves alone (stats "grpc": "unavailable: WHY").
 
 Private endpoints (both flavours; never faulted, never counted)
 ---------------------------------------------------------------
   GET  /_runtime/stats   200 {"flavor", "requests": {"<METHOD> <raw path>": n},
                          "exec_count", "exec_running", "uploads",
-                         "faults_injected", "fault_matches", "faults_file"}
+                         "faults_injected", "fault_matches", "faults_file",
+                         "grpc": "off" | "listening on IP:PORT" | "unavailable: WHY"}
                          "requests" counts every request RECEIVED (before fault
                          injection, raw path without the query), "exec_count"
                          the commands actually started by POST /execute.
@@ -1050,6 +1058,7 @@ class RuntimeApp:
                     "faults_injected": st.faults_injected,
                     "fault_matches": self.faults.matches,
                     "faults_file": self.faults.path,
+                    "grpc": GRPC_STATE[0],
                 }
             conn.send_response(200, self.app.header_case([("content-type", "application/json")]),
                                json_bytes(data))
@@ -1937,6 +1946,83 @@ class _Shutdown(Exception):
     pass
 
 
+GRPC_STATE = ["off"]
+
+
+class GrpcSupervisor:
+    """Keeps grpc_server.py (another interpreter: the one with python3-grpcio) running
+    beside the REST API. It stays in this process group, so the kubelet's killpg
+    reaches it too; its own children die with it (PR_SET_PDEATHSIG)."""
+
+    def __init__(self, argv, log):
+        self.argv, self.log = argv, log
+        self.proc = None
+        self.stopping = False
+        self.lock = threading.Lock()
+
+    def start(self, timeout=30.0):
+        """Start and wait for its first line; False when grpc is unavailable."""
+        try:
+            p = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                 close_fds=True)
+        except OSError as e:
+            GRPC_STATE[0] = "unavailable: %s: %s" % (self.argv[0], e)
+            self.log("grpc: %s" % GRPC_STATE[0])
+            return False
+        with self.lock:
+            self.proc = p
+        line = b""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            r, _, _ = select.select([p.stdout], [], [], max(0.0, end - time.monotonic()))
+            if not r:
+                break
+            line = p.stdout.readline()
+            break
+        text = line.decode(errors="replace").strip()
+        if text.startswith("grpc listening on "):
+            GRPC_STATE[0] = text[len("grpc "):]
+            threading.Thread(target=self._watch, args=(p,), daemon=True,
+                             name="grpc-supervisor").start()
+            return True
+        GRPC_STATE[0] = "unavailable: %s" % (text[len("grpc unavailable: "):] if text.startswith(
+            "grpc unavailable: ") else "no answer from %s (%r)" % (" ".join(self.argv[:2]), text))
+        self.log("grpc: %s" % GRPC_STATE[0])
+        self._reap(p)
+        return False
+
+    def _watch(self, p):
+        for line in p.stdout:               # nothing more is expected; keep the pipe drained
+            self.log("grpc: %s" % line.decode(errors="replace").rstrip())
+        rc = p.wait()
+        if self.stopping or rc == 0:        # 0: it was told to stop (the pod's SIGTERM)
+            return
+        self.log("grpc: server exited with status %s; restarting" % rc)
+        time.sleep(0.2)
+        if not self.stopping:
+            self.start()
+
+    @staticmethod
+    def _reap(p):
+        try:
+            p.kill()
+        except OSError:
+            pass
+        p.wait()
+
+    def stop(self):
+        self.stopping = True
+        with self.lock:
+            p = self.proc
+        if p is None or p.poll() is not None:
+            return
+        p.terminate()
+        try:
+            p.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            self._reap(p)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description="sandbox runtime emulator (dev cluster)")
     ap.add_argument("--host", required=True)
@@ -1948,6 +2034,10 @@ def main(argv=None):
     ap.add_argument("--keep-alive-timeout", type=float, default=None)
     ap.add_argument("--spool-dir", default=None)
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--grpc-port", type=int, default=None)
+    ap.add_argument("--grpc-python", default=None)
+    ap.add_argument("--grpc-gen-dir", default=None)
+    ap.add_argument("--pod", default="")
     args = ap.parse_args(argv)
 
     def log(msg):
@@ -1974,6 +2064,20 @@ def main(argv=None):
                         log=None if args.quiet else log, name="runtime")
     port = server.bind(args.host, args.port)
     port_holder[0] = port
+    grpc_sup = None
+    if args.flavor == "sandboxd" and args.grpc_port is not None:
+        gargv = [args.grpc_python or os.environ.get("DEVCLUSTER_GRPC_PYTHON") or "/usr/bin/python3",
+                 "-I", "-u", os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                          "grpc_server.py"),
+                 "--host", args.host, "--port", str(args.grpc_port), "--root", base]
+        if args.grpc_gen_dir:
+            gargv += ["--gen-dir", args.grpc_gen_dir]
+        if args.faults_file:
+            gargv += ["--faults-file", args.faults_file]
+        if args.pod:
+            gargv += ["--pod", args.pod]
+        grpc_sup = GrpcSupervisor(gargv, log)
+        grpc_sup.start()
 
     def on_signal(signum, frame):
         raise _Shutdown()
@@ -1989,6 +2093,8 @@ def main(argv=None):
     finally:
         server.close()
         flavor.kill_all()
+        if grpc_sup is not None:
+            grpc_sup.stop()
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)
