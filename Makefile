@@ -59,6 +59,12 @@ $(B)/replay_%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c $(TEST_HDRS) | $(B)
 $(B)/fuzz_%: tests/fuzz/fuzz_%.c $(TEST_HDRS) | $(B)
 	$(CLANG) $(CSTD) -g -O1 -I. -Itests/lib -fsanitize=fuzzer,address,undefined $< -o $@ $(LDLIBS)
 
+# The flat-memory client of test_e2e_grpc: -O2, no sanitizers, so its peak RSS
+# is the library's own.
+$(B)/grpc_rss: tests/e2e/grpc_rss.c sandbox.h | $(B)
+	$(CC) $(CSTD) -O2 -I. $< -o $@ $(LDLIBS)
+$(B)/test_e2e_grpc: $(B)/grpc_rss
+
 $(B)/%: examples/%.c sandbox.h | $(B)
 	$(CC) $(ALLFLAGS) $< -o $@ $(LDLIBS)
 
@@ -83,7 +89,7 @@ faults: $(B)/faults
 
 # The pod-tunnel suites again on the kubectl port-forward route (the default
 # is the in-process WebSocket route).
-KUBECTL_ROUTE_SUITES := test_e2e test_e2e_alpha test_e2e_lifecycle test_e2e_retry test_e2e_modes
+KUBECTL_ROUTE_SUITES := test_e2e test_e2e_alpha test_e2e_lifecycle test_e2e_retry test_e2e_modes test_e2e_grpc
 
 SUITES = compile="sh tests/compile/run.sh" \
          $(foreach t,$(UNIT_BINS),$(notdir $(t))="$(t)") \
