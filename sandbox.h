@@ -4750,6 +4750,2177 @@ SBX__PRIVATE sbx__ws *sbx__ws_new(const sbx_allocator *alloc, const sbx__endpoin
     return ws;
 }
 
+#ifndef SBX_NO_GRPC
+/* ======================================================================== */
+/* >>hpack: RFC 7541 header compression (decoder in full, small encoder)    */
+/* ======================================================================== */
+/* Everything below up to >>proc is the gRPC transport (>>hpack, >>h2, >>grpc);
+   SBX_NO_GRPC removes it as a unit.
+
+   DECODER (no allocation: the dynamic table lives inside the struct)
+   void sbx__hpack_init(sbx__hpack *t, size_t limit);
+       limit: the SETTINGS_HEADER_TABLE_SIZE we announced (at most
+       SBX__HPACK_TABLE_MAX); a size update above it is an error.
+   int sbx__hpack_decode(t, block, n, scratch, cap, max_list, cb, user);
+       decodes one complete header block, calling cb(user, name, nlen, value,
+       vlen) per field (views into scratch, valid during the call). 0 ok; -1
+       malformed (t->why names the rule; the table is then out of step with the
+       peer's and the connection must end); 1: the decoded list passed max_list
+       (RFC 9113 counting, name + value + 32 per field) or a string passed cap:
+       the block was still decoded to its end, so the table stays in step, but
+       fields after the limit were not passed to cb.
+   The table may be sized 0..limit by the peer (dynamic table size updates,
+   only at the start of a block); inserting evicts from the oldest end.
+
+   HUFFMAN (RFC 7541 5.2 and Appendix B; the code is canonical, so decoding
+   walks per-length ranges, one bit at a time)
+   long sbx__huff_decode(p, n, out, cap)  bytes written, -1 invalid (EOS in the
+       string, padding longer than 7 bits or not all ones), -2 more than cap.
+   size_t sbx__huff_len_of(p, n)         encoded length in bytes
+   void sbx__huff_encode(p, n, out)      out holds sbx__huff_len_of bytes
+
+   ENCODER (what a client's request needs: no dynamic table, so the peer's
+   table size does not matter)
+   int sbx__hpack_int(sbx__buf *b, unsigned first, int prefix, unsigned long v)
+   int sbx__hpack_str(sbx__buf *b, const char *s, size_t n)   Huffman when shorter
+   int sbx__hpack_field(sbx__buf *b, int static_name, const char *name,
+                        const char *value, size_t vlen)
+       literal without indexing; the name as a static-table index when
+       static_name > 0, else as a literal. 0 ok, -1 out of memory. */
+
+#define SBX__HPACK_TABLE_MAX 4096          /* the default SETTINGS_HEADER_TABLE_SIZE; we keep it */
+#define SBX__HPACK_ENTRIES (SBX__HPACK_TABLE_MAX / 32)
+#define SBX__HPACK_STATIC 61
+
+/* RFC 7541 Appendix A, typed from the RFC text. */
+static const char *const sbx__hpack_static[61][2] = {
+    {":authority", ""}, {":method", "GET"}, {":method", "POST"}, {":path", "/"}, {":path", "/index.html"},
+    {":scheme", "http"}, {":scheme", "https"}, {":status", "200"}, {":status", "204"}, {":status", "206"},
+    {":status", "304"}, {":status", "400"}, {":status", "404"}, {":status", "500"}, {"accept-charset", ""},
+    {"accept-encoding", "gzip, deflate"}, {"accept-language", ""}, {"accept-ranges", ""}, {"accept", ""},
+    {"access-control-allow-origin", ""}, {"age", ""}, {"allow", ""}, {"authorization", ""},
+    {"cache-control", ""}, {"content-disposition", ""}, {"content-encoding", ""}, {"content-language", ""},
+    {"content-length", ""}, {"content-location", ""}, {"content-range", ""}, {"content-type", ""},
+    {"cookie", ""}, {"date", ""}, {"etag", ""}, {"expect", ""}, {"expires", ""}, {"from", ""}, {"host", ""},
+    {"if-match", ""}, {"if-modified-since", ""}, {"if-none-match", ""}, {"if-range", ""},
+    {"if-unmodified-since", ""}, {"last-modified", ""}, {"link", ""}, {"location", ""}, {"max-forwards", ""},
+    {"proxy-authenticate", ""}, {"proxy-authorization", ""}, {"range", ""}, {"referer", ""}, {"refresh", ""},
+    {"retry-after", ""}, {"server", ""}, {"set-cookie", ""}, {"strict-transport-security", ""},
+    {"transfer-encoding", ""}, {"user-agent", ""}, {"vary", ""}, {"via", ""}, {"www-authenticate", ""},
+};
+/* RFC 7541 Appendix B, typed from the RFC text (symbol 256 is EOS); below it,
+   what is derived from it: the symbols in canonical order (length, then
+   value) and, per length, the first code, the first position in that order
+   and the count. tests/unit/test_h2.c recomputes the derived tables. */
+static const unsigned int sbx__huff_code[257] = {
+    0x1ff8, 0x7fffd8, 0xfffffe2, 0xfffffe3, 0xfffffe4, 0xfffffe5, 0xfffffe6, 0xfffffe7, 0xfffffe8, 0xffffea,
+    0x3ffffffc, 0xfffffe9, 0xfffffea, 0x3ffffffd, 0xfffffeb, 0xfffffec, 0xfffffed, 0xfffffee, 0xfffffef,
+    0xffffff0, 0xffffff1, 0xffffff2, 0x3ffffffe, 0xffffff3, 0xffffff4, 0xffffff5, 0xffffff6, 0xffffff7,
+    0xffffff8, 0xffffff9, 0xffffffa, 0xffffffb, 0x14, 0x3f8, 0x3f9, 0xffa, 0x1ff9, 0x15, 0xf8, 0x7fa, 0x3fa,
+    0x3fb, 0xf9, 0x7fb, 0xfa, 0x16, 0x17, 0x18, 0x0, 0x1, 0x2, 0x19, 0x1a, 0x1b, 0x1c, 0x1d, 0x1e, 0x1f, 0x5c,
+    0xfb, 0x7ffc, 0x20, 0xffb, 0x3fc, 0x1ffa, 0x21, 0x5d, 0x5e, 0x5f, 0x60, 0x61, 0x62, 0x63, 0x64, 0x65,
+    0x66, 0x67, 0x68, 0x69, 0x6a, 0x6b, 0x6c, 0x6d, 0x6e, 0x6f, 0x70, 0x71, 0x72, 0xfc, 0x73, 0xfd, 0x1ffb,
+    0x7fff0, 0x1ffc, 0x3ffc, 0x22, 0x7ffd, 0x3, 0x23, 0x4, 0x24, 0x5, 0x25, 0x26, 0x27, 0x6, 0x74, 0x75, 0x28,
+    0x29, 0x2a, 0x7, 0x2b, 0x76, 0x2c, 0x8, 0x9, 0x2d, 0x77, 0x78, 0x79, 0x7a, 0x7b, 0x7ffe, 0x7fc, 0x3ffd,
+    0x1ffd, 0xffffffc, 0xfffe6, 0x3fffd2, 0xfffe7, 0xfffe8, 0x3fffd3, 0x3fffd4, 0x3fffd5, 0x7fffd9, 0x3fffd6,
+    0x7fffda, 0x7fffdb, 0x7fffdc, 0x7fffdd, 0x7fffde, 0xffffeb, 0x7fffdf, 0xffffec, 0xffffed, 0x3fffd7,
+    0x7fffe0, 0xffffee, 0x7fffe1, 0x7fffe2, 0x7fffe3, 0x7fffe4, 0x1fffdc, 0x3fffd8, 0x7fffe5, 0x3fffd9,
+    0x7fffe6, 0x7fffe7, 0xffffef, 0x3fffda, 0x1fffdd, 0xfffe9, 0x3fffdb, 0x3fffdc, 0x7fffe8, 0x7fffe9,
+    0x1fffde, 0x7fffea, 0x3fffdd, 0x3fffde, 0xfffff0, 0x1fffdf, 0x3fffdf, 0x7fffeb, 0x7fffec, 0x1fffe0,
+    0x1fffe1, 0x3fffe0, 0x1fffe2, 0x7fffed, 0x3fffe1, 0x7fffee, 0x7fffef, 0xfffea, 0x3fffe2, 0x3fffe3,
+    0x3fffe4, 0x7ffff0, 0x3fffe5, 0x3fffe6, 0x7ffff1, 0x3ffffe0, 0x3ffffe1, 0xfffeb, 0x7fff1, 0x3fffe7,
+    0x7ffff2, 0x3fffe8, 0x1ffffec, 0x3ffffe2, 0x3ffffe3, 0x3ffffe4, 0x7ffffde, 0x7ffffdf, 0x3ffffe5, 0xfffff1,
+    0x1ffffed, 0x7fff2, 0x1fffe3, 0x3ffffe6, 0x7ffffe0, 0x7ffffe1, 0x3ffffe7, 0x7ffffe2, 0xfffff2, 0x1fffe4,
+    0x1fffe5, 0x3ffffe8, 0x3ffffe9, 0xffffffd, 0x7ffffe3, 0x7ffffe4, 0x7ffffe5, 0xfffec, 0xfffff3, 0xfffed,
+    0x1fffe6, 0x3fffe9, 0x1fffe7, 0x1fffe8, 0x7ffff3, 0x3fffea, 0x3fffeb, 0x1ffffee, 0x1ffffef, 0xfffff4,
+    0xfffff5, 0x3ffffea, 0x7ffff4, 0x3ffffeb, 0x7ffffe6, 0x3ffffec, 0x3ffffed, 0x7ffffe7, 0x7ffffe8,
+    0x7ffffe9, 0x7ffffea, 0x7ffffeb, 0xffffffe, 0x7ffffec, 0x7ffffed, 0x7ffffee, 0x7ffffef, 0x7fffff0,
+    0x3ffffee, 0x3fffffff,
+};
+static const unsigned char sbx__huff_len[257] = {
+    13, 23, 28, 28, 28, 28, 28, 28, 28, 24, 30, 28, 28, 30, 28, 28, 28, 28, 28, 28, 28, 28, 30, 28, 28, 28,
+    28, 28, 28, 28, 28, 28, 6, 10, 10, 12, 13, 6, 8, 11, 10, 10, 8, 11, 8, 6, 6, 6, 5, 5, 5, 6, 6, 6, 6, 6, 6,
+    6, 7, 8, 15, 6, 12, 10, 13, 6, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 8, 7, 8,
+    13, 19, 13, 14, 6, 15, 5, 6, 5, 6, 5, 6, 6, 6, 5, 7, 7, 6, 6, 6, 5, 6, 7, 6, 5, 5, 6, 7, 7, 7, 7, 7, 15,
+    11, 14, 13, 28, 20, 22, 20, 20, 22, 22, 22, 23, 22, 23, 23, 23, 23, 23, 24, 23, 24, 24, 22, 23, 24, 23,
+    23, 23, 23, 21, 22, 23, 22, 23, 23, 24, 22, 21, 20, 22, 22, 23, 23, 21, 23, 22, 22, 24, 21, 22, 23, 23,
+    21, 21, 22, 21, 23, 22, 23, 23, 20, 22, 22, 22, 23, 22, 22, 23, 26, 26, 20, 19, 22, 23, 22, 25, 26, 26,
+    26, 27, 27, 26, 24, 25, 19, 21, 26, 27, 27, 26, 27, 24, 21, 21, 26, 26, 28, 27, 27, 27, 20, 24, 20, 21,
+    22, 21, 21, 23, 22, 22, 25, 25, 24, 24, 26, 23, 26, 27, 26, 26, 27, 27, 27, 27, 27, 28, 27, 27, 27, 27,
+    27, 26, 30,
+};
+static const unsigned short sbx__huff_sym[257] = {
+    48, 49, 50, 97, 99, 101, 105, 111, 115, 116, 32, 37, 45, 46, 47, 51, 52, 53, 54, 55, 56, 57, 61, 65, 95,
+    98, 100, 102, 103, 104, 108, 109, 110, 112, 114, 117, 58, 66, 67, 68, 69, 70, 71, 72, 73, 74, 75, 76, 77,
+    78, 79, 80, 81, 82, 83, 84, 85, 86, 87, 89, 106, 107, 113, 118, 119, 120, 121, 122, 38, 42, 44, 59, 88,
+    90, 33, 34, 40, 41, 63, 39, 43, 124, 35, 62, 0, 36, 64, 91, 93, 126, 94, 125, 60, 96, 123, 92, 195, 208,
+    128, 130, 131, 162, 184, 194, 224, 226, 153, 161, 167, 172, 176, 177, 179, 209, 216, 217, 227, 229, 230,
+    129, 132, 133, 134, 136, 146, 154, 156, 160, 163, 164, 169, 170, 173, 178, 181, 185, 186, 187, 189, 190,
+    196, 198, 228, 232, 233, 1, 135, 137, 138, 139, 140, 141, 143, 147, 149, 150, 151, 152, 155, 157, 158,
+    165, 166, 168, 174, 175, 180, 182, 183, 188, 191, 197, 231, 239, 9, 142, 144, 145, 148, 159, 171, 206,
+    215, 225, 236, 237, 199, 207, 234, 235, 192, 193, 200, 201, 202, 205, 210, 213, 218, 219, 238, 240, 242,
+    243, 255, 203, 204, 211, 212, 214, 221, 222, 223, 241, 244, 245, 246, 247, 248, 250, 251, 252, 253, 254,
+    2, 3, 4, 5, 6, 7, 8, 11, 12, 14, 15, 16, 17, 18, 19, 20, 21, 23, 24, 25, 26, 27, 28, 29, 30, 31, 127, 220,
+    249, 10, 13, 22, 256,
+};
+static const unsigned int sbx__huff_first[31] = {0x0, 0x0, 0x0, 0x0, 0x0, 0x0, 0x14, 0x5c, 0xf8, 0x0, 0x3f8, 0x7fa, 0xffa, 0x1ff8, 0x3ffc, 0x7ffc, 0x0, 0x0, 0x0, 0x7fff0, 0xfffe6, 0x1fffdc, 0x3fffd2, 0x7fffd8, 0xffffea, 0x1ffffec, 0x3ffffe0, 0x7ffffde, 0xfffffe2, 0x0, 0x3ffffffc};
+static const unsigned short sbx__huff_start[31] = {0, 0, 0, 0, 0, 0, 10, 36, 68, 0, 74, 79, 82, 84, 90, 92, 0, 0, 0, 95, 98, 106, 119, 145, 174, 186, 190, 205, 224, 0, 253};
+static const unsigned short sbx__huff_count[31] = {0, 0, 0, 0, 0, 10, 26, 32, 6, 0, 5, 3, 2, 6, 2, 3, 0, 0, 0, 3, 8, 13, 26, 29, 12, 4, 15, 19, 29, 0, 4};
+
+typedef struct sbx__hpack_ent {
+    unsigned off, nlen, vlen;
+} sbx__hpack_ent;
+
+typedef struct sbx__hpack {
+    size_t limit;                      /* largest size the peer may choose         */
+    size_t max;                        /* current maximum (after size updates)     */
+    size_t size;                       /* RFC 7541 4.1 size of the entries         */
+    unsigned n;                        /* entries, oldest first in ent[]           */
+    unsigned used;                     /* bytes of data[] in use                   */
+    sbx__hpack_ent ent[SBX__HPACK_ENTRIES];
+    unsigned char data[SBX__HPACK_TABLE_MAX];
+    char why[120];
+} sbx__hpack;
+
+SBX__PRIVATE void sbx__hpack_init(sbx__hpack *t, size_t limit)
+{
+    t->limit = t->max = limit > SBX__HPACK_TABLE_MAX ? SBX__HPACK_TABLE_MAX : limit;
+    t->size = 0;
+    t->n = t->used = 0;
+    t->why[0] = '\0';
+}
+
+SBX__PRIVATE void sbx__hpack_evict1(sbx__hpack *t)
+{
+    unsigned k = t->ent[0].nlen + t->ent[0].vlen, i;
+    t->size -= (size_t)k + 32;
+    memmove(t->data, t->data + k, t->used - k);
+    t->used -= k;
+    for (i = 1; i < t->n; i++) {
+        t->ent[i - 1] = t->ent[i];
+        t->ent[i - 1].off -= k;
+    }
+    t->n--;
+}
+
+SBX__PRIVATE void sbx__hpack_shrink(sbx__hpack *t)
+{
+    while (t->n > 0 && t->size > t->max) sbx__hpack_evict1(t);
+}
+
+/* RFC 7541 4.4: an entry larger than the table empties it and is not added. */
+SBX__PRIVATE void sbx__hpack_insert(sbx__hpack *t, const unsigned char *name, size_t nlen,
+                                     const unsigned char *val, size_t vlen)
+{
+    size_t need = nlen + vlen + 32;
+    if (need > t->max) {
+        t->n = t->used = 0;
+        t->size = 0;
+        return;
+    }
+    while (t->size + need > t->max) sbx__hpack_evict1(t);
+    t->ent[t->n].off = t->used;
+    t->ent[t->n].nlen = (unsigned)nlen;
+    t->ent[t->n].vlen = (unsigned)vlen;
+    memcpy(t->data + t->used, name, nlen);
+    memcpy(t->data + t->used + nlen, val, vlen);
+    t->used += (unsigned)(nlen + vlen);
+    t->size += need;
+    t->n++;
+}
+
+/* Entry `idx` (1-based, static then dynamic, newest dynamic first). */
+SBX__PRIVATE int sbx__hpack_get(const sbx__hpack *t, unsigned long idx, const unsigned char **name, size_t *nlen,
+                                const unsigned char **val, size_t *vlen)
+{
+    if (idx == 0) return -1;
+    if (idx <= SBX__HPACK_STATIC) {
+        *name = (const unsigned char *)sbx__hpack_static[idx - 1][0];
+        *nlen = strlen(sbx__hpack_static[idx - 1][0]);
+        *val = (const unsigned char *)sbx__hpack_static[idx - 1][1];
+        *vlen = strlen(sbx__hpack_static[idx - 1][1]);
+        return 0;
+    }
+    idx -= SBX__HPACK_STATIC;
+    if (idx > t->n) return -1;
+    {
+        const sbx__hpack_ent *en = &t->ent[t->n - idx];
+        *name = t->data + en->off;
+        *nlen = en->nlen;
+        *val = t->data + en->off + en->nlen;
+        *vlen = en->vlen;
+    }
+    return 0;
+}
+
+/* ---- Huffman ------------------------------------------------------------- */
+
+SBX__PRIVATE long sbx__huff_decode(const unsigned char *p, size_t n, unsigned char *out, size_t cap)
+{
+    unsigned long code = 0;
+    unsigned len = 0;
+    size_t i, o = 0;
+    for (i = 0; i < n; i++) {
+        int b;
+        for (b = 7; b >= 0; b--) {
+            code = (code << 1) | ((p[i] >> b) & 1u);
+            len++;
+            if (len >= 5) {
+                unsigned long k = code - sbx__huff_first[len];
+                if (k < sbx__huff_count[len]) {
+                    unsigned sym = sbx__huff_sym[sbx__huff_start[len] + k];
+                    if (sym == 256) return -1;
+                    if (o >= cap) return -2;
+                    out[o++] = (unsigned char)sym;
+                    code = 0;
+                    len = 0;
+                }
+            }
+            if (len >= 30) return -1; /* cannot happen with the canonical code; keeps the loop bounded */
+        }
+    }
+    /* padding: at most 7 bits, all ones (the start of EOS) */
+    if (len > 7 || code != (1ul << len) - 1) return -1;
+    return (long)o;
+}
+
+SBX__PRIVATE size_t sbx__huff_len_of(const unsigned char *p, size_t n)
+{
+    size_t i, bits = 0;
+    for (i = 0; i < n; i++) bits += sbx__huff_len[p[i]];
+    return (bits + 7) / 8;
+}
+
+SBX__PRIVATE void sbx__huff_encode(const unsigned char *p, size_t n, unsigned char *out)
+{
+    unsigned long long acc = 0;
+    unsigned bits = 0;
+    size_t i, o = 0;
+    for (i = 0; i < n; i++) {
+        acc = (acc << sbx__huff_len[p[i]]) | sbx__huff_code[p[i]];
+        bits += sbx__huff_len[p[i]];
+        while (bits >= 8) {
+            bits -= 8;
+            out[o++] = (unsigned char)(acc >> bits);
+        }
+    }
+    if (bits > 0) out[o] = (unsigned char)((acc << (8 - bits)) | (0xffu >> bits));
+}
+
+/* ---- primitives ------------------------------------------------------------ */
+
+/* RFC 7541 5.1; values above 2^28 are refused (nothing legitimate is that big). */
+SBX__PRIVATE int sbx__hpack_get_int(const unsigned char **pp, const unsigned char *end, int prefix, unsigned long *v)
+{
+    const unsigned char *p = *pp;
+    unsigned long max = (1ul << prefix) - 1, x;
+    unsigned shift = 0;
+    if (p >= end) return -1;
+    x = *p++ & max;
+    if (x == max) {
+        for (;;) {
+            unsigned char c;
+            if (p >= end || shift > 21) return -1;
+            c = *p++;
+            x += (unsigned long)(c & 0x7f) << shift;
+            shift += 7;
+            if (!(c & 0x80)) break;
+        }
+        if (x > (1ul << 28)) return -1;
+    }
+    *pp = p;
+    *v = x;
+    return 0;
+}
+
+/* A string literal into out (at most cap bytes): its length, -1 malformed,
+   -2 longer than cap (skipped, *pp advanced). */
+SBX__PRIVATE long sbx__hpack_get_str(sbx__hpack *t, const unsigned char **pp, const unsigned char *end,
+                                     unsigned char *out, size_t cap)
+{
+    const unsigned char *p = *pp;
+    unsigned long n;
+    int huff;
+    long r;
+    if (p >= end) return -1;
+    huff = (*p & 0x80) != 0;
+    if (sbx__hpack_get_int(&p, end, 7, &n) != 0) {
+        sbx__fmt(t->why, sizeof t->why, "bad string length");
+        return -1;
+    }
+    if (n > (unsigned long)(end - p)) {
+        sbx__fmt(t->why, sizeof t->why, "string of %lu bytes runs past the block", n);
+        return -1;
+    }
+    *pp = p + n;
+    if (huff) {
+        r = sbx__huff_decode(p, n, out, cap);
+        if (r == -1) sbx__fmt(t->why, sizeof t->why, "invalid Huffman code (EOS or bad padding)");
+        if (r == -2) {
+            /* still check it, so a bad code is reported the same whatever the cap */
+            size_t i;
+            unsigned long code = 0;
+            unsigned len = 0;
+            for (i = 0; i < n * 8; i++) {
+                code = (code << 1) | ((p[i / 8] >> (7 - i % 8)) & 1u);
+                if (++len >= 5 && code - sbx__huff_first[len] < sbx__huff_count[len]) {
+                    if (sbx__huff_sym[sbx__huff_start[len] + (code - sbx__huff_first[len])] == 256) break;
+                    code = 0;
+                    len = 0;
+                }
+                if (len >= 30) break;
+            }
+            if (i < n * 8 || len > 7 || code != (1ul << len) - 1) {
+                sbx__fmt(t->why, sizeof t->why, "invalid Huffman code (EOS or bad padding)");
+                return -1;
+            }
+        }
+        return r;
+    }
+    if (n > cap) return -2;
+    memcpy(out, p, n);
+    return (long)n;
+}
+
+SBX__PRIVATE int sbx__hpack_decode(sbx__hpack *t, const unsigned char *p, size_t n, unsigned char *scratch,
+                                   size_t cap, size_t max_list,
+                                   int (*cb)(void *u, const char *name, size_t nlen, const char *val, size_t vlen),
+                                   void *u)
+{
+    const unsigned char *end = p + n;
+    size_t list = 0;
+    int fields = 0, over = 0;
+    t->why[0] = '\0';
+    while (p < end) {
+        unsigned char c = *p;
+        unsigned long idx;
+        const unsigned char *name, *val;
+        size_t nlen = 0, vlen = 0;
+        int indexing = 0, have = 1; /* have: the field's bytes are in scratch */
+        long r;
+        if (c & 0x80) { /* 6.1 indexed field */
+            if (sbx__hpack_get_int(&p, end, 7, &idx) != 0 || sbx__hpack_get(t, idx, &name, &nlen, &val, &vlen) != 0) {
+                sbx__fmt(t->why, sizeof t->why, "indexed field %lu is not in the table (%u dynamic entries)",
+                         idx, t->n);
+                return -1;
+            }
+            if (nlen + vlen > cap) have = 0;
+            else {
+                memcpy(scratch, name, nlen);
+                memcpy(scratch + nlen, val, vlen);
+            }
+        } else if ((c & 0xe0) == 0x20) { /* 6.3 dynamic table size update */
+            if (fields) {
+                sbx__fmt(t->why, sizeof t->why, "table size update after a field");
+                return -1;
+            }
+            if (sbx__hpack_get_int(&p, end, 5, &idx) != 0 || idx > t->limit) {
+                sbx__fmt(t->why, sizeof t->why, "table size update to %lu passes our limit of %lu", idx,
+                         (unsigned long)t->limit);
+                return -1;
+            }
+            t->max = idx;
+            sbx__hpack_shrink(t);
+            continue;
+        } else { /* 6.2 literals: with indexing (01), without (0000), never indexed (0001) */
+            int prefix = (c & 0xc0) == 0x40 ? 6 : 4;
+            indexing = prefix == 6;
+            if (sbx__hpack_get_int(&p, end, prefix, &idx) != 0) {
+                sbx__fmt(t->why, sizeof t->why, "bad literal field");
+                return -1;
+            }
+            if (idx) {
+                if (sbx__hpack_get(t, idx, &name, &nlen, &val, &vlen) != 0) {
+                    sbx__fmt(t->why, sizeof t->why, "name index %lu is not in the table (%u dynamic entries)",
+                             idx, t->n);
+                    return -1;
+                }
+                if (nlen > cap) have = 0;
+                else memcpy(scratch, name, nlen);
+            } else {
+                r = sbx__hpack_get_str(t, &p, end, scratch, cap);
+                if (r == -1) return -1;
+                if (r == -2) have = 0;
+                else nlen = (size_t)r;
+            }
+            /* the value is read (and checked) even when it cannot be kept */
+            r = sbx__hpack_get_str(t, &p, end, scratch + (have ? nlen : 0), have ? cap - nlen : 0);
+            if (r == -1) return -1;
+            if (r == -2 || !have) have = 0, vlen = 0;
+            else vlen = (size_t)r;
+        }
+        fields++;
+        if (!have) over = 1;
+        if (have && !over) {
+            list += nlen + vlen + 32;
+            if (list > max_list) over = 1;
+        }
+        if (indexing) {
+            /* cap >= the table's limit, so a field we could not keep is larger
+               than the table: RFC 7541 4.4 empties the table for it */
+            if (have) sbx__hpack_insert(t, scratch, nlen, scratch + nlen, vlen);
+            else t->n = t->used = 0, t->size = 0;
+        }
+        if (!over && cb && cb(u, (const char *)scratch, nlen, (const char *)scratch + nlen, vlen) != 0) over = 1;
+    }
+    return over ? 1 : 0;
+}
+
+/* ---- encoder ----------------------------------------------------------------- */
+
+SBX__PRIVATE int sbx__hpack_int(sbx__buf *b, unsigned first, int prefix, unsigned long v)
+{
+    unsigned long max = (1ul << prefix) - 1;
+    unsigned char out[8];
+    size_t k = 0;
+    if (v < max) {
+        out[k++] = (unsigned char)(first | v);
+    } else {
+        out[k++] = (unsigned char)(first | max);
+        v -= max;
+        while (v >= 128) {
+            out[k++] = (unsigned char)(0x80 | (v & 0x7f));
+            v >>= 7;
+        }
+        out[k++] = (unsigned char)v;
+    }
+    return sbx__buf_append(b, out, k);
+}
+
+SBX__PRIVATE int sbx__hpack_str(sbx__buf *b, const char *s, size_t n)
+{
+    size_t h = sbx__huff_len_of((const unsigned char *)s, n);
+    if (h < n) {
+        if (sbx__hpack_int(b, 0x80, 7, (unsigned long)h) != 0 || sbx__buf_reserve(b, h) != 0) return -1;
+        sbx__huff_encode((const unsigned char *)s, n, (unsigned char *)b->data + b->len);
+        b->len += h;
+        b->data[b->len] = '\0';
+        return 0;
+    }
+    if (sbx__hpack_int(b, 0, 7, (unsigned long)n) != 0) return -1;
+    return sbx__buf_append(b, s, n);
+}
+
+SBX__PRIVATE int sbx__hpack_field(sbx__buf *b, int static_name, const char *name, const char *value, size_t vlen)
+{
+    if (static_name > 0) {
+        if (sbx__hpack_int(b, 0x00, 4, (unsigned long)static_name) != 0) return -1;
+    } else if (sbx__buf_append(b, "\0", 1) != 0 || sbx__hpack_str(b, name, strlen(name)) != 0) {
+        return -1;
+    }
+    return sbx__hpack_str(b, value, vlen);
+}
+
+/* ======================================================================== */
+/* >>h2: HTTP/2 client connections (RFC 9113, cleartext, prior knowledge)   */
+/* ======================================================================== */
+/* One sbx__h2 is a client of one endpoint. It holds at most one current
+   connection (sbx__h2c) and makes a new one lazily when there is none, when
+   the current one died, got a GOAWAY or used up its stream ids. A retired
+   connection lives on while calls it carries run to their end (over a
+   transport, which is one byte stream, the next connection waits for that).
+
+   CONCURRENCY: leader/follower, no thread of our own. One lock (h->mu)
+   guards all state; a connection's writes are serialised by its wmu (taken
+   after mu, never the other way round). A thread that must wait for its
+   stream (data, window, a free stream slot) and finds nobody reading the
+   connection takes the read role: it reads with ITS deadline, outside the
+   lock, dispatches whole frames to every stream's buffer under the lock and
+   wakes the others (h->cv); else it sleeps on h->cv until its deadline. When
+   the reader's own wait ends it gives the role up and wakes the others, one
+   of which takes it over. So nobody spins, every wait has a deadline, and a
+   connection nobody waits on is not read at all (its flow-control windows
+   then stop the server). Why no background reader: it would be a thread per
+   sandbox that outlives calls, needs its own shutdown protocol, and buys
+   nothing here, as every byte has a waiting caller.
+   Over a transport (the WebSocket port-forward), reads and writes must not
+   overlap (a read may answer a ping), so the reader polls the descriptor
+   the transport's open returned (the socket) without locks and reads under
+   wmu with a 1 ms deadline.
+
+   FLOW CONTROL: we announce a stream window of SBX__H2_STREAM_WINDOW and
+   give bytes back (WINDOW_UPDATE) only as the caller consumes them, so a
+   stream buffers at most that much; the connection window is given back as
+   data is buffered (the stream windows already bound memory). Our sends wait
+   for the server's windows.
+
+   ERRORS: a connection error by the server (RFC 9113 5.4.1) sends GOAWAY and
+   fails every unfinished stream with SBX_ERR_PROTOCOL naming the rule; a
+   dead socket fails them with SBX_ERR_CONNECT; GOAWAY fails the streams
+   above its last-stream-id with SBX_ERR_CONNECT (never processed: safe to
+   retry) and lets the others finish. RST_STREAM fails one stream
+   (REFUSED_STREAM: SBX_ERR_CONNECT, CANCEL: SBX_ERR_CLOSED, else
+   SBX_ERR_PROTOCOL). */
+
+#define SBX__H2_FRAME_MAX 16384u                  /* our SETTINGS_MAX_FRAME_SIZE (the default) */
+#define SBX__H2_STREAM_WINDOW (256u * 1024u)      /* what one stream may buffer                */
+#define SBX__H2_CONN_WINDOW (16u * 1024u * 1024u) /* connection receive window                 */
+#define SBX__H2_MAX_HEADER_LIST 65536u            /* decoded header list (RFC 9113 counting)   */
+#define SBX__H2_MAX_BLOCK 65536u                  /* one compressed header block               */
+#define SBX__H2_RBUF (4u * (SBX__H2_FRAME_MAX + 9u))
+#define SBX__H2_MSG_MAX 1024                      /* grpc-message bytes kept                   */
+#define SBX__H2_CTL_WAIT_MS 5000                  /* control frames (acks, updates, resets)    */
+#define SBX__H2_MAX_ID 0x7fffffffu
+#define SBX__H2_NO_DEADLINE (365LL * 86400000LL)
+
+#ifndef SBX__H2_MONO_COND
+#if defined(__APPLE__) || !defined(_POSIX_CLOCK_SELECTION)
+#define SBX__H2_MONO_COND 0
+#elif _POSIX_CLOCK_SELECTION > 0
+#define SBX__H2_MONO_COND 1
+#else
+#define SBX__H2_MONO_COND 0
+#endif
+#endif
+
+enum {
+    SBX__H2_DATA = 0, SBX__H2_HEADERS = 1, SBX__H2_PRIORITY = 2, SBX__H2_RST_STREAM = 3, SBX__H2_SETTINGS = 4,
+    SBX__H2_PUSH_PROMISE = 5, SBX__H2_PING = 6, SBX__H2_GOAWAY = 7, SBX__H2_WINDOW_UPDATE = 8,
+    SBX__H2_CONTINUATION = 9
+};
+enum { SBX__H2F_END_STREAM = 0x1, SBX__H2F_ACK = 0x1, SBX__H2F_END_HEADERS = 0x4, SBX__H2F_PADDED = 0x8,
+       SBX__H2F_PRIORITY = 0x20 };
+enum {
+    SBX__H2E_NO_ERROR = 0, SBX__H2E_PROTOCOL = 1, SBX__H2E_INTERNAL = 2, SBX__H2E_FLOW_CONTROL = 3,
+    SBX__H2E_SETTINGS_TIMEOUT = 4, SBX__H2E_STREAM_CLOSED = 5, SBX__H2E_FRAME_SIZE = 6, SBX__H2E_REFUSED = 7,
+    SBX__H2E_CANCEL = 8, SBX__H2E_COMPRESSION = 9, SBX__H2E_CONNECT = 10, SBX__H2E_CALM = 11,
+    SBX__H2E_SECURITY = 12, SBX__H2E_HTTP_1_1 = 13
+};
+
+SBX__PRIVATE const char *sbx__h2_errname(unsigned long code)
+{
+    static const char *const names[] = {"NO_ERROR", "PROTOCOL_ERROR", "INTERNAL_ERROR", "FLOW_CONTROL_ERROR",
+                                        "SETTINGS_TIMEOUT", "STREAM_CLOSED", "FRAME_SIZE_ERROR",
+                                        "REFUSED_STREAM", "CANCEL", "COMPRESSION_ERROR", "CONNECT_ERROR",
+                                        "ENHANCE_YOUR_CALM", "INADEQUATE_SECURITY", "HTTP_1_1_REQUIRED"};
+    return code < sizeof names / sizeof names[0] ? names[code] : "unknown error code";
+}
+
+typedef struct sbx__h2 sbx__h2;
+typedef struct sbx__h2c sbx__h2c;
+typedef struct sbx__h2s sbx__h2s;
+
+/* One stream: the gRPC layer embeds it in its call. Fields are guarded by h->mu. */
+struct sbx__h2s {
+    sbx__h2c *c;               /* the connection (a reference held), NULL before open */
+    sbx__h2s *next;            /* c->streams while open                              */
+    unsigned id;
+    int open;                  /* counted in c->nstreams, frames are dispatched to it */
+    int local_end;             /* we sent END_STREAM                                 */
+    int remote_end;            /* the server sent END_STREAM                         */
+    int failed;                /* err/why say why                                    */
+    sbx_result err;
+    char why[320];
+    long long send_window;
+    long long recv_window;     /* what the server may still send                     */
+    unsigned long unacked;     /* consumed, not yet given back                       */
+    sbx__buf in;               /* received DATA, unconsumed: in.data[in_pos, in.len) */
+    size_t in_pos;
+    int heads;                 /* header blocks seen (1xx not counted)               */
+    int http_status;
+    int grpc_ct;               /* content-type is application/grpc[+...|;...]        */
+    int grpc_status;           /* -1: none received                                  */
+    char grpc_msg[SBX__H2_MSG_MAX]; /* as received (percent-encoded)                  */
+};
+
+struct sbx__h2c {
+    sbx__h2 *h;
+    sbx__h2c *next;            /* h->conns */
+    int refs;                  /* h->cur, open calls, threads inside               */
+    sbx__conn io;
+    pthread_mutex_t wmu;
+    int dead;
+    sbx_result dead_code;
+    char dead_why[320];
+    int retired;               /* takes no new streams                              */
+    int goaway;
+    unsigned long goaway_last, goaway_code;
+    int reading;
+    int got_settings;
+    int drain;                 /* transport: read again before polling             */
+    unsigned next_id;
+    long long send_window;
+    long long peer_window;     /* the server's SETTINGS_INITIAL_WINDOW_SIZE         */
+    unsigned long peer_frame;  /* the server's SETTINGS_MAX_FRAME_SIZE              */
+    unsigned long peer_streams;
+    long long recv_window;
+    unsigned long recv_pending;
+    int nstreams;
+    sbx__h2s *streams;
+    unsigned char *rbuf;
+    size_t rlen;
+    sbx__hpack dec;
+    sbx__buf block;            /* header block being gathered                       */
+    unsigned block_sid;
+    int block_end, in_block;
+    unsigned char *scratch;    /* SBX__H2_MAX_HEADER_LIST bytes for HPACK           */
+    sbx__buf ctl;              /* control frames waiting to be sent                 */
+    unsigned long long frames; /* frames received                                   */
+};
+
+struct sbx__h2 {
+    sbx_allocator a;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int mono;
+    sbx__endpoint ep;
+    const sbx__transport *tr;
+    void *trs;
+    char *authority;
+    sbx__h2c *cur;
+    sbx__h2c *conns;
+    int nconns;
+    int connecting;
+    int refs;                  /* the handle + calls */
+    int closed;
+    unsigned long connects;    /* connections made */
+};
+
+/* ---- small helpers --------------------------------------------------------- */
+
+SBX__PRIVATE unsigned long sbx__h2_u32(const unsigned char *p)
+{
+    return ((unsigned long)p[0] << 24) | ((unsigned long)p[1] << 16) | ((unsigned long)p[2] << 8) | p[3];
+}
+
+SBX__PRIVATE void sbx__h2_put32(unsigned char *p, unsigned long v)
+{
+    p[0] = (unsigned char)(v >> 24);
+    p[1] = (unsigned char)(v >> 16);
+    p[2] = (unsigned char)(v >> 8);
+    p[3] = (unsigned char)v;
+}
+
+SBX__PRIVATE void sbx__h2_head(unsigned char *p, size_t len, int type, int flags, unsigned long sid)
+{
+    p[0] = (unsigned char)(len >> 16);
+    p[1] = (unsigned char)(len >> 8);
+    p[2] = (unsigned char)len;
+    p[3] = (unsigned char)type;
+    p[4] = (unsigned char)flags;
+    sbx__h2_put32(p + 5, sid & SBX__H2_MAX_ID);
+}
+
+SBX__PRIVATE int sbx__h2_frame(sbx__buf *b, int type, int flags, unsigned long sid, const void *payload, size_t n)
+{
+    unsigned char hd[9];
+    sbx__h2_head(hd, n, type, flags, sid);
+    if (sbx__buf_append(b, hd, 9) != 0) return -1;
+    return n ? sbx__buf_append(b, payload, n) : 0;
+}
+
+SBX__PRIVATE int sbx__h2_window_update(sbx__buf *b, unsigned long sid, unsigned long inc)
+{
+    unsigned char v[4];
+    sbx__h2_put32(v, inc & SBX__H2_MAX_ID);
+    return sbx__h2_frame(b, SBX__H2_WINDOW_UPDATE, 0, sid, v, 4);
+}
+
+/* The server's text (GOAWAY debug data, header values) made safe for a message. */
+SBX__PRIVATE void sbx__h2_clean(char *out, size_t cap, const unsigned char *p, size_t n)
+{
+    size_t i, o = 0;
+    if (!cap) return;
+    for (i = 0; i < n && o + 1 < cap; i++) out[o++] = (p[i] >= 0x20 && p[i] < 0x7f) ? (char)p[i] : '?';
+    out[o] = '\0';
+}
+
+/* Wait on h->cv until woken or the deadline; mu held. */
+SBX__PRIVATE void sbx__h2_sleep(sbx__h2 *h, long long deadline)
+{
+    struct timespec ts;
+    long long left = deadline - sbx__now_ms();
+    if (left <= 0) return;
+    if (left > 86400000LL) left = 86400000LL;
+    if (h->mono) clock_gettime(CLOCK_MONOTONIC, &ts);
+    else clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += (time_t)(left / 1000);
+    ts.tv_nsec += (long)(left % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    pthread_cond_timedwait(&h->cv, &h->mu, &ts);
+}
+
+/* ---- streams and connections: lifetime (mu held throughout) ------------------ */
+
+SBX__PRIVATE SBX__PRINTF(3, 4) void sbx__h2s_fail(sbx__h2s *s, sbx_result code, const char *fmt, ...)
+{
+    va_list ap;
+    if (s->failed) return;
+    s->failed = 1;
+    s->err = code;
+    va_start(ap, fmt);
+    vsnprintf(s->why, sizeof s->why, fmt, ap);
+    va_end(ap);
+}
+
+/* The stream stops taking frames and stops counting against the server's limit. */
+SBX__PRIVATE void sbx__h2s_unlink(sbx__h2s *s)
+{
+    sbx__h2s **pp;
+    if (!s->open || !s->c) return;
+    for (pp = &s->c->streams; *pp; pp = &(*pp)->next) {
+        if (*pp == s) {
+            *pp = s->next;
+            break;
+        }
+    }
+    s->next = NULL;
+    s->open = 0;
+    s->c->nstreams--;
+}
+
+SBX__PRIVATE sbx__h2s *sbx__h2c_find(sbx__h2c *c, unsigned long id)
+{
+    sbx__h2s *s;
+    for (s = c->streams; s; s = s->next)
+        if (s->id == id) return s;
+    return NULL;
+}
+
+SBX__PRIVATE void sbx__h2c_free(sbx__h2c *c)
+{
+    sbx_allocator *a = &c->h->a;
+    sbx__conn_free(&c->io);
+    pthread_mutex_destroy(&c->wmu);
+    sbx__buf_free(&c->block);
+    sbx__buf_free(&c->ctl);
+    sbx__free(a, c->rbuf);
+    sbx__free(a, c->scratch);
+    sbx__free(a, c);
+}
+
+SBX__PRIVATE void sbx__h2c_unref(sbx__h2c *c)
+{
+    sbx__h2 *h = c->h;
+    sbx__h2c **pp;
+    if (--c->refs > 0) return;
+    for (pp = &h->conns; *pp; pp = &(*pp)->next) {
+        if (*pp == c) {
+            *pp = c->next;
+            break;
+        }
+    }
+    if (h->cur == c) h->cur = NULL;
+    h->nconns--;
+    sbx__h2c_free(c);
+    pthread_cond_broadcast(&h->cv);
+}
+
+/* No new streams on c; drops the handle's reference (the caller holds one). */
+SBX__PRIVATE void sbx__h2c_retire(sbx__h2c *c)
+{
+    if (c->retired) return;
+    c->retired = 1;
+    if (c->h->cur == c) {
+        c->h->cur = NULL;
+        sbx__h2c_unref(c);
+    }
+}
+
+/* The connection is over: every stream that has not ended fails with code.
+   The socket is shut down (not closed: the descriptor stays ours until the
+   last reference goes) so that a reader blocked in recv returns. */
+SBX__PRIVATE SBX__PRINTF(3, 4) void sbx__h2c_fail(sbx__h2c *c, sbx_result code, const char *fmt, ...)
+{
+    va_list ap;
+    sbx__h2s *s;
+    if (c->dead) return;
+    c->dead = 1;
+    c->dead_code = code;
+    va_start(ap, fmt);
+    vsnprintf(c->dead_why, sizeof c->dead_why, fmt, ap);
+    va_end(ap);
+    while ((s = c->streams) != NULL) {
+        if (!s->remote_end) sbx__h2s_fail(s, code, "%s", c->dead_why);
+        sbx__h2s_unlink(s);
+    }
+    if (c->io.fd >= 0) shutdown(c->io.fd, SHUT_RDWR);
+    sbx__h2c_retire(c);
+    pthread_cond_broadcast(&c->h->cv);
+}
+
+/* ---- writing ----------------------------------------------------------------- */
+
+/* Send with mu held (stream ids must go out in order). */
+SBX__PRIVATE int sbx__h2c_send_locked(sbx__h2c *c, const void *p, size_t n, long long deadline)
+{
+    int r;
+    if (c->dead) return c->dead_code;
+    pthread_mutex_lock(&c->wmu);
+    r = sbx__conn_send(&c->io, (const char *)p, n, deadline);
+    pthread_mutex_unlock(&c->wmu);
+    if (r == 0) return SBX_OK;
+    if (r == -2) sbx__h2c_fail(c, SBX_ERR_TIMEOUT, "HTTP/2 connection to %s: sending timed out", c->h->ep.name);
+    else sbx__h2c_fail(c, SBX_ERR_CONNECT, "HTTP/2 connection to %s: send: %s", c->h->ep.name, strerror(errno));
+    return c->dead_code;
+}
+
+/* Send, letting go of mu meanwhile (the caller holds a reference to c). */
+SBX__PRIVATE int sbx__h2c_send(sbx__h2c *c, const void *p, size_t n, long long deadline)
+{
+    sbx__h2 *h = c->h;
+    int r, err;
+    if (c->dead) return c->dead_code;
+    pthread_mutex_unlock(&h->mu);
+    pthread_mutex_lock(&c->wmu);
+    r = sbx__conn_send(&c->io, (const char *)p, n, deadline);
+    err = errno;
+    pthread_mutex_unlock(&c->wmu);
+    pthread_mutex_lock(&h->mu);
+    if (r == 0) return c->dead ? c->dead_code : SBX_OK;
+    if (r == -2) sbx__h2c_fail(c, SBX_ERR_TIMEOUT, "HTTP/2 connection to %s: sending timed out", h->ep.name);
+    else sbx__h2c_fail(c, SBX_ERR_CONNECT, "HTTP/2 connection to %s: send: %s", h->ep.name, strerror(err));
+    return c->dead_code;
+}
+
+/* Send the queued control frames (acks, window updates, resets). */
+SBX__PRIVATE void sbx__h2c_flush(sbx__h2c *c)
+{
+    sbx__buf out;
+    if (c->ctl.len == 0 || c->dead) return;
+    out = c->ctl;
+    sbx__buf_init(&c->ctl, &c->h->a);
+    c->refs++;
+    sbx__h2c_send(c, out.data, out.len, sbx__deadline(SBX__H2_CTL_WAIT_MS));
+    sbx__buf_free(&out);
+    sbx__h2c_unref(c);
+}
+
+/* A connection error of the server's making: GOAWAY with code, then fail. */
+SBX__PRIVATE SBX__PRINTF(3, 4) int sbx__h2c_error(sbx__h2c *c, unsigned long code, const char *fmt, ...)
+{
+    char why[256];
+    unsigned char ga[17];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof why, fmt, ap);
+    va_end(ap);
+    if (!c->dead && c->io.fd >= 0) {
+        sbx__h2_head(ga, 8, SBX__H2_GOAWAY, 0, 0);
+        sbx__h2_put32(ga + 9, 0);
+        sbx__h2_put32(ga + 13, code);
+        sbx__h2c_send_locked(c, ga, sizeof ga, sbx__deadline(100));
+    }
+    sbx__h2c_fail(c, SBX_ERR_PROTOCOL, "HTTP/2 connection to %s: the server broke the protocol (%s): %s",
+                  c->h->ep.name, sbx__h2_errname(code), why);
+    return -1;
+}
+
+/* A stream error: RST_STREAM(code) and the stream fails with result/why. */
+SBX__PRIVATE void sbx__h2s_reset(sbx__h2s *s, unsigned long code, sbx_result result, const char *why)
+{
+    unsigned char v[4];
+    sbx__h2_put32(v, code);
+    if (s->open && s->c && !s->c->dead) sbx__h2_frame(&s->c->ctl, SBX__H2_RST_STREAM, 0, s->id, v, 4);
+    sbx__h2s_fail(s, result, "%s", why);
+    sbx__h2s_unlink(s);
+}
+
+/* The caller consumed n bytes of s->in: give them back to the server once a
+   quarter of the window is waiting (queued; sbx__h2c_flush sends). */
+SBX__PRIVATE void sbx__h2s_consumed(sbx__h2s *s, size_t n)
+{
+    s->in_pos += n;
+    if (s->in_pos == s->in.len) s->in_pos = s->in.len = 0;
+    s->unacked += (unsigned long)n;
+    if (s->open && !s->remote_end && s->c && s->unacked >= SBX__H2_STREAM_WINDOW / 4) {
+        if (sbx__h2_window_update(&s->c->ctl, s->id, s->unacked) == 0) {
+            s->recv_window += (long long)s->unacked;
+            s->unacked = 0;
+        }
+    }
+}
+
+/* ---- reading: frames from the server -------------------------------------------- */
+
+typedef struct sbx__h2_hctx {
+    sbx__h2s *s;
+    int status;
+    int ct;
+    int grpc_status;
+    int pseudo_after;          /* a pseudo-header after a regular field */
+    int regular;
+    const char *bad;
+    char msg[SBX__H2_MSG_MAX];
+    int has_msg;
+} sbx__h2_hctx;
+
+SBX__PRIVATE int sbx__h2_name_is(const char *n, size_t nl, const char *lit)
+{
+    return strlen(lit) == nl && memcmp(n, lit, nl) == 0;
+}
+
+SBX__PRIVATE int sbx__h2_on_header(void *u, const char *n, size_t nl, const char *v, size_t vl)
+{
+    sbx__h2_hctx *x = (sbx__h2_hctx *)u;
+    size_t i;
+    for (i = 0; i < nl; i++)
+        if (n[i] >= 'A' && n[i] <= 'Z') x->bad = "an upper-case header name";
+    if (nl == 0) x->bad = "an empty header name";
+    if (nl > 0 && n[0] == ':') {
+        if (x->regular) x->bad = "a pseudo-header after a regular field";
+        if (sbx__h2_name_is(n, nl, ":status")) {
+            if (x->status || vl != 3 || v[0] < '1' || v[0] > '5' || v[1] < '0' || v[1] > '9' || v[2] < '0' ||
+                v[2] > '9')
+                x->bad = "a bad or repeated :status";
+            else x->status = (v[0] - '0') * 100 + (v[1] - '0') * 10 + (v[2] - '0');
+        } else {
+            x->bad = "a pseudo-header other than :status";
+        }
+        return 0;
+    }
+    x->regular = 1;
+    if (sbx__h2_name_is(n, nl, "content-type")) {
+        x->ct = vl >= 16 && memcmp(v, "application/grpc", 16) == 0 && (vl == 16 || v[16] == '+' || v[16] == ';');
+    } else if (sbx__h2_name_is(n, nl, "grpc-status")) {
+        int st = 0;
+        if (vl == 0 || vl > 5) x->bad = "a bad grpc-status";
+        for (i = 0; i < vl; i++) {
+            if (v[i] < '0' || v[i] > '9') {
+                x->bad = "a bad grpc-status";
+                break;
+            }
+            st = st * 10 + (v[i] - '0');
+        }
+        x->grpc_status = st;
+    } else if (sbx__h2_name_is(n, nl, "grpc-message")) {
+        size_t k = vl < sizeof x->msg - 1 ? vl : sizeof x->msg - 1;
+        memcpy(x->msg, v, k);
+        x->msg[k] = '\0';
+        x->has_msg = 1;
+    }
+    return 0;
+}
+
+/* A whole header block arrived (HEADERS + CONTINUATION). */
+SBX__PRIVATE int sbx__h2c_block(sbx__h2c *c)
+{
+    sbx__h2_hctx x;
+    sbx__h2s *s = sbx__h2c_find(c, c->block_sid);
+    int r;
+    char why[200];
+    memset(&x, 0, sizeof x);
+    x.s = s;
+    x.grpc_status = -1;
+    c->in_block = 0;
+    r = sbx__hpack_decode(&c->dec, (const unsigned char *)c->block.data, c->block.len, c->scratch,
+                          SBX__H2_MAX_HEADER_LIST, SBX__H2_MAX_HEADER_LIST, sbx__h2_on_header, &x);
+    c->block.len = 0;
+    if (r < 0) return sbx__h2c_error(c, SBX__H2E_COMPRESSION, "HPACK: %s", c->dec.why);
+    if (!s) return 0; /* a stream we reset or forgot: decoded only to keep the table in step */
+    if (r == 1) {
+        sbx__fmt(why, sizeof why, "stream %u: the server's header list passed %u bytes", s->id,
+                 SBX__H2_MAX_HEADER_LIST);
+        sbx__h2s_reset(s, SBX__H2E_PROTOCOL, SBX_ERR_TOO_BIG, why);
+        return 0;
+    }
+    if (!x.bad && s->heads == 0 && x.status == 0) x.bad = "no :status";
+    if (!x.bad && s->heads > 0 && !c->block_end) x.bad = "trailers without END_STREAM";
+    if (!x.bad && s->heads > 0 && x.status) x.bad = ":status in trailers";
+    if (x.bad) {
+        sbx__fmt(why, sizeof why, "stream %u: malformed response headers from the server: %s", s->id, x.bad);
+        sbx__h2s_reset(s, SBX__H2E_PROTOCOL, SBX_ERR_PROTOCOL, why);
+        return 0;
+    }
+    if (s->heads == 0) {
+        if (x.status >= 100 && x.status < 200) {
+            if (c->block_end) {
+                sbx__fmt(why, sizeof why, "stream %u: the server ended the stream with a %d", s->id, x.status);
+                sbx__h2s_reset(s, SBX__H2E_PROTOCOL, SBX_ERR_PROTOCOL, why);
+            }
+            return 0; /* interim answer: the real one follows */
+        }
+        s->http_status = x.status;
+        s->grpc_ct = x.ct;
+    }
+    s->heads++;
+    if (x.grpc_status >= 0) s->grpc_status = x.grpc_status;
+    if (x.has_msg) memcpy(s->grpc_msg, x.msg, sizeof s->grpc_msg);
+    if (c->block_end) {
+        s->remote_end = 1;
+        if (s->local_end) sbx__h2s_unlink(s);
+    }
+    return 0;
+}
+
+SBX__PRIVATE int sbx__h2c_data(sbx__h2c *c, unsigned long sid, int flags, const unsigned char *p, size_t len)
+{
+    sbx__h2s *s;
+    size_t pad = 0;
+    const unsigned char *d = p;
+    size_t dlen = len;
+    char why[160];
+    if (sid == 0) return sbx__h2c_error(c, SBX__H2E_PROTOCOL, "DATA on stream 0");
+    if (flags & SBX__H2F_PADDED) {
+        if (len < 1 || (size_t)p[0] >= len) return sbx__h2c_error(c, SBX__H2E_PROTOCOL, "DATA padding too long");
+        pad = p[0];
+        d = p + 1;
+        dlen = len - 1 - pad;
+    }
+    if ((long long)len > c->recv_window)
+        return sbx__h2c_error(c, SBX__H2E_FLOW_CONTROL, "DATA past the connection window");
+    c->recv_window -= (long long)len;
+    c->recv_pending += (unsigned long)len;
+    if (c->recv_pending >= SBX__H2_CONN_WINDOW / 2 &&
+        sbx__h2_window_update(&c->ctl, 0, c->recv_pending) == 0) {
+        c->recv_window += (long long)c->recv_pending;
+        c->recv_pending = 0;
+    }
+    if ((sid & 1) == 0 || sid >= c->next_id)
+        return sbx__h2c_error(c, SBX__H2E_PROTOCOL, "DATA on stream %lu, which we never opened", sid);
+    s = sbx__h2c_find(c, sid);
+    if (!s) return 0; /* reset by us, or done: in flight when we let go */
+    if (s->remote_end || s->heads == 0) {
+        sbx__fmt(why, sizeof why, "stream %u: DATA %s", s->id,
+                 s->remote_end ? "after END_STREAM" : "before the response headers");
+        sbx__h2s_reset(s, s->remote_end ? SBX__H2E_STREAM_CLOSED : SBX__H2E_PROTOCOL, SBX_ERR_PROTOCOL, why);
+        return 0;
+    }
+    if ((long long)len > s->recv_window) {
+        sbx__fmt(why, sizeof why, "stream %u: the server sent DATA past the stream window", s->id);
+        sbx__h2s_reset(s, SBX__H2E_FLOW_CONTROL, SBX_ERR_PROTOCOL, why);
+        return 0;
+    }
+    s->recv_window -= (long long)len;
+    if (dlen) {
+        if (s->in_pos > 0 && s->in_pos >= s->in.len / 2) {
+            memmove(s->in.data, s->in.data + s->in_pos, s->in.len - s->in_pos);
+            s->in.len -= s->in_pos;
+            s->in_pos = 0;
+        }
+        if (sbx__buf_append(&s->in, d, dlen) != 0) {
+            sbx__fmt(why, sizeof why, "stream %u: out of memory for %lu bytes of DATA", s->id, (unsigned long)dlen);
+            sbx__h2s_reset(s, SBX__H2E_INTERNAL, SBX_ERR_NOMEM, why);
+            return 0;
+        }
+    }
+    /* padding and the pad length byte are consumed at once */
+    if (len > dlen) {
+        s->unacked += (unsigned long)(len - dlen);
+        if (!(flags & SBX__H2F_END_STREAM) && s->unacked >= SBX__H2_STREAM_WINDOW / 4 &&
+            sbx__h2_window_update(&c->ctl, s->id, s->unacked) == 0) {
+            s->recv_window += (long long)s->unacked;
+            s->unacked = 0;
+        }
+    }
+    if (flags & SBX__H2F_END_STREAM) {
+        s->remote_end = 1;
+        if (s->local_end) sbx__h2s_unlink(s);
+    }
+    return 0;
+}
+
+SBX__PRIVATE int sbx__h2c_settings(sbx__h2c *c, int flags, const unsigned char *p, size_t len)
+{
+    size_t i;
+    if (flags & SBX__H2F_ACK) {
+        if (len != 0) return sbx__h2c_error(c, SBX__H2E_FRAME_SIZE, "SETTINGS ack with a payload");
+        return 0;
+    }
+    if (len % 6) return sbx__h2c_error(c, SBX__H2E_FRAME_SIZE, "SETTINGS of %lu bytes", (unsigned long)len);
+    for (i = 0; i < len; i += 6) {
+        unsigned id = ((unsigned)p[i] << 8) | p[i + 1];
+        unsigned long v = sbx__h2_u32(p + i + 2);
+        if (id == 2 && v > 1) return sbx__h2c_error(c, SBX__H2E_PROTOCOL, "SETTINGS_ENABLE_PUSH %lu", v);
+        if (id == 3) c->peer_streams = v;
+        if (id == 4) {
+            long long delta;
+            sbx__h2s *s;
+            if (v > SBX__H2_MAX_ID)
+                return sbx__h2c_error(c, SBX__H2E_FLOW_CONTROL, "SETTINGS_INITIAL_WINDOW_SIZE %lu", v);
+            delta = (long long)v - c->peer_window;
+            c->peer_window = (long long)v;
+            for (s = c->streams; s; s = s->next) {
+                s->send_window += delta;
+                if (s->send_window > (long long)SBX__H2_MAX_ID)
+                    return sbx__h2c_error(c, SBX__H2E_FLOW_CONTROL, "a stream window passed 2^31-1");
+            }
+        }
+        if (id == 5) {
+            if (v < 16384 || v > 16777215)
+                return sbx__h2c_error(c, SBX__H2E_PROTOCOL, "SETTINGS_MAX_FRAME_SIZE %lu", v);
+            c->peer_frame = v;
+        }
+    }
+    c->got_settings = 1;
+    return sbx__h2_frame(&c->ctl, SBX__H2_SETTINGS, SBX__H2F_ACK, 0, NULL, 0);
+}
+
+SBX__PRIVATE int sbx__h2c_goaway(sbx__h2c *c, const unsigned char *p, size_t len)
+{
+    char debug[160];
+    unsigned long last = sbx__h2_u32(p) & SBX__H2_MAX_ID, code = sbx__h2_u32(p + 4);
+    sbx__h2s *s, *nx;
+    sbx__h2_clean(debug, sizeof debug, p + 8, len - 8 > 150 ? 150 : len - 8);
+    if (c->goaway && last > c->goaway_last)
+        return sbx__h2c_error(c, SBX__H2E_PROTOCOL, "GOAWAY raised its last stream id");
+    c->goaway = 1;
+    c->goaway_last = last;
+    c->goaway_code = code;
+    sbx__h2c_retire(c);
+    for (s = c->streams; s; s = nx) {
+        nx = s->next;
+        if (s->id > last) {
+            sbx__h2s_fail(s, SBX_ERR_CONNECT,
+                          "HTTP/2 connection to %s: the server sent GOAWAY (%s%s%s) before it processed stream "
+                          "%u; it may be retried",
+                          c->h->ep.name, sbx__h2_errname(code), debug[0] ? ": " : "", debug, s->id);
+            sbx__h2s_unlink(s);
+        }
+    }
+    if (code != SBX__H2E_NO_ERROR && c->nstreams == 0)
+        sbx__h2c_fail(c, SBX_ERR_CONNECT, "HTTP/2 connection to %s: GOAWAY (%s%s%s)", c->h->ep.name,
+                      sbx__h2_errname(code), debug[0] ? ": " : "", debug);
+    return 0;
+}
+
+/* One frame (whole, payload p[0..len)). 0 or -1 (connection failed). */
+SBX__PRIVATE int sbx__h2c_frame(sbx__h2c *c, int type, int flags, unsigned long sid, const unsigned char *p,
+                                size_t len)
+{
+    sbx__h2s *s;
+    char why[200];
+    c->frames++;
+    if (!c->got_settings && type != SBX__H2_SETTINGS)
+        return sbx__h2c_error(c, SBX__H2E_PROTOCOL, "the first frame is not SETTINGS (type %d)", type);
+    if (c->in_block && (type != SBX__H2_CONTINUATION || sid != c->block_sid))
+        return sbx__h2c_error(c, SBX__H2E_PROTOCOL, "frame type %d inside a header block", type);
+    switch (type) {
+    case SBX__H2_DATA:
+        return sbx__h2c_data(c, sid, flags, p, len);
+    case SBX__H2_HEADERS: {
+        size_t pad = 0, off = 0;
+        if (sid == 0) return sbx__h2c_error(c, SBX__H2E_PROTOCOL, "HEADERS on stream 0");
+        if ((sid & 1) == 0 || sid >= c->next_id)
+            return sbx__h2c_error(c, SBX__H2E_PROTOCOL, "HEADERS on stream %lu, which we never opened", sid);
+        if (flags & SBX__H2F_PADDED) {
+            if (len < 1) return sbx__h2c_error(c, SBX__H2E_PROTOCOL, "HEADERS padding missing");
+            pad = p[0];
+            off = 1;
+        }
+        if (flags & SBX__H2F_PRIORITY) off += 5;
+        if (off + pad > len) return sbx__h2c_error(c, SBX__H2E_PROTOCOL, "HEADERS padding too long");
+        c->block.len = 0;
+        if (sbx__buf_append(&c->block, p + off, len - off - pad) != 0)
+            return sbx__h2c_error(c, SBX__H2E_INTERNAL, "out of memory for a header block");
+        c->block_sid = (unsigned)sid;
+        c->block_end = (flags & SBX__H2F_END_STREAM) != 0;
+        c->in_block = 1;
+        return (flags & SBX__H2F_END_HEADERS) ? sbx__h2c_block(c) : 0;
+    }
+    case SBX__H2_CONTINUATION:
+        if (!c->in_block) return sbx__h2c_error(c, SBX__H2E_PROTOCOL, "CONTINUATION outside a header block");
+        if (c->block.len + len > SBX__H2_MAX_BLOCK)
+            return sbx__h2c_error(c, SBX__H2E_CALM, "a header block passed %u bytes", SBX__H2_MAX_BLOCK);
+        if (sbx__buf_append(&c->block, p, len) != 0)
+            return sbx__h2c_error(c, SBX__H2E_INTERNAL, "out of memory for a header block");
+        return (flags & SBX__H2F_END_HEADERS) ? sbx__h2c_block(c) : 0;
+    case SBX__H2_PRIORITY:
+        if (sid == 0) return sbx__h2c_error(c, SBX__H2E_PROTOCOL, "PRIORITY on stream 0");
+        if (len != 5) return sbx__h2c_error(c, SBX__H2E_FRAME_SIZE, "PRIORITY of %lu bytes", (unsigned long)len);
+        return 0;
+    case SBX__H2_RST_STREAM: {
+        unsigned long code;
+        if (sid == 0) return sbx__h2c_error(c, SBX__H2E_PROTOCOL, "RST_STREAM on stream 0");
+        if (len != 4) return sbx__h2c_error(c, SBX__H2E_FRAME_SIZE, "RST_STREAM of %lu bytes", (unsigned long)len);
+        if ((sid & 1) == 0 || sid >= c->next_id)
+            return sbx__h2c_error(c, SBX__H2E_PROTOCOL, "RST_STREAM on stream %lu, which we never opened", sid);
+        s = sbx__h2c_find(c, sid);
+        if (!s) return 0;
+        code = sbx__h2_u32(p);
+        if (!(s->remote_end && code == SBX__H2E_NO_ERROR))
+            sbx__h2s_fail(s,
+                          code == SBX__H2E_REFUSED  ? SBX_ERR_CONNECT
+                          : code == SBX__H2E_CANCEL ? SBX_ERR_CLOSED
+                                                    : SBX_ERR_PROTOCOL,
+                          "HTTP/2 connection to %s: the server reset stream %u (%s)%s", c->h->ep.name, s->id,
+                          sbx__h2_errname(code), code == SBX__H2E_REFUSED ? "; it may be retried" : "");
+        sbx__h2s_unlink(s);
+        return 0;
+    }
+    case SBX__H2_SETTINGS:
+        if (sid != 0) return sbx__h2c_error(c, SBX__H2E_PROTOCOL, "SETTINGS on stream %lu", sid);
+        return sbx__h2c_settings(c, flags, p, len);
+    case SBX__H2_PUSH_PROMISE:
+        return sbx__h2c_error(c, SBX__H2E_PROTOCOL, "PUSH_PROMISE, but push is disabled");
+    case SBX__H2_PING:
+        if (sid != 0) return sbx__h2c_error(c, SBX__H2E_PROTOCOL, "PING on stream %lu", sid);
+        if (len != 8) return sbx__h2c_error(c, SBX__H2E_FRAME_SIZE, "PING of %lu bytes", (unsigned long)len);
+        if (!(flags & SBX__H2F_ACK)) sbx__h2_frame(&c->ctl, SBX__H2_PING, SBX__H2F_ACK, 0, p, 8);
+        return 0;
+    case SBX__H2_GOAWAY:
+        if (sid != 0) return sbx__h2c_error(c, SBX__H2E_PROTOCOL, "GOAWAY on stream %lu", sid);
+        if (len < 8) return sbx__h2c_error(c, SBX__H2E_FRAME_SIZE, "GOAWAY of %lu bytes", (unsigned long)len);
+        return sbx__h2c_goaway(c, p, len);
+    case SBX__H2_WINDOW_UPDATE: {
+        unsigned long inc;
+        if (len != 4) return sbx__h2c_error(c, SBX__H2E_FRAME_SIZE, "WINDOW_UPDATE of %lu bytes", (unsigned long)len);
+        inc = sbx__h2_u32(p) & SBX__H2_MAX_ID;
+        if (sid == 0) {
+            if (inc == 0) return sbx__h2c_error(c, SBX__H2E_PROTOCOL, "WINDOW_UPDATE of 0");
+            c->send_window += (long long)inc;
+            if (c->send_window > (long long)SBX__H2_MAX_ID)
+                return sbx__h2c_error(c, SBX__H2E_FLOW_CONTROL, "the connection window passed 2^31-1");
+            return 0;
+        }
+        if ((sid & 1) == 0 || sid >= c->next_id)
+            return sbx__h2c_error(c, SBX__H2E_PROTOCOL, "WINDOW_UPDATE on stream %lu, which we never opened", sid);
+        s = sbx__h2c_find(c, sid);
+        if (!s) return 0;
+        if (inc == 0 || s->send_window + (long long)inc > (long long)SBX__H2_MAX_ID) {
+            sbx__fmt(why, sizeof why, "stream %u: %s", s->id,
+                     inc == 0 ? "WINDOW_UPDATE of 0" : "the stream window passed 2^31-1");
+            sbx__h2s_reset(s, inc == 0 ? SBX__H2E_PROTOCOL : SBX__H2E_FLOW_CONTROL, SBX_ERR_PROTOCOL, why);
+            return 0;
+        }
+        s->send_window += (long long)inc;
+        return 0;
+    }
+    default:
+        return 0; /* unknown frame types are ignored (RFC 9113 4.1) */
+    }
+}
+
+/* Dispatch the whole frames in c->rbuf[0, rlen); keep a partial one. */
+SBX__PRIVATE int sbx__h2c_frames(sbx__h2c *c)
+{
+    size_t pos = 0;
+    int r = 0;
+    while (!c->dead && c->rlen - pos >= 9) {
+        const unsigned char *f = c->rbuf + pos;
+        size_t len = ((size_t)f[0] << 16) | ((size_t)f[1] << 8) | f[2];
+        if (len > SBX__H2_FRAME_MAX) {
+            r = sbx__h2c_error(c, SBX__H2E_FRAME_SIZE, "a frame of %lu bytes (we take %u)", (unsigned long)len,
+                               SBX__H2_FRAME_MAX);
+            break;
+        }
+        if (c->rlen - pos < 9 + len) break;
+        pos += 9 + len;
+        if ((r = sbx__h2c_frame(c, f[3], f[4], sbx__h2_u32(f + 5) & SBX__H2_MAX_ID, f + 9, len)) != 0) break;
+    }
+    if (c->dead) {
+        c->rlen = 0;
+        return -1;
+    }
+    if (pos) {
+        memmove(c->rbuf, c->rbuf + pos, c->rlen - pos);
+        c->rlen -= pos;
+    }
+    pthread_cond_broadcast(&c->h->cv);
+    return r;
+}
+
+/* Take the read role for one read (mu held, a reference held). */
+SBX__PRIVATE void sbx__h2c_read(sbx__h2c *c, long long deadline)
+{
+    sbx__h2 *h = c->h;
+    long got;
+    int err = 0;
+    c->reading = 1;
+    c->refs++;
+    pthread_mutex_unlock(&h->mu);
+    if (!c->io.tr) {
+        got = sbx__http_recv(c->io.fd, (char *)c->rbuf + c->rlen, SBX__H2_RBUF - c->rlen, deadline);
+        err = errno;
+    } else {
+        int pr = 1;
+        if (!c->drain) pr = sbx__poll1(c->io.fd, POLLIN, deadline);
+        if (pr > 0) {
+            long long d = sbx__now_ms() + 1;
+            pthread_mutex_lock(&c->wmu);
+            got = c->io.tr->recv(c->io.trs, (char *)c->rbuf + c->rlen, SBX__H2_RBUF - c->rlen, d < deadline ? d : deadline);
+            err = errno;
+            pthread_mutex_unlock(&c->wmu);
+            c->drain = got > 0;
+        } else {
+            got = pr == 0 ? -2 : -1;
+            err = errno;
+        }
+    }
+    pthread_mutex_lock(&h->mu);
+    c->reading = 0;
+    if (got > 0) {
+        c->rlen += (size_t)got;
+        sbx__h2c_frames(c);
+    } else if (got == 0) {
+        if (c->goaway)
+            sbx__h2c_fail(c, SBX_ERR_CONNECT, "HTTP/2 connection to %s: closed by the server after GOAWAY (%s)",
+                          h->ep.name, sbx__h2_errname(c->goaway_code));
+        else sbx__h2c_fail(c, SBX_ERR_CONNECT, "HTTP/2 connection to %s: closed by the server", h->ep.name);
+    } else if (got == -1 && !c->dead) {
+        sbx__h2c_fail(c, SBX_ERR_CONNECT, "HTTP/2 connection to %s: read: %s", h->ep.name, strerror(err));
+    }
+    sbx__h2c_flush(c);
+    pthread_cond_broadcast(&h->cv);
+    sbx__h2c_unref(c);
+}
+
+/* Wait for something to happen on c (mu held, a reference held): read if
+   nobody is reading, else sleep until woken. Returns at the deadline. */
+SBX__PRIVATE void sbx__h2c_wait(sbx__h2c *c, long long deadline)
+{
+    if (sbx__now_ms() >= deadline) return;
+    if (!c->reading && !c->dead) sbx__h2c_read(c, deadline);
+    else sbx__h2_sleep(c->h, deadline);
+}
+
+/* ---- connections: making one --------------------------------------------------- */
+
+SBX__PRIVATE sbx__h2c *sbx__h2c_new(sbx__h2 *h)
+{
+    sbx__h2c *c = (sbx__h2c *)sbx__malloc(&h->a, sizeof *c);
+    if (!c) return NULL;
+    memset(c, 0, sizeof *c);
+    c->h = h;
+    sbx__conn_init(&c->io, &h->ep, &h->a);
+    if (h->tr) sbx__conn_transport(&c->io, h->tr, h->trs);
+    c->next_id = 1;
+    c->send_window = 65535;
+    c->peer_window = 65535;
+    c->peer_frame = 16384;
+    c->peer_streams = (unsigned long)-1;
+    c->recv_window = SBX__H2_CONN_WINDOW;
+    sbx__hpack_init(&c->dec, SBX__HPACK_TABLE_MAX);
+    sbx__buf_init(&c->block, &h->a);
+    sbx__buf_init(&c->ctl, &h->a);
+    c->rbuf = (unsigned char *)sbx__malloc(&h->a, SBX__H2_RBUF);
+    c->scratch = (unsigned char *)sbx__malloc(&h->a, SBX__H2_MAX_HEADER_LIST);
+    if (!c->rbuf || !c->scratch || pthread_mutex_init(&c->wmu, NULL) != 0) {
+        sbx__free(&h->a, c->rbuf);
+        sbx__free(&h->a, c->scratch);
+        sbx__free(&h->a, c);
+        return NULL;
+    }
+    return c;
+}
+
+/* Connect and send the preface: the magic, our SETTINGS (no push, our stream
+   window, our header list limit) and the connection window raise. */
+SBX__PRIVATE int sbx__h2c_start(sbx__h2c *c, long long deadline, sbx_error *e)
+{
+    static const char magic[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    unsigned char pre[24 + 9 + 18 + 13], *p = pre;
+    int r;
+    r = sbx__http_connect(&c->io, deadline, e);
+    if (r != SBX_OK) return r;
+    memcpy(p, magic, 24);
+    p += 24;
+    sbx__h2_head(p, 18, SBX__H2_SETTINGS, 0, 0);
+    p += 9;
+    p[0] = 0, p[1] = 2, sbx__h2_put32(p + 2, 0);
+    p[6] = 0, p[7] = 4, sbx__h2_put32(p + 8, SBX__H2_STREAM_WINDOW);
+    p[12] = 0, p[13] = 6, sbx__h2_put32(p + 14, SBX__H2_MAX_HEADER_LIST);
+    p += 18;
+    sbx__h2_head(p, 4, SBX__H2_WINDOW_UPDATE, 0, 0);
+    sbx__h2_put32(p + 9, SBX__H2_CONN_WINDOW - 65535u);
+    r = sbx__conn_send(&c->io, (const char *)pre, sizeof pre, deadline);
+    if (r != 0) {
+        int err = errno;
+        sbx__conn_close(&c->io);
+        if (r == -2) return sbx__fail(e, SBX_ERR_TIMEOUT, "HTTP/2 connection to %s: sending the preface timed out",
+                                      c->h->ep.name);
+        return sbx__fail_sys(e, SBX_ERR_CONNECT, err, "HTTP/2 connection to %s: sending the preface", c->h->ep.name);
+    }
+    return SBX_OK;
+}
+
+/* A connection that takes new streams, with a reference for the caller (mu held). */
+SBX__PRIVATE sbx__h2c *sbx__h2_conn(sbx__h2 *h, long long deadline, sbx_error *e)
+{
+    for (;;) {
+        sbx__h2c *c = h->cur;
+        int r;
+        if (h->closed) {
+            sbx__fail(e, SBX_ERR_CLOSED, "HTTP/2 connection to %s: closed", h->ep.name);
+            return NULL;
+        }
+        if (c && !c->retired) {
+            /* an idle connection may hold a GOAWAY or an EOF: read that first,
+               so a call is not sent into a connection the server has left */
+            if (!c->reading && c->nstreams == 0 && c->io.fd >= 0 && sbx__poll1(c->io.fd, POLLIN, 0) == 1) {
+                c->refs++;
+                sbx__h2c_read(c, sbx__now_ms() + 1);
+                if (!c->retired) return c;
+                sbx__h2c_unref(c);
+                continue;
+            }
+            c->refs++;
+            return c;
+        }
+        if (h->connecting || (h->tr && h->nconns > 0)) {
+            if (sbx__now_ms() >= deadline) {
+                if (h->connecting) sbx__fail(e, SBX_ERR_TIMEOUT, "HTTP/2 connection to %s: timed out waiting for a connect", h->ep.name);
+                else sbx__fail(e, SBX_ERR_TIMEOUT,
+                              "HTTP/2 connection to %s: timed out waiting for the previous connection's calls to end",
+                              h->ep.name);
+                return NULL;
+            }
+            /* over a transport the old connection must end first: help it along */
+            if (!h->connecting && h->conns && !h->conns->reading && !h->conns->dead) {
+                sbx__h2c *old = h->conns;
+                old->refs++;
+                sbx__h2c_wait(old, deadline);
+                sbx__h2c_unref(old);
+            } else {
+                sbx__h2_sleep(h, deadline);
+            }
+            continue;
+        }
+        c = sbx__h2c_new(h);
+        if (!c) {
+            sbx__fail(e, SBX_ERR_NOMEM, "HTTP/2 connection to %s: out of memory", h->ep.name);
+            return NULL;
+        }
+        h->connecting = 1;
+        pthread_mutex_unlock(&h->mu);
+        r = sbx__h2c_start(c, deadline, e);
+        pthread_mutex_lock(&h->mu);
+        h->connecting = 0;
+        pthread_cond_broadcast(&h->cv);
+        if (r != SBX_OK) {
+            sbx__h2c_free(c);
+            return NULL;
+        }
+        c->next = h->conns;
+        h->conns = c;
+        h->nconns++;
+        h->connects++;
+        h->cur = c;
+        c->refs = 2; /* h->cur and the caller */
+        return c;
+    }
+}
+
+/* ---- the handle ---------------------------------------------------------------- */
+
+SBX__PRIVATE sbx__h2 *sbx__h2_new(const sbx_allocator *alloc, const sbx__endpoint *ep, const sbx__transport *tr,
+                                   void *trs, const char *authority)
+{
+    sbx_allocator a = sbx__allocator(alloc);
+    pthread_condattr_t ca;
+    int rc;
+    sbx__h2 *h = (sbx__h2 *)sbx__malloc(&a, sizeof *h);
+    if (!h) return NULL;
+    memset(h, 0, sizeof *h);
+    h->a = a;
+    h->ep = *ep;
+    h->tr = tr;
+    h->trs = trs;
+    h->refs = 1;
+    h->authority = sbx__strdup(&a, authority ? authority : ep->host);
+    if (!h->authority) {
+        sbx__free(&a, h);
+        return NULL;
+    }
+    if (pthread_mutex_init(&h->mu, NULL) != 0) {
+        sbx__free(&a, h->authority);
+        sbx__free(&a, h);
+        return NULL;
+    }
+    rc = pthread_condattr_init(&ca);
+    if (rc == 0) {
+#if SBX__H2_MONO_COND
+        h->mono = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) == 0;
+#endif
+        rc = pthread_cond_init(&h->cv, &ca);
+        pthread_condattr_destroy(&ca);
+    }
+    if (rc != 0) {
+        pthread_mutex_destroy(&h->mu);
+        sbx__free(&a, h->authority);
+        sbx__free(&a, h);
+        return NULL;
+    }
+    return h;
+}
+
+SBX__PRIVATE void sbx__h2_destroy(sbx__h2 *h)
+{
+    sbx_allocator a = h->a;
+    pthread_mutex_destroy(&h->mu);
+    pthread_cond_destroy(&h->cv);
+    sbx__free(&a, h->authority);
+    sbx__free(&a, h);
+}
+
+/* Drop a reference to the handle (mu held; unlocks it). */
+SBX__PRIVATE void sbx__h2_unref_unlock(sbx__h2 *h)
+{
+    int last = --h->refs == 0;
+    pthread_mutex_unlock(&h->mu);
+    if (last) sbx__h2_destroy(h);
+}
+
+SBX__PRIVATE void sbx__h2_free(sbx__h2 *h)
+{
+    sbx__h2c *c;
+    if (!h) return;
+    pthread_mutex_lock(&h->mu);
+    h->closed = 1;
+    for (c = h->conns; c; c = c->next) {
+        c->refs++;
+        sbx__h2c_fail(c, SBX_ERR_CLOSED, "HTTP/2 connection to %s: closed", h->ep.name);
+        c->refs--;
+    }
+    /* readers leave once their socket is shut down; the last reference closes it */
+    while (h->conns) {
+        int busy = 0;
+        for (c = h->conns; c; c = c->next) busy |= c->reading;
+        if (!busy) break;
+        sbx__h2_sleep(h, sbx__deadline(100));
+    }
+    for (c = h->conns; c;) {
+        sbx__h2c *nx = c->next;
+        if (c->refs == 0) {
+            c->refs = 1;
+            sbx__h2c_unref(c);
+        }
+        c = nx;
+    }
+    sbx__h2_unref_unlock(h);
+}
+
+/* ---- streams: opening and sending ------------------------------------------------ */
+
+/* Open stream s with a prebuilt header block (no END_STREAM); mu not held.
+   On success s holds references to its connection and the handle until
+   sbx__h2_close(s); on failure it holds nothing. */
+SBX__PRIVATE int sbx__h2_open(sbx__h2 *h, sbx__h2s *s, const unsigned char *block, size_t blen,
+                              long long deadline, sbx_error *e)
+{
+    sbx__h2c *c;
+    sbx__buf out;
+    int r;
+    memset(s, 0, sizeof *s);
+    s->grpc_status = -1;
+    sbx__buf_init(&s->in, &h->a);
+    sbx__buf_init(&out, &h->a);
+    pthread_mutex_lock(&h->mu);
+    for (;;) {
+        c = sbx__h2_conn(h, deadline, e);
+        if (!c) {
+            pthread_mutex_unlock(&h->mu);
+            return e ? e->code : SBX_ERR_CONNECT;
+        }
+        if (c->next_id > SBX__H2_MAX_ID) { /* ids used up: the next connection takes over */
+            sbx__h2c_retire(c);
+            sbx__h2c_unref(c);
+            continue;
+        }
+        if ((unsigned long)c->nstreams < c->peer_streams) break;
+        if (sbx__now_ms() >= deadline) {
+            sbx__h2c_unref(c);
+            pthread_mutex_unlock(&h->mu);
+            return sbx__fail(e, SBX_ERR_TIMEOUT, "HTTP/2 connection to %s: timed out waiting for a free stream (the server allows %lu)",
+                             h->ep.name, c->peer_streams);
+        }
+        sbx__h2c_wait(c, deadline);
+        sbx__h2c_unref(c);
+    }
+    s->c = c;
+    s->id = c->next_id;
+    c->next_id += 2;
+    s->send_window = c->peer_window;
+    s->recv_window = SBX__H2_STREAM_WINDOW;
+    /* HEADERS, then CONTINUATION frames of at most the server's frame size */
+    {
+        size_t off = 0;
+        int type = SBX__H2_HEADERS;
+        r = 0;
+        do {
+            size_t k = blen - off > c->peer_frame ? c->peer_frame : blen - off;
+            r |= sbx__h2_frame(&out, type, off + k == blen ? SBX__H2F_END_HEADERS : 0, s->id, block + off, k);
+            off += k;
+            type = SBX__H2_CONTINUATION;
+        } while (off < blen);
+    }
+    if (r != 0) {
+        sbx__buf_free(&out);
+        s->c = NULL;
+        sbx__h2c_unref(c);
+        pthread_mutex_unlock(&h->mu);
+        return sbx__fail(e, SBX_ERR_NOMEM, "HTTP/2: out of memory");
+    }
+    s->open = 1;
+    s->next = c->streams;
+    c->streams = s;
+    c->nstreams++;
+    h->refs++; /* the stream keeps the handle, and its reference to c */
+    r = sbx__h2c_send_locked(c, out.data, out.len, deadline);
+    sbx__buf_free(&out);
+    if (r != SBX_OK) {
+        r = sbx__fail(e, (sbx_result)r, "%s", s->failed ? s->why : c->dead_why);
+        sbx__h2s_unlink(s);
+        s->c = NULL;
+        sbx__h2c_unref(c);
+        h->refs--;
+        pthread_mutex_unlock(&h->mu);
+        sbx__buf_free(&s->in);
+        return r;
+    }
+    pthread_mutex_unlock(&h->mu);
+    return SBX_OK;
+}
+
+/* Send p[0..n) as DATA on s within the windows, END_STREAM after it when end. */
+SBX__PRIVATE int sbx__h2_send(sbx__h2s *s, const void *p, size_t n, int end, long long deadline, sbx_error *e)
+{
+    sbx__h2c *c = s->c;
+    sbx__h2 *h = c->h;
+    const unsigned char *d = (const unsigned char *)p;
+    unsigned char hd[9];
+    int r = SBX_OK;
+    pthread_mutex_lock(&h->mu);
+    c->refs++;
+    for (;;) {
+        long long avail;
+        size_t k;
+        if (s->failed) {
+            r = sbx__fail(e, s->err, "%s", s->why);
+            break;
+        }
+        if (!s->open || s->local_end) {
+            r = sbx__fail(e, SBX_ERR_PROTOCOL, "HTTP/2 stream %u is closed", s->id);
+            break;
+        }
+        avail = c->send_window < s->send_window ? c->send_window : s->send_window;
+        if (avail > (long long)c->peer_frame) avail = (long long)c->peer_frame;
+        if (n > 0 && avail <= 0) {
+            if (sbx__now_ms() >= deadline) {
+                r = sbx__fail(e, SBX_ERR_TIMEOUT, "HTTP/2 stream %u: timed out waiting for the server's flow-control window", s->id);
+                break;
+            }
+            sbx__h2c_wait(c, deadline);
+            continue;
+        }
+        k = n < (size_t)(avail > 0 ? avail : 0) ? n : (size_t)(avail > 0 ? avail : 0);
+        c->send_window -= (long long)k;
+        s->send_window -= (long long)k;
+        sbx__h2_head(hd, k, SBX__H2_DATA, (end && k == n) ? SBX__H2F_END_STREAM : 0, s->id);
+        if (end && k == n) s->local_end = 1;
+        /* header and payload under one wmu hold, so no other frame lands between */
+        pthread_mutex_unlock(&h->mu);
+        pthread_mutex_lock(&c->wmu);
+        r = sbx__conn_send(&c->io, (const char *)hd, 9, deadline);
+        if (r == 0 && k) r = sbx__conn_send(&c->io, (const char *)d, k, deadline);
+        pthread_mutex_unlock(&c->wmu);
+        pthread_mutex_lock(&h->mu);
+        if (r != 0) {
+            if (r == -2) sbx__h2c_fail(c, SBX_ERR_TIMEOUT, "HTTP/2 connection to %s: sending timed out", h->ep.name);
+            else sbx__h2c_fail(c, SBX_ERR_CONNECT, "HTTP/2 connection to %s: send: %s", h->ep.name, strerror(errno));
+            r = sbx__fail(e, s->failed ? s->err : c->dead_code, "%s", s->failed ? s->why : c->dead_why);
+            break;
+        }
+        d += k;
+        n -= k;
+        if (n == 0) {
+            if (s->local_end && s->remote_end) sbx__h2s_unlink(s);
+            r = SBX_OK;
+            break;
+        }
+    }
+    sbx__h2c_unref(c);
+    pthread_mutex_unlock(&h->mu);
+    return r;
+}
+
+/* Let go of s: RST_STREAM(CANCEL) when it has not ended both ways; drops the
+   stream's references to its connection and the handle. */
+SBX__PRIVATE void sbx__h2_close(sbx__h2s *s)
+{
+    sbx__h2c *c = s->c;
+    sbx__h2 *h;
+    if (!c) {
+        sbx__buf_free(&s->in);
+        return;
+    }
+    h = c->h;
+    pthread_mutex_lock(&h->mu);
+    if (s->open) {
+        if (!(s->local_end && s->remote_end)) sbx__h2s_reset(s, SBX__H2E_CANCEL, SBX_ERR_CLOSED, "cancelled");
+        sbx__h2s_unlink(s);
+    }
+    sbx__h2c_flush(c);
+    s->c = NULL;
+    sbx__buf_free(&s->in);
+    sbx__h2c_unref(c);
+    pthread_cond_broadcast(&h->cv);
+    sbx__h2_unref_unlock(h);
+}
+
+/* ======================================================================== */
+/* >>grpc: protobuf wire format, gRPC calls over >>h2                      */
+/* ======================================================================== */
+/* PROTOBUF (proto3 wire format; the reader allocates nothing)
+   int sbx__pb_varint(b, v) / sbx__pb_uint(b, field, v) / sbx__pb_bytes(b, field, p, n)
+       append to an sbx__buf; 0 ok, -1 out of memory.
+   sbx__pb_init(&r, msg, n); then sbx__pb_next(&r, &field, &wt, &v, &data, &len):
+       1 a field (varint and fixed values in v, length-delimited bytes in
+       data/len), 0 the end, -1 malformed (truncated, field 0, wire types 3/4
+       (groups), 6, 7, a varint over 10 bytes or 64 bits).
+
+   CALLS (see the comments beside each function): sbx__grpc_start, _recv,
+   _status, _free, _unary; sbx__grpc_result and _status_name map a status.
+   A response message is length-prefixed (RFC-less gRPC framing: a flag byte,
+   a 4-byte big-endian length); the compressed flag is refused (we send no
+   grpc-accept-encoding, so a server must not compress), and a message over
+   SBX_GRPC_MAX_MESSAGE is SBX_ERR_TOO_BIG (the stream is cancelled). */
+
+#ifndef SBX_GRPC_MAX_MESSAGE
+#define SBX_GRPC_MAX_MESSAGE (4u * 1024u * 1024u)
+#endif
+
+/* ---- protobuf ----------------------------------------------------------------- */
+
+SBX__PRIVATE int sbx__pb_varint(sbx__buf *b, unsigned long long v)
+{
+    unsigned char out[10];
+    size_t k = 0;
+    while (v >= 0x80) {
+        out[k++] = (unsigned char)(0x80 | (v & 0x7f));
+        v >>= 7;
+    }
+    out[k++] = (unsigned char)v;
+    return sbx__buf_append(b, out, k);
+}
+
+SBX__PRIVATE int sbx__pb_uint(sbx__buf *b, int field, unsigned long long v)
+{
+    if (sbx__pb_varint(b, ((unsigned long long)field << 3) | 0) != 0) return -1;
+    return sbx__pb_varint(b, v);
+}
+
+SBX__PRIVATE int sbx__pb_bytes(sbx__buf *b, int field, const void *p, size_t n)
+{
+    if (sbx__pb_varint(b, ((unsigned long long)field << 3) | 2) != 0) return -1;
+    if (sbx__pb_varint(b, (unsigned long long)n) != 0) return -1;
+    return sbx__buf_append(b, p, n);
+}
+
+typedef struct sbx__pb {
+    const unsigned char *p, *end;
+} sbx__pb;
+
+SBX__PRIVATE void sbx__pb_init(sbx__pb *r, const void *msg, size_t n)
+{
+    r->p = (const unsigned char *)msg;
+    r->end = r->p + n;
+}
+
+SBX__PRIVATE int sbx__pb_get_varint(sbx__pb *r, unsigned long long *v)
+{
+    unsigned long long x = 0;
+    int i;
+    for (i = 0; i < 10; i++) {
+        unsigned char c;
+        if (r->p >= r->end) return -1;
+        c = *r->p++;
+        if (i == 9 && c > 1) return -1; /* past 64 bits */
+        x |= (unsigned long long)(c & 0x7f) << (7 * i);
+        if (!(c & 0x80)) {
+            *v = x;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+SBX__PRIVATE int sbx__pb_next(sbx__pb *r, int *field, int *wt, unsigned long long *v, const unsigned char **data,
+                              size_t *len)
+{
+    unsigned long long key, x;
+    int i;
+    *v = 0;
+    *data = NULL;
+    *len = 0;
+    if (r->p >= r->end) return 0;
+    if (sbx__pb_get_varint(r, &key) != 0) return -1;
+    if ((key >> 3) == 0 || (key >> 3) > 0x1fffffffULL) return -1;
+    *field = (int)(key >> 3);
+    *wt = (int)(key & 7);
+    switch (*wt) {
+    case 0:
+        return sbx__pb_get_varint(r, v) == 0 ? 1 : -1;
+    case 1:
+    case 5: {
+        int n = *wt == 1 ? 8 : 4;
+        if (r->end - r->p < n) return -1;
+        for (x = 0, i = n - 1; i >= 0; i--) x = (x << 8) | r->p[i];
+        r->p += n;
+        *v = x;
+        return 1;
+    }
+    case 2:
+        if (sbx__pb_get_varint(r, &x) != 0 || x > (unsigned long long)(r->end - r->p)) return -1;
+        *data = r->p;
+        *len = (size_t)x;
+        r->p += x;
+        return 1;
+    default:
+        return -1; /* groups (3, 4) and the unused 6, 7 */
+    }
+}
+
+/* ---- status codes ------------------------------------------------------------------ */
+
+SBX__PRIVATE const char *sbx__grpc_status_name(int status)
+{
+    static const char *const names[] = {"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED",
+                                        "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
+                                        "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED",
+                                        "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"};
+    return status >= 0 && status < (int)(sizeof names / sizeof names[0]) ? names[status] : "UNKNOWN_STATUS";
+}
+
+SBX__PRIVATE sbx_result sbx__grpc_result(int status)
+{
+    switch (status) {
+    case 0: return SBX_OK;
+    case 1: return SBX_ERR_CLOSED;
+    case 3: case 9: case 11: return SBX_ERR_INVALID_ARG;
+    case 4: return SBX_ERR_TIMEOUT;
+    case 5: return SBX_ERR_NOT_FOUND;
+    case 7: case 16: return SBX_ERR_DENIED;
+    case 8: return SBX_ERR_TOO_BIG;
+    case 12: return SBX_ERR_UNSUPPORTED;
+    case 14: return SBX_ERR_CONNECT;
+    default: return SBX_ERR_RPC;
+    }
+}
+
+SBX__PRIVATE int sbx__hexval(char ch)
+{
+    if (ch >= '0' && ch <= '9') return ch - '0';
+    if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F') return ch - 'A' + 10;
+    return -1;
+}
+
+/* grpc-message is percent-encoded (gRPC over HTTP/2); bad escapes stay as they are. */
+SBX__PRIVATE void sbx__grpc_pct_decode(char *out, size_t cap, const char *in)
+{
+    size_t o = 0;
+    if (!cap) return;
+    while (*in && o + 1 < cap) {
+        int hi, lo;
+        if (in[0] == '%' && in[1] && in[2] && (hi = sbx__hexval(in[1])) >= 0 && (lo = sbx__hexval(in[2])) >= 0) {
+            out[o++] = (char)(hi * 16 + lo);
+            in += 3;
+        } else {
+            out[o++] = *in++;
+        }
+    }
+    out[o] = '\0';
+}
+
+/* ---- calls ---------------------------------------------------------------------------- */
+
+struct sbx__grpc_call {
+    sbx__h2s s;                /* first: the stream */
+    sbx__h2 *h;
+    long long deadline;        /* the call's own, 0 = none */
+    sbx__buf msg;              /* the message being gathered / last returned */
+    size_t need;               /* its length, once the prefix is read */
+    int in_msg;                /* the prefix was read */
+    int ended;                 /* recv returned 0: status is known */
+    int status;
+    char message[SBX__H2_MSG_MAX];
+    sbx_result fail;           /* sticky failure of the call (deadline, protocol, size) */
+    char why[SBX_ERRMSG_SIZE];
+    char path[160];
+};
+typedef struct sbx__grpc_call sbx__grpc_call;
+
+/* Start a call: HEADERS (:method POST, :scheme http, :path, :authority,
+   content-type application/grpc, te trailers, user-agent, grpc-timeout from
+   the deadline when it is > 0) and one request message, with END_STREAM after
+   it when end_input. deadline: absolute ms bounding the whole call, 0 = none.
+   On failure *out is NULL and e says why. */
+SBX__PRIVATE sbx_result sbx__grpc_start(sbx__h2 *h, const char *path, const void *msg, size_t len, int end_input,
+                                        long long deadline, sbx__grpc_call **out, sbx_error *e)
+{
+    sbx__grpc_call *c;
+    sbx__buf hb, body;
+    size_t i, pl;
+    unsigned char pre[5];
+    int r;
+    *out = NULL;
+    pl = path ? strlen(path) : 0;
+    if (pl < 2 || pl >= sizeof c->path || path[0] != '/')
+        return sbx__fail(e, SBX_ERR_INVALID_ARG, "gRPC: bad method path \"%.100s\"", path ? path : "");
+    for (i = 0; i < pl; i++)
+        if ((unsigned char)path[i] <= 0x20 || (unsigned char)path[i] >= 0x7f)
+            return sbx__fail(e, SBX_ERR_INVALID_ARG, "gRPC: bad method path \"%.100s\"", path);
+    if (len > 0xffffffffu) return sbx__fail(e, SBX_ERR_INVALID_ARG, "gRPC %s: request message too big", path);
+    c = (sbx__grpc_call *)sbx__malloc(&h->a, sizeof *c);
+    if (!c) return sbx__fail(e, SBX_ERR_NOMEM, "gRPC %s: out of memory", path);
+    memset(c, 0, sizeof *c);
+    c->h = h;
+    c->deadline = deadline;
+    memcpy(c->path, path, pl + 1);
+    sbx__buf_init(&c->msg, &h->a);
+    sbx__buf_init(&hb, &h->a);
+    sbx__buf_init(&body, &h->a);
+    r = sbx__buf_append(&hb, "\x83\x86", 2); /* :method POST, :scheme http (static 3, 6) */
+    r |= sbx__hpack_field(&hb, 4, ":path", path, pl);
+    r |= sbx__hpack_field(&hb, 1, ":authority", h->authority, strlen(h->authority));
+    r |= sbx__hpack_field(&hb, 31, "content-type", "application/grpc", 16);
+    r |= sbx__hpack_field(&hb, 0, "te", "trailers", 8);
+    r |= sbx__hpack_field(&hb, 58, "user-agent", "sandbox.h/" SANDBOX_VERSION_STRING,
+                          strlen("sandbox.h/" SANDBOX_VERSION_STRING));
+    if (deadline > 0) {
+        char tv[24];
+        long long left = deadline - sbx__now_ms();
+        if (left < 1) left = 1;
+        if (left <= 99999999LL) sbx__fmt(tv, sizeof tv, "%lldm", left);
+        else sbx__fmt(tv, sizeof tv, "%lldS", (left + 999) / 1000 > 99999999LL ? 99999999LL : (left + 999) / 1000);
+        r |= sbx__hpack_field(&hb, 0, "grpc-timeout", tv, strlen(tv));
+    }
+    pre[0] = 0;
+    sbx__h2_put32(pre + 1, (unsigned long)len);
+    r |= sbx__buf_append(&body, pre, 5);
+    r |= sbx__buf_append(&body, msg, len);
+    if (r != 0) {
+        sbx__buf_free(&hb);
+        sbx__buf_free(&body);
+        sbx__free(&h->a, c);
+        return sbx__fail(e, SBX_ERR_NOMEM, "gRPC %s: out of memory", path);
+    }
+    r = sbx__h2_open(h, &c->s, (const unsigned char *)hb.data, hb.len, deadline > 0 ? deadline : sbx__now_ms() + SBX__H2_NO_DEADLINE, e);
+    sbx__buf_free(&hb);
+    if (r == SBX_OK)
+        r = sbx__h2_send(&c->s, body.data, body.len, end_input,
+                         deadline > 0 ? deadline : sbx__now_ms() + SBX__H2_NO_DEADLINE, e);
+    sbx__buf_free(&body);
+    if (r != SBX_OK) {
+        sbx__h2_close(&c->s);
+        sbx__buf_free(&c->msg);
+        sbx__free(&h->a, c);
+        return (sbx_result)r;
+    }
+    *out = c;
+    return SBX_OK;
+}
+
+/* The call failed for good (mu held): later recvs say the same. */
+SBX__PRIVATE SBX__PRINTF(3, 4) int sbx__grpc_fail(sbx__grpc_call *c, sbx_result code, const char *fmt, ...)
+{
+    va_list ap;
+    if (!c->fail) {
+        c->fail = code;
+        va_start(ap, fmt);
+        vsnprintf(c->why, sizeof c->why, fmt, ap);
+        va_end(ap);
+    }
+    return c->fail;
+}
+
+/* The stream ended: work out the status (gRPC over HTTP/2: trailers, or
+   Trailers-Only; an HTTP error or a missing grpc-status has a status too). */
+SBX__PRIVATE void sbx__grpc_finish(sbx__grpc_call *c)
+{
+    sbx__h2s *s = &c->s;
+    c->ended = 1;
+    if (s->grpc_status >= 0) {
+        c->status = s->grpc_status;
+        sbx__grpc_pct_decode(c->message, sizeof c->message, s->grpc_msg);
+    } else if (s->http_status != 200) {
+        int st = s->http_status;
+        c->status = st == 400 ? 13 : st == 401 ? 16 : st == 403 ? 7 : st == 404 ? 12
+                  : (st == 429 || st == 502 || st == 503 || st == 504) ? 14 : 2;
+        sbx__fmt(c->message, sizeof c->message, "HTTP status %d from the server (no grpc-status)", st);
+    } else {
+        c->status = 13;
+        sbx__fmt(c->message, sizeof c->message, "the server ended the call without a grpc-status%s",
+                 s->grpc_ct ? "" : " (and its content-type is not application/grpc)");
+    }
+}
+
+/* Next response message: 1 with *msg,*len (valid until the next recv or free
+   on this call), 0 at the end of the call (status known), < 0 an sbx_result.
+   wait_deadline: absolute ms, 0 = the call's deadline; passing it is
+   SBX_ERR_TIMEOUT and leaves the call usable, passing the call's own deadline
+   fails the call (cancelled, RST_STREAM). */
+SBX__PRIVATE int sbx__grpc_recv(sbx__grpc_call *c, const unsigned char **msg, size_t *len, long long wait_deadline,
+                                sbx_error *e)
+{
+    sbx__h2s *s = &c->s;
+    sbx__h2 *h = c->h;
+    long long wd = wait_deadline > 0 ? wait_deadline : c->deadline > 0 ? c->deadline : sbx__now_ms() + SBX__H2_NO_DEADLINE;
+    int r;
+    *msg = NULL;
+    *len = 0;
+    if (c->ended) return 0;
+    if (c->deadline > 0 && wd > c->deadline) wd = c->deadline;
+    pthread_mutex_lock(&h->mu);
+    for (;;) {
+        size_t avail = s->in.len - s->in_pos;
+        if (c->fail) break;
+        if (s->c && s->c->ctl.len && !s->c->dead) {
+            sbx__h2c *cn = s->c;
+            cn->refs++;
+            sbx__h2c_flush(cn);
+            sbx__h2c_unref(cn);
+            continue;
+        }
+        if (!c->in_msg && avail >= 5) {
+            const unsigned char *p = (const unsigned char *)s->in.data + s->in_pos;
+            unsigned long n = sbx__h2_u32(p + 1);
+            if (p[0] != 0) {
+                sbx__grpc_fail(c, SBX_ERR_PROTOCOL, "gRPC %s: the server sent a %s message (flag 0x%02x), which we did not ask for",
+                               c->path, (p[0] & 1) ? "compressed" : "flagged", p[0]);
+                sbx__h2s_reset(s, SBX__H2E_CANCEL, SBX_ERR_PROTOCOL, c->why);
+                break;
+            }
+            if (n > SBX_GRPC_MAX_MESSAGE) {
+                sbx__grpc_fail(c, SBX_ERR_TOO_BIG, "gRPC %s: a response message of %lu bytes passes SBX_GRPC_MAX_MESSAGE (%lu)",
+                               c->path, n, (unsigned long)SBX_GRPC_MAX_MESSAGE);
+                sbx__h2s_reset(s, SBX__H2E_CANCEL, SBX_ERR_TOO_BIG, c->why);
+                break;
+            }
+            sbx__h2s_consumed(s, 5);
+            c->in_msg = 1;
+            c->need = n;
+            c->msg.len = 0;
+            if (sbx__buf_reserve(&c->msg, n) != 0) {
+                sbx__grpc_fail(c, SBX_ERR_NOMEM, "gRPC %s: out of memory for a %lu-byte message", c->path, n);
+                sbx__h2s_reset(s, SBX__H2E_CANCEL, SBX_ERR_NOMEM, c->why);
+                break;
+            }
+            continue;
+        }
+        if (c->in_msg) {
+            size_t take = c->need - c->msg.len;
+            if (take > avail) take = avail;
+            if (take) {
+                memcpy(c->msg.data + c->msg.len, s->in.data + s->in_pos, take);
+                c->msg.len += take;
+                sbx__h2s_consumed(s, take);
+            }
+            if (c->msg.len == c->need) {
+                c->in_msg = 0;
+                c->msg.data[c->msg.len] = '\0';
+                if (s->c && s->c->ctl.len) {
+                    sbx__h2c *cn = s->c;
+                    cn->refs++;
+                    sbx__h2c_flush(cn);
+                    sbx__h2c_unref(cn);
+                }
+                pthread_mutex_unlock(&h->mu);
+                *msg = (const unsigned char *)c->msg.data;
+                *len = c->msg.len;
+                return 1;
+            }
+            if (take) continue;
+        }
+        if (s->failed) {
+            sbx__grpc_fail(c, s->err, "gRPC %s: %s", c->path, s->why);
+            break;
+        }
+        if (s->remote_end) {
+            if (c->in_msg || avail > 0) {
+                sbx__grpc_fail(c, SBX_ERR_PROTOCOL, "gRPC %s: the server ended the stream inside a message", c->path);
+                break;
+            }
+            sbx__grpc_finish(c);
+            pthread_mutex_unlock(&h->mu);
+            return 0;
+        }
+        if (c->deadline > 0 && sbx__now_ms() >= c->deadline) {
+            sbx__grpc_fail(c, SBX_ERR_TIMEOUT, "gRPC %s: the call's deadline passed", c->path);
+            sbx__h2s_reset(s, SBX__H2E_CANCEL, SBX_ERR_TIMEOUT, c->why);
+            if (s->c) {
+                sbx__h2c *cn = s->c;
+                cn->refs++;
+                sbx__h2c_flush(cn);
+                sbx__h2c_unref(cn);
+            }
+            break;
+        }
+        if (sbx__now_ms() >= wd) {
+            pthread_mutex_unlock(&h->mu);
+            return sbx__fail(e, SBX_ERR_TIMEOUT, "gRPC %s: no message within the wait", c->path);
+        }
+        {
+            sbx__h2c *cn = s->c;
+            cn->refs++;
+            sbx__h2c_wait(cn, wd);
+            sbx__h2c_unref(cn);
+        }
+    }
+    r = sbx__fail(e, c->fail, "%s", c->why);
+    pthread_mutex_unlock(&h->mu);
+    return r;
+}
+
+/* After recv returned 0: the gRPC status (0 OK) and its percent-decoded
+   grpc-message (never NULL, "" if none). */
+SBX__PRIVATE int sbx__grpc_status(const sbx__grpc_call *c, const char **message)
+{
+    if (message) *message = c->message;
+    return c->status;
+}
+
+/* Free the call; if it has not ended, RST_STREAM(CANCEL) it. */
+SBX__PRIVATE void sbx__grpc_free(sbx__grpc_call *c)
+{
+    sbx_allocator a;
+    if (!c) return;
+    a = c->h->a;
+    sbx__h2_close(&c->s);
+    sbx__buf_free(&c->msg);
+    sbx__free(&a, c);
+}
+
+/* start + the one response message into *resp (replaced) + the status. A
+   non-OK status is sbx__grpc_result(status) with e->grpc_status set and
+   e->msg "gRPC PATH: STATUS_NAME: message". */
+SBX__PRIVATE sbx_result sbx__grpc_unary(sbx__h2 *h, const char *path, const void *req, size_t n, sbx__buf *resp,
+                                        long long deadline, sbx_error *e)
+{
+    sbx__grpc_call *c = NULL;
+    const unsigned char *m;
+    size_t ml;
+    int r, got = 0;
+    const char *text;
+    int st;
+    r = sbx__grpc_start(h, path, req, n, 1, deadline, &c, e);
+    if (r != SBX_OK) {
+        sbx__err_prefix(e, "gRPC %s", path);
+        return (sbx_result)r;
+    }
+    resp->len = 0;
+    while ((r = sbx__grpc_recv(c, &m, &ml, 0, e)) == 1) {
+        if (got++) {
+            sbx__grpc_free(c);
+            return sbx__fail(e, SBX_ERR_PROTOCOL, "gRPC %s: the server sent more than one response message", path);
+        }
+        if (sbx__buf_append(resp, m, ml) != 0) {
+            sbx__grpc_free(c);
+            return sbx__fail(e, SBX_ERR_NOMEM, "gRPC %s: out of memory", path);
+        }
+    }
+    if (r < 0) {
+        sbx__grpc_free(c);
+        return (sbx_result)r;
+    }
+    st = sbx__grpc_status(c, &text);
+    if (st != 0) {
+        r = sbx__fail(e, sbx__grpc_result(st), "gRPC %s: %s%s%s", path, sbx__grpc_status_name(st), text[0] ? ": " : "", text);
+        if (e) e->grpc_status = st;
+        sbx__grpc_free(c);
+        return (sbx_result)r;
+    }
+    sbx__grpc_free(c);
+    if (!got) return sbx__fail(e, SBX_ERR_PROTOCOL, "gRPC %s: OK without a response message", path);
+    if (!resp->data && sbx__buf_reserve(resp, 0) != 0) return sbx__fail(e, SBX_ERR_NOMEM, "gRPC %s: out of memory", path);
+    return SBX_OK;
+}
+#endif /* SBX_NO_GRPC */
+
 /* ======================================================================== */
 /* >>proc: child processes (kubectl proxy, kubectl port-forward)            */
 /* ======================================================================== */
