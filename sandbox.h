@@ -12833,6 +12833,11 @@ SBX_API sbx_result sbx_process_close(sbx_process *p)
 #else
     pr = p->impl;
     if (!pr) return SBX_OK;
+    /* the stream goes first: a connection that got a GOAWAY is held by its
+       streams, and over the WebSocket route the kill's new connection waits
+       for the old one to end */
+    if (pr->call) sbx__grpc_free(pr->call);
+    pr->call = NULL;
     /* still running as far as we know: SIGKILL (one that is gone already,
        NOT_FOUND, is what we wanted) */
     if (!pr->exited && pr->id > 0 && !sbx__gchan_closed(pr->ch)) {
@@ -12843,7 +12848,6 @@ SBX_API sbx_result sbx_process_close(sbx_process *p)
         }
         if (r != SBX_OK) sbx__err_prefix(&p->err, "process close: kill");
     }
-    if (pr->call) sbx__grpc_free(pr->call);
     a = pr->ch->a;
     sbx__gchan_unref(pr->ch);
     sbx__free(&a, pr);

@@ -183,7 +183,7 @@ TEST(run_on_sandboxd)
 
 TEST(exec_argv_env_cwd)
 {
-    static const char *const argv[] = {"/bin/sh", "-c", "printf '%s|' \"$FOO\" \"$2\"; pwd", "sh", "two words", NULL};
+    static const char *const argv[] = {"/bin/sh", "-c", "printf '%s|' \"$FOO\" \"$1\"; pwd", "sh", "two words", NULL};
     static const char *const env[] = {"FOO", "a b\tc", "EMPTY", "", NULL};
     sbx_process_config pc;
     sbx_exec_result res;
@@ -636,7 +636,7 @@ TEST(fault_slow_stream)
     long long t0;
     if (!shared_ok) { CHECK(0); return; }
     CHECK_EQ_INT(grpc_fault("{\"grpc_slow_stream\":150}"), 0);
-    CHECK_EQ_INT(start_sh(&p, &SB, "echo a; echo b; echo c"), SBX_OK);
+    CHECK_EQ_INT(start_sh(&p, &SB, "echo a; sleep 0.05; echo b; sleep 0.05; echo c"), SBX_OK);
     t0 = sbx__now_ms();
     drain(&p, &d, 100); /* 100 ms per read is less than each chunk's delay */
     CHECK_EQ_INT(d.r, SBX_ERR_TIMEOUT);
