@@ -269,6 +269,11 @@
        SBX_WS_MAX_MESSAGE          16 MiB; one WebSocket message from the pod
                                    route (data is streamed, never held whole;
                                    frames need no allocation)
+       SBX_NO_GRPC                 not defined; defined, it leaves out the HTTP/2,
+                                   HPACK and gRPC client that sandboxd's process
+                                   API rides on
+       SBX_GRPC_MAX_MESSAGE        4 MiB; one gRPC response message (a bigger one
+                                   is SBX_ERR_TOO_BIG and cancels the call)
    Environment (read, never written): SANDBOX_KUBECTL, SANDBOX_API_URL,
    SANDBOX_POD_ROUTE; kubectl itself reads KUBECONFIG and the rest of its usual
    environment.
@@ -5338,6 +5343,9 @@ struct sbx__h2c {
     int reading;
     int got_settings;
     int drain;                 /* transport: read again before polling             */
+    int table_update;          /* the server changed SETTINGS_HEADER_TABLE_SIZE: our
+                                  next block opens with a size update (to 0: we
+                                  never index), RFC 7541 4.2                        */
     unsigned next_id;
     long long send_window;
     long long peer_window;     /* the server's SETTINGS_INITIAL_WINDOW_SIZE         */
@@ -5824,6 +5832,7 @@ SBX__PRIVATE int sbx__h2c_settings(sbx__h2c *c, int flags, const unsigned char *
     for (i = 0; i < len; i += 6) {
         unsigned id = ((unsigned)p[i] << 8) | p[i + 1];
         unsigned long v = sbx__h2_u32(p + i + 2);
+        if (id == 1) c->table_update = 1;
         if (id == 2 && v > 1) return sbx__h2c_error(c, SBX__H2E_PROTOCOL, "SETTINGS_ENABLE_PUSH %lu", v);
         if (id == 3) c->peer_streams = v;
         if (id == 4) {
@@ -6050,6 +6059,10 @@ SBX__PRIVATE void sbx__h2c_read(sbx__h2c *c, long long deadline)
             sbx__h2c_fail(c, SBX_ERR_CONNECT, "HTTP/2 connection to %s: closed by the server after GOAWAY (%s)",
                           h->ep.name, sbx__h2_errname(c->goaway_code));
         else sbx__h2c_fail(c, SBX_ERR_CONNECT, "HTTP/2 connection to %s: closed by the server", h->ep.name);
+    } else if (got == -1 && err == ECONNRESET && !c->dead) {
+        /* a server that closes with our bytes unread resets instead of ending */
+        sbx__h2c_fail(c, SBX_ERR_CONNECT, "HTTP/2 connection to %s: closed by the server (reset)%s", h->ep.name,
+                      c->goaway ? " after GOAWAY" : "");
     } else if (got == -1 && !c->dead) {
         sbx__h2c_fail(c, SBX_ERR_CONNECT, "HTTP/2 connection to %s: read: %s", h->ep.name, strerror(err));
     }
@@ -6292,12 +6305,13 @@ SBX__PRIVATE int sbx__h2_open(sbx__h2 *h, sbx__h2s *s, const unsigned char *bloc
                               long long deadline, sbx_error *e)
 {
     sbx__h2c *c;
-    sbx__buf out;
+    sbx__buf out, hb;
     int r;
     memset(s, 0, sizeof *s);
     s->grpc_status = -1;
     sbx__buf_init(&s->in, &h->a);
     sbx__buf_init(&out, &h->a);
+    sbx__buf_init(&hb, &h->a);
     pthread_mutex_lock(&h->mu);
     for (;;) {
         c = sbx__h2_conn(h, deadline, e);
@@ -6330,6 +6344,12 @@ SBX__PRIVATE int sbx__h2_open(sbx__h2 *h, sbx__h2s *s, const unsigned char *bloc
         size_t off = 0;
         int type = SBX__H2_HEADERS;
         r = 0;
+        if (c->table_update) {
+            r = sbx__buf_append(&hb, "\x20", 1) | sbx__buf_append(&hb, block, blen);
+            c->table_update = 0;
+            block = (const unsigned char *)hb.data;
+            blen = hb.len;
+        }
         do {
             size_t k = blen - off > c->peer_frame ? c->peer_frame : blen - off;
             r |= sbx__h2_frame(&out, type, off + k == blen ? SBX__H2F_END_HEADERS : 0, s->id, block + off, k);
@@ -6337,6 +6357,7 @@ SBX__PRIVATE int sbx__h2_open(sbx__h2 *h, sbx__h2s *s, const unsigned char *bloc
             type = SBX__H2_CONTINUATION;
         } while (off < blen);
     }
+    sbx__buf_free(&hb);
     if (r != 0) {
         sbx__buf_free(&out);
         s->c = NULL;

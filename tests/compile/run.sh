@@ -24,11 +24,15 @@ for cc in gcc clang; do
     try "$cc-link2tu" $cc -std=c99 $WARN -I. tests/compile/link_decl.c tests/compile/link_impl.c -o "$OUT/$cc-link" -pthread
     try "$cc-static2tu" $cc -std=c99 $WARN -I. tests/compile/static_a.c tests/compile/static_b.c -o "$OUT/$cc-static" -pthread
     try "$cc-twice" $cc -std=c99 $WARN -I. -c tests/compile/twice.c -o "$OUT/$cc-twice.o"
+    # without the gRPC transport (>>hpack, >>h2, >>grpc compiled out)
+    try "$cc-c99-nogrpc" $cc -std=c99 -DSBX_NO_GRPC $WARN -I. tests/compile/impl.c -o "$OUT/$cc-c99-nogrpc" -pthread
+    try "$cc-c99-O2-nogrpc" $cc -std=c99 -O2 -DSBX_NO_GRPC $WARN -I. -c tests/compile/impl.c -o "$OUT/$cc-c99-O2-nogrpc.o"
 done
 for cxx in g++ clang++; do
     command -v $cxx >/dev/null 2>&1 || { echo "SKIP $cxx: not installed"; continue; }
     for std in c++11 c++17; do
         try "$cxx-$std" $cxx -std=$std $WARNXX -I. tests/compile/impl.cc -o "$OUT/$cxx-$std" -pthread
+        try "$cxx-$std-nogrpc" $cxx -std=$std -DSBX_NO_GRPC $WARNXX -I. tests/compile/impl.cc -o "$OUT/$cxx-$std-nogrpc" -pthread
     done
 done
 # The README's quickstart is real code: extract its (first) C block and build it.

@@ -578,6 +578,7 @@ class Upstream:
         self.gen = 0
         self.server = None
         self.address = None             # "\0name" for socket.connect
+        self.target = None              # the same for a grpcio channel
         self.service = None
         self.executor = None
 
@@ -596,7 +597,8 @@ class Upstream:
             if server.add_insecure_port("unix-abstract:" + name) == 0:
                 raise RuntimeError("grpcio could not bind unix-abstract:" + name)
             server.start()
-            old, self.server, self.address = self.server, server, "\0" + name
+            old, self.server = self.server, server
+            self.address, self.target = "\0" + name, "unix-abstract:" + name
         return old
 
     def goaway(self, grace):
@@ -706,7 +708,7 @@ def main(argv=None):
     h2front = None
     try:
         import h2front as h2mod         # python3-h2 based front for connection-level faults
-        h2front = h2mod.FaultFront(upstream, faults, log)
+        h2front = h2mod.FaultFront(grpc, upstream, log)
     except ImportError as e:
         log("h2 front unavailable (%s): connection-level faults are ignored" % e)
     front = Front(args.host, args.port, upstream, faults, h2front)

@@ -679,6 +679,299 @@ TEST(grpcio_status_codes)
     sbx__buf_free(&resp);
 }
 
+/* ---- a hostile HTTP/2 server ------------------------------------------------------------ */
+
+static int h2fake_ok = -1;
+static server hs = {-1, -1, 0, {0, 0, {{{0}}}, {0}, {0}, {0}, {0}}};
+
+static int need_h2fake(void)
+{
+    if (h2fake_ok < 0)
+        h2fake_ok = py_has("h2") && py_has("hpack") && server_start(&hs, "tests/fakes/servers/h2_fake.py", NULL) == 0;
+    return h2fake_ok;
+}
+#define NEED_H2FAKE()                                                                                  \
+    do {                                                                                               \
+        if (!need_h2fake()) SKIP("no hostile HTTP/2 server: /usr/bin/python3 lacks h2 or hpack "       \
+                                 "(apt-get install -y python3-h2 python3-hpack)");                    \
+    } while (0)
+
+/* One unary call of scenario `name` on h. */
+static int fake_unary(sbx__h2 *h, const char *name, const void *body, size_t n, sbx__buf *resp, int ms, sbx_error *e)
+{
+    char path[96];
+    E2E_FMT(path, sizeof path, "/fake.H2/%s", name);
+    memset(e, 0, sizeof *e);
+    return sbx__grpc_unary(h, path, body, n, resp, sbx__deadline(ms), e);
+}
+
+TEST(h2_well_formed_oddities)
+{
+    static const char *names[] = {"ok", "padding", "continuation", "hpack_update", "ping", "settings"};
+    sbx_allocator a = sbx__allocator(NULL);
+    sbx__buf resp;
+    sbx_error e;
+    size_t i;
+    int fds;
+    NEED_H2FAKE();
+    fds = test_fd_count();
+    sbx__buf_init(&resp, &a);
+    for (i = 0; i < sizeof names / sizeof names[0]; i++) {
+        sbx__h2 *h = sbx__h2_new(NULL, &hs.ep, NULL, NULL, "localhost");
+        char body[64];
+        int r, k;
+        E2E_FMT(body, sizeof body, "hello %s", names[i]);
+        /* twice: the second call rides on what the first left (table, settings) */
+        for (k = 0; k < 2; k++) {
+            r = fake_unary(h, names[i], body, strlen(body), &resp, 10000, &e);
+            CHECK_MSG(r == SBX_OK, "%s: %d %s", names[i], r, e.msg);
+            CHECK_MSG(resp.len == strlen(body) && memcmp(resp.data, body, resp.len) == 0, "%s", names[i]);
+        }
+        CHECK_EQ_INT(h->connects, 1);
+        sbx__h2_free(h);
+    }
+    {   /* after new SETTINGS (frames up to 64 KiB, window 70000): a 100 kB request */
+        sbx__h2 *h = sbx__h2_new(NULL, &hs.ep, NULL, NULL, "localhost");
+        static char big[100000];
+        int r;
+        memset(big, 'q', sizeof big);
+        r = fake_unary(h, "settings", "s", 1, &resp, 10000, &e);
+        CHECK_MSG(r == SBX_OK, "%d %s", r, e.msg);
+        r = fake_unary(h, "settings", big, sizeof big, &resp, 10000, &e);
+        CHECK_MSG(r == SBX_OK && resp.len == sizeof big, "%d %s", r, e.msg);
+        sbx__h2_free(h);
+    }
+    sbx__buf_free(&resp);
+    CHECK_EQ_INT(test_fd_count(), fds);
+}
+
+TEST(h2_goaway_mid_stream)
+{
+    sbx__h2 *h;
+    sbx__grpc_call *a1 = NULL, *b1 = NULL;
+    sbx_error e;
+    const unsigned char *m;
+    size_t ml;
+    int r;
+    sbx_allocator al = sbx__allocator(NULL);
+    sbx__buf resp;
+    NEED_H2FAKE();
+    sbx__buf_init(&resp, &al);
+    h = sbx__h2_new(NULL, &hs.ep, NULL, NULL, "localhost");
+    CHECK(sbx__grpc_start(h, "/fake.H2/goaway", "A", 1, 1, sbx__deadline(10000), &a1, &e) == SBX_OK);
+    CHECK(sbx__grpc_start(h, "/fake.H2/goaway", "B", 1, 1, sbx__deadline(10000), &b1, &e) == SBX_OK);
+    if (a1 && b1) {
+        r = sbx__grpc_recv(b1, &m, &ml, 0, &e);
+        CHECK_MSG(r == SBX_ERR_CONNECT, "%d %s", r, e.msg);
+        CHECK_MSG(strstr(e.msg, "GOAWAY (NO_ERROR: going away)") && strstr(e.msg, "may be retried"), "%s", e.msg);
+        r = sbx__grpc_recv(a1, &m, &ml, 0, &e);
+        CHECK_MSG(r == 1 && ml == 1 && m[0] == 'A', "%d %s", r, e.msg);
+        r = sbx__grpc_recv(a1, &m, &ml, 0, &e);
+        CHECK_MSG(r == 0 && sbx__grpc_status(a1, NULL) == 0, "%d %s", r, e.msg);
+    }
+    sbx__grpc_free(a1);
+    sbx__grpc_free(b1);
+    /* the next call reconnects */
+    r = fake_unary(h, "ok", "again", 5, &resp, 10000, &e);
+    CHECK_MSG(r == SBX_OK && resp.len == 5, "%d %s", r, e.msg);
+    CHECK_EQ_INT(h->connects, 2);
+    sbx__h2_free(h);
+    sbx__buf_free(&resp);
+}
+
+TEST(h2_rst_stream)
+{
+    sbx__h2 *h;
+    sbx__grpc_call *c = NULL;
+    sbx_error e;
+    const unsigned char *m;
+    size_t ml;
+    int r;
+    sbx_allocator al = sbx__allocator(NULL);
+    sbx__buf resp;
+    NEED_H2FAKE();
+    sbx__buf_init(&resp, &al);
+    h = sbx__h2_new(NULL, &hs.ep, NULL, NULL, "localhost");
+    CHECK(sbx__grpc_start(h, "/fake.H2/rst", "R", 1, 1, sbx__deadline(10000), &c, &e) == SBX_OK);
+    if (c) {
+        r = sbx__grpc_recv(c, &m, &ml, 0, &e);
+        CHECK_MSG(r == 1 && ml == 1, "%d %s", r, e.msg);
+        r = sbx__grpc_recv(c, &m, &ml, 0, &e);
+        CHECK_MSG(r == SBX_ERR_PROTOCOL && strstr(e.msg, "reset stream 1 (INTERNAL_ERROR)"), "%d %s", r, e.msg);
+        r = sbx__grpc_recv(c, &m, &ml, 0, &e); /* sticky */
+        CHECK(r == SBX_ERR_PROTOCOL);
+        sbx__grpc_free(c);
+    }
+    r = fake_unary(h, "rst", "second", 6, &resp, 10000, &e);
+    CHECK_MSG(r == SBX_OK && resp.len == 6, "%d %s", r, e.msg);
+    CHECK_EQ_INT(h->connects, 1);
+    sbx__h2_free(h);
+    h = sbx__h2_new(NULL, &hs.ep, NULL, NULL, "localhost");
+    r = fake_unary(h, "refused", "x", 1, &resp, 10000, &e);
+    CHECK_MSG(r == SBX_ERR_CONNECT && strstr(e.msg, "REFUSED_STREAM") && strstr(e.msg, "may be retried"), "%d %s", r, e.msg);
+    sbx__h2_free(h);
+    sbx__buf_free(&resp);
+}
+
+static int stream_count(sbx__h2 *h, const char *path, const void *body, size_t n, const char *last, sbx_error *e)
+{
+    sbx__grpc_call *c = NULL;
+    const unsigned char *m;
+    size_t ml;
+    int r, count = 0, good = 1;
+    r = sbx__grpc_start(h, path, body, n, 1, sbx__deadline(20000), &c, e);
+    if (r != SBX_OK) return r;
+    while ((r = sbx__grpc_recv(c, &m, &ml, 0, e)) == 1) {
+        if (count < 64 && (ml != 16384 || m[0] != (unsigned char)(count % 251))) good = 0;
+        if (count == 64 && (ml != strlen(last) || memcmp(m, last, ml) != 0)) good = 0;
+        count++;
+    }
+    if (r == 0 && sbx__grpc_status(c, NULL) != 0) r = -100;
+    sbx__grpc_free(c);
+    return r < 0 ? r : good ? count : -200;
+}
+
+TEST(h2_flow_control_windows)
+{
+    sbx__h2 *h;
+    sbx_error e;
+    static char big[5000];
+    int r;
+    long long t0;
+    sbx_allocator al = sbx__allocator(NULL);
+    sbx__buf resp;
+    NEED_H2FAKE();
+    sbx__buf_init(&resp, &al);
+    memset(big, 'w', sizeof big);
+    memcpy(big, "0123456789", 10);
+    /* 1 MiB back through our window updates; then a 5000-byte request through a
+       1000-byte window the server replenishes */
+    h = sbx__h2_new(NULL, &hs.ep, NULL, NULL, "localhost");
+    r = stream_count(h, "/fake.H2/window", "abcdefghij", 10, "abcdefghij", &e);
+    CHECK_MSG(r == 65, "%d %s", r, e.msg);
+    r = stream_count(h, "/fake.H2/window", big, sizeof big, "0123456789", &e);
+    CHECK_MSG(r == 65, "%d %s", r, e.msg);
+    CHECK_EQ_INT(h->connects, 1);
+    sbx__h2_free(h);
+    /* a server that never gives window back: the send waits to its deadline */
+    h = sbx__h2_new(NULL, &hs.ep, NULL, NULL, "localhost");
+    r = fake_unary(h, "window_stuck", "x", 1, &resp, 10000, &e);
+    CHECK_MSG(r == SBX_OK, "%d %s", r, e.msg);
+    t0 = sbx__now_ms();
+    r = fake_unary(h, "window_stuck", big, sizeof big, &resp, 800, &e);
+    CHECK_MSG(r == SBX_ERR_TIMEOUT && strstr(e.msg, "flow-control window"), "%d %s", r, e.msg);
+    CHECK(sbx__now_ms() - t0 >= 700 && sbx__now_ms() - t0 < 3000);
+    sbx__h2_free(h);
+    sbx__buf_free(&resp);
+}
+
+TEST(h2_hostile_answers)
+{
+    static const struct {
+        const char *name;
+        int code;
+        const char *words;
+        int grpc_status;
+    } cases[] = {
+        {"oversize", SBX_ERR_TOO_BIG, "passes SBX_GRPC_MAX_MESSAGE", 0},
+        {"compressed", SBX_ERR_PROTOCOL, "compressed message", 0},
+        {"trailers_only", SBX_ERR_NOT_FOUND, "gRPC /fake.H2/trailers_only: NOT_FOUND: no such thing: \xe2\x9c\x93.", 5},
+        {"http503", SBX_ERR_CONNECT, "UNAVAILABLE: HTTP status 503", 14},
+        {"eof_mid", SBX_ERR_CONNECT, "closed by the server", 0},
+        {"bad_frame", SBX_ERR_PROTOCOL, "(PROTOCOL_ERROR): DATA on stream 0", 0},
+        {"big_frame", SBX_ERR_PROTOCOL, "(FRAME_SIZE_ERROR): a frame of 20000 bytes", 0},
+        {"push", SBX_ERR_PROTOCOL, "PUSH_PROMISE", 0},
+        {"hpack_over", SBX_ERR_PROTOCOL, "(COMPRESSION_ERROR): HPACK: table size update to 65536", 0},
+    };
+    sbx_allocator al = sbx__allocator(NULL);
+    sbx__buf resp;
+    sbx_error e;
+    size_t i;
+    int fds;
+    NEED_H2FAKE();
+    fds = test_fd_count();
+    sbx__buf_init(&resp, &al);
+    for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        sbx__h2 *h = sbx__h2_new(NULL, &hs.ep, NULL, NULL, "localhost");
+        int r = fake_unary(h, cases[i].name, "x", 1, &resp, 10000, &e);
+        CHECK_MSG(r == cases[i].code, "%s: %d %s", cases[i].name, r, e.msg);
+        CHECK_MSG(strstr(e.msg, cases[i].words) != NULL, "%s: %s", cases[i].name, e.msg);
+        CHECK_EQ_INT(e.grpc_status, cases[i].grpc_status);
+        /* and the handle goes on: the same connection, or a new one */
+        r = fake_unary(h, "ok", "next", 4, &resp, 10000, &e);
+        CHECK_MSG(r == SBX_OK && resp.len == 4, "%s then ok: %d %s", cases[i].name, r, e.msg);
+        sbx__h2_free(h);
+    }
+    sbx__buf_free(&resp);
+    CHECK_EQ_INT(test_fd_count(), fds);
+}
+
+TEST(h2_silent_server_deadline)
+{
+    sbx__h2 *h;
+    sbx_error e;
+    long long t0;
+    int r;
+    sbx_allocator al = sbx__allocator(NULL);
+    sbx__buf resp;
+    NEED_H2FAKE();
+    sbx__buf_init(&resp, &al);
+    h = sbx__h2_new(NULL, &hs.ep, NULL, NULL, "localhost");
+    t0 = sbx__now_ms();
+    r = fake_unary(h, "silent", "x", 1, &resp, 500, &e);
+    CHECK_MSG(r == SBX_ERR_TIMEOUT && strstr(e.msg, "deadline"), "%d %s", r, e.msg);
+    CHECK(sbx__now_ms() - t0 >= 450 && sbx__now_ms() - t0 < 2500);
+    sbx__h2_free(h);
+    sbx__buf_free(&resp);
+}
+
+typedef struct blocked {
+    sbx__grpc_call *c;
+    int r;
+    char why[SBX_ERRMSG_SIZE];
+} blocked;
+
+static void *recv_blocked(void *arg)
+{
+    blocked *b = (blocked *)arg;
+    const unsigned char *m;
+    size_t ml;
+    sbx_error e;
+    b->r = sbx__grpc_recv(b->c, &m, &ml, 0, &e);
+    memcpy(b->why, e.msg, sizeof b->why);
+    return NULL;
+}
+
+/* sbx__h2_free with a call still live, and a thread blocked reading it: the
+   reader returns SBX_ERR_CLOSED at once, the call is freed after the handle. */
+TEST(h2_free_with_live_calls)
+{
+    sbx__h2 *h;
+    sbx_error e;
+    blocked b;
+    pthread_t th;
+    long long t0;
+    int fds;
+    NEED_H2FAKE();
+    fds = test_fd_count();
+    h = sbx__h2_new(NULL, &hs.ep, NULL, NULL, "localhost");
+    memset(&b, 0, sizeof b);
+    CHECK(sbx__grpc_start(h, "/fake.H2/silent", "x", 1, 1, 0, &b.c, &e) == SBX_OK);
+    if (!b.c) return;
+    pthread_create(&th, NULL, recv_blocked, &b);
+    {
+        struct timespec ts = {0, 200000000L};
+        nanosleep(&ts, NULL);
+    }
+    t0 = sbx__now_ms();
+    sbx__h2_free(h);
+    pthread_join(th, NULL);
+    CHECK(sbx__now_ms() - t0 < 1000);
+    CHECK_MSG(b.r == SBX_ERR_CLOSED, "%d %s", b.r, b.why);
+    sbx__grpc_free(b.c);
+    CHECK_EQ_INT(test_fd_count(), fds);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -695,6 +988,14 @@ int main(void)
     RUN(grpcio_16_threads_one_connection);
     RUN(grpcio_deadlines);
     RUN(grpcio_status_codes);
+    RUN(h2_well_formed_oddities);
+    RUN(h2_goaway_mid_stream);
+    RUN(h2_rst_stream);
+    RUN(h2_flow_control_windows);
+    RUN(h2_hostile_answers);
+    RUN(h2_silent_server_deadline);
+    RUN(h2_free_with_live_calls);
     server_stop(&gs);
+    server_stop(&hs);
     return test_summary("test_h2");
 }

@@ -14,9 +14,11 @@ observations). One JSON object per line in, one per line out.
         -> {"event": {...}} | {"end": {"code", "details"}} | {"idle": true}
   {"op": "cancel", "sid": NAME}
   {"op": "raw", "target": "IP:PORT", "method": M, "req": {...}, "headers": [[k, v]...],
-   "settings": {"header_table_size": N}, "read": S, "window": N, "reads": N}
+   "settings": {"header_table_size": N}, "read": S, "window": N, "no_ack": bool}
         one call over a fresh TCP connection driven by python3-h2, recording what
-        the server sent: {"frames": [{"type", "stream", "flags", "length",
+        the server sent (frames are recorded even after h2 gave up on the
+        connection, e.g. at a PING after GOAWAY); "no_ack": never open the
+        flow-control window (a reader that stalls): {"frames": [{"type", "stream", "flags", "length",
         "size_updates": [...], "error_code", "last_stream_id"}...],
         "events": [...], "headers": [...], "trailers": [...], "messages": N,
         "message_bytes": [sizes]}
@@ -158,6 +160,7 @@ def raw_call(cmd, types, json_format):
     grpc_buf = b""
     deadline = time.monotonic() + float(cmd.get("read", 5))
     ended = False
+    h2_ok = True
     while time.monotonic() < deadline and not ended:
         s.settimeout(max(0.01, deadline - time.monotonic()))
         try:
@@ -203,12 +206,26 @@ def raw_call(cmd, types, json_format):
             if rec["type"] == "GOAWAY":
                 rec["error_code"] = f.error_code
                 rec["last_stream_id"] = f.last_stream_id
+            if rec["type"] == "DATA" and f.stream_id == sid:
+                # gRPC messages from the frames themselves, so they are counted even
+                # after h2 stopped following the connection
+                grpc_buf += f.data
+                while len(grpc_buf) >= 5 and \
+                        len(grpc_buf) >= 5 + int.from_bytes(grpc_buf[1:5], "big"):
+                    n = int.from_bytes(grpc_buf[1:5], "big")
+                    msgs.append(n)
+                    grpc_buf = grpc_buf[5 + n:]
+            if f.stream_id == sid and ("END_STREAM" in f.flags or rec["type"] == "RSTSTREAM"):
+                ended = True
             frames.append(rec)
+        if not h2_ok:
+            continue
         try:
             evs = conn.receive_data(data)
         except Exception as e:
             events.append({"type": "protocol_error", "error": "%s: %s" % (type(e).__name__, e)})
-            break
+            h2_ok = False
+            continue
         for ev in evs:
             name = type(ev).__name__
             if isinstance(ev, h2.events.ResponseReceived):
@@ -218,21 +235,15 @@ def raw_call(cmd, types, json_format):
                 trailers.append([[k.decode(errors="replace"), v.decode(errors="replace")]
                                  for k, v in ev.headers])
             elif isinstance(ev, h2.events.DataReceived):
-                conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
-                grpc_buf += ev.data
-                while len(grpc_buf) >= 5 and len(grpc_buf) >= 5 + int.from_bytes(grpc_buf[1:5], "big"):
-                    n = int.from_bytes(grpc_buf[1:5], "big")
-                    msgs.append(n)
-                    grpc_buf = grpc_buf[5 + n:]
+                if not cmd.get("no_ack"):
+                    conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
             elif isinstance(ev, h2.events.StreamReset):
                 events.append({"type": name, "error_code": int(ev.error_code)})
-                ended = True
             elif isinstance(ev, h2.events.ConnectionTerminated):
                 events.append({"type": name, "error_code": int(ev.error_code),
                                "last_stream_id": ev.last_stream_id})
             elif isinstance(ev, h2.events.StreamEnded):
                 events.append({"type": name})
-                ended = True
         pending = conn.data_to_send()
         if pending:
             try:
