@@ -8338,6 +8338,7 @@ SBX__PRIVATE int sbx__proc_find_line(sbx__proc *p, const char *prefix, const cha
                                      SBX__PROC_KEEP_LINES];
         size_t n = strlen(l);
         if (n >= plen + elen && strncmp(l, prefix, plen) == 0 && memcmp(l + n - elen, end, elen) == 0) {
+            if (cap) line[0] = '\0';
             sbx__proc_cat(line, cap, l);
             found = 1;
         }
