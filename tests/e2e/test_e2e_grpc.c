@@ -624,6 +624,36 @@ TEST(router_mode_says_unsupported)
     sbx_client_close(&cl);
 }
 
+/* In-cluster mode goes straight to POD_IP:9090 (the dev cluster's pods are on
+   loopback addresses of this host). */
+TEST(in_cluster_mode)
+{
+    sbx_client cl;
+    sbx_sandbox sb;
+    sbx_sandbox_config cfg;
+    sbx_exec_result res;
+    sbx_process p;
+    drained d;
+    if (em_client(&C, &cl, SBX_MODE_IN_CLUSTER, NULL) != SBX_OK) { CHECK(0); return; }
+    cfg_sandboxd(&cfg);
+    if (sbx_open(&sb, &cl, &cfg) != SBX_OK) {
+        printf("  %s\n", sb.err.msg);
+        CHECK(0);
+    } else {
+        CHECK(sbx_capabilities(&sb) & SBX_CAP_PROCESS);
+        CHECK_EQ_INT(sbx_run(&sb, "echo in-cluster", &res), SBX_OK);
+        CHECK_STR(res.out, "in-cluster\n");
+        sbx_exec_result_free(&res);
+        CHECK_EQ_INT(start_sh(&p, &sb, "echo s; exit 5"), SBX_OK);
+        drain(&p, &d, 5000);
+        CHECK_STR(d.out, "s\n");
+        CHECK_EQ_INT(d.exit_code, 5);
+        CHECK_EQ_INT(sbx_process_close(&p), SBX_OK);
+        CHECK_EQ_INT(sbx_close(&sb), SBX_OK);
+    }
+    sbx_client_close(&cl);
+}
+
 /* ---- the dev cluster's gRPC faults ------------------------------------------ */
 
 /* Faults that act per connection apply to connections made after they are
@@ -828,6 +858,7 @@ int main(void)
         EM_RUN(sandbox_closed_under_a_live_process);
         EM_RUN(python_runtime_says_unsupported);
         EM_RUN(router_mode_says_unsupported);
+        EM_RUN(in_cluster_mode);
         EM_RUN(fault_slow_stream);
         EM_RUN(fault_goaway_mid_stream);
         EM_RUN(fault_rst_stream);
