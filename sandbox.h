@@ -820,7 +820,8 @@ SBX_API sbx_result sbx_run(sbx_sandbox *sb, const char *command, sbx_exec_result
 SBX_API sbx_result sbx_exec(sbx_sandbox *sb, const sbx_process_config *cfg, sbx_exec_result *res);
 /* Start a process on sandboxd and stream it (gRPC Start): *p is the caller's
    handle, closed with sbx_process_close (always, also after a failure). Several
-   processes may run at once on one sandbox; close them before the sandbox.
+   processes may run at once on one sandbox; close them before the sandbox (one
+   still open after sbx_close fails SBX_ERR_CLOSED until closed; see PROCESSES).
    Returns SBX_OK once the server named the process; SBX_ERR_UNSUPPORTED (python
    runtime, router modes, API proxy), _NOT_FOUND, _INVALID_ARG, _DENIED, ...
    Blocks up to the sandbox's call timeout for the start. */
