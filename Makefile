@@ -29,7 +29,7 @@ TEST_HDRS := sandbox.h $(wildcard tests/lib/*.h tests/fakes/*.h)
 FUZZ_SRCS := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_NAMES := $(patsubst tests/fuzz/fuzz_%.c,%,$(FUZZ_SRCS))
 REPLAY_BINS := $(patsubst %,$(B)/replay_%,$(FUZZ_NAMES))
-TSAN_BINS := $(B)/tsan_test_proc $(B)/tsan_test_e2e $(B)/tsan_test_e2e_modes $(B)/tsan_test_e2e_transient \
+TSAN_BINS := $(B)/tsan_test_proc $(B)/tsan_test_h2 $(B)/tsan_test_e2e $(B)/tsan_test_e2e_modes $(B)/tsan_test_e2e_transient \
              $(B)/tsan_test_e2e_owner $(B)/tsan_test_e2e_events
 EXAMPLE_SRCS := $(sort $(wildcard examples/*.c))
 EXAMPLE_BINS := $(patsubst examples/%.c,$(B)/%,$(EXAMPLE_SRCS))

@@ -5109,7 +5109,10 @@ SBX__PRIVATE long sbx__hpack_get_str(sbx__hpack *t, const unsigned char **pp, co
     unsigned long n;
     int huff;
     long r;
-    if (p >= end) return -1;
+    if (p >= end) {
+        sbx__fmt(t->why, sizeof t->why, "a string is missing at the end of the block");
+        return -1;
+    }
     huff = (*p & 0x80) != 0;
     if (sbx__hpack_get_int(&p, end, 7, &n) != 0) {
         sbx__fmt(t->why, sizeof t->why, "bad string length");
@@ -5787,6 +5790,11 @@ SBX__PRIVATE int sbx__h2c_block(sbx__h2c *c)
         sbx__h2s_reset(s, SBX__H2E_PROTOCOL, SBX_ERR_TOO_BIG, why);
         return 0;
     }
+    if (s->remote_end) {
+        sbx__fmt(why, sizeof why, "stream %u: HEADERS after END_STREAM", s->id);
+        sbx__h2s_reset(s, SBX__H2E_STREAM_CLOSED, SBX_ERR_PROTOCOL, why);
+        return 0;
+    }
     if (!x.bad && s->heads == 0 && x.status == 0) x.bad = "no :status";
     if (!x.bad && s->heads > 0 && !c->block_end) x.bad = "trailers without END_STREAM";
     if (!x.bad && s->heads > 0 && x.status) x.bad = ":status in trailers";
@@ -5856,7 +5864,9 @@ SBX__PRIVATE int sbx__h2c_data(sbx__h2c *c, unsigned long sid, int flags, const 
     }
     s->recv_window -= (long long)len;
     if (dlen) {
-        if (s->in_pos > 0 && s->in_pos >= s->in.len / 2) {
+        /* move the unconsumed bytes down rather than grow: the buffer stays
+           within the window (plus a frame) however long the stream runs */
+        if (s->in_pos > 0 && (s->in_pos >= s->in.len / 2 || s->in.len + dlen + 1 > s->in.cap)) {
             memmove(s->in.data, s->in.data + s->in_pos, s->in.len - s->in_pos);
             s->in.len -= s->in_pos;
             s->in_pos = 0;
@@ -6255,6 +6265,7 @@ SBX__PRIVATE sbx__h2c *sbx__h2_conn(sbx__h2 *h, long long deadline, sbx_error *e
         pthread_mutex_lock(&h->mu);
         h->connecting = 0;
         pthread_cond_broadcast(&h->cv);
+        if (r == SBX_OK && h->closed) r = sbx__fail(e, SBX_ERR_CLOSED, "HTTP/2 connection to %s: closed", h->ep.name);
         if (r != SBX_OK) {
             sbx__h2c_free(c);
             return NULL;
@@ -6360,15 +6371,17 @@ SBX__PRIVATE void sbx__h2_free(sbx__h2 *h)
 
 /* ---- streams: opening and sending ------------------------------------------------ */
 
-/* Open stream s with a prebuilt header block (no END_STREAM); mu not held.
-   On success s holds references to its connection and the handle until
-   sbx__h2_close(s); on failure it holds nothing. */
-SBX__PRIVATE int sbx__h2_open(sbx__h2 *h, sbx__h2s *s, const unsigned char *block, size_t blen,
-                              long long deadline, sbx_error *e)
+/* Open stream s with a prebuilt header block; mu not held. The first data
+   (data[0..dlen), END_STREAM after it when end) goes out in the same write
+   when the windows take it whole, and *sent says so (1), else 0 and the
+   caller sends it with sbx__h2_send. On success s holds references to its
+   connection and the handle until sbx__h2_close(s); on failure nothing. */
+SBX__PRIVATE int sbx__h2_open(sbx__h2 *h, sbx__h2s *s, const unsigned char *block, size_t blen, const void *data,
+                              size_t dlen, int end, int *sent, long long deadline, sbx_error *e)
 {
     sbx__h2c *c;
     sbx__buf out, hb;
-    int r;
+    int r, err;
     memset(s, 0, sizeof *s);
     s->grpc_status = -1;
     sbx__buf_init(&s->in, &h->a);
@@ -6420,6 +6433,14 @@ SBX__PRIVATE int sbx__h2_open(sbx__h2 *h, sbx__h2s *s, const unsigned char *bloc
         } while (off < blen);
     }
     sbx__buf_free(&hb);
+    *sent = 0;
+    if (dlen <= c->peer_frame && (long long)dlen <= c->send_window && (long long)dlen <= s->send_window) {
+        r |= sbx__h2_frame(&out, SBX__H2_DATA, end ? SBX__H2F_END_STREAM : 0, s->id, data, dlen);
+        c->send_window -= (long long)dlen;
+        s->send_window -= (long long)dlen;
+        s->local_end = end;
+        *sent = 1;
+    }
     if (r != 0) {
         sbx__buf_free(&out);
         s->c = NULL;
@@ -6432,8 +6453,23 @@ SBX__PRIVATE int sbx__h2_open(sbx__h2 *h, sbx__h2s *s, const unsigned char *bloc
     c->streams = s;
     c->nstreams++;
     h->refs++; /* the stream keeps the handle, and its reference to c */
-    r = sbx__h2c_send_locked(c, out.data, out.len, deadline);
+    /* Stream ids must reach the server in order: take wmu before letting go
+       of mu, so that no later id can be sent first; but do not hold mu while
+       sending, or a full socket would stop the reader that could drain it. */
+    pthread_mutex_lock(&c->wmu);
+    pthread_mutex_unlock(&h->mu);
+    r = sbx__conn_send(&c->io, out.data, out.len, deadline);
+    err = errno;
+    pthread_mutex_unlock(&c->wmu);
+    pthread_mutex_lock(&h->mu);
     sbx__buf_free(&out);
+    if (r != 0) {
+        if (r == -2) sbx__h2c_fail(c, SBX_ERR_TIMEOUT, "HTTP/2 connection to %s: sending timed out", h->ep.name);
+        else sbx__h2c_fail(c, SBX_ERR_CONNECT, "HTTP/2 connection to %s: send: %s", h->ep.name, strerror(err));
+        r = c->dead_code;
+    } else if (s->failed) {
+        r = s->err;
+    }
     if (r != SBX_OK) {
         r = sbx__fail(e, (sbx_result)r, "%s", s->failed ? s->why : c->dead_why);
         sbx__h2s_unlink(s);
@@ -6535,7 +6571,7 @@ SBX__PRIVATE void sbx__h2_close(sbx__h2s *s)
 }
 
 /* ======================================================================== */
-/* >>grpc: protobuf wire format, gRPC calls over >>h2                      */
+/* >>grpc: protobuf wire format, gRPC calls over >>h2                       */
 /* ======================================================================== */
 /* PROTOBUF (proto3 wire format; the reader allocates nothing)
    int sbx__pb_varint(b, v) / sbx__pb_uint(b, field, v) / sbx__pb_bytes(b, field, p, n)
@@ -6772,11 +6808,13 @@ SBX__PRIVATE sbx_result sbx__grpc_start(sbx__h2 *h, const char *path, const void
         sbx__free(&h->a, c);
         return sbx__fail(e, SBX_ERR_NOMEM, "gRPC %s: out of memory", path);
     }
-    r = sbx__h2_open(h, &c->s, (const unsigned char *)hb.data, hb.len, deadline > 0 ? deadline : sbx__now_ms() + SBX__H2_NO_DEADLINE, e);
-    sbx__buf_free(&hb);
-    if (r == SBX_OK)
-        r = sbx__h2_send(&c->s, body.data, body.len, end_input,
-                         deadline > 0 ? deadline : sbx__now_ms() + SBX__H2_NO_DEADLINE, e);
+    {
+        long long d = deadline > 0 ? deadline : sbx__now_ms() + SBX__H2_NO_DEADLINE;
+        int sent = 0;
+        r = sbx__h2_open(h, &c->s, (const unsigned char *)hb.data, hb.len, body.data, body.len, end_input, &sent, d, e);
+        sbx__buf_free(&hb);
+        if (r == SBX_OK && !sent) r = sbx__h2_send(&c->s, body.data, body.len, end_input, d, e);
+    }
     sbx__buf_free(&body);
     if (r != SBX_OK) {
         sbx__h2_close(&c->s);
