@@ -68,6 +68,13 @@ is removed). Knobs (all optional):
                               error channel, then a close frame.
   runtime               dict  written to STATE/runtime-faults.json (atomic
                               rename), which every runtime process re-reads
+                              (REST knobs: runtime.py "Faults"). Its key
+                              "grpc" holds the sandboxd gRPC faults per pod:
+                              {"grpc": {"NS/POD" | "POD" | "*": {knob: value}}}
+                              (knobs grpc_slow_stream, grpc_goaway_mid_stream,
+                              grpc_rst_stream, grpc_deadline, grpc_oversized,
+                              grpc_hpack_updates: grpc_server.py FAULT_DOC and
+                              README.md); a pod's entry set to null clears it
 
 `RequestLog` keeps the last N API requests (method, path+query, selected
 headers, status, duration) for `GET /_admin/requests`.

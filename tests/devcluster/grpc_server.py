@@ -28,9 +28,10 @@ Semantics (protocol.md 5.4, upstream pkg/server/process.go):
     to this daemon's environment, cwd confined to --root like the REST API's
     paths (escape -> PERMISSION_DENIED, missing -> NOT_FOUND; default the root).
     Unknown binary -> NOT_FOUND.
-  * Every process runs in its own process group (pipes: setpgid; PTY: setsid
-    with the PTY as controlling terminal) and dies with this server
-    (PR_SET_PDEATHSIG), so a killed pod leaves nothing behind.
+  * Every process runs in its own process group (pipes: setpgid, staying in
+    the pod's session, which the kubelet sweeps when the pod goes or is
+    killed; PTY: setsid with the PTY as controlling terminal and
+    PR_SET_PDEATHSIG), so a killed pod leaves nothing behind.
   * Execute: stdin /dev/null, returns exit_code/stdout/stderr; at the call's
     deadline the group is SIGKILLed and the call ends DEADLINE_EXCEEDED.
   * Start: init{process_id} first, then stdout/stderr chunks of at most 4096
@@ -79,6 +80,7 @@ PROTO_DIR = os.path.join(HERE, "proto")
 SERVICE = "process.v1.ProcessService"
 CHUNK = 4096
 QUEUE_CHUNKS = 4
+EXEC_WAIT_DELAY = 10.0                  # upstream's executeWaitDelay
 
 FAULT_DOC = """
   grpc_slow_stream        int ms: Start sleeps this long before each stdout/stderr event
@@ -196,12 +198,12 @@ _libc = ctypes.CDLL(None, use_errno=True)
 PR_SET_PDEATHSIG = 1
 
 
-def _child_setup(pty_slave):
-    # runs in the child between fork and exec: die with this server, and take
-    # the PTY as controlling terminal so ^C/^D and job control behave
+def _pty_child_setup():
+    # runs in the child between fork and exec (after setsid): take the PTY as
+    # controlling terminal so ^C/^D and job control behave, and die with this
+    # server, since a new session is out of reach of the kubelet's sweep
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if pty_slave:
-        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
 class Abort(Exception):
@@ -215,7 +217,8 @@ class Proc:
         self.id, self.popen = pid, popen
         self.stdin_fd = stdin_fd        # pipe write end, or None after eof
         self.master = master            # PTY master fd or None
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()    # done flag, signals, resize
+        self.wlock = threading.Lock()   # stdin writers and the close of stdin
         self.done = False
 
     def signal_group(self, sig):
@@ -300,8 +303,10 @@ class ProcessService:
             except self.PathEscapes:
                 raise Abort("PERMISSION_DENIED",
                             "cwd: path traversal outside sandbox root is forbidden")
-            except (self.SanitizeError, ValueError) as e:
+            except self.SanitizeError as e:
                 raise Abort("INTERNAL", "cwd: %s" % e)
+            except ValueError as e:         # a NUL byte
+                raise Abort("INVALID_ARGUMENT", "cwd: %s" % e)
             if not os.path.exists(cwd):
                 raise Abort("NOT_FOUND", "cwd: %s: no such file or directory" % config.cwd)
             if not os.path.isdir(cwd):
@@ -318,24 +323,30 @@ class ProcessService:
                     fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
                 p = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, cwd=cwd,
                                      env=env, start_new_session=True, close_fds=True,
-                                     preexec_fn=lambda: _child_setup(True))
+                                     preexec_fn=_pty_child_setup)
                 os.close(slave)
                 slave = None
             else:
+                # no preexec_fn here: it forces fork() over vfork(), ~50 ms per command
+                # on a busy machine. The child keeps the pod's session, which the
+                # kubelet sweeps when the pod goes, so it cannot outlive the pod.
                 p = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, cwd=cwd, env=env,
-                                     process_group=0, close_fds=True, bufsize=0,
-                                     preexec_fn=lambda: _child_setup(False))
+                                     process_group=0, close_fds=True, bufsize=0)
         except FileNotFoundError:
             for fd in (master, slave):
                 if fd is not None:
                     os.close(fd)
             raise Abort("NOT_FOUND", 'exec: "%s": executable file not found in $PATH' % argv[0])
-        except OSError as e:
+        except (OSError, ValueError, subprocess.SubprocessError) as e:
             for fd in (master, slave):
                 if fd is not None:
                     os.close(fd)
-            code = "PERMISSION_DENIED" if e.errno == errno.EACCES else "INTERNAL"
+            code = "INTERNAL"
+            if isinstance(e, ValueError):   # a NUL byte in argv/env, '=' in an env name
+                code = "INVALID_ARGUMENT"
+            elif isinstance(e, OSError) and e.errno == errno.EACCES:
+                code = "PERMISSION_DENIED"
             raise Abort(code, "failed to start command: %s" % e)
         self.registry.track(p, True)
         return p, master
@@ -353,7 +364,7 @@ class ProcessService:
             return self._abort(ctx, e)
         done = threading.Event()
 
-        def on_end():
+        def on_end():                       # cancelled / deadline / connection lost
             if not done.is_set():
                 try:
                     os.killpg(p.pid, signal.SIGKILL)
@@ -361,26 +372,57 @@ class ProcessService:
                     pass
         ctx.add_callback(on_end)
         try:
-            try:
-                left = ctx.time_remaining()
-                out, err = p.communicate(timeout=left if left is not None and left < 1e7 else None)
-            except subprocess.TimeoutExpired:
+            left = ctx.time_remaining()
+            end = time.monotonic() + left if left is not None and left < 1e7 else None
+            out, err, expired = self._collect(p, end)
+            if expired:
                 try:
                     os.killpg(p.pid, signal.SIGKILL)
                 except OSError:
                     pass
-                p.communicate()
+                p.wait()
                 done.set()
                 return ctx.abort(self.grpc.StatusCode.DEADLINE_EXCEEDED,
                                  "deadline exceeded: command killed")
         finally:
             done.set()
+            for fobj in (p.stdout, p.stderr):
+                fobj.close()
             self.registry.track(p, False)
         f = self.faults.current()
         if f.get("grpc_oversized"):
             out = self._pad(out, f["grpc_oversized"])
         return self.pb.ExecuteResponse(exit_code=self._exit_code(p.returncode),
                                        stdout=out, stderr=err)
+
+    @staticmethod
+    def _collect(p, end):
+        """stdout, stderr and whether `end` (monotonic, or None) passed first. Like
+        upstream's WaitDelay, output still open EXEC_WAIT_DELAY s after the process
+        exited (a background grandchild holding the pipe) is not waited for."""
+        bufs = {p.stdout.fileno(): [], p.stderr.fileno(): []}
+        fds = list(bufs)
+        exited_at = None
+        while fds:
+            now = time.monotonic()
+            if end is not None and now >= end:
+                return b"", b"", True
+            if exited_at is None and p.poll() is not None:
+                exited_at = now
+            if exited_at is not None and now - exited_at >= EXEC_WAIT_DELAY:
+                break
+            wait = 0.05 if end is None else max(0.0, min(0.05, end - now))
+            for fd in select.select(fds, [], [], wait)[0]:
+                data = os.read(fd, 65536)
+                if data:
+                    bufs[fd].append(data)
+                else:
+                    fds.remove(fd)
+        try:
+            p.wait(timeout=None if end is None else max(0.0, end - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            return b"", b"", True
+        return b"".join(bufs[p.stdout.fileno()]), b"".join(bufs[p.stderr.fileno()]), False
 
     @staticmethod
     def _pad(data, knob):
@@ -399,6 +441,9 @@ class ProcessService:
         except Abort as e:
             return self._abort(ctx, e)
         stdin_fd = master if master is not None else p.stdin.fileno()
+        # stdin is written without blocking, so a child that does not read cannot
+        # pin a WriteStdin call (and its lock) forever; the PTY reader copes too
+        os.set_blocking(stdin_fd, False)
         proc = self.registry.add(p, stdin_fd, master)
         q = queue.Queue(QUEUE_CHUNKS)
         ended = threading.Event()
@@ -424,6 +469,8 @@ class ProcessService:
                             continue
                     try:
                         data = os.read(fd, CHUNK)
+                    except BlockingIOError:
+                        continue
                     except OSError:          # EIO: the slave side is gone
                         break
                     if not data or not put((kind, data)):
@@ -450,7 +497,12 @@ class ProcessService:
             sent = 0
             first_out = True
             while open_streams:
-                kind, data = q.get()
+                try:
+                    kind, data = q.get(timeout=0.2)
+                except queue.Empty:
+                    if ended.is_set():      # cancelled while idle: the readers put nothing
+                        return              # more; finally reaps the child
+                    continue
                 if kind == "eof":
                     open_streams -= 1
                     continue
@@ -480,14 +532,16 @@ class ProcessService:
             with proc.lock:
                 proc.done = True
             self.registry.track(p, False)
-            for fobj in (p.stdin, p.stdout, p.stderr):
-                if fobj is not None:
-                    try:
-                        fobj.close()
-                    except OSError:
-                        pass
-            if master is not None:
-                os.close(master)
+            with proc.wlock:                # writers see done and leave within 0.2 s
+                for fobj in (p.stdin, p.stdout, p.stderr):
+                    if fobj is not None:
+                        try:
+                            fobj.close()
+                        except OSError:
+                            pass
+                if master is not None:
+                    os.close(master)
+                proc.stdin_fd = proc.master = None
 
     # ---- unary control calls
     def _proc(self, pid):
@@ -500,11 +554,10 @@ class ProcessService:
         try:
             p = self._proc(req.process_id)
             which = req.WhichOneof("payload")
-            with p.lock:
+            with p.wlock:
                 if which == "eof":
-                    if p.master is not None:
-                        if not p.done:
-                            os.write(p.master, b"\x04")
+                    if p.master is not None and not p.done:
+                        self._write_all(p, p.master, b"\x04", ctx)     # the terminal's VEOF
                     elif p.stdin_fd is not None:
                         p.popen.stdin.close()
                         p.stdin_fd = None
@@ -512,16 +565,29 @@ class ProcessService:
                     if p.stdin_fd is None:
                         raise Abort("FAILED_PRECONDITION",
                                     "process %d has no stdin (closed)" % req.process_id)
-                    try:
-                        view = memoryview(req.input)
-                        while view:
-                            n = os.write(p.stdin_fd, view)
-                            view = view[n:]
-                    except OSError as e:
-                        raise Abort("INTERNAL", "failed to write stdin: %s" % e)
+                    self._write_all(p, p.stdin_fd, req.input, ctx)
         except Abort as e:
             return self._abort(ctx, e)
         return self.pb.WriteStdinResponse()
+
+    @staticmethod
+    def _write_all(p, fd, data, ctx):
+        view = memoryview(data)
+        while view:
+            if p.done:
+                raise Abort("FAILED_PRECONDITION", "process %d has exited" % p.id)
+            try:
+                view = view[os.write(fd, view):]
+            except BlockingIOError:
+                left = ctx.time_remaining()
+                if left is not None and left <= 0:
+                    raise Abort("DEADLINE_EXCEEDED", "deadline exceeded: the process did "
+                                "not read its stdin (%d bytes left)" % len(view))
+                if not ctx.is_active():
+                    return
+                select.select([], [fd], [], 0.2)
+            except OSError as e:
+                raise Abort("INTERNAL", "failed to write stdin: %s" % e)
 
     SIGNALS = {2: signal.SIGINT, 9: signal.SIGKILL, 15: signal.SIGTERM}
 

@@ -392,6 +392,22 @@ class Kubelet:
             shutil.rmtree(pp.dir, ignore_errors=True)
 
     @staticmethod
+    def _kill_session(sid, sig):
+        """Signal what is left of a pod's session: commands its runtime put in
+        process groups of their own (sandboxd's gRPC Start/Execute) are out of
+        reach of killpg, and a real container takes them along when it dies."""
+        for d in os.listdir("/proc"):
+            if not d.isdigit() or int(d) == sid:
+                continue
+            try:
+                with open("/proc/%s/stat" % d, "rb") as f:
+                    fields = f.read().rsplit(b")", 1)[1].split()
+                if int(fields[3]) == sid:         # state ppid pgrp SESSION
+                    os.kill(int(d), sig)
+            except (OSError, IndexError, ValueError):
+                pass
+
+    @staticmethod
     def _kill(pp, grace):
         proc = pp.proc
         if proc is None:
@@ -409,6 +425,7 @@ class Kubelet:
             os.killpg(proc.pid, signal.SIGKILL)    # also any leftover group members
         except OSError:
             pass
+        Kubelet._kill_session(proc.pid, signal.SIGKILL)
         try:
             proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
@@ -433,6 +450,7 @@ class Kubelet:
             os.killpg(pp.proc.pid, sig)
         except OSError:
             return None
+        self._kill_session(pp.proc.pid, sig)
         return pp.proc.pid
 
     # ------------------------------------------------------------ pod status
@@ -548,6 +566,7 @@ class Kubelet:
                 os.killpg(pp.proc.pid, signal.SIGKILL)
             except OSError:
                 pass
+            self._kill_session(pp.proc.pid, signal.SIGKILL)
             try:
                 pp.proc.wait(timeout=2)
             except subprocess.TimeoutExpired:

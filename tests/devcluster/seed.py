@@ -33,6 +33,27 @@ def template_obj(name=TEMPLATE, namespace="default", image=RUNTIME_IMAGE, port=8
             "spec": spec}
 
 
+SANDBOXD_IMAGE = "registry.example/agent-sandbox/sandboxd:latest-main"
+
+
+def sandboxd_template_obj(name="sandboxd-template", namespace="default", image=SANDBOXD_IMAGE,
+                          **extra):
+    """A sandboxd template shaped like upstream's USER_GUIDE example: REST on 8080 and the
+    gRPC ProcessService on 9090 (named here so the kubelet's port rule is explicit).
+    Not seeded (tests/lib/test.h creates its own "sandboxd-template"); for tests."""
+    spec = {"podTemplate": {
+        "metadata": {"labels": {"app": "sandboxd"}},
+        "spec": {"containers": [{
+            "name": "sandboxd", "image": image,
+            "ports": [{"name": "http", "containerPort": 8080, "protocol": "TCP"},
+                      {"name": "grpc", "containerPort": 9090, "protocol": "TCP"}],
+            "readinessProbe": {"httpGet": {"path": "/v1/health", "port": 8080},
+                               "periodSeconds": 1}}]}}}
+    spec.update(extra)
+    return {"kind": "SandboxTemplate", "metadata": {"name": name, "namespace": namespace},
+            "spec": spec}
+
+
 def pool_obj(name, replicas, template=TEMPLATE, namespace="default"):
     return {"kind": "SandboxWarmPool", "metadata": {"name": name, "namespace": namespace},
             "spec": {"replicas": replicas, "sandboxTemplateRef": {"name": template}}}

@@ -45,6 +45,8 @@ def main():
     try:
         import grpc
         from google.protobuf import json_format
+        import h2.connection                    # noqa: F401  (raw calls; fail early)
+        import hyperframe.frame                 # noqa: F401
         import grpc_server
         pb = grpc_server.load_messages(os.environ.get(
             "DEVCLUSTER_GRPC_GEN", grpc_server.default_gen_dir()))
@@ -136,6 +138,7 @@ def raw_call(cmd, types, json_format):
     body = json_format.ParseDict(cmd.get("req") or {}, req_t()).SerializeToString()
     host, port = cmd["target"].rsplit(":", 1)
     s = socket.create_connection((host, int(port)), timeout=5)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True,
                                                                header_encoding=None))
     settings = {}
@@ -143,6 +146,9 @@ def raw_call(cmd, types, json_format):
         settings[h2.settings.SettingCodes.HEADER_TABLE_SIZE] = \
             cmd["settings"]["header_table_size"]
     conn.initiate_connection()
+    if cmd.get("window"):                   # connection and stream windows
+        settings[h2.settings.SettingCodes.INITIAL_WINDOW_SIZE] = min(int(cmd["window"]),
+                                                                     2 ** 31 - 1)
     if settings:
         conn.update_settings(settings)
     if cmd.get("window"):
@@ -157,7 +163,7 @@ def raw_call(cmd, types, json_format):
     s.sendall(conn.data_to_send())
     frames, events, hdrs, trailers, msgs = [], [], [], [], []
     buf = b""
-    grpc_buf = b""
+    grpc_buf = bytearray()
     deadline = time.monotonic() + float(cmd.get("read", 5))
     ended = False
     h2_ok = True
@@ -214,7 +220,7 @@ def raw_call(cmd, types, json_format):
                         len(grpc_buf) >= 5 + int.from_bytes(grpc_buf[1:5], "big"):
                     n = int.from_bytes(grpc_buf[1:5], "big")
                     msgs.append(n)
-                    grpc_buf = grpc_buf[5 + n:]
+                    del grpc_buf[:5 + n]
             if f.stream_id == sid and ("END_STREAM" in f.flags or rec["type"] == "RSTSTREAM"):
                 ended = True
             frames.append(rec)
