@@ -30,7 +30,7 @@ FUZZ_SRCS := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_NAMES := $(patsubst tests/fuzz/fuzz_%.c,%,$(FUZZ_SRCS))
 REPLAY_BINS := $(patsubst %,$(B)/replay_%,$(FUZZ_NAMES))
 TSAN_BINS := $(B)/tsan_test_proc $(B)/tsan_test_h2 $(B)/tsan_test_e2e $(B)/tsan_test_e2e_modes $(B)/tsan_test_e2e_transient \
-             $(B)/tsan_test_e2e_owner $(B)/tsan_test_e2e_events
+             $(B)/tsan_test_e2e_owner $(B)/tsan_test_e2e_events $(B)/tsan_test_e2e_grpc
 EXAMPLE_SRCS := $(sort $(wildcard examples/*.c))
 EXAMPLE_BINS := $(patsubst examples/%.c,$(B)/%,$(EXAMPLE_SRCS))
 
