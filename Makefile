@@ -63,7 +63,7 @@ $(B)/fuzz_%: tests/fuzz/fuzz_%.c $(TEST_HDRS) | $(B)
 # is the library's own.
 $(B)/grpc_rss: tests/e2e/grpc_rss.c sandbox.h | $(B)
 	$(CC) $(CSTD) -O2 -I. $< -o $@ $(LDLIBS)
-$(B)/test_e2e_grpc: $(B)/grpc_rss
+$(B)/test_e2e_grpc $(B)/tsan_test_e2e_grpc: $(B)/grpc_rss
 
 $(B)/%: examples/%.c sandbox.h | $(B)
 	$(CC) $(ALLFLAGS) $< -o $@ $(LDLIBS)
