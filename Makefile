@@ -34,7 +34,7 @@ TSAN_BINS := $(B)/tsan_test_proc $(B)/tsan_test_h2 $(B)/tsan_test_e2e $(B)/tsan_
 EXAMPLE_SRCS := $(sort $(wildcard examples/*.c))
 EXAMPLE_BINS := $(patsubst examples/%.c,$(B)/%,$(EXAMPLE_SRCS))
 
-.PHONY: all test unit fuzz examples demo bench faults clean install devcluster-up devcluster-down
+.PHONY: all test unit fuzz examples demo bench faults clean install devcluster-up devcluster-down sbx-size
 
 all: $(UNIT_BINS) $(REPLAY_BINS) $(EXAMPLE_BINS) $(TSAN_BINS) $(B)/faults
 
@@ -70,6 +70,21 @@ $(B)/%: examples/%.c sandbox.h | $(B)
 
 examples: $(EXAMPLE_BINS)
 
+# sbx as shipped: -Os, stripped (make install installs this one).
+# `make sbx-size` prints its size in bytes (README.md quotes it).
+$(B)/sbx-min: examples/sbx.c sandbox.h | $(B)
+	$(CC) $(CSTD) $(WARN) -Os -s -I. $< -o $@ $(LDLIBS)
+
+sbx-size: $(B)/sbx-min
+	@echo "stripped -Os sbx: $$(wc -c < $(B)/sbx-min) bytes ($(CC), dynamically linked to libc)"
+
+# The sbx suite drives the built binary: this copy, with ASan+UBSan (leaks
+# change its exit code, which the suite checks everywhere).
+$(B)/sbx-asan: examples/sbx.c sandbox.h | $(B)
+	$(CC) $(ALLFLAGS) $(SAN) $< -o $@ $(LDLIBS)
+
+$(B)/test_e2e_sbx: $(B)/sbx $(B)/sbx-asan
+
 # Performance, measured not asserted: optimised build, no sanitizers.
 $(B)/bench: tests/bench/bench.c $(TEST_HDRS) | $(B)
 	$(CC) $(CSTD) -O2 -g -I. -Itests/lib $< -o $@ $(LDLIBS)
@@ -89,7 +104,8 @@ faults: $(B)/faults
 
 # The pod-tunnel suites again on the kubectl port-forward route (the default
 # is the in-process WebSocket route).
-KUBECTL_ROUTE_SUITES := test_e2e test_e2e_alpha test_e2e_lifecycle test_e2e_retry test_e2e_modes test_e2e_grpc
+KUBECTL_ROUTE_SUITES := test_e2e test_e2e_alpha test_e2e_lifecycle test_e2e_retry test_e2e_modes test_e2e_sbx \
+                        test_e2e_grpc
 
 SUITES = compile="sh tests/compile/run.sh" \
          $(foreach t,$(UNIT_BINS),$(notdir $(t))="$(t)") \
@@ -131,9 +147,10 @@ devcluster-up:
 devcluster-down:
 	@$(PYTHON) tests/devcluster/cluster.py down --state $(STATE)
 
-install:
-	install -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
+install: $(B)/sbx-min
+	install -d $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/bin
 	install -m 644 sandbox.h $(DESTDIR)$(PREFIX)/include/sandbox.h
+	install -m 755 $(B)/sbx-min $(DESTDIR)$(PREFIX)/bin/sbx
 	printf 'prefix=%s\nincludedir=$${prefix}/include\n\nName: sandbox.h\nDescription: agent sandboxes on Kubernetes from C (single header)\nVersion: %s\nCflags: -I$${includedir}\nLibs: -pthread\n' \
 	  "$(PREFIX)" "$$(sed -n 's/^#define SANDBOX_VERSION_STRING "\(.*\)"/\1/p' sandbox.h)" \
 	  > $(DESTDIR)$(PREFIX)/lib/pkgconfig/sandbox.pc

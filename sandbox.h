@@ -27,6 +27,8 @@
            sbx_exec_result_free(&res);
        }
        sbx_close(&sb);             deletes the claim, stops the private client
+   From a shell: sbx (examples/sbx.c, `make build/sbx`) runs, copies, lists and
+   sweeps sandboxes on this API; README.md "Try it in a minute".
    Many sandboxes: open one sbx_client (sbx_client_open) and pass it to each
    sbx_open; they share its kubectl proxy, supervisor and connections. With a
    NULL client, cfg.client (an sbx_client_config, NULL = defaults) configures
@@ -294,6 +296,8 @@
          TUNNEL_STARTED  kubectl port-forward (re)started (number: starts)
          FALLBACK        WebSocket refused -> kubectl port-forward
          RETRY           a step tried again; number: the attempt; message: why
+                         (a watch started again after its stream ended, a 410
+                         Gone or a failure counts too: number: the watch)
          CLAIM_DELETED   cleanup: the claim was deleted
          CHILDREN_STOPPED cleanup: client closed, its children and supervisor gone
        For an open/run/close: PROXY_STARTED, CLAIM_CREATED, READY, ROUTE,
@@ -335,7 +339,8 @@
        sbx_open / sbx_close                   one sandbox (claim + connection)
        sbx_attach / sbx_detach                an existing claim; let go of one
        sbx_status                             Ready / not Ready / gone, and why
-       sbx_delete_claim / sbx_list_claims     claims by name, by label selector
+       sbx_delete_claim / sbx_list_claims     claims by name; by label selector, with
+                                              Ready, age and owner
        sbx_run                                a command (python runtime: no shell,
                                               the string is split like a shell's words)
        sbx_exec                               a program with argv, env, cwd, timeout
@@ -379,7 +384,7 @@
          open and closing twice is harmless. Do not copy a live handle.
        - Strings and arrays passed in are borrowed for the duration of the call.
        - Memory the library returns (sbx_exec_result out/diag, sbx_read data,
-         sbx_list_dir entries, sbx_list_claims names) is released with
+         sbx_list_dir and sbx_list_claims entries) is released with
          sbx_exec_result_free or sbx_free, and
          only so; it stays valid after the sandbox and the client are closed.
          Returned text is NUL-terminated (the NUL is not counted in lengths).
@@ -737,6 +742,21 @@ typedef struct sbx_file_entry {
     double mod_time;           /* seconds since the epoch */
 } sbx_file_entry;
 
+/* One claim of sbx_list_claims: its metadata, Ready condition and owner
+   annotations (see HOW IT WORKS). The strings point into the array's block. */
+typedef struct sbx_claim_entry {
+    const char *name;
+    const char *ns;            /* the claim's namespace                                  */
+    int ready;                 /* 1: Ready=True and bound to a sandbox                   */
+    int deleting;              /* 1: metadata.deletionTimestamp is set                   */
+    const char *reason;        /* the Ready condition's reason; "" if none yet           */
+    long long created;         /* metadata.creationTimestamp, seconds since the epoch; 0 if absent */
+    const char *owner_host;    /* annotation sandbox.h/owner-host; "" when absent        */
+    long long owner_pid;       /* sandbox.h/owner-pid; 0 when absent                     */
+    long long owner_start;     /* sandbox.h/owner-start (seconds since the epoch); 0 when
+                                  absent or unknown                                      */
+} sbx_claim_entry;
+
 /* ---------------------------------------------------------------- API
    Every call that returns sbx_result also leaves the detail (code, errno, HTTP
    status, message) in the handle it was called on; "blocks" below means the
@@ -796,12 +816,14 @@ SBX_API sbx_result sbx_status(sbx_sandbox *sb, sbx_claim_status *st);
    Returns SBX_OK, SBX_ERR_NOT_FOUND (no such claim), _INVALID_ARG, _CLOSED,
    _HTTP, _CONNECT; blocks up to the client's api_timeout_ms (30 s). */
 SBX_API sbx_result sbx_delete_claim(sbx_client *c, const char *ns, const char *claim_name, sbx_error *err);
-/* Names of the claims in ns matching a label selector ("a=b,c!=d"; NULL or ""
-   for all): *names is a NULL-terminated array of *count strings in ONE block,
-   freed with sbx_free(*names) (NULL and 0 after a failure). Thread-safe; err
-   (may be NULL) receives the failure. Blocks up to api_timeout_ms (30 s). */
-SBX_API sbx_result sbx_list_claims(sbx_client *c, const char *ns, const char *label_selector, char ***names,
-                                   size_t *count, sbx_error *err);
+/* The claims in ns (NULL or "": the client's namespace; "*": all namespaces)
+   matching a label selector ("a=b,c!=d"; NULL or "" for all): *entries is an
+   array of *count sbx_claim_entry in ONE block (strings included), freed with
+   sbx_free(*entries) (NULL and 0 after a failure). Thread-safe; err (may be
+   NULL) receives the failure. Returns SBX_OK, SBX_ERR_INVALID_ARG, _CLOSED,
+   _HTTP, _CONNECT, _PROTOCOL, _NOMEM; blocks up to api_timeout_ms (30 s). */
+SBX_API sbx_result sbx_list_claims(sbx_client *c, const char *ns, const char *label_selector,
+                                   sbx_claim_entry **entries, size_t *count, sbx_error *err);
 
 /* Run a command in the sandbox (python runtime: no shell; the string is split
    like a shell's words). *res gets the exit code and the output: res->out
@@ -919,7 +941,7 @@ SBX_API const char *sbx_route(const sbx_sandbox *sb);
    result (and after a failed sbx_run). Never blocks. */
 SBX_API void sbx_exec_result_free(sbx_exec_result *res);
 /* Free memory the library returned (sbx_read data, sbx_list_dir entries,
-   sbx_list_claims names) with the allocator that made it; NULL is a no-op. */
+   sbx_list_claims entries) with the allocator that made it; NULL is a no-op. */
 SBX_API void sbx_free(void *p);
 
 #ifdef __cplusplus
@@ -1118,6 +1140,11 @@ SBX__PRIVATE SBX__PRINTF(3, 4) sbx_result sbx__fail(sbx_error *e, sbx_result cod
     vsnprintf(e->msg, sizeof e->msg, fmt, ap);
     va_end(ap);
     return code;
+}
+
+SBX__PRIVATE sbx_result sbx__oom(sbx_error *e, const char *what)
+{
+    return what ? sbx__fail(e, SBX_ERR_NOMEM, "%s: out of memory", what) : sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
 }
 
 /* Like sbx__fail, for a failed system call: saves errno and appends strerror. */
@@ -1401,6 +1428,36 @@ SBX__PRIVATE void sbx__random(unsigned char *out, size_t n)
     }
 }
 
+/* ---- DNS names --------------------------------------------------------- */
+
+/* Why s[0..n) is not an RFC 1123 name, or NULL: one label of 1-63 bytes
+   (dots 0) or labels joined by dots, 1-253 bytes in all (dots 1). Kubernetes
+   names (host 0) are lower case with no cap per label; a host name (host 1)
+   may have capitals and caps each label at 63 as DNS does. */
+SBX__PRIVATE const char *sbx__dns_why(const char *s, size_t n, int dots, int host)
+{
+    size_t i, start = 0;
+    if (n == 0 || n > (dots ? 253u : 63u))
+        return dots ? "not a DNS name of 1 to 253 characters" : "not a DNS label of 1 to 63 characters";
+    for (i = 0; i <= n; i++) {
+        char c = i < n ? s[i] : '.';
+        if (c == '.') {
+            if (i < n && !dots) return "has a '.'";
+            if (i == start || (host && i - start > 63)) return "has an empty label or one longer than 63 characters";
+            if (s[start] == '-' || s[i - 1] == '-') return "has a label that starts or ends with '-'";
+            start = i + 1;
+        } else if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || (host && c >= 'A' && c <= 'Z'))) {
+            return "has a character other than letters, digits, '-' and '.'";
+        }
+    }
+    return NULL;
+}
+
+SBX__PRIVATE int sbx__valid_dns_name(const char *s, int subdomain)
+{
+    return s && !sbx__dns_why(s, strlen(s), subdomain, 0);
+}
+
 /* ---- percent-encoding -------------------------------------------------- */
 
 /* Append `s` as ONE path segment: every byte except RFC 3986 unreserved
@@ -1436,103 +1493,27 @@ SBX__PRIVATE int sbx__pct_encode_segment(sbx__buf *b, const char *s, size_t n)
    no NUL terminator and is never read past len. No recursion: open containers
    live on a stack array of SBX_JSON_MAX_DEPTH entries (5 bytes each).
 
-   Tokens. type is one of SBX__JSON_OBJECT, _ARRAY, _STRING, _NUMBER, _TRUE,
-   _FALSE, _NULL. [start, end) is the byte range in js (strings exclude their
-   quotes; containers include their brackets). size is the number of members
-   (object) or elements (array), 0 for scalars. next is the index of the first
-   token after this token's subtree, so a subtree is skipped in O(1). An object
-   token is followed by key, value-subtree, key, value-subtree... (keys are
-   STRING tokens). Iterate with SBX__JSON_FOREACH / SBX__JSON_FOREACH_MEMBER:
-       int i, k;
-       SBX__JSON_FOREACH(t, arr, i, k) { ... element token i ... }
-       SBX__JSON_FOREACH_MEMBER(t, obj, i, k) { ... key i, value i + 1 ... }
+   Tokens: [start, end) in js (strings without their quotes, containers with
+   their brackets); size = members or elements; next = the first token after
+   the subtree, so a subtree is skipped in O(1). An object token is followed
+   by key, value-subtree, key, value-subtree... (SBX__JSON_FOREACH_MEMBER).
 
-   What is accepted (the RFC grammar, nothing more): exactly one value with
-   optional whitespace (space, tab, LF, CR) around it; numbers
-   -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)? of any length; strings without
-   raw bytes < 0x20, with only the escapes \" \\ \/ \b \f \n \r \t \uXXXX, and
-   whose raw bytes are well-formed UTF-8 (RFC 3629: no overlong forms, no
-   UTF-8-encoded surrogates, nothing above U+10FFFF, no truncated sequences); no
-   byte order mark; duplicate keys are allowed. \u escapes of lone UTF-16
-   surrogates are accepted (as Go's encoding/json and Python's json module do)
-   and unescape to U+FFFD; a high surrogate escape followed by a low one
-   unescapes to the 4-byte UTF-8 form of the pair. So every unescaped string is
-   valid UTF-8 (\u0000 gives a NUL byte inside it).
+   Accepted is the RFC grammar and nothing more (one value; no BOM; strings
+   with well-formed UTF-8 only, RFC 3629), so a hostile server cannot smuggle
+   bytes that a later step reads another way. Duplicate keys are allowed and
+   the LAST one wins in lookups (as in Go and Python). \u escapes of lone
+   surrogates are accepted as Go and Python do and unescape to U+FFFD, so every
+   unescaped string is valid UTF-8 (\u0000 gives a NUL inside it).
 
-   int sbx__json_parse(const char *js, size_t len, sbx__jtok *toks, int ntoks);
-       The token count (>= 1), or
-       SBX__JSON_ERR_NOMEM   (-1) the text is valid but needs more than ntoks
-                                  tokens (call with toks == NULL to count them),
-                                  or more than INT_MAX tokens;
-       SBX__JSON_ERR_INVALID (-2) a byte breaks the grammar;
-       SBX__JSON_ERR_PARTIAL (-3) the input ends early: every byte so far fits
-                                  (this includes empty and all-blank input);
-       SBX__JSON_ERR_DEPTH   (-4) more than SBX_JSON_MAX_DEPTH nested containers.
-       The text is scanned left to right and the first problem is reported.
-       toks == NULL only counts. After an error the tokens hold nothing useful.
-       js may be NULL when len is 0.
-   int sbx__json_parse_pos(js, len, toks, ntoks, size_t *errpos);
-       The same; on an error *errpos is the offset of the offending byte (len
-       for PARTIAL and NOMEM), for messages; untouched on success.
-   int sbx__json_parse_alloc(const sbx_allocator *a, const char *js, size_t len, sbx__jtok **toks);
-       Counts, allocates exactly, parses. Same returns (-1 also when the
-       allocation fails); on success free *toks with sbx__free(a, *toks), on
-       failure *toks is NULL.
-   const char *sbx__json_strerror(int code);       text for a negative return.
-
-   Lookups (t, ntok are what parse returned; every index is bounds-checked):
-   int sbx__json_get(const char *js, const sbx__jtok *t, int ntok, int at, const char *path);
-       Token index of the value at `path` below token `at`, or -1 (missing,
-       wrong type, bad path). Path steps: `name` or `.name` (an object member;
-       the name ends at '.', '[' or the end), `[N]` (array element N, decimal),
-       `["raw key"]` (a member whose name is everything up to the next `"]`,
-       for keys with dots such as ["agents.x-k8s.io/sandbox-name"]). "" is
-       `at` itself. Keys are compared after unescaping. Examples:
-       "status.sandbox.name", "items[0].metadata.name", "[2][0]".
-       With duplicate keys the LAST one wins (as in Go and Python).
-   int sbx__json_member(js, t, ntok, int obj, const char *key, size_t keylen);
-       Value token of member `key` (keylen bytes, may hold NULs) of object obj, or -1.
-   int sbx__json_index(const sbx__jtok *t, int ntok, int arr, int n);
-       Element n of array arr, or -1.
-   int sbx__json_find(js, t, ntok, int arr, const char *key, const char *val);
-       The first element of array arr whose value at path `key` (usually a plain
-       member name, e.g. "type") is the string `val`; -1 if none. This covers
-       `conditions[?type=="Ready"]` style lookups.
-   int sbx__json_eq(const char *js, const sbx__jtok *t, int i, const char *s);
-   int sbx__json_eqn(js, t, i, const char *s, size_t n);
-       1 if token i is a string whose unescaped bytes equal s (strlen(s), or n
-       bytes), else 0. A string holding \u0000 never equals a shorter C string.
-
-   Values:
-   int sbx__json_unescape(const char *js, const sbx__jtok *t, int i, char *out, size_t cap, size_t *outlen);
-       String token to UTF-8. 0 ok: out holds the bytes plus a NUL, *outlen
-       the byte count without it. -1 cap too small: *outlen = bytes needed
-       without the NUL (so cap must be at least that + 1), out is "" if cap > 0.
-       -2 not a string token. outlen may be NULL. The unescaped form is never
-       longer than the escaped one (t[i].end - t[i].start).
-   int sbx__json_strdup(const sbx_allocator *a, const char *js, const sbx__jtok *t, int i, char **out, size_t *outlen);
-       Same into fresh memory freed with sbx__free(a, ...). 0 ok, -1 no memory,
-       -2 not a string (*out is NULL on failure). outlen may be NULL.
-   int sbx__json_int(const char *js, const sbx__jtok *t, int i, long long *out);
-       Integer number token (no fraction, no exponent: "1.0" and "1e3" are
-       refused) within LLONG_MIN..LLONG_MAX. 0 ok, -1 otherwise (out untouched).
-   int sbx__json_double(const char *js, const sbx__jtok *t, int i, double *out);
-       Any number token, without strtod (no locale dependence). Exact
-       (correctly rounded) when the significant digits fit in 2^53 and the
-       decimal exponent is within +-22 -- this covers timestamps such as
-       1755856000.12; otherwise the first 19 significant digits are scaled in
-       long double: within 1 ulp on x86-64 (200000 random decimals: worst 1 ulp,
-       ~0.03% not correctly rounded), a few ulps where long double is double.
-       Underflow gives +-0 or a subnormal. 0 ok, -1 not a number or > DBL_MAX.
-
-   Writer:
-   int sbx__json_write_str(sbx__buf *b, const char *s, size_t n);
-       Append s (n bytes) as a quoted JSON string: " and \ are escaped as \"
-       and \\, control bytes as \b \f \n \r \t or \u00xx, everything else (DEL
-       and well-formed UTF-8 included) is copied. 0 ok, -1 no memory, -2 s is
-       not well-formed UTF-8 (same rules as the scanner). On an error nothing is
-       appended. s may be NULL when n is 0.
-*/
+   sbx__json_parse returns the token count or the first problem scanning left
+   to right: ERR_NOMEM (valid, more than ntoks tokens; toks NULL only counts),
+   ERR_INVALID, ERR_PARTIAL (every byte so far fits: empty input too), ERR_DEPTH.
+   sbx__json_get paths: `name` / `.name`, `[N]`, `["raw key"]` for keys with
+   dots ("metadata.annotations[\"agents.x-k8s.io/pod-name\"]"); keys compare
+   after unescaping. Unescaping never grows a string. sbx__json_double works
+   without strtod (no locale): exact when the digits fit 2^53 and the exponent
+   is within +-22 (timestamps such as 1755856000.12), else within an ulp or so
+   via long double. */
 
 #include <float.h>
 
@@ -2214,113 +2195,33 @@ SBX__PRIVATE int sbx__json_write_str(sbx__buf *b, const char *s, size_t n)
 /* ======================================================================== */
 /* >>http: HTTP/1.1 client over TCP or unix sockets                         */
 /* ======================================================================== */
-/* A small, strict HTTP/1.1 client. One exchange at a time per connection;
-   every wait is bounded by an absolute deadline (sbx__now_ms() based, see
-   sbx__deadline); never raises SIGPIPE; never follows redirects. An HTTP
-   error status is NOT a failure here: the caller reads resp.status.
+/* A small, strict HTTP/1.1 client. One exchange at a time per connection
+   (keep-alive; not thread-safe; connects lazily); every wait is bounded by an
+   absolute deadline; never raises SIGPIPE (held back in this thread while
+   writing); never follows redirects. An HTTP error status is NOT a failure
+   here: the caller reads resp.status. There is no TLS, so "https://" is
+   refused; "unix:PATH" reaches kubectl proxy --unix-socket.
 
-   ENDPOINT
-   int sbx__endpoint_parse(const char *url, sbx__endpoint *ep, sbx_error *e);
-       "http://HOST[:PORT][/PREFIX]": HOST is an IPv4 literal, an [IPv6] literal
-       or a name (resolved now with getaddrinfo; up to 4 addresses are tried in
-       order); PORT defaults to 80; PREFIX is put in front of every target.
-       "unix:PATH": a unix socket (kubectl proxy --unix-socket); Host: localhost.
-       "https://" is refused (SBX_ERR_INVALID_ARG): there is no TLS here.
-       ep->name ("127.0.0.1:8001", "[::1]:8001", "unix:/p") appears in messages.
+   Order: sbx__http_send (request out, head in; 1xx skipped), then exactly one
+   body reader (mem, fd, line, discard). resp owns no memory: its views point
+   into the connection until the next send. The connection is kept only when
+   the body was read to its end and neither side said "Connection: close";
+   any error, and any body left unread at the next send, closes it.
 
-   CONNECTION (keep-alive; not thread-safe; do not copy while open)
-   void sbx__conn_init(sbx__conn *c, const sbx__endpoint *ep, const sbx_allocator *a);
-       copies *ep and *a (a may be NULL); connects lazily on the first request.
-   void sbx__conn_close(sbx__conn *c);   drop the socket (the next request reconnects)
-   void sbx__conn_free(sbx__conn *c);    close and free the buffer; idempotent
+   Why the request rules: Host, Content-Length and Transfer-Encoding are ours
+   (a caller's copy could frame the body twice); multipart names with control
+   bytes, '"' or '\\' are refused rather than encoded (servers disagree on
+   the escapes). A request is sent again once on a new connection only when it
+   is idempotent, its body is in memory and a kept-alive connection turned out
+   closed before any answer; otherwise that is SBX_ERR_CONNECT ("... may have
+   reached the server"): a POST must not run twice.
 
-   REQUEST  sbx__http_req_init(&req) first (it sets body_fd = -1, body_fd_len = -1).
-       method, target ("/api/v1/...": printable ASCII, already percent-encoded),
-       headers (NULL or lines "Name: value\r\n"...; Host, Content-Length and
-       Transfer-Encoding are set here and refused from the caller, as is
-       Content-Type with multipart). Body: body/body_len from memory, or body_fd
-       with body_fd_len bytes (-1: unknown length, sent chunked, e.g. a pipe; the
-       descriptor, blocking or not, is polled and read in 64 KiB pieces, never
-       buffered whole and never closed; ending early is SBX_ERR_SYS). multipart_name + multipart_filename wrap that body as
-       multipart/form-data with one file part (application/octet-stream) and a
-       random boundary; the field name and file name must not contain control
-       characters (CR, LF, NUL...), '"' or '\\' (SBX_ERR_INVALID_ARG: they are
-       refused, never encoded); bytes >= 0x80 (UTF-8) are sent as they are.
-       idempotent: if a kept-alive connection turns out to have been closed by
-       the server (EOF/reset while sending or before the first response byte),
-       the request is sent again once on a new connection, provided the body
-       is in memory. Otherwise that case is SBX_ERR_CONNECT ("... may have
-       reached the server"). A connection already seen closed before sending
-       is replaced silently, whatever the request.
-       Sent headers: Host, User-Agent: sandbox.h/VERSION (unless given),
-       Content-Length or Transfer-Encoding: chunked (POST/PUT/PATCH without a
-       body get Content-Length: 0), then the caller's lines.
-
-   EXCHANGE
-   int sbx__http_send(c, req, resp, deadline, e)   request out, response head in.
-       Interim 1xx answers are skipped. `resp` is (re)initialised here and owns
-       no memory: its reason and header views point into the connection and
-       stay valid until the next send on it or sbx__conn_free (so
-       sbx__http_resp_free only clears it; calling it is optional).
-       resp->status, ->minor, ->reason, ->hdr[0..nhdr) (names and values are
-       NUL-terminated views), ->content_length (-1 unknown), ->chunked,
-       ->keep_alive. Look-up: sbx__http_header(resp, "content-type", &len).
-   Then read the body with exactly one of (each may be called again after 0/OK):
-   int sbx__http_body_mem(c, resp, sbx__buf *out, size_t cap, deadline, e)
-       appends the body to out (NUL-terminated, allocated even when empty);
-       more than cap bytes is SBX_ERR_TOO_BIG (nothing is silently cut).
-   int sbx__http_body_fd(c, resp, int fd, deadline, e)   streams through a 64 KiB buffer
-       (memory stays flat); fd may be blocking or not (it is polled; a
-       blocking pipe gets PIPE_BUF-sized writes); EPIPE is SBX_ERR_SYS and
-       never a SIGPIPE (the signal is held back in this thread meanwhile).
-   int sbx__http_body_line(c, resp, sbx__buf *line, size_t cap, deadline, e)
-       1: one line in `line` (replaced; without "\n" and one trailing "\r";
-       empty lines are returned too), 0: end of body (an unterminated last
-       line is returned as a line first), < 0: error. A line longer than cap
-       bytes is SBX_ERR_TOO_BIG. For a watch: send, then loop on body_line
-       with the deadline of your wait.
-   int sbx__http_body_discard(c, resp, deadline, e)  best effort, always SBX_OK:
-       drains up to 256 KiB to keep the connection, else closes it.
-   int sbx__http_do(c, req, resp, sbx__buf *body, size_t cap, deadline, e)
-       send + body_mem (or discard when body is NULL).
-   The connection is kept only when the body was read to its end and neither
-   side said "Connection: close" (HTTP/1.0: only with keep-alive). Any error,
-   and any body left unread when the next request starts, closes it.
-   Error codes: SBX_ERR_CONNECT (refused, reset, closed early), SBX_ERR_TIMEOUT
-   (connect, send, response head, body), SBX_ERR_PROTOCOL (the rule broken is
-   named), SBX_ERR_TOO_BIG, SBX_ERR_NOMEM, SBX_ERR_SYS, SBX_ERR_INVALID_ARG.
-
-   size_t sbx__http_error_text(int status, const char *body, size_t len, char *out, size_t cap)
-       "HTTP 404: pods \"x\" not found": the top-level "message" (else "detail")
-       string of a JSON object body, else the first 300 bytes of the body with
-       control characters and invalid UTF-8 replaced. Returns strlen(out).
-
-   PARSERS (no allocation, usable on any split of the input; fuzzed)
-   int sbx__http_parse_head(buf, len, &minor, &status, &reason, &reason_len,
-                            hdr, &nhdr (in: capacity, out: count), &why)
-       > 0: bytes of the head (through the empty line); SBX__HTTP_INCOMPLETE;
-       SBX__HTTP_INVALID (why names the rule); SBX__HTTP_TOO_MANY (more than
-       the capacity); SBX__HTTP_TOO_LONG (longer than SBX_MAX_HEADER_BYTES).
-   int sbx__chunked_decode(d, buf, len, &out, &used)   in place: buf[0..out)
-       receives the data bytes of buf[0..used). 1: last chunk and trailers
-       done (bytes after `used` are not part of the body), 0: need more (used
-       == len), -1: invalid (d->why).
-   int sbx__linesplit_feed(ls, p, n, &used)  1: line ends at p[used-1] ('\n'),
-       0: all n bytes continue the line, -1: the line would pass ls->cap.
-
-   TRANSPORT (optional; >>ws uses it)
-   sbx__conn_transport(c, tr, state) after sbx__conn_init: the connection's
-       bytes travel tr instead of its own socket. tr->open makes ONE stream
-       (returns a descriptor >= 0 for poll-free bookkeeping, or an sbx_result
-       < 0 with e filled), recv/send/stale behave like the socket versions
-       (recv: > 0, 0 EOF, -1 errno, -2 deadline; ECONNRESET counts as a
-       dropped connection), close ends the stream. One stream = one kept-alive
-       connection: the same reuse, stale check and re-send rules apply.
-   req.upgrade = 1: a 101 Switching Protocols is the final answer (nothing
-       else is read; the bytes after its head stay in c->buf[c->rpos, c->rlen)
-       and the caller takes the socket over). Any other status is an ordinary
-       response.
-*/
+   Parsers (sbx__http_parse_head, sbx__chunked_decode, sbx__linesplit_feed)
+   never allocate and accept any split of the input: they are fuzzed.
+   A transport (sbx__conn_transport, used by >>ws) carries the bytes of one
+   kept-alive connection instead of the socket, with the same reuse rules;
+   req.upgrade = 1 makes a 101 the final answer and leaves the socket and the
+   bytes after the head (c->buf[rpos, rlen)) to the caller. */
 
 #if SBX_MAX_HEADER_BYTES > 0x3fffffff || SBX_MAX_HEADER_BYTES < 256
 #error "SBX_MAX_HEADER_BYTES must be between 256 and 2^30"
@@ -2364,16 +2265,18 @@ SBX__PRIVATE int sbx__http_vchar(unsigned char c)
     return c == '\t' || (c >= 0x20 && c != 0x7f);
 }
 
-/* Case-insensitive: does s[0..n) equal the lower-case NUL-terminated `lower`? */
-SBX__PRIVATE int sbx__http_ieq(const char *s, size_t n, const char *lower)
+SBX__PRIVATE int sbx__http_lower(unsigned char c)
+{
+    return c >= 'A' && c <= 'Z' ? c + 32 : c;
+}
+
+/* ASCII case-insensitive: does s[0..n) equal the NUL-terminated t? */
+SBX__PRIVATE int sbx__http_ieq(const char *s, size_t n, const char *t)
 {
     size_t i;
-    for (i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c >= 'A' && c <= 'Z') c = (unsigned char)(c + 32);
-        if (lower[i] == '\0' || c != (unsigned char)lower[i]) return 0;
-    }
-    return lower[n] == '\0';
+    for (i = 0; i < n; i++)
+        if (t[i] == '\0' || sbx__http_lower((unsigned char)s[i]) != sbx__http_lower((unsigned char)t[i])) return 0;
+    return t[n] == '\0';
 }
 
 /* Does the comma-separated list s[0..n) contain the token `lower`? */
@@ -2711,173 +2614,26 @@ SBX__PRIVATE int sbx__http_line_take(sbx__linesplit *ls, sbx__buf *line, const c
 
 /* ---- error text of an HTTP error response ------------------------------ */
 
-SBX__PRIVATE size_t sbx__http_skip_ws(const char *s, size_t i, size_t n)
+#define SBX__HTTP_ERROR_TOKENS 128   /* a Status with a dozen causes; more: the raw text */
+
+/* Append the n-byte character s to out[*o..cap-1), a control byte as a space.
+   0 when it does not fit: whole characters only. */
+SBX__PRIVATE int sbx__http_put_char(const char *s, size_t n, char *out, size_t cap, size_t *o)
 {
-    while (i < n && (s[i] == ' ' || s[i] == '\t' || s[i] == '\r' || s[i] == '\n')) i++;
-    return i;
+    if (*o + n >= cap) return 0;
+    if (n == 1 && ((unsigned char)s[0] < 0x20 || s[0] == 0x7f)) out[(*o)++] = ' ';
+    else { memcpy(out + *o, s, n); *o += n; }
+    return 1;
 }
 
-/* s[i] == '"': index just past the closing quote, or 0 if unterminated. */
-SBX__PRIVATE size_t sbx__http_skip_jstr(const char *s, size_t i, size_t n)
-{
-    for (i++; i < n; i++) {
-        if (s[i] == '\\') { i++; continue; }
-        if (s[i] == '"') return i + 1;
-    }
-    return 0;
-}
-
-/* Skip one JSON value of any kind (not validated); 0 on malformed input. */
-SBX__PRIVATE size_t sbx__http_skip_jval(const char *s, size_t i, size_t n)
-{
-    int depth = 0;
-    while (i < n) {
-        char c = s[i];
-        if (c == '"') {
-            i = sbx__http_skip_jstr(s, i, n);
-            if (i == 0) return 0;
-            if (depth == 0) return i;
-            continue;
-        }
-        if (c == '{' || c == '[') depth++;
-        else if (c == '}' || c == ']') {
-            if (depth == 0) return i;  /* end of the enclosing object */
-            if (--depth == 0) return i + 1;
-        } else if (depth == 0 && (c == ',' || c == ' ' || c == '\t' || c == '\r' || c == '\n')) {
-            return i;
-        }
-        i++;
-    }
-    return depth == 0 ? i : 0;
-}
-
-/* Append one code point as UTF-8 (replacement '?' for surrogates). */
-SBX__PRIVATE size_t sbx__http_utf8(unsigned long cp, char *o)
-{
-    if (cp < 0x80) { o[0] = (char)cp; return 1; }
-    if (cp < 0x800) { o[0] = (char)(0xc0 | (cp >> 6)); o[1] = (char)(0x80 | (cp & 0x3f)); return 2; }
-    if (cp >= 0xd800 && cp <= 0xdfff) { o[0] = '?'; return 1; }
-    if (cp < 0x10000) {
-        o[0] = (char)(0xe0 | (cp >> 12)); o[1] = (char)(0x80 | ((cp >> 6) & 0x3f));
-        o[2] = (char)(0x80 | (cp & 0x3f));
-        return 3;
-    }
-    o[0] = (char)(0xf0 | (cp >> 18)); o[1] = (char)(0x80 | ((cp >> 12) & 0x3f));
-    o[2] = (char)(0x80 | ((cp >> 6) & 0x3f)); o[3] = (char)(0x80 | (cp & 0x3f));
-    return 4;
-}
-
-/* Length of a valid UTF-8 sequence at s[0..n), or 0 if invalid there. */
-SBX__PRIVATE size_t sbx__http_utf8_len(const unsigned char *s, size_t n)
-{
-    size_t k, need;
-    unsigned long cp;
-    if (s[0] < 0x80) return 1;
-    if (s[0] >= 0xc2 && s[0] <= 0xdf) { need = 2; cp = s[0] & 0x1fu; }
-    else if (s[0] >= 0xe0 && s[0] <= 0xef) { need = 3; cp = s[0] & 0x0fu; }
-    else if (s[0] >= 0xf0 && s[0] <= 0xf4) { need = 4; cp = s[0] & 0x07u; }
-    else return 0;
-    if (n < need) return 0;
-    for (k = 1; k < need; k++) {
-        if ((s[k] & 0xc0) != 0x80) return 0;
-        cp = (cp << 6) | (s[k] & 0x3fu);
-    }
-    if ((need == 3 && cp < 0x800) || (need == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
-        (cp >= 0xd800 && cp <= 0xdfff))
-        return 0;
-    return need;
-}
-
-SBX__PRIVATE int sbx__http_hex4(const char *s, unsigned long *v)
-{
-    int k;
-    *v = 0;
-    for (k = 0; k < 4; k++) {
-        char c = s[k];
-        int d = (c >= '0' && c <= '9') ? c - '0' : (c >= 'a' && c <= 'f') ? c - 'a' + 10
-              : (c >= 'A' && c <= 'F') ? c - 'A' + 10 : -1;
-        if (d < 0) return -1;
-        *v = *v * 16 + (unsigned long)d;
-    }
-    return 0;
-}
-
-/* Append the JSON string s[i..end) (inside the quotes) to out[*o..cap-1). */
-SBX__PRIVATE void sbx__http_put_jstr(const char *s, size_t i, size_t end, char *out, size_t cap, size_t *o)
-{
-    while (i < end) {
-        char tmp[4];
-        size_t tn = 1, k;
-        unsigned char c = (unsigned char)s[i];
-        if (c == '\\' && i + 1 < end) {
-            char x = s[i + 1];
-            i += 2;
-            switch (x) {
-            case 'n': case 'r': case 't': case 'b': case 'f': tmp[0] = ' '; break;
-            case 'u': {
-                unsigned long cp, lo;
-                if (i + 4 > end || sbx__http_hex4(s + i, &cp) != 0) { tmp[0] = '?'; break; }
-                i += 4;
-                if (cp >= 0xd800 && cp <= 0xdbff && i + 6 <= end && s[i] == '\\' && s[i + 1] == 'u' &&
-                    sbx__http_hex4(s + i + 2, &lo) == 0 && lo >= 0xdc00 && lo <= 0xdfff) {
-                    cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
-                    i += 6;
-                }
-                if (cp < 0x20 || cp == 0x7f) tmp[0] = ' ';
-                else tn = sbx__http_utf8(cp, tmp);
-                break;
-            }
-            default: tmp[0] = (x >= 0x20 && x < 0x7f) ? x : '?'; break;  /* invalid escapes too */
-            }
-        } else {
-            tn = sbx__http_utf8_len((const unsigned char *)s + i, end - i);
-            if (tn == 0) { tmp[0] = '?'; tn = 1; i++; }
-            else if (c < 0x20 || c == 0x7f) { tmp[0] = ' '; i++; }
-            else { memcpy(tmp, s + i, tn); i += tn; }
-        }
-        if (*o + tn >= cap) return;  /* whole characters only */
-        for (k = 0; k < tn; k++) out[(*o)++] = tmp[k];
-    }
-}
-
-/* Find the top-level string member `key` of the JSON object in s[0..n):
-   sets [*vs, *ve) to the inside of its quotes. 0 found, -1 not. */
-SBX__PRIVATE int sbx__http_json_member(const char *s, size_t n, const char *key, size_t *vs, size_t *ve)
-{
-    size_t i = sbx__http_skip_ws(s, 0, n), klen = strlen(key);
-    if (i >= n || s[i] != '{') return -1;
-    i++;
-    for (;;) {
-        size_t ks, ke;
-        i = sbx__http_skip_ws(s, i, n);
-        if (i >= n || s[i] != '"') return -1;
-        ks = i + 1;
-        i = sbx__http_skip_jstr(s, i, n);
-        if (i == 0) return -1;
-        ke = i - 1;
-        i = sbx__http_skip_ws(s, i, n);
-        if (i >= n || s[i] != ':') return -1;
-        i = sbx__http_skip_ws(s, i + 1, n);
-        if (i >= n) return -1;
-        if (s[i] == '"' && ke - ks == klen && memcmp(s + ks, key, klen) == 0) {
-            size_t e = sbx__http_skip_jstr(s, i, n);
-            if (e == 0) return -1;
-            *vs = i + 1;
-            *ve = e - 1;
-            return 0;
-        }
-        i = sbx__http_skip_jval(s, i, n);
-        if (i == 0) return -1;
-        i = sbx__http_skip_ws(s, i, n);
-        if (i >= n || s[i] != ',') return -1;
-        i++;
-    }
-}
-
+/* "HTTP 404: pods \"x\" not found": the server's own words, from the "message"
+   (Kubernetes) or "detail" (FastAPI) string of a JSON body, else the body's
+   first 300 bytes; made safe to print. Returns strlen(out). */
 SBX__PRIVATE size_t sbx__http_error_text(int status, const char *body, size_t len, char *out, size_t cap)
 {
-    size_t o, o0, vs, ve, i, lim;
-    int n;
+    sbx__jtok t[SBX__HTTP_ERROR_TOKENS];
+    size_t o, o0, i, lim;
+    int n, v = -1;
     if (!out || cap == 0) return 0;
     n = snprintf(out, cap, "HTTP %d", status);
     if (n < 0) { out[0] = '\0'; return 0; }
@@ -2886,22 +2642,30 @@ SBX__PRIVATE size_t sbx__http_error_text(int status, const char *body, size_t le
     memcpy(out + o, ": ", 2);
     o += 2;
     o0 = o;
-    if (sbx__http_json_member(body, len, "message", &vs, &ve) == 0 ||
-        sbx__http_json_member(body, len, "detail", &vs, &ve) == 0) {
-        sbx__http_put_jstr(body, vs, ve, out, cap, &o);
+    n = sbx__json_parse(body, len, t, SBX__HTTP_ERROR_TOKENS);
+    if (n > 0) {
+        v = sbx__json_member(body, t, n, 0, "message", 7);
+        if (!sbx__json_is_string(t, v)) v = sbx__json_member(body, t, n, 0, "detail", 6);
+    }
+    if (sbx__json_is_string(t, v)) {
+        for (i = t[v].start; i < t[v].end;) {
+            unsigned char u[4];
+            size_t k;
+            if (body[i] == '\\') {
+                size_t m = sbx__json_decode1(body, &i, t[v].end, u);
+                if (!sbx__http_put_char((const char *)u, m, out, cap, &o)) break;
+                continue;
+            }
+            k = (size_t)sbx__json_utf8_seq((const unsigned char *)body + i, t[v].end - i);
+            if (!sbx__http_put_char(body + i, k, out, cap, &o)) break;
+            i += k;
+        }
     } else {
         lim = len > 300 ? 300 : len;
         for (i = 0; i < lim;) {
-            size_t k = sbx__http_utf8_len((const unsigned char *)body + i, lim - i);
-            unsigned char c = (unsigned char)body[i];
-            if (k == 0) {
-                k = 1;
-                c = '?';
-            } else if (c < 0x20 || c == 0x7f) c = ' ';
-            if (o + k >= cap) break;
-            if (k == 1) out[o++] = (char)c;
-            else { memcpy(out + o, body + i, k); o += k; }
-            i += k;
+            int k = sbx__json_utf8_seq((const unsigned char *)body + i, lim - i);
+            if (!sbx__http_put_char(k > 0 ? body + i : "?", k > 0 ? (size_t)k : 1, out, cap, &o)) break;
+            i += k > 0 ? (size_t)k : 1;
         }
         if (len > lim && o + 3 < cap) { memcpy(out + o, "...", 3); o += 3; }
     }
@@ -3170,15 +2934,7 @@ SBX__PRIVATE const char *sbx__http_header(const sbx__http_resp *r, const char *n
 {
     size_t i, n = strlen(name);
     for (i = 0; i < r->nhdr; i++) {
-        size_t k;
-        if (r->hdr[i].name_len != n) continue;
-        for (k = 0; k < n; k++) {
-            int x = (unsigned char)r->hdr[i].name[k], y = (unsigned char)name[k];
-            if (x >= 'A' && x <= 'Z') x += 32;
-            if (y >= 'A' && y <= 'Z') y += 32;
-            if (x != y) break;
-        }
-        if (k == n) {
+        if (r->hdr[i].name_len == n && sbx__http_ieq(r->hdr[i].name, n, name)) {
             if (len) *len = r->hdr[i].value_len;
             return r->hdr[i].value;
         }
@@ -3928,7 +3684,7 @@ SBX__PRIVATE int sbx__http_body_mem(sbx__conn *c, sbx__http_resp *r, sbx__buf *o
                                     sbx_error *e)
 {
     unsigned long long got = 0;
-    if (sbx__buf_append(out, "", 0) != 0) return sbx__http_body_fail(c, sbx__fail(e, SBX_ERR_NOMEM, "out of memory"));
+    if (sbx__buf_append(out, "", 0) != 0) return sbx__http_body_fail(c, sbx__oom(e, NULL));
     if (r->body_done) return SBX_OK;
     if (r->seq != c->seq || !c->busy || c->fd < 0) return sbx__http_body_peek(c, r, NULL, NULL, deadline, e);
     if (r->mode == SBX__BODY_LENGTH) {
@@ -4002,6 +3758,8 @@ SBX__PRIVATE int sbx__http_body_fd(sbx__conn *c, sbx__http_resp *r, int fd, long
     return rc;
 }
 
+/* 1: the next line in `line` (without "\n" and one "\r"), 0: end of body, < 0:
+   error. A watch sends, then reads lines until its own deadline. */
 SBX__PRIVATE int sbx__http_body_line(sbx__conn *c, sbx__http_resp *r, sbx__buf *line, size_t cap, long long deadline,
                                      sbx_error *e)
 {
@@ -4009,7 +3767,7 @@ SBX__PRIVATE int sbx__http_body_line(sbx__conn *c, sbx__http_resp *r, sbx__buf *
     ls.len = 0;
     ls.cap = cap;
     line->len = 0;
-    if (sbx__buf_append(line, "", 0) != 0) return sbx__http_body_fail(c, sbx__fail(e, SBX_ERR_NOMEM, "out of memory"));
+    if (sbx__buf_append(line, "", 0) != 0) return sbx__http_body_fail(c, sbx__oom(e, NULL));
     for (;;) {
         const char *p;
         size_t n, used = 0;
@@ -4063,62 +3821,26 @@ SBX__PRIVATE int sbx__http_do(sbx__conn *c, const sbx__http_req *q, sbx__http_re
 /* >>ws: SHA-1, base64, RFC 6455 client, port-forward channels              */
 /* ======================================================================== */
 /* The kubelet's plain WebSocket port-forward (subprotocol v4.channel.k8s.io)
-   as a transport of sbx__conn (TRANSPORT in >>http): a sandbox's runtime
-   connection is one WebSocket made through the client's own API connection,
-   so no process runs per sandbox. One WebSocket = one kept-alive HTTP
-   connection; there is no half-close.
+   as a transport of sbx__conn (see >>http): a sandbox's runtime connection is
+   one WebSocket made through the client's own API connection, so no process
+   runs per sandbox. One WebSocket = one kept-alive HTTP connection; there is
+   no half-close.
 
-   PRIMITIVES
-   void sbx__sha1(const void *p, size_t n, unsigned char out[20]);
-   size_t sbx__base64(const unsigned char *p, size_t n, char *out);
-       out needs 4 * ((n + 2) / 3) + 1 bytes; NUL-terminated; returns the length.
+   The frame parser and the channel decoder do no I/O and no allocation (both
+   are fuzzed); buffers are allocated once in sbx__ws_new, so the data path
+   allocates nothing. What a server may send is strict: frames have no RSV
+   bit, a known opcode, no mask and the shortest length form, control frames
+   are FIN and at most 125 bytes; a channel's first two bytes repeat its port
+   (little-endian) and must match the port asked for; a channel past the ports
+   asked for, a text message (the base64 variant is not asked for), a fragment
+   outside a message or a message over SBX_WS_MAX_MESSAGE is refused. Data is
+   passed on as it arrives (a message is never held whole).
 
-   FRAMES (RFC 6455; no allocation; fuzzed)
-   int sbx__ws_frame_head(p, n, &h, &why)   > 0: bytes of the frame head (2-14)
-       with h filled, 0: need more, -1: invalid (why names the rule). A server
-       frame has no RSV bit, a known opcode, is unmasked, uses the shortest
-       length form; control frames are FIN and at most 125 bytes.
-   size_t sbx__ws_frame_build(out[14], op, len, mask)   head of a FIN, masked
-       client frame. void sbx__ws_mask(p, n, mask, off) masks in place (off:
-       the payload offset of p[0]).
-
-   DECODER: bytes -> channel events (no I/O, no allocation; fuzzed)
-   sbx__wsd_init(&d, ports, nports)    ports as asked in ?ports=, in order
-   int sbx__wsd_step(&d, in, n, max, &used, &ev)   consumes in[0..used) and
-       returns one event: SBX__WSE_MORE (all used, nothing to say),
-       SBX__WSE_DATA (ev.port: index of the port, ev.p/ev.n: at most max payload
-       bytes of data channel 2i, pointing into in), SBX__WSE_PING (d.ctl,
-       d.ctl_len), SBX__WSE_PONG, SBX__WSE_CLOSE (d.close_code, d.why: the
-       reason), SBX__WSE_ERROR (ev.port: the server's text on channel 2i+1 is
-       in d.err, cut at SBX__WS_ERR_MAX), SBX__WSE_BAD (d.why; stays failed).
-       Channel rules: a channel's first two bytes are its port number
-       (little-endian) and must match the one asked for; a channel past the
-       ports asked for, a text message (the base64 variant is not asked for),
-       a fragment outside a message and a message longer than
-       SBX_WS_MAX_MESSAGE are refused. Data is delivered as it arrives (a
-       message is never held whole).
-
-   CONNECTION
-   sbx__ws *sbx__ws_new(a, api, target, ports, nports)   NULL: no memory.
-       target: "/api/v1/namespaces/NS/pods/POD/portforward?ports=P[,Q]"
-       (the endpoint's prefix goes first). Buffers are allocated here, once:
-       the data path allocates nothing.
-   int sbx__ws_open(ws, deadline, e)   upgrade on a fresh connection to api;
-       the socket (>= 0) or an error: a non-101 answer sets ws->refused,
-       ws->status and ws->why (SBX_ERR_HTTP, or SBX_ERR_NOT_FOUND for 404,
-       with the server's words); a bad Sec-WebSocket-Accept or subprotocol is
-       SBX_ERR_PROTOCOL.
-   long sbx__ws_read(ws, &port, p, n, deadline)    data of any port: > 0 bytes
-       (port set), 0 the WebSocket ended (close frame or EOF), -1 errno
-       (ECONNRESET: the error channel spoke; EPROTO / EMSGSIZE: the server
-       broke a rule), -2 deadline. Pings are answered on the way. ws->why
-       says what happened in the server's words.
-   int sbx__ws_write(ws, port, p, n, deadline)     0, -1 errno, -2 deadline.
-   void sbx__ws_close(ws)    close handshake (bounded by SBX__WS_CLOSE_WAIT_MS)
-   void sbx__ws_free(ws)     close and free; NULL is fine.
-   ws->tr: the transport for sbx__conn_transport(c, &ws->tr, ws); it reads
-       and writes port 0. Its stale check answers pings that came while the
-       connection was idle and calls anything else (close, EOF, data) stale. */
+   sbx__ws_read: > 0 bytes, 0 ended (close frame or EOF), -1 errno
+   (ECONNRESET: the error channel spoke; EPROTO / EMSGSIZE: the server broke a
+   rule), -2 deadline; ws->why holds the server's words. Pings are answered on
+   the way, and the transport's stale check answers those that came while the
+   connection was idle (anything else there means stale). */
 
 #ifndef SBX_WS_MAX_MESSAGE
 #define SBX_WS_MAX_MESSAGE (16u * 1024u * 1024u)  /* one WebSocket message from the server */
@@ -5593,6 +5315,17 @@ SBX__PRIVATE void sbx__h2c_retire(sbx__h2c *c)
     }
 }
 
+/* A dead connection lets go of its socket / transport stream as soon as no
+   reader polls it (the reader does it on its way out), so that a new one can
+   start over a transport while calls of the old one are still held. */
+SBX__PRIVATE void sbx__h2c_close_io(sbx__h2c *c)
+{
+    if (c->reading || c->io.fd < 0) return;
+    pthread_mutex_lock(&c->wmu);
+    sbx__conn_close(&c->io);
+    pthread_mutex_unlock(&c->wmu);
+}
+
 /* The connection is over: every stream that has not ended fails with code.
    The socket is shut down (not closed: the descriptor stays ours until the
    last reference goes) so that a reader blocked in recv returns. */
@@ -5611,6 +5344,7 @@ SBX__PRIVATE SBX__PRINTF(3, 4) void sbx__h2c_fail(sbx__h2c *c, sbx_result code, 
         sbx__h2s_unlink(s);
     }
     if (c->io.fd >= 0) shutdown(c->io.fd, SHUT_RDWR);
+    sbx__h2c_close_io(c);
     sbx__h2c_retire(c);
     pthread_cond_broadcast(&c->h->cv);
 }
@@ -6070,6 +5804,18 @@ SBX__PRIVATE int sbx__h2c_frames(sbx__h2c *c)
 {
     size_t pos = 0;
     int r = 0;
+    if (!c->got_settings && c->rlen >= 5 && memcmp(c->rbuf, "HTTP/", 5) == 0) {
+        /* a common mistake deserves its own words: the REST port, or a proxy */
+        char line[120];
+        size_t n = 0;
+        while (n < c->rlen && n < 100 && c->rbuf[n] != '\r' && c->rbuf[n] != '\n') n++;
+        sbx__h2_clean(line, sizeof line, c->rbuf, n);
+        sbx__h2c_fail(c, SBX_ERR_PROTOCOL,
+                      "HTTP/2 connection to %s: the server answered in HTTP/1 (\"%s\"), not HTTP/2: is this "
+                      "the gRPC port?", c->h->ep.name, line);
+        c->rlen = 0;
+        return -1;
+    }
     while (!c->dead && c->rlen - pos >= 9) {
         const unsigned char *f = c->rbuf + pos;
         size_t len = ((size_t)f[0] << 16) | ((size_t)f[1] << 8) | f[2];
@@ -6123,6 +5869,7 @@ SBX__PRIVATE void sbx__h2c_read(sbx__h2c *c, long long deadline)
     }
     pthread_mutex_lock(&h->mu);
     c->reading = 0;
+    if (c->dead) sbx__h2c_close_io(c);
     if (got > 0) {
         c->rlen += (size_t)got;
         sbx__h2c_frames(c);
@@ -6216,7 +5963,7 @@ SBX__PRIVATE int sbx__h2c_start(sbx__h2c *c, long long deadline, sbx_error *e)
 SBX__PRIVATE sbx__h2c *sbx__h2_conn(sbx__h2 *h, long long deadline, sbx_error *e)
 {
     for (;;) {
-        sbx__h2c *c = h->cur;
+        sbx__h2c *c = h->cur, *old = NULL;
         int r;
         if (h->closed) {
             sbx__fail(e, SBX_ERR_CLOSED, "HTTP/2 connection to %s: closed", h->ep.name);
@@ -6235,7 +5982,15 @@ SBX__PRIVATE sbx__h2c *sbx__h2_conn(sbx__h2 *h, long long deadline, sbx_error *e
             c->refs++;
             return c;
         }
-        if (h->connecting || (h->tr && h->nconns > 0)) {
+        /* a transport is one byte stream: the next connection waits until
+           the last one has let go of it (a dead one at once, a retired one
+           when its calls have ended) */
+        if (h->tr && !h->connecting) {
+            sbx__h2c *o;
+            for (o = h->conns; o && o->io.fd < 0; o = o->next) {}
+            old = o;
+        }
+        if (h->connecting || old) {
             if (sbx__now_ms() >= deadline) {
                 if (h->connecting) sbx__fail(e, SBX_ERR_TIMEOUT, "HTTP/2 connection to %s: timed out waiting for a connect", h->ep.name);
                 else sbx__fail(e, SBX_ERR_TIMEOUT,
@@ -6243,9 +5998,8 @@ SBX__PRIVATE sbx__h2c *sbx__h2_conn(sbx__h2 *h, long long deadline, sbx_error *e
                               h->ep.name);
                 return NULL;
             }
-            /* over a transport the old connection must end first: help it along */
-            if (!h->connecting && h->conns && !h->conns->reading && !h->conns->dead) {
-                sbx__h2c *old = h->conns;
+            /* help the old connection's calls along: read for them */
+            if (old && !old->reading && !old->dead) {
                 old->refs++;
                 sbx__h2c_wait(old, deadline);
                 sbx__h2c_unref(old);
@@ -6282,6 +6036,11 @@ SBX__PRIVATE sbx__h2c *sbx__h2_conn(sbx__h2 *h, long long deadline, sbx_error *e
 
 /* ---- the handle ---------------------------------------------------------------- */
 
+/* A client of ep (host/port, or anything sbx__conn takes); tr/trs: an
+   optional transport (a WebSocket port-forward: tr = &ws->tr, trs = ws), NULL
+   for a plain socket; the transport state stays the caller's. authority: the
+   :authority value (NULL: ep's host). Connects lazily, on the first call, and
+   again after the connection died or went away. NULL: out of memory. */
 SBX__PRIVATE sbx__h2 *sbx__h2_new(const sbx_allocator *alloc, const sbx__endpoint *ep, const sbx__transport *tr,
                                    void *trs, const char *authority)
 {
@@ -6340,6 +6099,9 @@ SBX__PRIVATE void sbx__h2_unref_unlock(sbx__h2 *h)
     if (last) sbx__h2_destroy(h);
 }
 
+/* Cancel live calls (their waits return SBX_ERR_CLOSED at once; free them
+   as usual, before or after) and close the connections: once this returns,
+   the transport is not touched again and may be freed. */
 SBX__PRIVATE void sbx__h2_free(sbx__h2 *h)
 {
     sbx__h2c *c;
@@ -6351,15 +6113,20 @@ SBX__PRIVATE void sbx__h2_free(sbx__h2 *h)
         sbx__h2c_fail(c, SBX_ERR_CLOSED, "HTTP/2 connection to %s: closed", h->ep.name);
         c->refs--;
     }
-    /* readers leave once their socket is shut down; the last reference closes it */
+    /* readers leave once their socket is shut down */
     while (h->conns) {
         int busy = 0;
         for (c = h->conns; c; c = c->next) busy |= c->reading;
         if (!busy) break;
         sbx__h2_sleep(h, sbx__deadline(100));
     }
+    /* close every socket / transport stream now, not when the last call is
+       freed: the caller may free its transport as soon as we return */
     for (c = h->conns; c;) {
         sbx__h2c *nx = c->next;
+        pthread_mutex_lock(&c->wmu);
+        sbx__conn_close(&c->io);
+        pthread_mutex_unlock(&c->wmu);
         if (c->refs == 0) {
             c->refs = 1;
             sbx__h2c_unref(c);
@@ -6583,10 +6350,12 @@ SBX__PRIVATE void sbx__h2_close(sbx__h2s *s)
 
    CALLS (see the comments beside each function): sbx__grpc_start, _recv,
    _status, _free, _unary; sbx__grpc_result and _status_name map a status.
-   A response message is length-prefixed (RFC-less gRPC framing: a flag byte,
-   a 4-byte big-endian length); the compressed flag is refused (we send no
-   grpc-accept-encoding, so a server must not compress), and a message over
-   SBX_GRPC_MAX_MESSAGE is SBX_ERR_TOO_BIG (the stream is cancelled). */
+   A message is length-prefixed (gRPC over HTTP/2: a flag byte, a 4-byte
+   big-endian length); the compressed flag is refused (we send no
+   grpc-accept-encoding, so a server must not compress), and a response
+   message over SBX_GRPC_MAX_MESSAGE is SBX_ERR_TOO_BIG (the stream is
+   cancelled). Threads: any number may start calls on one sbx__h2 at once;
+   one call is used by one thread at a time. */
 
 #ifndef SBX_GRPC_MAX_MESSAGE
 #define SBX_GRPC_MAX_MESSAGE (4u * 1024u * 1024u)
@@ -7049,43 +6818,18 @@ SBX__PRIVATE sbx_result sbx__grpc_unary(sbx__h2 *h, const char *path, const void
    reads its stdout and stderr for the child's whole life, so the child never
    blocks on a full pipe nor dies of SIGPIPE on a closed one.
 
-   sbx__proc p;   zero it before the first spawn (a zeroed or stopped proc is
-                  safe to stop, describe and query). It must not move in memory
-                  while a child runs. One thread at a time uses a given proc.
-                  p->pid is the child's pid (0 when none).
-
-   int sbx__proc_spawn(p, argv, env_extra, a, e)
-       fork/exec argv (argv[0] is searched on the parent's PATH unless it holds
-       a '/'). The child gets environ plus env_extra ("K=V" replaces K, a bare
-       "K" removes it), stdin from /dev/null, stdout and stderr on pipes, its
-       own process group, default dispositions for the usual signals and an
-       empty signal mask, and no descriptor but 0, 1, 2 (inherited ones are
-       closed too). a may be NULL (default allocator). Returns SBX_OK, or
-       SBX_ERR_SPAWN with `cannot run "kubectl": No such file or directory`,
-       SBX_ERR_INVALID_ARG, SBX_ERR_NOMEM, SBX_ERR_SYS.
-   int sbx__proc_wait_line(p, prefix, line, cap, deadline, e)
-       Wait (deadline: sbx__now_ms clock) for a stdout line that starts with
-       prefix; copy it without its newline (cut to cap - 1 bytes) and return
-       SBX_OK. A line is found if it is among the first SBX__PROC_KEEP_LINES
-       lines, among the last SBX__PROC_KEEP_LINES, or printed during the wait
-       (the first match in that order). Fails with SBX_ERR_SPAWN when stdout
-       ends first ("kubectl exited with status 1: error: ..."), SBX_ERR_TIMEOUT,
-       SBX_ERR_CLOSED (no child).
-   int sbx__proc_running(p)           1 while the child has not exited.
-   int sbx__proc_stop(p, sig, grace_ms)
-       sig (if > 0) to the child's process group, up to grace_ms for it to
-       exit, then SIGKILL to the group; reaps the child (waitpid on its pid
-       only), joins the drainer, closes and frees everything. Idempotent.
-       SBX_OK, or SBX_ERR_TIMEOUT when even SIGKILL did not end the child
-       within SBX__PROC_KILL_WAIT_MS (a process stuck in the kernel): the
-       detached drainer then reaps it and frees its state later, with the
-       allocator given to spawn (which must stay usable until then).
-   void sbx__proc_describe(p, buf, cap) "running", "exited with status 1:
-       error: lost connection to pod", "killed by signal 15", "not started".
-   int sbx__proc_status(p)            raw wait status once reaped, else -1.
-   unsigned long long sbx__proc_stdout_lines(p)   lines the child printed.
-   size_t sbx__proc_stderr_tail(p, buf, cap)      the last stderr bytes.
-*/
+   A zeroed or stopped sbx__proc is safe to stop, describe and query; it must
+   not move while a child runs; one thread at a time uses it. The child gets
+   stdin from /dev/null, its own process group (so a stop reaches kubectl's
+   own children too), default signal dispositions and an empty mask (the
+   caller's may block or ignore anything), and no descriptor but 0, 1 and 2:
+   an inherited socket would keep a peer or our supervisor waiting.
+   A readiness line is found whether it came before the wait began (the first
+   and the last SBX__PROC_KEEP_LINES lines are kept) or during it. A stop
+   signals the group, waits grace_ms, then SIGKILLs it, and reaps by pid only
+   (never another part of the program's children); a child stuck in the kernel
+   is left to the detached drainer, which frees the state later with the
+   allocator given to spawn (so that must outlive it). */
 
 #include <dirent.h>
 
@@ -7121,6 +6865,35 @@ SBX__PRIVATE sbx_result sbx__grpc_unary(sbx__h2 *h, const char *path, const void
 #define SBX__PROC_MONO_COND 0
 #endif
 #endif
+
+/* *mono tells which clock the timed waits on cv must use. */
+SBX__PRIVATE int sbx__cond_init(pthread_cond_t *cv, int *mono)
+{
+    pthread_condattr_t ca;
+    int rc = pthread_condattr_init(&ca);
+    *mono = 0;
+    if (rc != 0) return rc;
+#if SBX__PROC_MONO_COND
+    *mono = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) == 0;
+#endif
+    rc = pthread_cond_init(cv, &ca);
+    pthread_condattr_destroy(&ca);
+    return rc;
+}
+
+/* pthread_cond_timedwait for left (> 0) ms on the clock sbx__cond_init chose. */
+SBX__PRIVATE int sbx__cond_wait_ms(pthread_cond_t *cv, pthread_mutex_t *mu, int mono, long long left)
+{
+    struct timespec ts;
+    clock_gettime(mono ? CLOCK_MONOTONIC : CLOCK_REALTIME, &ts);
+    ts.tv_sec += (time_t)(left / 1000);
+    ts.tv_nsec += (long)(left % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    return pthread_cond_timedwait(cv, mu, &ts);
+}
 
 #ifdef __cplusplus
 extern "C" {
@@ -7356,6 +7129,24 @@ struct sbx__proc_childctx {
     struct sigaction dfl;
 };
 
+SBX__PRIVATE void sbx__proc_childctx_init(struct sbx__proc_childctx *cc, const char *path, char *const *argv,
+                                          char *const *envp, int devnull, int out_w, int err_w, int exec_w)
+{
+    memset(cc, 0, sizeof *cc);
+    cc->path = path;
+    cc->argv = argv;
+    cc->envp = envp;
+    cc->devnull = devnull;
+    cc->out_w = out_w;
+    cc->err_w = err_w;
+    cc->exec_w = exec_w;
+    cc->maxfd = sbx__proc_max_fd();
+    sigemptyset(&cc->empty);
+    cc->dfl.sa_handler = SIG_DFL;
+    sigemptyset(&cc->dfl.sa_mask);
+    cc->dfl.sa_flags = 0;
+}
+
 /* The child between fork and exec: async-signal-safe calls only (no malloc,
    no locks). Failures go to the parent as {step, errno} on the error pipe. */
 SBX__PRIVATE void sbx__proc_child(const struct sbx__proc_childctx *c)
@@ -7572,16 +7363,11 @@ SBX__PRIVATE int sbx__sup_claim(struct sbx__sup *s, int add, const char *ns, con
 {
     char line[600];
     size_t i;
-    if (!ns || !name || !version || strlen(ns) > 63 || strlen(name) > 253 || strlen(version) > 40) return -1;
+    if (!version || !version[0] || strlen(version) > 40 || !sbx__valid_dns_name(ns, 0) ||
+        !sbx__valid_dns_name(name, 1))
+        return -1;
     for (i = 0; version[i]; i++)
         if (!((version[i] >= 'a' && version[i] <= 'z') || (version[i] >= '0' && version[i] <= '9'))) return -1;
-    for (i = 0; ns[i]; i++)
-        if (!((ns[i] >= 'a' && ns[i] <= 'z') || (ns[i] >= '0' && ns[i] <= '9') || ns[i] == '-')) return -1;
-    for (i = 0; name[i]; i++)
-        if (!((name[i] >= 'a' && name[i] <= 'z') || (name[i] >= '0' && name[i] <= '9') || name[i] == '-' ||
-              name[i] == '.'))
-            return -1;
-    if (!ns[0] || !name[0] || !version[0]) return -1;
     snprintf(line, sizeof line, "%c %s %s %s\n", add ? 'c' : 'd', ns, name, version);
     return sbx__sup_send(s, line);
 }
@@ -7830,23 +7616,11 @@ SBX__PRIVATE void *sbx__proc_drain(void *arg)
 /* Wait on st->cv until woken or `deadline` (mu held). 1 when the deadline passed. */
 SBX__PRIVATE int sbx__proc_cond_wait(struct sbx__proc_state *st, long long deadline)
 {
-    struct timespec ts;
     long long now = sbx__now_ms(), left = deadline - now;
     int r;
     if (left <= 0) return 1;
     if (left > 86400000LL) left = 86400000LL; /* a day per wait; callers loop */
-    if (st->mono) {
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-    } else {
-        clock_gettime(CLOCK_REALTIME, &ts);
-    }
-    ts.tv_sec += (time_t)(left / 1000);
-    ts.tv_nsec += (long)(left % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
-    r = pthread_cond_timedwait(&st->cv, &st->mu, &ts);
+    r = sbx__cond_wait_ms(&st->cv, &st->mu, st->mono, left);
     return r == ETIMEDOUT && sbx__now_ms() >= deadline;
 }
 
@@ -7904,7 +7678,6 @@ SBX__PRIVATE void sbx__proc_signal(struct sbx__proc_state *st, int sig)
    possible); NULL when out of memory or locks. */
 SBX__PRIVATE struct sbx__proc_state *sbx__proc_state_new(const sbx_allocator *al)
 {
-    pthread_condattr_t ca;
     int rc;
     struct sbx__proc_state *st = (struct sbx__proc_state *)sbx__malloc(al, sizeof *st);
     if (!st) return NULL;
@@ -7915,14 +7688,7 @@ SBX__PRIVATE struct sbx__proc_state *sbx__proc_state_new(const sbx_allocator *al
         sbx__free(al, st);
         return NULL;
     }
-    rc = pthread_condattr_init(&ca);
-    if (rc == 0) {
-#if SBX__PROC_MONO_COND
-        st->mono = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) == 0;
-#endif
-        rc = pthread_cond_init(&st->cv, &ca);
-        pthread_condattr_destroy(&ca);
-    }
+    rc = sbx__cond_init(&st->cv, &st->mono);
     if (rc != 0) {
         pthread_mutex_destroy(&st->mu);
         sbx__free(al, st);
@@ -7990,7 +7756,7 @@ SBX__PRIVATE sbx_result sbx__sup_start(const sbx_allocator *a, const char *kubec
        DIRECT with an api_url) still works, unsupervised, as documented */
     if (access(SBX__SUP_SHELL, X_OK) != 0 && errno == ENOENT) return SBX_OK;
     s = (struct sbx__sup *)sbx__malloc(&al, sizeof *s);
-    if (!s) return sbx__fail(e, SBX_ERR_NOMEM, "start the supervisor: out of memory");
+    if (!s) return sbx__oom(e, "start the supervisor");
     memset(s, 0, sizeof *s);
     s->a = al;
     s->fd = -1;
@@ -8001,7 +7767,7 @@ SBX__PRIVATE sbx_result sbx__sup_start(const sbx_allocator *a, const char *kubec
     }
     envp = sbx__proc_envp(&al, NULL, &err);
     if (!envp) {
-        rc = sbx__fail(e, SBX_ERR_NOMEM, "start the supervisor: out of memory");
+        rc = sbx__oom(e, "start the supervisor");
         goto fail;
     }
     devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
@@ -8030,20 +7796,9 @@ SBX__PRIVATE sbx_result sbx__sup_start(const sbx_allocator *a, const char *kubec
     u[8].c = can_delete ? "delete" : "none";
     for (rc = 0; rc < 9; rc++) argv[rc] = u[rc].m;
     argv[9] = NULL;
-    memset(&cc, 0, sizeof cc);
-    cc.path = SBX__SUP_SHELL;
-    cc.argv = argv;
-    cc.envp = envp;
-    cc.devnull = devnull;
-    cc.out_w = sv[1];         /* the shell's stdout is the socket; stdin and stderr /dev/null */
-    cc.err_w = devnull;
+    /* the shell's stdout is the socket; stdin and stderr /dev/null */
+    sbx__proc_childctx_init(&cc, SBX__SUP_SHELL, argv, envp, devnull, sv[1], devnull, execp[1]);
     cc.new_session = 1;       /* Ctrl-C to the program's group must not reach it */
-    cc.exec_w = execp[1];
-    cc.maxfd = sbx__proc_max_fd();
-    sigemptyset(&cc.empty);
-    cc.dfl.sa_handler = SIG_DFL;
-    sigemptyset(&cc.dfl.sa_mask);
-    cc.dfl.sa_flags = 0;
     pid = fork();
     if (pid < 0) {
         rc = sbx__fail_sys(e, SBX_ERR_SPAWN, errno, "start the supervisor: fork");
@@ -8186,19 +7941,7 @@ SBX__PRIVATE int sbx__proc_spawn(sbx__proc *p, char *const argv[], char *const e
         goto fail;
     }
 
-    memset(&cc, 0, sizeof cc);
-    cc.path = path;
-    cc.argv = argv;
-    cc.envp = envp;
-    cc.devnull = devnull;
-    cc.out_w = outp[1];
-    cc.err_w = errp[1];
-    cc.exec_w = execp[1];
-    cc.maxfd = sbx__proc_max_fd();
-    sigemptyset(&cc.empty);
-    cc.dfl.sa_handler = SIG_DFL;
-    sigemptyset(&cc.dfl.sa_mask);
-    cc.dfl.sa_flags = 0;
+    sbx__proc_childctx_init(&cc, path, argv, envp, devnull, outp[1], errp[1], execp[1]);
 
     pid = fork();
     if (pid < 0) {
@@ -8485,17 +8228,6 @@ SBX__PRIVATE int sbx__proc_status(sbx__proc *p)
     return r;
 }
 
-SBX__PRIVATE unsigned long long sbx__proc_stdout_lines(sbx__proc *p)
-{
-    struct sbx__proc_state *st = p ? p->st : NULL;
-    unsigned long long n;
-    if (!st) return 0;
-    pthread_mutex_lock(&st->mu);
-    n = st->out_lines;
-    pthread_mutex_unlock(&st->mu);
-    return n;
-}
-
 SBX__PRIVATE size_t sbx__proc_stderr_tail(sbx__proc *p, char *buf, size_t cap)
 {
     struct sbx__proc_state *st = p ? p->st : NULL;
@@ -8701,29 +8433,23 @@ SBX__PRIVATE void sbx__owner_init(struct sbx__client *cl)
     sbx__owner_start(cl->owner_start, sizeof cl->owner_start);
 }
 
-/* RFC 1123 label (max 63, no dots) or subdomain (max 253, dots between labels). */
-SBX__PRIVATE int sbx__valid_dns_name(const char *s, int subdomain)
-{
-    size_t i, n = s ? strlen(s) : 0;
-    if (n == 0 || n > (subdomain ? 253u : 63u)) return 0;
-    for (i = 0; i < n; i++) {
-        char c = s[i];
-        int alnum = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
-        if (alnum) continue;
-        if (c == '-' && i > 0 && i + 1 < n && s[i - 1] != '.') continue;
-        if (c == '.' && subdomain && i > 0 && i + 1 < n && s[i - 1] != '.' && s[i - 1] != '-' &&
-            s[i + 1] != '-')
-            continue;
-        return 0;
-    }
-    return s[n - 1] != '-';
-}
-
 /* The member `key` of object token `obj`; -1 if absent. Works for keys with
    dots in them (annotation names), unlike a path lookup. */
 SBX__PRIVATE int sbx__json_mem(const char *js, const sbx__jtok *t, int ntok, int obj, const char *key)
 {
     return sbx__json_member(js, t, ntok, obj, key, strlen(key));
+}
+
+/* Parse an answer: *t gets its tokens (sbx__free them, also after a failure),
+   *n what sbx__json_parse_alloc returned. The token at `path` ("": the
+   document) if it is of `type`, else -1. */
+SBX__PRIVATE int sbx__json_doc(const sbx_allocator *a, const sbx__buf *b, sbx__jtok **t, int *n, const char *path,
+                               int type)
+{
+    int at;
+    *n = sbx__json_parse_alloc(a, b->data, b->len, t);
+    at = *n > 0 ? sbx__json_get(b->data, *t, *n, 0, path) : -1;
+    return at >= 0 && (*t)[at].type == type ? at : -1;
 }
 
 /* Copy an identifier (string token i: a name, resourceVersion, IP) into out.
@@ -8769,7 +8495,7 @@ SBX__PRIVATE sbx_result sbx__json_kv(sbx__buf *b, const char *const *kv, const c
 {
     sbx_result r = SBX_OK;
     int first = 1;
-    if (sbx__buf_puts(b, "{") != 0) return sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
+    if (sbx__buf_puts(b, "{") != 0) return sbx__oom(e, NULL);
     for (; r == SBX_OK && kv && kv[0]; kv += 2, first = 0) {
         if (!kv[1]) return sbx__fail(e, SBX_ERR_INVALID_ARG, "%s: key \"%.80s\" has no value", what, kv[0]);
         if (!first) sbx__buf_puts(b, ",");
@@ -8777,7 +8503,7 @@ SBX__PRIVATE sbx_result sbx__json_kv(sbx__buf *b, const char *const *kv, const c
         if (r == SBX_OK) sbx__buf_puts(b, ":");
         if (r == SBX_OK) r = sbx__jstr(b, kv[1], what, e);
     }
-    if (r == SBX_OK && sbx__buf_puts(b, "}") != 0) r = sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
+    if (r == SBX_OK && sbx__buf_puts(b, "}") != 0) r = sbx__oom(e, NULL);
     return r;
 }
 
@@ -8904,10 +8630,7 @@ SBX__PRIVATE sbx_result sbx__proxy_spawn(struct sbx__client *cl, long long deadl
        only the real exec and attach subresources (the socket is private) */
     if (cl->mode == SBX_MODE_API_PROXY)
         sbx__argv_add(&av, "--reject-paths=^/api/.*/pods/[^/]*/exec,^/api/.*/pods/[^/]*/attach", NULL);
-    if (av.oom) {
-        sbx__argv_free(&av);
-        return sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
-    }
+    if (av.oom) { sbx__argv_free(&av); return sbx__oom(e, NULL); }
     cl->proxy.sup = cl->sup; /* a restarted proxy is registered like the first */
     r = (sbx_result)sbx__proc_spawn(&cl->proxy, av.v, NULL, &cl->a, e);
     sbx__argv_free(&av);
@@ -9033,7 +8756,7 @@ SBX__PRIVATE sbx_result sbx__api_call(struct sbx__client *cl, const char *method
     for (attempt = 1;; attempt++) {
         long long wait = -1;
         sbx__conn *c = sbx__pool_get(cl);
-        if (!c) return sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
+        if (!c) return sbx__oom(e, NULL);
         out->len = 0;
         *status = 0;
         r = (sbx_result)sbx__http_send(c, &req, &resp, deadline, e);
@@ -9103,9 +8826,8 @@ SBX__PRIVATE sbx_result sbx__discover_group(struct sbx__client *cl, const char *
     } else if (r == SBX_OK && status != 200) {
         r = sbx__api_fail(e, status, &body, target);
     } else if (r == SBX_OK) {
-        n = sbx__json_parse_alloc(&cl->a, body.data, body.len, &t);
-        arr = n > 0 ? sbx__json_get(body.data, t, n, 0, "versions") : -1;
-        if (arr < 0 || t[arr].type != SBX__JSON_ARRAY) {
+        arr = sbx__json_doc(&cl->a, &body, &t, &n, "versions", SBX__JSON_ARRAY);
+        if (arr < 0) {
             r = sbx__fail(e, SBX_ERR_PROTOCOL, "GET %s: not an APIGroup document", target);
         } else {
             SBX__JSON_FOREACH(t, arr, i, k) {
@@ -9221,10 +8943,7 @@ SBX__PRIVATE sbx_result sbx__start_proxy(struct sbx__client *cl, int timeout_ms,
     snprintf(dir, sizeof dir, "%s/sbx-proxy-XXXXXX", tmp);
     if (!mkdtemp(dir)) return sbx__fail_sys(e, SBX_ERR_SYS, errno, "mkdtemp %s", dir);
     cl->sockdir = sbx__strdup(&cl->a, dir);
-    if (!cl->sockdir) {
-        rmdir(dir);
-        return sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
-    }
+    if (!cl->sockdir) { rmdir(dir); return sbx__oom(e, NULL); }
     if (cl->sup) sbx__sup_add_dir(cl->sup, dir); /* removed if we die */
     r = sbx__proxy_spawn(cl, sbx__deadline(timeout_ms), e);
     if (r != SBX_OK) return sbx__err_prefix(e, "start kubectl proxy");
@@ -9256,18 +8975,10 @@ struct sbx__lease {
 /* wait on cl->lcv until woken or `deadline` (lmu held) */
 SBX__PRIVATE void sbx__lease_wait(struct sbx__client *cl, long long deadline)
 {
-    struct timespec ts;
     long long left = deadline - sbx__now_ms();
     if (left <= 0) return;
     if (left > 3600000LL) left = 3600000LL;
-    clock_gettime(cl->lmono ? CLOCK_MONOTONIC : CLOCK_REALTIME, &ts);
-    ts.tv_sec += (time_t)(left / 1000);
-    ts.tv_nsec += (long)(left % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
-    pthread_cond_timedwait(&cl->lcv, &cl->lmu, &ts);
+    sbx__cond_wait_ms(&cl->lcv, &cl->lmu, cl->lmono, left);
 }
 
 /* PATCH spec.lifecycle.shutdownTime to `until` (epoch s); 1 = done, 0 = ok, -1 = failed */
@@ -9417,7 +9128,7 @@ SBX__PRIVATE sbx_result sbx__watch(struct sbx__client *cl, const char *base, con
     char rv[64], target[640];
     sbx__conn conn;
     sbx__buf line;
-    int backoff = 100;
+    int backoff = 100, watches = 0;
     sbx_result result = SBX_ERR_TIMEOUT;
     snprintf(rv, sizeof rv, "%s", rv0 ? rv0 : "");
     sbx__conn_init(&conn, &cl->api, &cl->a);
@@ -9426,7 +9137,8 @@ SBX__PRIVATE sbx_result sbx__watch(struct sbx__client *cl, const char *base, con
         sbx__http_req req;
         sbx__http_resp resp;
         int left = sbx__ms_left(deadline), status, transient = 0, done = 0, events = 0;
-        int from_scratch = !rv[0];
+        int from_scratch = !rv[0], expired = 0;
+        const char *why = NULL;
         sbx_result r;
         if (left <= 0) break;
         snprintf(target, sizeof target,
@@ -9437,6 +9149,7 @@ SBX__PRIVATE sbx_result sbx__watch(struct sbx__client *cl, const char *base, con
         req.target = target;
         req.headers = "Accept: application/json\r\n";
         req.idempotent = 1;
+        watches++;
         r = (sbx_result)sbx__http_send(&conn, &req, &resp, deadline, e);
         status = resp.status;
         /* a dead kubectl proxy is restarted before watching again; one that
@@ -9447,10 +9160,8 @@ SBX__PRIVATE sbx_result sbx__watch(struct sbx__client *cl, const char *base, con
             if (!transient) result = r;
             done = r == SBX_ERR_SPAWN;
         } else if (status == 410 && !from_scratch) {
-            rv[0] = '\0'; /* too old: watch again from the current state */
+            expired = 1; /* too old: watch again from the current state */
             sbx__http_body_discard(&conn, &resp, deadline, e);
-            sbx__http_resp_free(&resp);
-            continue;
         } else if (status >= 300 && status < 400) {
             result = sbx__redirect_fail(e, &resp, what);
             done = 1;
@@ -9498,7 +9209,7 @@ SBX__PRIVATE sbx_result sbx__watch(struct sbx__client *cl, const char *base, con
                     sbx__json_copy_text(&cl->a, line.data, t, sbx__json_mem(line.data, t, n, obj, "message"), msg,
                                         sizeof msg);
                     if (code == 410 && !from_scratch) {
-                        rv[0] = '\0';
+                        expired = 1;
                     } else if (code >= 500 || code == 429 || code == 410) {
                         transient = 1;
                         sbx__fail(e, SBX_ERR_HTTP, "%s: error event %lld: %s", what, code, msg);
@@ -9527,17 +9238,29 @@ SBX__PRIVATE sbx_result sbx__watch(struct sbx__client *cl, const char *base, con
                 if (done) break;
             }
             /* a stream that ends at once, again and again, must not spin */
-            if (!done && !transient && events == 0) transient = 1;
+            if (!done && !transient && !expired && events == 0) {
+                transient = 1;
+                why = "the stream ended with no event";
+            }
             if (!done && !transient) backoff = 100;
         }
         sbx__http_resp_free(&resp);
-        if (done) break;
-        if (transient) {
+        if (done || sbx__ms_left(deadline) <= 0) break;
+        if (expired) {
+            sbx__log(&cl->log, SBX_LOG_WARN, SBX_EVENT_RETRY, name, watches,
+                     "%s: resourceVersion %s expired (410 Gone), watching again from the current state", what, rv);
+            rv[0] = '\0';
+        } else if (transient) {
             /* bounded backoff before watching again; never past the deadline */
             int wait = backoff < sbx__ms_left(deadline) ? backoff : sbx__ms_left(deadline);
+            sbx__log(&cl->log, SBX_LOG_WARN, SBX_EVENT_RETRY, name, watches, "%s: %s, again in %d ms", what,
+                     why ? why : e && e->msg[0] ? e->msg : "failed", wait);
             sbx__conn_close(&conn);
             if (wait > 0) poll(NULL, 0, wait);
             backoff = backoff * 2 > 2000 ? 2000 : backoff * 2;
+        } else {
+            sbx__log(&cl->log, SBX_LOG_WARN, SBX_EVENT_RETRY, name, watches,
+                     "%s: the stream ended, watching again from resourceVersion %s", what, rv);
         }
     }
     sbx__conn_free(&conn);
@@ -9652,7 +9375,7 @@ SBX__PRIVATE sbx_result sbx__claim_take_sandbox(struct sbx__sandbox *s, const ch
 {
     sbx__free(&s->cl->a, s->sandbox);
     s->sandbox = sbx__strdup(&s->cl->a, name);
-    if (!s->sandbox) return sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
+    if (!s->sandbox) return sbx__oom(e, NULL);
     if (!sbx__valid_dns_name(s->sandbox, 1))
         return sbx__fail(e, SBX_ERR_PROTOCOL, "claim \"%s\" names an invalid sandbox \"%.80s\"", s->claim, name);
     return SBX_OK;
@@ -9741,7 +9464,7 @@ SBX__PRIVATE sbx_result sbx__resolve_pool(struct sbx__sandbox *s, const char *tm
     pthread_mutex_unlock(&s->cl->mu);
     if (best[0]) {
         s->pool = sbx__strdup(&s->cl->a, best);
-        if (!s->pool) return sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
+        if (!s->pool) return sbx__oom(e, NULL);
         s->pool_memo = 1;
         return SBX_OK;
     }
@@ -9751,9 +9474,8 @@ SBX__PRIVATE sbx_result sbx__resolve_pool(struct sbx__sandbox *s, const char *tm
     r = sbx__api_call(s->cl, "GET", target, NULL, 0, NULL, &body, &status, deadline, e);
     if (r == SBX_OK && status != 200) r = sbx__api_fail(e, status, &body, "list SandboxWarmPools");
     if (r == SBX_OK) {
-        n = sbx__json_parse_alloc(&s->cl->a, body.data, body.len, &t);
-        items = n > 0 ? sbx__json_get(body.data, t, n, 0, "items") : -1;
-        if (items < 0 || t[items].type != SBX__JSON_ARRAY) {
+        items = sbx__json_doc(&s->cl->a, &body, &t, &n, "items", SBX__JSON_ARRAY);
+        if (items < 0) {
             r = sbx__fail(e, SBX_ERR_PROTOCOL, "list SandboxWarmPools: not a list");
         } else {
             SBX__JSON_FOREACH(t, items, i, k) {
@@ -9784,7 +9506,7 @@ SBX__PRIVATE sbx_result sbx__resolve_pool(struct sbx__sandbox *s, const char *tm
     sbx__buf_free(&body);
     if (r == SBX_OK) {
         s->pool = sbx__strdup(&s->cl->a, best);
-        if (!s->pool) r = sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
+        if (!s->pool) r = sbx__oom(e, NULL);
     }
     if (r == SBX_OK) {
         pthread_mutex_lock(&s->cl->mu);
@@ -9812,7 +9534,7 @@ SBX__PRIVATE sbx_result sbx__claim_body(const struct sbx__sandbox *s, const sbx_
     sbx__rfc3339(now, 0, 1);
     if (sbx__buf_printf(b, "{\"apiVersion\":\"" SBX__GROUP_EXT "/%s\",\"kind\":\"SandboxClaim\","
                            "\"metadata\":{\"name\":\"%s\",\"labels\":{", s->cl->ext_version, s->claim) != 0)
-        return sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
+        return sbx__oom(e, NULL);
     /* ours first; a user key of the same name is skipped (no duplicate keys) */
     sbx__buf_puts(b, "\"" SBX__OWNER_LABEL "\":\"sandbox.h\"");
     first = 0;
@@ -9878,7 +9600,7 @@ SBX__PRIVATE sbx_result sbx__claim_body(const struct sbx__sandbox *s, const sbx_
         if (r == SBX_OK) sbx__buf_puts(b, "]");
     }
     if (r != SBX_OK) return r;
-    if (sbx__buf_puts(b, "}}") != 0) return sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
+    if (sbx__buf_puts(b, "}}") != 0) return sbx__oom(e, NULL);
     return SBX_OK;
 }
 
@@ -9903,8 +9625,7 @@ SBX__PRIVATE sbx_result sbx__claim_is_ours(struct sbx__sandbox *s, int *ours, ch
     } else if (r == SBX_OK && status != 200) {
         r = sbx__api_fail(e, status, &body, "get SandboxClaim");
     } else if (r == SBX_OK) {
-        n = sbx__json_parse_alloc(&s->cl->a, body.data, body.len, &t);
-        if (n <= 0 || t[0].type != SBX__JSON_OBJECT) {
+        if (sbx__json_doc(&s->cl->a, &body, &t, &n, "", SBX__JSON_OBJECT) < 0) {
             r = sbx__fail(e, n == SBX__JSON_ERR_NOMEM ? SBX_ERR_NOMEM : SBX_ERR_PROTOCOL,
                           "get SandboxClaim: the answer is not a JSON object");
         } else {
@@ -10163,7 +9884,7 @@ SBX__PRIVATE sbx_result sbx__apply_pod(struct sbx__sandbox *s, const sbx__podinf
     sbx__free(&s->cl->a, s->pod_ip);
     s->pod = sbx__strdup(&s->cl->a, pod[0] ? pod : s->sandbox);
     s->pod_ip = ip[0] ? sbx__strdup(&s->cl->a, ip) : NULL;
-    if (!s->pod || (ip[0] && !s->pod_ip)) return sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
+    if (!s->pod || (ip[0] && !s->pod_ip)) return sbx__oom(e, NULL);
     if (!sbx__valid_dns_name(s->pod, 1))
         return sbx__fail(e, SBX_ERR_PROTOCOL, "Sandbox %s names an invalid pod \"%.80s\"", s->sandbox, s->pod);
     return SBX_OK;
@@ -10228,7 +9949,7 @@ SBX__PRIVATE sbx_result sbx__lease_add(struct sbx__sandbox *s, sbx_error *e)
     struct sbx__client *cl = s->cl;
     struct sbx__lease *l = (struct sbx__lease *)sbx__malloc(&cl->a, sizeof *l);
     int rc = 0;
-    if (!l) return sbx__fail(e, SBX_ERR_NOMEM, "lease: out of memory");
+    if (!l) return sbx__oom(e, "lease");
     memset(l, 0, sizeof *l);
     snprintf(l->ns, sizeof l->ns, "%s", s->ns);
     snprintf(l->claim, sizeof l->claim, "%s", s->claim);
@@ -10341,7 +10062,7 @@ SBX__PRIVATE sbx_result sbx__lease_lift(struct sbx__client *cl, const char *ns, 
 SBX__PRIVATE int sbx__gateway_host(const char *v, char *host, size_t cap, const char **why)
 {
     unsigned char bin[16];
-    size_t n = strlen(v), i, start = 0, last_start = 0;
+    size_t n = strlen(v), i, last_start = 0;
     int last_digits = 1, last_hex = 0;
     *why = NULL;
     if (n == 0) { *why = "empty"; return 0; }
@@ -10361,22 +10082,9 @@ SBX__PRIVATE int sbx__gateway_host(const char *v, char *host, size_t cap, const 
         return 1;
     }
     if (v[n - 1] == '.') n--; /* a fully qualified name */
-    if (n == 0 || n > 253) { *why = "not a DNS name of 1 to 253 characters"; return 0; }
-    for (i = 0; i <= n; i++) {
-        if (i == n || v[i] == '.') {
-            size_t len = i - start;
-            if (len == 0 || len > 63) { *why = "has an empty label or one longer than 63 characters"; return 0; }
-            if (v[start] == '-' || v[i - 1] == '-') { *why = "has a label that starts or ends with '-'"; return 0; }
-            last_start = start;
-            start = i + 1;
-            continue;
-        }
-        if (!((v[i] >= 'a' && v[i] <= 'z') || (v[i] >= 'A' && v[i] <= 'Z') || (v[i] >= '0' && v[i] <= '9') ||
-              v[i] == '-')) {
-            *why = "has a character other than letters, digits, '-' and '.'";
-            return 0;
-        }
-    }
+    if ((*why = sbx__dns_why(v, n, 1, 1)) != NULL) return 0;
+    for (i = 0; i < n; i++)
+        if (v[i] == '.') last_start = i + 1;
     for (i = last_start; i < n; i++)
         if (v[i] < '0' || v[i] > '9') last_digits = 0;
     if (n - last_start > 2 && v[last_start] == '0' && (v[last_start + 1] == 'x' || v[last_start + 1] == 'X')) {
@@ -10478,10 +10186,7 @@ SBX__PRIVATE sbx_result sbx__pf_spawn_ports(struct sbx__client *cl, sbx__proc *p
         sbx__argv_add(&av, ports2, NULL);
     }
     sbx__argv_add(&av, "--address=127.0.0.1", NULL);
-    if (av.oom) {
-        sbx__argv_free(&av);
-        return sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
-    }
+    if (av.oom) { sbx__argv_free(&av); return sbx__oom(e, NULL); }
     p->sup = cl->sup;
     r = (sbx_result)sbx__proc_spawn(p, av.v, NULL, &cl->a, e);
     sbx__argv_free(&av);
@@ -10637,12 +10342,10 @@ SBX__PRIVATE sbx_result sbx__tunnel_start(struct sbx__sandbox *s, long long dead
     return r;
 }
 
-/* ROUTER_TUNNEL: spawn the shared tunnel if it is not running (no wait), so
-   it starts while the claim becomes Ready. */
-SBX__PRIVATE sbx_result sbx__rtun_begin(struct sbx__client *cl, sbx_error *e)
+/* ROUTER_TUNNEL, under tmu: a new shared tunnel unless one runs (no wait). */
+SBX__PRIVATE sbx_result sbx__rtun_spawn(struct sbx__client *cl, sbx_error *e)
 {
     sbx_result r = SBX_OK;
-    pthread_mutex_lock(&cl->tmu);
     if (!cl->rtun_started || !sbx__proc_running(&cl->rtun)) {
         if (cl->rtun_started) sbx__proc_stop(&cl->rtun, SIGINT, 500);
         memset(&cl->rtun, 0, sizeof cl->rtun);
@@ -10652,6 +10355,16 @@ SBX__PRIVATE sbx_result sbx__rtun_begin(struct sbx__client *cl, sbx_error *e)
         r = sbx__pf_spawn(cl, &cl->rtun, cl->router_ns, "svc/" SBX__ROUTER_SVC, SBX__ROUTER_PORT, e);
         if (r == SBX_OK) cl->rtun_started = 1;
     }
+    return r;
+}
+
+/* ROUTER_TUNNEL: start the shared tunnel early, so it starts while the claim
+   becomes Ready. */
+SBX__PRIVATE sbx_result sbx__rtun_begin(struct sbx__client *cl, sbx_error *e)
+{
+    sbx_result r;
+    pthread_mutex_lock(&cl->tmu);
+    r = sbx__rtun_spawn(cl, e);
     pthread_mutex_unlock(&cl->tmu);
     return r;
 }
@@ -10696,15 +10409,7 @@ SBX__PRIVATE sbx_result sbx__rtun_ensure(struct sbx__client *cl, long long deadl
     pthread_mutex_lock(&cl->tmu);
 again:
     if (!(cl->rtun_started && cl->rtun_port > 0 && sbx__proc_running(&cl->rtun))) {
-        if (!cl->rtun_started || !sbx__proc_running(&cl->rtun)) {
-            if (cl->rtun_started) sbx__proc_stop(&cl->rtun, SIGINT, 500);
-            memset(&cl->rtun, 0, sizeof cl->rtun);
-            cl->rtun_started = 0;
-            cl->rtun_port = 0;
-            cl->rtun_gen++;
-            r = sbx__pf_spawn(cl, &cl->rtun, cl->router_ns, "svc/" SBX__ROUTER_SVC, SBX__ROUTER_PORT, e);
-            if (r == SBX_OK) cl->rtun_started = 1;
-        }
+        r = sbx__rtun_spawn(cl, e);
         if (r == SBX_OK) {
             int p = 0;
             r = sbx__pf_port(&cl->rtun, "svc/" SBX__ROUTER_SVC, &p, deadline, e);
@@ -10757,7 +10462,7 @@ SBX__PRIVATE sbx_result sbx__ws_route(struct sbx__sandbox *s, long long deadline
         if (sbx__buf_printf(&t, "/api/v1/namespaces/%s/pods/%s/portforward?ports=%d", s->ns, s->pod, port) == 0)
             s->ws = sbx__ws_new(&cl->a, &cl->api, t.data, &port, 1);
         sbx__buf_free(&t);
-        if (!s->ws) return sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
+        if (!s->ws) return sbx__oom(e, NULL);
     }
     if (!s->rt_ready) {
         sbx__endpoint ep;
@@ -10932,7 +10637,7 @@ SBX__PRIVATE sbx_result sbx__route_prepare(struct sbx__sandbox *s, sbx_error *e)
         if (!bad && cl->router_token) bad = sbx__buf_printf(&b, "Authorization: Bearer %s\r\n", cl->router_token) != 0;
         s->rhdr = b.data;
     }
-    if (bad) return sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
+    if (bad) return sbx__oom(e, NULL);
     return SBX_OK;
 }
 
@@ -10970,6 +10675,14 @@ typedef struct sbx__rtio {
     int mismatch;             /* out: a 2xx of the unwanted kind (its body was not read) */
 } sbx__rtio;
 
+SBX__PRIVATE void sbx__rtio_init(sbx__rtio *io, sbx__buf *mem, int fd, int want)
+{
+    memset(io, 0, sizeof *io);
+    io->mem = mem;
+    io->fd = fd;
+    io->want = want;
+}
+
 /* Explain a failed runtime call, adding kubectl's words if the tunnel died
    (a pod tunnel after a connection failure is stopped: see sbx__pf_explain). */
 SBX__PRIVATE sbx_result sbx__rt_fail_context(struct sbx__sandbox *s, sbx_error *e, const char *what, sbx_result r)
@@ -10995,6 +10708,16 @@ SBX__PRIVATE void sbx__route_reset(struct sbx__sandbox *s)
     if (s->cl->mode == SBX_MODE_POD_TUNNEL && s->pod_ws != 1) sbx__tunnel_stop(s);
 }
 
+/* A runtime call whose connection failed goes again on a fresh route: 1 after
+   the backoff, 0 when the deadline came first. */
+SBX__PRIVATE int sbx__rt_again(struct sbx__sandbox *s, const char *target, int attempt, long long deadline,
+                               sbx_error *e)
+{
+    sbx__log(&s->cl->log, SBX_LOG_WARN, SBX_EVENT_RETRY, s->claim, attempt, "%s: %s", target, e->msg);
+    sbx__route_reset(s);
+    return sbx__retry_wait(sbx__backoff_ms(attempt), deadline);
+}
+
 /* One call to the runtime over the sandbox's route. `in->target` is the
    runtime's own path ("/execute"); the route adds its prefix and headers.
    Idempotent requests are retried (see RETRIES); the others are sent once. */
@@ -11014,7 +10737,7 @@ SBX__PRIVATE sbx_result sbx__rt_call(struct sbx__sandbox *s, const sbx__http_req
     if (sbx__buf_printf(&target, "%s%s", s->prefix ? s->prefix : "", in->target) != 0 ||
         sbx__buf_puts(&hdr, "") != 0 || (s->rhdr && sbx__buf_printf(&hdr, "%sX-Sandbox-Timeout: %s\r\n", s->rhdr, secs) != 0) ||
         (in->headers && sbx__buf_puts(&hdr, in->headers) != 0))
-        r = sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
+        r = sbx__oom(e, NULL);
     req.target = target.data;
     req.headers = hdr.data;
     for (attempt = 1; r == SBX_OK; attempt++) {
@@ -11035,13 +10758,10 @@ SBX__PRIVATE sbx_result sbx__rt_call(struct sbx__sandbox *s, const sbx__http_req
         r = (sbx_result)sbx__http_send(&s->rt, &req, &resp, deadline, e);
         if (r != SBX_OK) {
             sbx__conn_close(&s->rt);
-            if (r == SBX_ERR_CONNECT && retry_ok && sbx__ms_left(deadline) > 0) {
-                sbx__log(&s->cl->log, SBX_LOG_WARN, SBX_EVENT_RETRY, s->claim, attempt, "%s: %s", in->target, e->msg);
-                sbx__route_reset(s);
-                if (sbx__retry_wait(sbx__backoff_ms(attempt), deadline)) {
-                    r = SBX_OK;
-                    continue;
-                }
+            if (r == SBX_ERR_CONNECT && retry_ok && sbx__ms_left(deadline) > 0 &&
+                sbx__rt_again(s, in->target, attempt, deadline, e)) {
+                r = SBX_OK;
+                continue;
             }
             sbx__rt_fail_context(s, e, in->target, r);
             break;
@@ -11079,13 +10799,10 @@ SBX__PRIVATE sbx_result sbx__rt_call(struct sbx__sandbox *s, const sbx__http_req
             r = (sbx_result)sbx__http_body_mem(&s->rt, &resp, io->mem, s->max_output, deadline, e);
         else
             r = (sbx_result)sbx__http_body_discard(&s->rt, &resp, deadline, e);
-        if (r == SBX_ERR_CONNECT && retry_ok && (io->fd < 0 || resp.body_read == 0) && sbx__ms_left(deadline) > 0) {
-            sbx__log(&s->cl->log, SBX_LOG_WARN, SBX_EVENT_RETRY, s->claim, attempt, "%s: %s", in->target, e->msg);
-            sbx__route_reset(s);
-            if (sbx__retry_wait(sbx__backoff_ms(attempt), deadline)) {
-                r = SBX_OK;
-                continue;
-            }
+        if (r == SBX_ERR_CONNECT && retry_ok && (io->fd < 0 || resp.body_read == 0) && sbx__ms_left(deadline) > 0 &&
+            sbx__rt_again(s, in->target, attempt, deadline, e)) {
+            r = SBX_OK;
+            continue;
         }
         if (r != SBX_OK) {
             sbx__conn_close(&s->rt);
@@ -11124,10 +10841,10 @@ SBX__PRIVATE sbx_result sbx__clean_path(const char *in, sbx__buf *out, int allow
         if ((n == 1 && seg[0] == '.') || (n == 2 && seg[0] == '.' && seg[1] == '.'))
             return sbx__fail(e, SBX_ERR_INVALID_ARG, "path \"%.80s\" has a \".\" or \"..\" segment", in);
         if ((out->len && sbx__buf_append(out, "/", 1) != 0) || sbx__buf_append(out, seg, n) != 0)
-            return sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
+            return sbx__oom(e, NULL);
     }
     if (out->len == 0 && !allow_root) return sbx__fail(e, SBX_ERR_INVALID_ARG, "path \"%.80s\" names no file", in);
-    if (out->len == 0 && sbx__buf_puts(out, "") != 0) return sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
+    if (out->len == 0 && sbx__buf_puts(out, "") != 0) return sbx__oom(e, NULL);
     return SBX_OK;
 }
 
@@ -11153,18 +10870,11 @@ SBX__PRIVATE sbx_result sbx__rt_target_enc(const char *endpoint, const char *pat
         for (i = 0; !bad && i < once.len; i++)
             bad = once.data[i] == '%' && twice ? sbx__buf_puts(target, "%25") != 0
                                                : sbx__buf_append(target, &once.data[i], 1) != 0;
-        if (bad) r = sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
+        if (bad) r = sbx__oom(e, NULL);
     }
     sbx__buf_free(&clean);
     sbx__buf_free(&once);
     return r;
-}
-
-/* The python runtime's form (encoded twice). */
-SBX__PRIVATE sbx_result sbx__rt_target(const char *endpoint, const char *path, int allow_root, sbx__buf *target,
-                                       sbx_error *e)
-{
-    return sbx__rt_target_enc(endpoint, path, allow_root, 1, target, e);
 }
 
 /* Ask the pod which runtime answers: GET / says {"status":"ok",...} on the
@@ -11195,17 +10905,14 @@ SBX__PRIVATE sbx_result sbx__probe(struct sbx__sandbox *s, long long deadline, s
         req.target = path;
         req.headers = "Accept: application/json\r\n";
         req.idempotent = 1;
-        memset(&io, 0, sizeof io);
-        io.mem = &body;
-        io.fd = -1;
+        sbx__rtio_init(&io, &body, -1, 0);
         io.once = 1; /* a route that fails its first request is reported as it is */
         r = sbx__rt_call(s, &req, &io, deadline, e);
         if (r != SBX_OK) break;
         last_status = io.status;
         if (io.status == 200) {
             sbx__jtok *t = NULL;
-            int n = sbx__json_parse_alloc(&s->cl->a, body.data, body.len, &t);
-            int st = n > 0 && t[0].type == SBX__JSON_OBJECT ? sbx__json_mem(body.data, t, n, 0, "status") : -1;
+            int n, st = sbx__json_doc(&s->cl->a, &body, &t, &n, "status", SBX__JSON_STRING);
             int ok = st >= 0 && sbx__json_eq(body.data, t, st, "ok");
             sbx__free(&s->cl->a, t);
             if (ok) {
@@ -11774,8 +11481,7 @@ SBX__PRIVATE sbx_result sbx__client_mode(struct sbx__client *cl, const sbx_clien
                                                                                           : "default");
     cl->router_token = sbx__opt_dup(&cl->a, cfg->router_token, &oom);
     cl->gateway_timeout_ms = cfg->gateway_timeout_ms > 0 ? cfg->gateway_timeout_ms : 180000;
-    if (oom || !cl->router_ns || !cl->gateway_name || !cl->gateway_ns)
-        return sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
+    if (oom || !cl->router_ns || !cl->gateway_name || !cl->gateway_ns) return sbx__oom(e, NULL);
     if (!sbx__valid_dns_name(cl->router_ns, 0))
         return sbx__fail(e, SBX_ERR_INVALID_ARG, "router_namespace \"%.80s\" is not a valid DNS label", cl->router_ns);
     if (!sbx__valid_dns_name(cl->gateway_ns, 0))
@@ -11814,7 +11520,7 @@ SBX_API sbx_result sbx_client_open(sbx_client *c, const sbx_client_config *cfg)
     }
     a = sbx__allocator(&cfg->allocator);
     cl = (struct sbx__client *)sbx__malloc(&a, sizeof *cl);
-    if (!cl) return sbx__fail(&c->err, SBX_ERR_NOMEM, "out of memory");
+    if (!cl) return sbx__oom(&c->err, NULL);
     memset(cl, 0, sizeof *cl);
     cl->a = a;
     cl->log = cfg->logger;
@@ -11834,17 +11540,9 @@ SBX_API sbx_result sbx_client_open(sbx_client *c, const sbx_client_config *cfg)
         return sbx__fail(&c->err, SBX_ERR_SYS, "pthread_mutex_init failed");
     }
     {
-        pthread_condattr_t ca;
         int rc = pthread_mutex_init(&cl->lmu, NULL);
         if (rc == 0) {
-            rc = pthread_condattr_init(&ca);
-            if (rc == 0) {
-#if SBX__PROC_MONO_COND
-                cl->lmono = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) == 0;
-#endif
-                rc = pthread_cond_init(&cl->lcv, &ca);
-                pthread_condattr_destroy(&ca);
-            }
+            rc = sbx__cond_init(&cl->lcv, &cl->lmono);
             if (rc != 0) pthread_mutex_destroy(&cl->lmu);
         }
         if (rc != 0) {
@@ -11865,7 +11563,7 @@ SBX_API sbx_result sbx_client_open(sbx_client *c, const sbx_client_config *cfg)
     cl->api_timeout_ms = cfg->api_timeout_ms > 0 ? cfg->api_timeout_ms : 30000;
     c->impl = cl;
     if (oom) {
-        r = sbx__fail(&c->err, SBX_ERR_NOMEM, "out of memory");
+        r = sbx__oom(&c->err, NULL);
     } else if (!sbx__valid_dns_name(cl->ns, 0)) {
         r = sbx__fail(&c->err, SBX_ERR_INVALID_ARG, "namespace \"%.80s\" is not a valid DNS label", cl->ns);
     } else {
@@ -12052,16 +11750,13 @@ SBX_API sbx_result sbx_open(sbx_sandbox *sb, sbx_client *c, const sbx_sandbox_co
     }
     if (!cl && (r = sbx__own_client(&cl, cfg, "open sandbox", &sb->err)) != SBX_OK) return r;
     s = sbx__sandbox_new(cl, cfg, cfg->ns, name[0] ? name : cfg->claim_name);
-    if (!s) {
-        if (!c) sbx__client_free(cl);
-        return sbx__fail(&sb->err, SBX_ERR_NOMEM, "open sandbox: out of memory");
-    }
+    if (!s) { if (!c) sbx__client_free(cl); return sbx__oom(&sb->err, "open sandbox"); }
     s->own_client = !c;
     s->template_name = sbx__opt_dup(&cl->a, cfg->template_name, &oom);
     s->pool = sbx__opt_dup(&cl->a, cfg->warm_pool, &oom);
     sb->impl = s;
     if (!s->ns || !s->claim || oom) {
-        r = sbx__fail(&sb->err, SBX_ERR_NOMEM, "out of memory");
+        r = sbx__oom(&sb->err, NULL);
         goto fail;
     }
     snprintf(s->memo_key, sizeof s->memo_key, "%s/%s", s->pool ? "p" : "t", s->pool ? s->pool : s->template_name);
@@ -12127,7 +11822,7 @@ SBX_API sbx_result sbx_open(sbx_sandbox *sb, sbx_client *c, const sbx_sandbox_co
             sbx__free(&cl->a, s->claim);
             s->claim = sbx__strdup(&cl->a, name);
             if (!s->claim) {
-                r = sbx__fail(&sb->err, SBX_ERR_NOMEM, "out of memory");
+                r = sbx__oom(&sb->err, NULL);
                 goto fail;
             }
         }
@@ -12171,15 +11866,12 @@ SBX_API sbx_result sbx_attach(sbx_sandbox *sb, sbx_client *c, const sbx_sandbox_
     if (r != SBX_OK) return r;
     if (!cl && (r = sbx__own_client(&cl, cfg, "attach", &sb->err)) != SBX_OK) return r;
     s = sbx__sandbox_new(cl, cfg, cfg->ns, cfg->claim_name);
-    if (!s) {
-        if (!c) sbx__client_free(cl);
-        return sbx__fail(&sb->err, SBX_ERR_NOMEM, "attach: out of memory");
-    }
+    if (!s) { if (!c) sbx__client_free(cl); return sbx__oom(&sb->err, "attach"); }
     s->own_client = !c;
     sb->impl = s;
     sbx__buf_init(&body, &cl->a);
     if (!s->ns || !s->claim) {
-        r = sbx__fail(&sb->err, SBX_ERR_NOMEM, "out of memory");
+        r = sbx__oom(&sb->err, NULL);
         goto fail;
     }
     deadline = sbx__deadline(cl->api_timeout_ms);
@@ -12193,8 +11885,7 @@ SBX_API sbx_result sbx_attach(sbx_sandbox *sb, sbx_client *c, const sbx_sandbox_
         r = sbx__api_fail(&sb->err, status, &body, "get SandboxClaim");
     } else if (r == SBX_OK) {
         sbx__claim_info ci;
-        n = sbx__json_parse_alloc(&cl->a, body.data, body.len, &t);
-        if (n <= 0 || t[0].type != SBX__JSON_OBJECT) {
+        if (sbx__json_doc(&cl->a, &body, &t, &n, "", SBX__JSON_OBJECT) < 0) {
             r = sbx__fail(&sb->err, n == SBX__JSON_ERR_NOMEM ? SBX_ERR_NOMEM : SBX_ERR_PROTOCOL,
                           "get SandboxClaim: the answer is not a JSON object");
         } else {
@@ -12296,8 +11987,7 @@ SBX_API sbx_result sbx_status(sbx_sandbox *sb, sbx_claim_status *st)
     } else if (r == SBX_OK && status != 200) {
         r = sbx__api_fail(&sb->err, status, &body, "get SandboxClaim");
     } else if (r == SBX_OK) {
-        n = sbx__json_parse_alloc(&s->cl->a, body.data, body.len, &t);
-        if (n <= 0 || t[0].type != SBX__JSON_OBJECT) {
+        if (sbx__json_doc(&s->cl->a, &body, &t, &n, "", SBX__JSON_OBJECT) < 0) {
             r = sbx__fail(&sb->err, n == SBX__JSON_ERR_NOMEM ? SBX_ERR_NOMEM : SBX_ERR_PROTOCOL,
                           "get SandboxClaim: the answer is not a JSON object");
         } else {
@@ -12351,67 +12041,134 @@ SBX_API sbx_result sbx_delete_claim(sbx_client *c, const char *ns, const char *c
     return r;
 }
 
-SBX_API sbx_result sbx_list_claims(sbx_client *c, const char *ns, const char *label_selector, char ***names,
-                                   size_t *count, sbx_error *err)
+SBX__PRIVATE double sbx__parse_rfc3339(const char *s, size_t n);
+
+/* String token i (or "" when it is absent or not a string) copied into the
+   block at *off; unescaping never grows a string, so its raw length + 1 fits. */
+SBX__PRIVATE const char *sbx__claim_str(const char *js, const sbx__jtok *t, int i, char *blk, size_t *off)
+{
+    char *at = blk + *off;
+    size_t got = 0;
+    if (i < 0 || t[i].type != SBX__JSON_STRING) {
+        *at = '\0';
+        *off += 1;
+        return at;
+    }
+    sbx__json_unescape(js, t, i, at, t[i].end - t[i].start + 1, &got);
+    *off += got + 1;
+    return at;
+}
+
+/* A decimal annotation ("1234"); 0 when absent or not all digits. */
+SBX__PRIVATE long long sbx__claim_num(const char *js, const sbx__jtok *t, int i)
+{
+    char buf[24];
+    long long v = 0;
+    size_t k;
+    sbx__json_copy(js, t, i, buf, sizeof buf);
+    for (k = 0; buf[k]; k++) {
+        if (buf[k] < '0' || buf[k] > '9' || v > (LLONG_MAX - 9) / 10) return 0;
+        v = v * 10 + (buf[k] - '0');
+    }
+    return v;
+}
+
+SBX_API sbx_result sbx_list_claims(sbx_client *c, const char *ns, const char *label_selector,
+                                   sbx_claim_entry **entries, size_t *count, sbx_error *err)
 {
     struct sbx__client *cl = NULL;
     const char *use_ns = NULL;
     sbx__buf target, body;
     sbx__jtok *t = NULL;
-    int status = 0, n, items, i, k;
+    int status = 0, n, items, i, k, all = ns && strcmp(ns, "*") == 0;
     sbx_result r;
-    if (names) *names = NULL;
+    if (entries) *entries = NULL;
     if (count) *count = 0;
-    if (!names || !count) {
+    if (!entries || !count) {
         sbx__err_clear(err);
-        return sbx__fail(err, SBX_ERR_INVALID_ARG, "list claims: names and count are required");
+        return sbx__fail(err, SBX_ERR_INVALID_ARG, "list claims: entries and count are required");
     }
-    r = sbx__client_enter(c, ns, err, &cl, &use_ns, "list claims");
+    r = sbx__client_enter(c, all ? NULL : ns, err, &cl, &use_ns, "list claims");
     if (r != SBX_OK) return r;
     sbx__buf_init(&target, &cl->a);
     sbx__buf_init(&body, &cl->a);
-    if (sbx__buf_printf(&target, "/apis/" SBX__GROUP_EXT "/%s/namespaces/%s/sandboxclaims", cl->ext_version,
-                        use_ns) != 0 ||
+    if ((all ? sbx__buf_printf(&target, "/apis/" SBX__GROUP_EXT "/%s/sandboxclaims", cl->ext_version)
+             : sbx__buf_printf(&target, "/apis/" SBX__GROUP_EXT "/%s/namespaces/%s/sandboxclaims", cl->ext_version,
+                               use_ns)) != 0 ||
         (label_selector && *label_selector &&
          (sbx__buf_puts(&target, "?labelSelector=") != 0 ||
           sbx__pct_encode_segment(&target, label_selector, strlen(label_selector)) != 0)))
-        r = sbx__fail(err, SBX_ERR_NOMEM, "out of memory");
+        r = sbx__oom(err, NULL);
     if (r == SBX_OK)
         r = sbx__api_call(cl, "GET", target.data, NULL, 0, NULL, &body, &status, sbx__deadline(cl->api_timeout_ms),
                           err);
     if (r == SBX_OK && status != 200) r = sbx__api_fail(err, status, &body, "list SandboxClaims");
     if (r == SBX_OK) {
-        n = sbx__json_parse_alloc(&cl->a, body.data, body.len, &t);
-        items = n > 0 ? sbx__json_get(body.data, t, n, 0, "items") : -1;
-        if (items < 0 || t[items].type != SBX__JSON_ARRAY) {
+        items = sbx__json_doc(&cl->a, &body, &t, &n, "items", SBX__JSON_ARRAY);
+        if (items < 0) {
             r = sbx__fail(err, n == SBX__JSON_ERR_NOMEM ? SBX_ERR_NOMEM : SBX_ERR_PROTOCOL,
                           "list SandboxClaims: the answer is not a list");
         } else {
-            /* one block: count + 1 pointers, then the names */
-            size_t nitems = (size_t)t[items].size, bytes = 0, off, j = 0;
+            /* one block: the entries, then their strings (name, namespace,
+               reason, owner host: each at most its raw JSON length + 1) */
+            static const char *const str_paths[] = {"metadata.name", "metadata.namespace"};
+            size_t nitems = (size_t)t[items].size, bytes = 0, off, j = 0, q;
             char *blk = NULL;
             SBX__JSON_FOREACH(t, items, i, k) {
-                int nm = sbx__json_get(body.data, t, n, i, "metadata.name");
-                if (nm >= 0 && t[nm].type == SBX__JSON_STRING) bytes += t[nm].end - t[nm].start + 1;
+                int an = sbx__json_get(body.data, t, n, i, "metadata.annotations");
+                int oh = an >= 0 ? sbx__json_mem(body.data, t, n, an, "sandbox.h/owner-host") : -1;
+                for (q = 0; q < 2; q++) {
+                    int v = sbx__json_get(body.data, t, n, i, str_paths[q]);
+                    if (v >= 0 && t[v].type == SBX__JSON_STRING) bytes += t[v].end - t[v].start;
+                }
+                if (oh >= 0 && t[oh].type == SBX__JSON_STRING) bytes += t[oh].end - t[oh].start;
+                bytes += 4 + sizeof ((sbx__claim_info *)0)->reason + strlen(use_ns);
             }
-            if (nitems < ((size_t)-1 - bytes) / sizeof(char *) - 1)
-                blk = (char *)sbx__block_alloc(&cl->a, (nitems + 1) * sizeof(char *) + bytes);
+            if (nitems < ((size_t)-1 - bytes) / sizeof(sbx_claim_entry) - 1)
+                blk = (char *)sbx__block_alloc(&cl->a, (nitems + 1) * sizeof(sbx_claim_entry) + bytes);
             if (!blk) {
-                r = sbx__fail(err, SBX_ERR_NOMEM, "list claims: out of memory");
+                r = sbx__oom(err, "list claims");
             } else {
-                char **arr = (char **)(void *)blk;
-                off = (nitems + 1) * sizeof(char *);
+                sbx_claim_entry *arr = (sbx_claim_entry *)(void *)blk;
+                off = (nitems + 1) * sizeof(sbx_claim_entry);
                 SBX__JSON_FOREACH(t, items, i, k) {
                     int nm = sbx__json_get(body.data, t, n, i, "metadata.name");
-                    size_t room, got = 0;
+                    int an = sbx__json_get(body.data, t, n, i, "metadata.annotations");
+                    int ct = sbx__json_get(body.data, t, n, i, "metadata.creationTimestamp");
+                    sbx__claim_info ci;
+                    sbx_claim_entry *en = &arr[j];
+                    size_t rl;
                     if (nm < 0 || t[nm].type != SBX__JSON_STRING) continue;
-                    room = t[nm].end - t[nm].start + 1;
-                    sbx__json_unescape(body.data, t, nm, blk + off, room, &got);
-                    arr[j++] = blk + off;
-                    off += room;
+                    memset(en, 0, sizeof *en);
+                    sbx__claim_info_read(&cl->a, body.data, t, n, i, &ci);
+                    en->name = sbx__claim_str(body.data, t, nm, blk, &off);
+                    en->ns = sbx__claim_str(body.data, t, sbx__json_get(body.data, t, n, i, "metadata.namespace"),
+                                            blk, &off);
+                    if (!en->ns[0] && !all) { /* a server that leaves it out: the one we asked */
+                        rl = strlen(use_ns) + 1;
+                        memcpy(blk + off - 1, use_ns, rl);
+                        off += rl - 1;
+                    }
+                    en->ready = strcmp(ci.ready, "True") == 0 && ci.sandbox[0] && !ci.deleting;
+                    en->deleting = ci.deleting;
+                    rl = strlen(ci.reason) + 1;
+                    memcpy(blk + off, ci.reason, rl);
+                    en->reason = blk + off;
+                    off += rl;
+                    if (ct >= 0 && t[ct].type == SBX__JSON_STRING)
+                        en->created = (long long)sbx__parse_rfc3339(body.data + t[ct].start, t[ct].end - t[ct].start);
+                    en->owner_host = sbx__claim_str(
+                        body.data, t, an >= 0 ? sbx__json_mem(body.data, t, n, an, "sandbox.h/owner-host") : -1, blk,
+                        &off);
+                    if (an >= 0) {
+                        en->owner_pid = sbx__claim_num(body.data, t, sbx__json_mem(body.data, t, n, an,
+                                                                                   "sandbox.h/owner-pid"));
+                        en->owner_start = sbx__claim_num(body.data, t, sbx__json_mem(body.data, t, n, an,
+                                                                                     "sandbox.h/owner-start"));
+                    }
+                    j++;
                 }
-                arr[j] = NULL;
-                *names = arr;
+                *entries = arr;
                 *count = j;
             }
         }
@@ -12459,12 +12216,10 @@ SBX__PRIVATE sbx_result sbx__run_python(sbx_sandbox *sb, const char *command, lo
     sbx__buf_init(&body, &s->cl->a);
     sbx__buf_init(&out, &s->cl->a);
     r = SBX_OK;
-    if (sbx__buf_puts(&body, "{\"command\":") != 0) r = sbx__fail(&sb->err, SBX_ERR_NOMEM, "out of memory");
+    if (sbx__buf_puts(&body, "{\"command\":") != 0) r = sbx__oom(&sb->err, NULL);
     if (r == SBX_OK) r = sbx__jstr(&body, command, "the command", &sb->err);
-    if (r == SBX_OK && sbx__buf_puts(&body, "}") != 0) r = sbx__fail(&sb->err, SBX_ERR_NOMEM, "out of memory");
-    memset(&io, 0, sizeof io);
-    io.mem = &out;
-    io.fd = -1;
+    if (r == SBX_OK && sbx__buf_puts(&body, "}") != 0) r = sbx__oom(&sb->err, NULL);
+    sbx__rtio_init(&io, &out, -1, 0);
     if (r == SBX_OK) {
         sbx__http_req_init(&req);
         req.method = "POST";
@@ -12484,7 +12239,7 @@ SBX__PRIVATE sbx_result sbx__run_python(sbx_sandbox *sb, const char *command, lo
         se = n > 0 ? sbx__json_mem(out.data, t, n, 0, "stderr") : -1;
         ec = n > 0 ? sbx__json_mem(out.data, t, n, 0, "exit_code") : -1;
         if (n == SBX__JSON_ERR_NOMEM) {
-            r = sbx__fail(&sb->err, SBX_ERR_NOMEM, "run: out of memory");
+            r = sbx__oom(&sb->err, "run");
         } else if (so < 0 || se < 0 || ec < 0 || sbx__json_int(out.data, t, ec, &code) != 0 ||
                    code < INT_MIN || code > INT_MAX) {
             r = sbx__fail(&sb->err, SBX_ERR_PROTOCOL, "run: the runtime's answer is not {stdout, stderr, exit_code}: %.100s",
@@ -12500,7 +12255,7 @@ SBX__PRIVATE sbx_result sbx__run_python(sbx_sandbox *sb, const char *command, lo
             if (res->diag) sbx__json_unescape(out.data, t, se, res->diag, need + 1, &res->diag_len);
             if (!res->out || !res->diag) {
                 sbx_exec_result_free(res);
-                r = sbx__fail(&sb->err, SBX_ERR_NOMEM, "run: out of memory");
+                r = sbx__oom(&sb->err, "run");
             }
         }
         sbx__free(&s->cl->a, t);
@@ -12994,9 +12749,7 @@ SBX__PRIVATE sbx_result sbx__write_common(sbx_sandbox *sb, const char *path, con
     sbx__buf_init(&clean, &s->cl->a);
     sbx__buf_init(&out, &s->cl->a);
     sbx__buf_init(&target, &s->cl->a);
-    memset(&io, 0, sizeof io);
-    io.mem = &out;
-    io.fd = -1;
+    sbx__rtio_init(&io, &out, -1, 0);
     sbx__http_req_init(&req);
     if (sbd) {
         r = sbx__rt_target_enc("/v1/files/", path, 0, 0, &target, &sb->err);
@@ -13065,7 +12818,7 @@ SBX__PRIVATE sbx_result sbx__path_call(sbx_sandbox *sb, const char *what, const 
     int sbd = s->runtime == SBX_RUNTIME_SANDBOXD;
     sbx__buf_init(&target, &s->cl->a);
     r = sbx__rt_target_enc(endpoint, path, allow_root, !sbd, &target, &sb->err);
-    if (r == SBX_OK && query && sbx__buf_puts(&target, query) != 0) r = sbx__fail(&sb->err, SBX_ERR_NOMEM, "out of memory");
+    if (r == SBX_OK && query && sbx__buf_puts(&target, query) != 0) r = sbx__oom(&sb->err, NULL);
     if (r == SBX_OK) {
         sbx__http_req_init(&req);
         req.method = method;
@@ -13088,10 +12841,8 @@ SBX__PRIVATE sbx_result sbx__read_common(sbx_sandbox *sb, const char *path, sbx_
     sbx_result r;
     int sbd = s->runtime == SBX_RUNTIME_SANDBOXD;
     sbx__buf_init(&errbody, &s->cl->a);
-    memset(&io, 0, sizeof io);
-    io.mem = fd >= 0 ? &errbody : mem;
-    io.fd = fd;
-    io.want = sbd ? 2 : 0; /* sandboxd answers a directory with a JSON listing */
+    /* sandboxd answers a directory with a JSON listing */
+    sbx__rtio_init(&io, fd >= 0 ? &errbody : mem, fd, sbd ? 2 : 0);
     r = sbx__path_call(sb, "read", "GET", sbd ? "/v1/files/" : "/download/", path, 0, NULL, NULL, &io);
     if (r == SBX_OK && io.mismatch)
         r = sbx__fail(&sb->err, SBX_ERR_NOT_FOUND, "read \"%.200s\": it is a directory, not a file", path);
@@ -13113,7 +12864,7 @@ SBX_API sbx_result sbx_read(sbx_sandbox *sb, const char *path, char **data, size
     r = sbx__read_common(sb, path, &mem, -1);
     if (r == SBX_OK) {
         *data = (char *)sbx__buf_to_block(&mem, len);
-        if (!*data) r = sbx__fail(&sb->err, SBX_ERR_NOMEM, "read: out of memory");
+        if (!*data) r = sbx__oom(&sb->err, "read");
     }
     sbx__buf_free(&mem);
     return r;
@@ -13183,10 +12934,7 @@ SBX_API sbx_result sbx_list_dir(sbx_sandbox *sb, const char *path, sbx_file_entr
     sbd = s->runtime == SBX_RUNTIME_SANDBOXD;
     if (!path) path = "";
     sbx__buf_init(&mem, &s->cl->a);
-    memset(&io, 0, sizeof io);
-    io.mem = &mem;
-    io.fd = -1;
-    io.want = sbd ? 1 : 0; /* sandboxd answers a file with its bytes */
+    sbx__rtio_init(&io, &mem, -1, sbd ? 1 : 0); /* sandboxd answers a file with its bytes */
     r = sbx__path_call(sb, "list", "GET", sbd ? "/v1/files/" : "/list/", path, 1, NULL, "Accept: application/json\r\n",
                        &io);
     if (r == SBX_OK && io.mismatch) {
@@ -13197,7 +12945,7 @@ SBX_API sbx_result sbx_list_dir(sbx_sandbox *sb, const char *path, sbx_file_entr
         n = sbx__json_parse_alloc(&s->cl->a, mem.data, mem.len, &t);
         if (n > 0) arr = sbd ? sbx__json_get(mem.data, t, n, 0, "entries") : 0;
         if (n == SBX__JSON_ERR_NOMEM) {
-            r = sbx__fail(&sb->err, SBX_ERR_NOMEM, "list: out of memory");
+            r = sbx__oom(&sb->err, "list");
         } else if (arr < 0 || t[arr].type != SBX__JSON_ARRAY) {
             /* sandboxd lists an empty directory as "entries": null */
             if (sbd && arr >= 0 && t[arr].type == SBX__JSON_NULL) arr = -2;
@@ -13219,7 +12967,7 @@ SBX_API sbx_result sbx_list_dir(sbx_sandbox *sb, const char *path, sbx_file_entr
                 blk = (char *)sbx__block_alloc(&s->cl->a, nent * sizeof(sbx_file_entry) + names);
             }
             if (!blk) {
-                r = sbx__fail(&sb->err, SBX_ERR_NOMEM, "list: out of memory");
+                r = sbx__oom(&sb->err, "list");
             } else {
                 sbx_file_entry *ent = (sbx_file_entry *)(void *)blk;
                 off = nent * sizeof(sbx_file_entry);
@@ -13265,9 +13013,7 @@ SBX_API sbx_result sbx_exists(sbx_sandbox *sb, const char *path, int *exists)
     s = sb->impl;
     if (!exists) return sbx__fail(&sb->err, SBX_ERR_INVALID_ARG, "exists: result pointer is NULL");
     sbx__buf_init(&mem, &s->cl->a);
-    memset(&io, 0, sizeof io);
-    io.mem = &mem;
-    io.fd = -1;
+    sbx__rtio_init(&io, &mem, -1, 0);
     if (s->runtime == SBX_RUNTIME_SANDBOXD) {
         /* HEAD; routers may refuse HEAD (the python router answers 405), so
            through a router: a GET of at most one byte */
@@ -13312,9 +13058,7 @@ SBX_API sbx_result sbx_remove_file(sbx_sandbox *sb, const char *path, int recurs
     s = sb->impl;
     if (s->runtime != SBX_RUNTIME_SANDBOXD) return sbx__unsupported(sb, "delete", "has no delete endpoint");
     sbx__buf_init(&mem, &s->cl->a);
-    memset(&io, 0, sizeof io);
-    io.mem = &mem;
-    io.fd = -1;
+    sbx__rtio_init(&io, &mem, -1, 0);
     r = sbx__path_call(sb, "delete", "DELETE", "/v1/files/", path, 0, recursive ? "?recursive=true" : NULL,
                        "Accept: application/json\r\n", &io);
     if (r == SBX_OK && (io.status < 200 || io.status > 299))

@@ -45,6 +45,11 @@ for cxx in g++ clang++; do
     try "example-quickstart-$cxx" $cxx -x c++ -std=c++11 $WARNXX -I. examples/quickstart.c -o "$OUT/quickstart_$cxx" -pthread
 done
 try "example-quickstart-c99" gcc -std=c99 $WARN -I. examples/quickstart.c -o "$OUT/quickstart_c99" -pthread
+# sbx, the command-line tool, as it is shipped (-Os) with both compilers.
+for cc in gcc clang; do
+    command -v $cc >/dev/null 2>&1 || continue
+    try "example-sbx-$cc" $cc -std=c99 -Os $WARN -I. examples/sbx.c -o "$OUT/sbx_$cc" -pthread
+done
 # Every public declaration has a comment beside it.
 try "decl-comments" sh tests/compile/decl_comments.sh sandbox.h
 # The programs built above must also run (links resolved, SBX_STATIC copies independent).

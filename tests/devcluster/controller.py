@@ -105,7 +105,10 @@ class Controller:
         self.gateways = r(GATEWAY, "gateways")
         self.alpha = registry.v1alpha1_only
         self.label_domains = config.get("label_domains") or ["sandbox.users.io"]
-        self.queue = WorkQueue()
+        # Claims first among the due keys: agent-sandbox's claim controller has
+        # its own workers, so a claim never waits behind the warm pool refilling
+        # the sandboxes claims just took (32 opens at once: 32 pod creations).
+        self.queue = WorkQueue(urgent=lambda key: key[0] == "claim")
         self.delete_scheduled = set()
         self.thread = threading.Thread(target=self._run, name="controller", daemon=True)
         store.hooks.append(self._hook)

@@ -4,8 +4,9 @@
      client (settings from cfg.client) and sbx_close stops it: nothing left.
    - The logger hook receives one structured event per step, in order, for an
      open/run/close, a fallback (WebSocket upgrade refused -> kubectl
-     port-forward), retries (every 3rd API request answers 500) and a proxy
-     restart (kubectl proxy SIGKILLed), and the router tunnel's start.
+     port-forward), retries (every 3rd API request answers 500), watch restarts
+     (410 Expired, streams that end), a proxy restart (kubectl proxy
+     SIGKILLed), and the router tunnel's start.
    - The first failures say what to fix: no cluster (KUBECONFIG names a missing
      file; a kubeconfig whose server refuses connections) names the kubeconfig,
      context and server tried; a cluster without the agent-sandbox CRDs
@@ -278,6 +279,52 @@ TEST(retry_events)
     em_settle(&C, &B);
 }
 
+/* A watch started again is a retry too: the first watch of the claim (from
+   the create's resourceVersion) is answered 410 Expired, and every watch
+   stream ends after one event while the cold pod is still starting. */
+TEST(watch_restart_events)
+{
+    recorder rec;
+    sbx_client_config cc;
+    sbx_client cl;
+    sbx_sandbox_config cfg;
+    sbx_sandbox sb;
+    char kinds[512], claim[80];
+    int i, expired = 0, ended = 0, created = -1, ready = -1;
+    rec_init(&rec);
+    memset(&cc, 0, sizeof cc);
+    cc.logger.func = rec_log;
+    cc.logger.user = &rec;
+    cfg_python(&cfg);
+    cfg.template_name = NULL;
+    cfg.warm_pool = "python-sandbox-coldpool"; /* no warm pod: Ready takes cold_start_ms */
+    if (em_client(&C, &cl, SBX_MODE_POD_TUNNEL, &cc) != SBX_OK) { CHECK(0); return; }
+    e2e_faults(&C, "{\"watch_expired\":1,\"watch_end_after\":1,\"cold_start_ms\":800}");
+    CHECK_MSG(sbx_open(&sb, &cl, &cfg) == SBX_OK, "%s", sb.err.msg);
+    E2E_FMT(claim, sizeof claim, "%s", sbx_claim_name(&sb) ? sbx_claim_name(&sb) : "?");
+    e2e_faults(&C, "{\"watch_expired\":null,\"watch_end_after\":null,\"cold_start_ms\":null}");
+    CHECK_MSG(sbx_close(&sb) == SBX_OK, "%s", sb.err.msg);
+    sbx_client_close(&cl);
+    rec_kinds(&rec, 1, kinds, sizeof kinds);
+    CHECK_STR(kinds, "proxy created ready route deleted stopped");
+    for (i = 0; i < rec.n; i++) {
+        rec_event *ev = &rec.ev[i];
+        if (ev->kind == SBX_EVENT_CLAIM_CREATED) created = i;
+        if (ev->kind == SBX_EVENT_READY) ready = i;
+        if (ev->kind != SBX_EVENT_RETRY || !strstr(ev->message, "watch SandboxClaim")) continue;
+        CHECK(ev->level == SBX_LOG_WARN && ev->number >= 1);
+        CHECK_MSG(created >= 0 && ready < 0, "watch retry %d outside the wait for Ready", i);
+        CHECK_STR(ev->name, claim);
+        if (strstr(ev->message, "expired (410 Gone), watching again from the current state")) expired++;
+        if (strstr(ev->message, "the stream ended, watching again from resourceVersion ")) ended++;
+    }
+    CHECK_EQ_INT(expired, 1);
+    CHECK_MSG(ended >= 1, "no retry says the watch stream ended");
+    if (expired != 1 || ended < 1 || strcmp(kinds, "proxy created ready route deleted stopped") != 0) rec_dump(&rec);
+    pthread_mutex_destroy(&rec.mu);
+    em_settle(&C, &B);
+}
+
 TEST(proxy_restart_events)
 {
     recorder rec;
@@ -511,6 +558,7 @@ int main(void)
     T_RUN(one_handle_open_failure_leaves_nothing);
     T_RUN(fallback_events);
     T_RUN(retry_events);
+    T_RUN(watch_restart_events);
     T_RUN(proxy_restart_events);
     T_RUN(router_tunnel_events);
     T_RUN(logger_may_call_back_in);

@@ -171,9 +171,10 @@ TEST(list_claims_by_label_selector)
     sbx_sandbox s1, s2, s3;
     sbx_sandbox_config cfg;
     sbx_error err;
-    char **names = NULL;
+    sbx_claim_entry *ents = NULL;
     size_t count = 99, i;
     int f1 = 0, f2 = 0;
+    long long now = (long long)time(NULL);
     cfg_python(&cfg);
     cfg.warm_pool = "python-sandbox-coldpool";
     cfg.template_name = NULL;
@@ -183,28 +184,46 @@ TEST(list_claims_by_label_selector)
     cfg.labels = lb;
     CHECK_EQ_INT(sbx_open(&s3, &client, &cfg), SBX_OK);
     if (s1.impl && s2.impl && s3.impl) {
-        CHECK_EQ_INT(sbx_list_claims(&client, NULL, "team=a", &names, &count, &err), SBX_OK);
+        char host[256];
+        if (gethostname(host, sizeof host - 1) != 0) host[0] = '\0';
+        host[sizeof host - 1] = '\0';
+        CHECK_EQ_INT(sbx_list_claims(&client, NULL, "team=a", &ents, &count, &err), SBX_OK);
         CHECK_EQ_INT(count, 2);
-        for (i = 0; names && i < count; i++) {
-            if (strcmp(names[i], sbx_claim_name(&s1)) == 0) f1 = 1;
-            if (strcmp(names[i], sbx_claim_name(&s2)) == 0) f2 = 1;
+        for (i = 0; ents && i < count; i++) {
+            if (strcmp(ents[i].name, sbx_claim_name(&s1)) == 0) f1 = 1;
+            if (strcmp(ents[i].name, sbx_claim_name(&s2)) == 0) f2 = 1;
+            /* what sbx ps and gc read: Ready, age, owner */
+            CHECK_STR(ents[i].ns, "default");
+            CHECK_EQ_INT(ents[i].ready, 1);
+            CHECK_EQ_INT(ents[i].deleting, 0);
+            CHECK(ents[i].reason[0] != '\0');
+            CHECK_MSG(ents[i].created > now - 60 && ents[i].created <= now + 5, "created %lld, now %lld",
+                      ents[i].created, now);
+            CHECK_STR(ents[i].owner_host, host);
+            CHECK_EQ_INT(ents[i].owner_pid, getpid());
+            CHECK(ents[i].owner_start > now - 3600 && ents[i].owner_start <= now);
         }
-        CHECK(f1 && f2 && names[count] == NULL);
-        sbx_free(names);
-        CHECK_EQ_INT(sbx_list_claims(&client, "default", "team in (a,b),tier!=x", &names, &count, &err), SBX_OK);
+        CHECK(f1 && f2);
+        sbx_free(ents);
+        CHECK_EQ_INT(sbx_list_claims(&client, "default", "team in (a,b),tier!=x", &ents, &count, &err), SBX_OK);
         CHECK_EQ_INT(count, 1);
-        CHECK(count == 1 && strcmp(names[0], sbx_claim_name(&s3)) == 0);
-        sbx_free(names);
-        CHECK_EQ_INT(sbx_list_claims(&client, NULL, NULL, &names, &count, NULL), SBX_OK);
+        CHECK(count == 1 && strcmp(ents[0].name, sbx_claim_name(&s3)) == 0);
+        sbx_free(ents);
+        CHECK_EQ_INT(sbx_list_claims(&client, NULL, NULL, &ents, &count, NULL), SBX_OK);
         CHECK_EQ_INT(count, 3);
-        sbx_free(names);
-        CHECK_EQ_INT(sbx_list_claims(&client, NULL, "team=nobody", &names, &count, &err), SBX_OK);
-        CHECK(count == 0 && names && names[0] == NULL);
-        sbx_free(names);
-        CHECK_EQ_INT(sbx_list_claims(&client, NULL, "===", &names, &count, &err), SBX_ERR_HTTP);
+        sbx_free(ents);
+        /* "*": every namespace, each entry naming its own */
+        CHECK_EQ_INT(sbx_list_claims(&client, "*", "team", &ents, &count, &err), SBX_OK);
+        CHECK_EQ_INT(count, 3);
+        for (i = 0; ents && i < count; i++) CHECK_STR(ents[i].ns, "default");
+        sbx_free(ents);
+        CHECK_EQ_INT(sbx_list_claims(&client, NULL, "team=nobody", &ents, &count, &err), SBX_OK);
+        CHECK(count == 0 && ents);
+        sbx_free(ents);
+        CHECK_EQ_INT(sbx_list_claims(&client, NULL, "===", &ents, &count, &err), SBX_ERR_HTTP);
         CHECK_EQ_INT(err.http_status, 400);
-        CHECK(names == NULL && count == 0);
-        CHECK_EQ_INT(sbx_list_claims(&client, "Bad_NS", NULL, &names, &count, &err), SBX_ERR_INVALID_ARG);
+        CHECK(ents == NULL && count == 0);
+        CHECK_EQ_INT(sbx_list_claims(&client, "Bad_NS", NULL, &ents, &count, &err), SBX_ERR_INVALID_ARG);
     } else {
         printf("  %s / %s / %s\n", s1.err.msg, s2.err.msg, s3.err.msg);
     }

@@ -681,6 +681,46 @@ TEST(grpcio_status_codes)
     sbx__buf_free(&resp);
 }
 
+/* A call nobody reads holds at most its stream window; the others go on. */
+TEST(grpcio_unread_call_does_not_stall_others)
+{
+    sbx__h2 *h;
+    sbx_error e;
+    sbx_allocator a = sbx__allocator(NULL);
+    sbx__buf resp;
+    sbx__grpc_call *idle = NULL;
+    worker w;
+    int i, r;
+    if (!need_grpc()) SKIP("no grpcio server: /usr/bin/python3 lacks grpc (apt-get install -y python3-grpcio)");
+    sbx__buf_init(&resp, &a);
+    h = sbx__h2_new(NULL, &gs.ep, NULL, NULL, "localhost");
+    /* 100 MB offered, never read */
+    r = sbx__grpc_start(h, "/test.Echo/Stream", "100000 1000", 11, 1, sbx__deadline(60000), &idle, &e);
+    CHECK_MSG(r == SBX_OK, "%d %s", r, e.msg);
+    for (i = 0; i < 20; i++) {
+        r = sbx__grpc_unary(h, "/test.Echo/Unary", "u", 1, &resp, sbx__deadline(10000), &e);
+        CHECK_MSG(r == SBX_OK, "%d %s", r, e.msg);
+    }
+    w.h = h;
+    w.id = 99;
+    w.why[0] = '\0';
+    work(&w);
+    CHECK_MSG(w.ok, "%s", w.why);
+    if (idle) {
+        pthread_mutex_lock(&h->mu);
+        CHECK_MSG(idle->s.in.len - idle->s.in_pos <= SBX__H2_STREAM_WINDOW, "%lu buffered",
+                  (unsigned long)(idle->s.in.len - idle->s.in_pos));
+        CHECK(idle->s.in.len > 0); /* it did get its window's worth */
+        pthread_mutex_unlock(&h->mu);
+        sbx__grpc_free(idle);
+    }
+    r = sbx__grpc_unary(h, "/test.Echo/Unary", "after", 5, &resp, sbx__deadline(10000), &e);
+    CHECK_MSG(r == SBX_OK, "%d %s", r, e.msg);
+    CHECK_EQ_INT(h->connects, 1);
+    sbx__h2_free(h);
+    sbx__buf_free(&resp);
+}
+
 /* The in-process WebSocket route: sbx__ws (the kubelet's v4.channel.k8s.io
    port-forward, served by the dev cluster's own portforward.py in front of
    the grpcio server) as the connection's transport, with 4 threads at once. */
@@ -995,6 +1035,67 @@ TEST(h2_silent_server_deadline)
     sbx__buf_free(&resp);
 }
 
+/* Pointed at an HTTP/1.1 server (the REST port, a proxy): said in those words. */
+TEST(h2_http1_server)
+{
+    server relay = {-1, -1, 0, {0, 0, {{{0}}}, {0}, {0}, {0}, {0}}};
+    sbx__h2 *h;
+    sbx_error e;
+    sbx_allocator al = sbx__allocator(NULL);
+    sbx__buf resp;
+    int r;
+    if (server_start(&relay, "tests/fakes/servers/ws_relay.py", "1") != 0) {
+        server_stop(&relay);
+        CHECK_MSG(0, "ws_relay.py did not start");
+        return;
+    }
+    sbx__buf_init(&resp, &al);
+    h = sbx__h2_new(NULL, &relay.ep, NULL, NULL, "localhost");
+    r = fake_unary(h, "ok", "x", 1, &resp, 5000, &e);
+    CHECK_MSG(r == SBX_ERR_PROTOCOL && strstr(e.msg, "answered in HTTP/1 (\"HTTP/1.1 400") &&
+                  strstr(e.msg, "is this the gRPC port?"), "%d %s", r, e.msg);
+    sbx__h2_free(h);
+    sbx__buf_free(&resp);
+    server_stop(&relay);
+}
+
+/* Over a transport (one byte stream), a connection that died lets go of it at
+   once: a new call reconnects while a failed call of the old one is still
+   held; a GOAWAY'd one is waited for. */
+TEST(h2_transport_reconnect_after_failure)
+{
+    tr_sock t;
+    sbx__h2 *h;
+    sbx__grpc_call *held = NULL;
+    sbx_error e;
+    const unsigned char *m;
+    size_t ml;
+    int r, fds;
+    sbx_allocator al = sbx__allocator(NULL);
+    sbx__buf resp;
+    NEED_H2FAKE();
+    fds = test_fd_count();
+    sbx__buf_init(&resp, &al);
+    memset(&t, 0, sizeof t);
+    sbx__conn_init(&t.inner, &hs.ep, NULL);
+    h = sbx__h2_new(NULL, &hs.ep, &tr_sock_ops, &t, "localhost");
+    CHECK(sbx__grpc_start(h, "/fake.H2/eof_mid", "x", 1, 1, sbx__deadline(10000), &held, &e) == SBX_OK);
+    if (held) {
+        r = sbx__grpc_recv(held, &m, &ml, 0, &e);
+        CHECK_MSG(r == SBX_ERR_CONNECT, "%d %s", r, e.msg);
+    }
+    r = fake_unary(h, "ok", "again", 5, &resp, 3000, &e);
+    CHECK_MSG(r == SBX_OK && resp.len == 5, "%d %s", r, e.msg);
+    CHECK_EQ_INT(t.opens, 2);
+    CHECK_EQ_INT(t.closes, 1);
+    sbx__grpc_free(held);
+    sbx__h2_free(h);
+    CHECK_EQ_INT(t.closes, 2);
+    sbx__conn_free(&t.inner);
+    sbx__buf_free(&resp);
+    CHECK_EQ_INT(test_fd_count(), fds);
+}
+
 typedef struct blocked {
     sbx__grpc_call *c;
     int r;
@@ -1040,6 +1141,26 @@ TEST(h2_free_with_live_calls)
     CHECK_MSG(b.r == SBX_ERR_CLOSED, "%d %s", b.r, b.why);
     sbx__grpc_free(b.c);
     CHECK_EQ_INT(test_fd_count(), fds);
+    {   /* over a transport, which the caller frees right after sbx__h2_free:
+           the live call must not touch it again (ASan would see it) */
+        tr_sock *t = (tr_sock *)calloc(1, sizeof *t);
+        sbx__grpc_call *c = NULL;
+        const unsigned char *m;
+        size_t ml;
+        sbx__conn_init(&t->inner, &hs.ep, NULL);
+        h = sbx__h2_new(NULL, &hs.ep, &tr_sock_ops, t, "localhost");
+        CHECK(sbx__grpc_start(h, "/fake.H2/silent", "x", 1, 1, 0, &c, &e) == SBX_OK);
+        sbx__h2_free(h);
+        CHECK_EQ_INT(t->opens, 1);
+        CHECK_EQ_INT(t->closes, 1);
+        sbx__conn_free(&t->inner);
+        free(t);
+        if (c) {
+            CHECK(sbx__grpc_recv(c, &m, &ml, 0, &e) == SBX_ERR_CLOSED);
+            sbx__grpc_free(c);
+        }
+        CHECK_EQ_INT(test_fd_count(), fds);
+    }
 }
 
 int main(void)
@@ -1056,6 +1177,7 @@ int main(void)
     RUN(grpcio_unary_and_streaming);
     RUN(grpcio_over_transport_hook);
     RUN(grpcio_16_threads_one_connection);
+    RUN(grpcio_unread_call_does_not_stall_others);
     RUN(grpcio_over_websocket_portforward);
     RUN(grpcio_deadlines);
     RUN(grpcio_status_codes);
@@ -1066,6 +1188,8 @@ int main(void)
     RUN(h2_flow_control_windows);
     RUN(h2_hostile_answers);
     RUN(h2_silent_server_deadline);
+    RUN(h2_http1_server);
+    RUN(h2_transport_reconnect_after_failure);
     RUN(h2_free_with_live_calls);
     server_stop(&gs);
     server_stop(&hs);

@@ -710,6 +710,9 @@ TEST(error_text)
     CHECK_STR(out, "HTTP 503");
     sbx__http_error_text(502, "  \n", 3, out, sizeof out);
     CHECK_STR(out, "HTTP 502");
+    /* a detail that is not a string (FastAPI's 422 list): the raw text */
+    sbx__http_error_text(422, "{\"detail\":[{\"msg\":\"field required\"}]}", 37, out, sizeof out);
+    CHECK_STR(out, "HTTP 422: {\"detail\":[{\"msg\":\"field required\"}]}");
     sbx__http_error_text(500, "{\"message\":\"abc", 15, out, sizeof out); /* truncated JSON: raw text */
     CHECK_STR(out, "HTTP 500: {\"message\":\"abc");
     memset(big, 'z', sizeof big);
@@ -722,12 +725,13 @@ TEST(error_text)
     CHECK(n < sizeof small);
     CHECK(strncmp(small, "HTTP 404: p", 11) == 0);
     /* a multi-byte character is never cut in half */
-    n = sbx__http_error_text(404, "{\"message\":\"\xc3\xa9\xc3\xa9\"}", 17, small, sizeof small);
+    n = sbx__http_error_text(404, "{\"message\":\"\xc3\xa9\xc3\xa9\"}", 18, small, sizeof small);
     CHECK_STR(small, "HTTP 404"); /* no room for one whole character */
     CHECK_EQ_INT(sbx__http_error_text(404, "x", 1, small, 0), 0);
-    /* invalid escapes (a NUL or a non-ASCII byte after the backslash) */
+    /* invalid escapes (a NUL or a non-ASCII byte after the backslash): not
+       JSON, so the raw text, NUL as a space and the stray byte as '?' */
     n = sbx__http_error_text(400, "{\"message\":\"a\\\0b\\\xa2" "c\"}", 20, out, sizeof out);
-    CHECK_STR(out, "HTTP 400: a?b?c");
+    CHECK_STR(out, "HTTP 400: {\"message\":\"a\\ b\\?c\"");
     CHECK_EQ_INT(n, strlen(out));
 }
 

@@ -123,6 +123,20 @@ TEST(dns_names)
     CHECK(!sbx__valid_dns_name("a/b", 1));
     CHECK(!sbx__valid_dns_name("0123456789012345678901234567890123456789012345678901234567890123", 0));
     CHECK(sbx__valid_dns_name("012345678901234567890123456789012345678901234567890123456789012", 0));
+    /* a Kubernetes subdomain has no cap per label; a host name caps labels at 63 */
+    CHECK(sbx__valid_dns_name("0123456789012345678901234567890123456789012345678901234567890123.a", 1));
+    CHECK(!sbx__valid_dns_name("a.", 1));
+    CHECK(!sbx__valid_dns_name(".a", 1));
+    CHECK(!sbx__valid_dns_name("a-.b", 1));
+    CHECK(!sbx__valid_dns_name(NULL, 1));
+    CHECK(sbx__dns_why("GW.Example-1.com", 16, 1, 1) == NULL);
+    CHECK_STR(sbx__dns_why("GW", 2, 1, 0), "has a character other than letters, digits, '-' and '.'");
+    CHECK_STR(sbx__dns_why("a.b", 3, 0, 0), "has a '.'");
+    CHECK_STR(sbx__dns_why("a..b", 4, 1, 1), "has an empty label or one longer than 63 characters");
+    CHECK_STR(sbx__dns_why("0123456789012345678901234567890123456789012345678901234567890123.a", 66, 1, 1),
+              "has an empty label or one longer than 63 characters");
+    CHECK_STR(sbx__dns_why("a.-b", 4, 1, 1), "has a label that starts or ends with '-'");
+    CHECK_STR(sbx__dns_why("", 0, 1, 1), "not a DNS name of 1 to 253 characters");
 }
 
 static const char *target_of(const char *path, int allow_root, char *out, size_t cap, sbx_result *r)
@@ -130,7 +144,7 @@ static const char *target_of(const char *path, int allow_root, char *out, size_t
     sbx__buf b;
     sbx_error e;
     sbx__buf_init(&b, &A);
-    *r = sbx__rt_target("/download/", path, allow_root, &b, &e);
+    *r = sbx__rt_target_enc("/download/", path, allow_root, 1, &b, &e); /* the python runtime's form */
     snprintf(out, cap, "%s", b.data ? b.data : "");
     sbx__buf_free(&b);
     return out;

@@ -97,6 +97,40 @@ static void open_in(const char *ns, sbx_result want, const char *msg_part, sbx_s
     printf("  %s: %d after %lld ms, %lld watch(es): %s\n", ns, r, took, watches, sb->err.msg);
 }
 
+/* sbx_list_claims on a list whose items are odd or hostile: every string
+   fits its block (ASan checks), numbers that are not numbers read 0, the
+   namespace asked for fills in a missing one. */
+TEST(hostile_claim_list)
+{
+    sbx_claim_entry *e = NULL;
+    size_t n = 99;
+    sbx_error err;
+    CHECK_EQ_INT(sbx_list_claims(&client, "hostile-list", NULL, &e, &n, &err), SBX_OK);
+    CHECK_EQ_INT(n, 2); /* the items with a string name */
+    if (e && n == 2) {
+        CHECK_STR(e[0].name, "abc");
+        CHECK_STR(e[0].ns, "ns");
+        CHECK_EQ_INT(e[0].ready, 1);
+        CHECK_STR(e[0].reason, "R?1"); /* control characters never reach the text raw */
+        CHECK_EQ_INT(e[0].created, 1796378400);
+        CHECK_EQ_INT(strlen(e[0].owner_host), 100000);
+        CHECK_EQ_INT(e[0].owner_pid, 0);
+        CHECK_EQ_INT(e[0].owner_start, 0);
+        CHECK_STR(e[1].name, "dup2"); /* the last of duplicate keys, as everywhere */
+        CHECK_STR(e[1].ns, "hostile-list");
+        CHECK_EQ_INT(e[1].ready, 0); /* Ready=True but no sandbox bound */
+        CHECK_STR(e[1].reason, "");
+        CHECK_EQ_INT(e[1].created, 0);
+        CHECK_STR(e[1].owner_host, "");
+        CHECK_EQ_INT(e[1].owner_pid, 43);
+    }
+    sbx_free(e);
+    /* "*": the cluster-wide path, which this server does not serve */
+    CHECK_EQ_INT(sbx_list_claims(&client, "*", NULL, &e, &n, &err), SBX_ERR_NOT_FOUND);
+    CHECK_EQ_INT(err.http_status, 404);
+    CHECK(e == NULL && n == 0);
+}
+
 TEST(garbage_event)
 {
     sbx_sandbox sb;
@@ -181,6 +215,7 @@ int main(void)
         printf("kube_hostile: 0 passed, 1 failed\n");
         return 1;
     }
+    RUN(hostile_claim_list);
     RUN(garbage_event);
     RUN(huge_event);
     RUN(silent_watch_times_out);

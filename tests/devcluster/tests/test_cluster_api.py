@@ -4,10 +4,13 @@ One cluster (started with `cluster.py up`, like `make devcluster-up`) serves
 every test of this module. Run:
     python3 tests/pyrun.py tests/devcluster devcluster -k ClusterApi
 """
+import json
+import os
 import time
 import unittest
 
 from .. import harness
+from .. import workqueue
 from ..harness import CLAIMS, SANDBOXES, cond, ready, reason
 
 C = None
@@ -284,6 +287,23 @@ class ClusterApiWatch(unittest.TestCase):
         C.delete(claims() + "/w-lab")
 
 
+class WorkQueueOrder(unittest.TestCase):
+    def test_urgent_keys_first_among_the_due(self):
+        q = workqueue.WorkQueue(urgent=lambda k: k[0] == "claim")
+        for k in [("pool", 1), ("sandbox", 2), ("claim", 3), ("pool", 4), ("claim", 5)]:
+            q.add(k)
+        q.add(("claim", 6), 0.3)        # urgent but not due: the due keys go first
+        q.add(("claim", 3))             # already scheduled: not twice
+        got = [q.get() for _ in range(5)]
+        self.assertEqual(got, [("claim", 3), ("claim", 5), ("pool", 1), ("sandbox", 2), ("pool", 4)])
+        t0 = time.monotonic()
+        self.assertEqual(q.get(), ("claim", 6))
+        self.assertGreater(time.monotonic() - t0, 0.2)
+        self.assertEqual(q.pending(), 0)
+        q.add(("claim", 3))             # taken keys can come again
+        self.assertEqual(q.get(), ("claim", 3))
+
+
 class ClusterController(unittest.TestCase):
     def setUp(self):
         C.reset_faults()
@@ -329,6 +349,27 @@ class ClusterController(unittest.TestCase):
         self.assertEqual(len(members), 2)
         self.assertNotIn(sbname, [m["name"] for m in members])
         C.delete(claims() + "/warm-1")
+
+    def test_pods_start_at_low_priority_and_serve_at_the_clusters(self):
+        C.wait_pool_ready()
+        cluster = int(C.file("pid"))
+        normal = os.getpriority(os.PRIO_PROCESS, cluster)
+
+        def procs():
+            return {p["pod"]: p["pid"] for p in json.loads(C.file("processes.json"))}
+        before = procs()
+        for pid in before.values():   # every pod is Ready: back at the cluster's priority
+            self.assertEqual(os.getpriority(os.PRIO_PROCESS, pid), normal)
+        C.faults(cold_start_ms=1500)  # the replacement stays not Ready for a while
+        C.create_claim("nice-1")
+        new = C.wait_for(lambda: [pid for pod, pid in procs().items() if pod not in before], 5,
+                         0.01, "the pool's replacement pod process")
+        if os.geteuid() == 0:  # else the kubelet may have stopped lowering it (logged)
+            self.assertEqual(os.getpriority(os.PRIO_PROCESS, new[0]), 19)
+        C.reset_faults()
+        C.wait_pool_ready(timeout=10)
+        self.assertEqual(os.getpriority(os.PRIO_PROCESS, new[0]), normal)
+        C.delete(claims() + "/nice-1")
 
     def test_cold_start_sequence(self):
         C.faults(cold_start_ms=300)

@@ -172,6 +172,18 @@ class Conn:
 
 
 def serve(sock):
+    try:
+        serve_one(sock)
+    except OSError as ex:  # the client went away mid-scenario: that is its right
+        sys.stderr.write("h2_fake: connection ended: %r\n" % (ex,))
+    finally:
+        try:
+            sock.close()
+        except OSError:
+            pass
+
+
+def serve_one(sock):
     c = Conn(sock)
     first_settings = {h2.settings.SettingCodes.ENABLE_PUSH: 0}
     peek = b""

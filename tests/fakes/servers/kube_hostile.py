@@ -16,6 +16,10 @@ misbehaviour of the watch (and of the pool list):
   bad-pools       the warm-pool list is not JSON
   http-500        claim create stores the claim, then answers 500 with a
                   text/plain body (every time)
+  hostile-list    the claim list (sbx_list_claims) holds items with a name
+                  that is not a string, no metadata, escapes, a 100 kB owner
+                  host, owner pids that are not numbers or overflow, a bad
+                  creationTimestamp, no namespace and duplicate keys
 
 Claims are stored by name (GET serves them, DELETE removes them; a DELETE with
 a UID precondition that does not match answers 409). `GET /_stats` answers
@@ -43,6 +47,24 @@ def bump(ns, key, by=1):
     with LOCK:
         STATS.setdefault(ns, {"creates": 0, "deletes": 0, "watches": 0, "live": 0})[key] += by
 
+
+# Raw text: duplicate keys and escapes are not expressible through json.dumps.
+HOSTILE_LIST = (
+    b'{"items":['
+    b'{"metadata":{"name":7}},'
+    b'{},'
+    b'"not an object",'
+    b'{"metadata":{"name":"a\\u0062c","namespace":"n\\u0073",'
+    b'"creationTimestamp":"2026-12-04T10:00:00Z",'
+    b'"annotations":{"sandbox.h/owner-host":"' + b"h" * 100000 + b'",'
+    b'"sandbox.h/owner-pid":"12x","sandbox.h/owner-start":"99999999999999999999999"}},'
+    b'"status":{"conditions":[{"type":"Ready","status":"True","reason":"R\\n1"}],'
+    b'"sandbox":{"name":"s"}}},'
+    b'{"metadata":{"name":"dup","name":"dup2","creationTimestamp":"yesterday",'
+    b'"annotations":{"sandbox.h/owner-pid":"42","sandbox.h/owner-pid":"43","sandbox.h/owner-host":5}},'
+    b'"status":{"conditions":[{"type":"Ready","status":"True"}]}}'
+    b']}'
+)
 
 GROUP = {"kind": "APIGroup", "apiVersion": "v1", "versions": [{"groupVersion": "x/v1beta1", "version": "v1beta1"}]}
 
@@ -88,6 +110,8 @@ class Handler(BaseHTTPRequestHandler):
             return self.send(200, {"items": [{"metadata": {"name": "p"},
                                               "spec": {"sandboxTemplateRef": {"name": "t"}, "replicas": 1},
                                               "status": {"readyReplicas": 1}}]})
+        if kind == "sandboxclaims" and ns == "hostile-list" and path.endswith("/sandboxclaims"):
+            return self.send(200, raw=HOSTILE_LIST)
         if kind == "sandboxclaims" and "watch=true" in self.path:
             bump(ns, "watches")
             return self.watch(ns)
