@@ -253,7 +253,7 @@
        SBX_NO_GRPC leaves the HTTP/2, HPACK, gRPC and process code out: then
        sbx_run and sbx_exec on sandboxd and sbx_process_start answer
        SBX_ERR_UNSUPPORTED ("built without gRPC"). Object size (gcc 12 -Os,
-       x86-64, `size` text): about 160 kB with gRPC, 124 kB with SBX_NO_GRPC.
+       x86-64, `size` text): about 161 kB with gRPC, 124 kB with SBX_NO_GRPC.
 
    RETRIES
        A command is never sent twice: run, python uploads, writes from a
