@@ -30,7 +30,7 @@ FUZZ_SRCS := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_NAMES := $(patsubst tests/fuzz/fuzz_%.c,%,$(FUZZ_SRCS))
 REPLAY_BINS := $(patsubst %,$(B)/replay_%,$(FUZZ_NAMES))
 TSAN_BINS := $(B)/tsan_test_proc $(B)/tsan_test_h2 $(B)/tsan_test_e2e $(B)/tsan_test_e2e_modes $(B)/tsan_test_e2e_transient \
-             $(B)/tsan_test_e2e_owner $(B)/tsan_test_e2e_events
+             $(B)/tsan_test_e2e_owner $(B)/tsan_test_e2e_events $(B)/tsan_test_e2e_grpc
 EXAMPLE_SRCS := $(sort $(wildcard examples/*.c))
 EXAMPLE_BINS := $(patsubst examples/%.c,$(B)/%,$(EXAMPLE_SRCS))
 
@@ -58,6 +58,12 @@ $(B)/replay_%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c $(TEST_HDRS) | $(B)
 # libFuzzer builds (clang only).
 $(B)/fuzz_%: tests/fuzz/fuzz_%.c $(TEST_HDRS) | $(B)
 	$(CLANG) $(CSTD) -g -O1 -I. -Itests/lib -fsanitize=fuzzer,address,undefined $< -o $@ $(LDLIBS)
+
+# The flat-memory client of test_e2e_grpc: -O2, no sanitizers, so its peak RSS
+# is the library's own.
+$(B)/grpc_rss: tests/e2e/grpc_rss.c sandbox.h | $(B)
+	$(CC) $(CSTD) -O2 -I. $< -o $@ $(LDLIBS)
+$(B)/test_e2e_grpc $(B)/tsan_test_e2e_grpc: $(B)/grpc_rss
 
 $(B)/%: examples/%.c sandbox.h | $(B)
 	$(CC) $(ALLFLAGS) $< -o $@ $(LDLIBS)
@@ -98,7 +104,8 @@ faults: $(B)/faults
 
 # The pod-tunnel suites again on the kubectl port-forward route (the default
 # is the in-process WebSocket route).
-KUBECTL_ROUTE_SUITES := test_e2e test_e2e_alpha test_e2e_lifecycle test_e2e_retry test_e2e_modes test_e2e_sbx
+KUBECTL_ROUTE_SUITES := test_e2e test_e2e_alpha test_e2e_lifecycle test_e2e_retry test_e2e_modes test_e2e_sbx \
+                        test_e2e_grpc
 
 SUITES = compile="sh tests/compile/run.sh" \
          $(foreach t,$(UNIT_BINS),$(notdir $(t))="$(t)") \

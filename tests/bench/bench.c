@@ -34,7 +34,17 @@
    ratio is never printed ("n/a"). A missed target is marked "MISS" (exit code
    0: the numbers are the result). The warm pool is sized for the 32 concurrent
    opens (--warm-replicas) and refilled before every measured open.
-   BENCH_ROUTES="websocket,api proxy" measures only those columns. */
+   BENCH_ROUTES="websocket,api proxy" measures only those columns.
+
+   Then sandboxd's gRPC process API (issue 11), its own small table: unary
+   sbx_run("echo hi") (gRPC Execute) on a sandboxd sandbox over the kubectl
+   route, against a python3-grpcio client (Debian's, /usr/bin/python3) doing
+   the same Execute through THE SAME tunnel (the sandbox's own kubectl
+   port-forward child, its gRPC local port), in GRPC_ROUNDS interleaved rounds
+   of GRPC_RUNS, the order alternating (each python round is a fresh process;
+   its channel connect and first call are not timed); target <= 1.1x. The same runs over the
+   WebSocket route are shown beside it. BENCH_ROUTES without "grpc" skips it
+   when set. */
 #define SANDBOX_IMPLEMENTATION
 #include "sandbox.h"
 #include "test.h"
@@ -52,6 +62,9 @@
 #define POOL_REPLICAS "36" /* MANY + room, so the concurrent opens are all warm */
 #define POOL_PATH "/apis/extensions.agents.x-k8s.io/v1beta1/namespaces/default/sandboxwarmpools/" POOL
 #define CLAIMS_PATH "/apis/extensions.agents.x-k8s.io/v1beta1/namespaces/default/sandboxclaims"
+
+#define GRPC_RUNS 40
+#define GRPC_ROUNDS 8
 
 static const char *const route_label[NROUTES] = {"websocket", "kubectl pf", "router tunnel", "api proxy"};
 
@@ -790,6 +803,137 @@ static void print_table(const route_res *rr)
 }
 
 /* The machine is shared: its load says how much the numbers are worth. */
+/* ---- sandboxd gRPC: sbx_run vs python3-grpcio through the same tunnel ------ */
+
+static const char grpc_py[] =
+    "import sys, time\n"
+    "sys.path.insert(0, sys.argv[1])\n"
+    "import grpc, grpc_server\n"
+    "pb = grpc_server.load_messages(sys.argv[2])\n"
+    "ch = grpc.insecure_channel(sys.argv[3])\n"
+    "ex = ch.unary_unary('/process.v1.ProcessService/Execute',\n"
+    "    request_serializer=pb.ExecuteRequest.SerializeToString,\n"
+    "    response_deserializer=pb.ExecuteResponse.FromString)\n"
+    "req = pb.ExecuteRequest(config=pb.ProcessConfig(command=['/bin/sh', '-c', 'echo hi']))\n"
+    "ex(req, timeout=60)\n"
+    "for i in range(int(sys.argv[4])):\n"
+    "    t = time.monotonic()\n"
+    "    r = ex(req, timeout=60)\n"
+    "    us = int((time.monotonic() - t) * 1e6)\n"
+    "    if r.stdout == b'hi\\n': print(us, flush=True)\n";
+
+/* One python round: `count` timed Executes to 127.0.0.1:port; how many measured. */
+static int grpc_py_round(const char *script, int port, int count, long long *us)
+{
+    char cmd[2600], line[128], cwd[600], here[800];
+    FILE *p;
+    int n = 0;
+    if (!getcwd(cwd, sizeof cwd)) return 0;
+    E2E_FMT(here, sizeof here, "%s/tests/devcluster", cwd);
+    E2E_FMT(cmd, sizeof cmd, "/usr/bin/python3 '%s' '%s' '%s/grpc-gen-bench' 127.0.0.1:%d %d 2>&1", script, here,
+            C.dir, port, count);
+    p = popen(cmd, "r");
+    if (!p) return 0;
+    while (fgets(line, sizeof line, p)) {
+        long long v = atoll(line);
+        if (v > 0 && n < count) us[n++] = v;
+        else if (v <= 0) printf("  python3-grpcio: %s", line);
+    }
+    pclose(p);
+    return n;
+}
+
+/* GRPC_RUNS timed sbx_run on sb; how many measured (and answered "hi"). */
+static int grpc_our_round(sbx_sandbox *sb, long long *us)
+{
+    int i, n = 0;
+    for (i = 0; i < GRPC_RUNS; i++) {
+        sbx_exec_result res;
+        long long t0 = now_us();
+        sbx_result r = sbx_run(sb, "echo hi", &res);
+        long long t = now_us() - t0;
+        if (r == SBX_OK && res.out && strcmp(res.out, "hi\n") == 0) us[n++] = t;
+        else if (r != SBX_OK) printf("  sbx_run: %s\n", sb->err.msg);
+        sbx_exec_result_free(&res);
+    }
+    return n;
+}
+
+static void bench_grpc(void)
+{
+    static long long ours_k[GRPC_RUNS * GRPC_ROUNDS], ours_w[GRPC_RUNS * GRPC_ROUNDS], py[GRPC_RUNS * GRPC_ROUNDS];
+    int nk = 0, nw = 0, np = 0, round, ok_k, ok_w, ok_p, missed = 0, shown = 0;
+    char script[1200];
+    sbx_client ck, cw;
+    sbx_client_config cc;
+    sbx_sandbox sk, sw;
+    sbx_sandbox_config cfg;
+    double mk, mw, mp;
+    FILE *f;
+    printf("\nsandboxd gRPC (Execute), %d rounds of %d runs, interleaved\n", GRPC_ROUNDS, GRPC_RUNS);
+    if (em_sandboxd_setup(&C, 2) != 0) {
+        printf("BENCH FAILED: gRPC: the sandboxd warm pool did not come up\n");
+        g_failed = 1;
+        return;
+    }
+    E2E_FMT(script, sizeof script, "%s/grpc_bench.py", C.dir);
+    f = fopen(script, "w");
+    if (!f || fputs(grpc_py, f) < 0) {
+        printf("BENCH FAILED: cannot write %s\n", script);
+        g_failed = 1;
+        if (f) fclose(f);
+        return;
+    }
+    fclose(f);
+    memset(&cc, 0, sizeof cc);
+    cc.pod_route = SBX_POD_ROUTE_KUBECTL;
+    if (em_client(&C, &ck, SBX_MODE_POD_TUNNEL, &cc) != SBX_OK) { g_failed = 1; return; }
+    cc.pod_route = SBX_POD_ROUTE_WEBSOCKET;
+    if (em_client(&C, &cw, SBX_MODE_POD_TUNNEL, &cc) != SBX_OK) { sbx_client_close(&ck); g_failed = 1; return; }
+    memset(&cfg, 0, sizeof cfg);
+    cfg.template_name = "sandboxd-template";
+    if (sbx_open(&sk, &ck, &cfg) != SBX_OK || sbx_open(&sw, &cw, &cfg) != SBX_OK) {
+        printf("BENCH FAILED: gRPC: open sandboxd: %s%s\n", sk.err.msg, sw.err.msg);
+        g_failed = 1;
+    } else {
+        sbx_exec_result res;
+        /* the connections exist before anything is timed, as python's first call is not timed */
+        sbx_run(&sk, "true", &res);
+        sbx_exec_result_free(&res);
+        sbx_run(&sw, "true", &res);
+        sbx_exec_result_free(&res);
+        /* the order alternates, so neither side always runs right after the other */
+        for (round = 0; round < GRPC_ROUNDS; round++) {
+            if (round % 2) nk += grpc_our_round(&sk, ours_k + nk);
+            if (sk.impl->grpc_local > 0) np += grpc_py_round(script, sk.impl->grpc_local, GRPC_RUNS, py + np);
+            if (round % 2 == 0) nk += grpc_our_round(&sk, ours_k + nk);
+            nw += grpc_our_round(&sw, ours_w + nw);
+        }
+    }
+    sbx_close(&sk);
+    sbx_close(&sw);
+    sbx_client_close(&ck);
+    sbx_client_close(&cw);
+    mk = median_ms(ours_k, nk);
+    mw = median_ms(ours_w, nw);
+    mp = median_ms(py, np);
+    ok_k = measured("gRPC sbx_run over kubectl pf", nk, GRPC_RUNS * GRPC_ROUNDS, mk);
+    ok_w = measured("gRPC sbx_run over websocket", nw, GRPC_RUNS * GRPC_ROUNDS, mw);
+    ok_p = measured("python3-grpcio Execute through the same kubectl pf", np, GRPC_RUNS * GRPC_ROUNDS, mp);
+    printf("%-40s%*s%*s%*s\n", "", W, "sandbox.h", W, "grpcio", W, "ratio");
+    row_label("run median ms, kubectl pf (same tunnel)");
+    cell(mk, ok_k, 2);
+    cell(mp, ok_p, 2);
+    ratio(mk, mp, ok_k && ok_p, 1.1, 1, &missed);
+    printf("   target <= 1.1x\n");
+    row_label("run median ms, websocket route");
+    cell(mw, ok_w, 2);
+    cell(mp, ok_p, 2);
+    ratio(mw, mp, ok_w && ok_p, 1.1, 1, &shown);
+    printf("   (python through kubectl pf; shown, not a target)\n");
+    printf("%d gRPC target(s) missed\n", missed);
+}
+
 static void print_load(const char *when)
 {
     char buf[128] = "?";
@@ -835,6 +979,7 @@ int main(void)
         bench_route(r, src, big, &rr[r]);
     }
     print_table(rr);
+    if (!only || strstr(only, "grpc")) bench_grpc();
     print_load("at the end");
     unlink(src);
     free(big);
