@@ -1,4 +1,4 @@
-/* sandbox.h - v0.2.0 - agent sandboxes on Kubernetes, from C - MIT license (end of file)
+/* sandbox.h - v0.3.0 - agent sandboxes on Kubernetes, from C - MIT license (end of file)
 
    Creates, uses and destroys agent sandboxes on clusters running the
    kubernetes-sigs/agent-sandbox controller: a SandboxClaim is created and
@@ -429,6 +429,12 @@
          decodes command output as UTF-8 text (invalid output fails the command)
          and turns a lone CR into LF; file transfer is byte-exact.
        - `run` sends a command once: a failed call is never re-sent.
+
+   THE SOURCE
+       Below the API the implementation reads bottom-up: each section uses only
+       those above it. Search for ">>name": util, json, http, ws, [hpack, h2,
+       grpc: the gRPC transport, compiled out as a unit by SBX_NO_GRPC], proc,
+       kube, claim, route, api, calls.
 */
 #ifndef SANDBOX_H
 #define SANDBOX_H
@@ -436,9 +442,9 @@
 #include <stddef.h>
 
 #define SANDBOX_VERSION_MAJOR 0
-#define SANDBOX_VERSION_MINOR 2
+#define SANDBOX_VERSION_MINOR 3
 #define SANDBOX_VERSION_PATCH 0
-#define SANDBOX_VERSION_STRING "0.2.0"
+#define SANDBOX_VERSION_STRING "0.3.0"
 
 #ifndef SBX_API
 #ifdef SBX_STATIC
@@ -1348,6 +1354,47 @@ SBX__PRIVATE void sbx__rfc3339(char out[40], long long offset_s, int with_fracti
     }
     out[n++] = 'Z';
     out[n] = '\0';
+}
+
+/* Seconds since the epoch of an RFC 3339 time ("2026-08-22T10:00:00.5Z",
+   "...+02:00"); 0 when it does not parse. No timegm: days from the civil date. */
+SBX__PRIVATE double sbx__parse_rfc3339(const char *s, size_t n)
+{
+    long long y, mo, d, h, mi, sec, days, off = 0;
+    double frac = 0, scale = 0.1;
+    size_t i = 19;
+    int k;
+    static const int at[] = {0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18};
+    if (n < 20 || s[4] != '-' || s[7] != '-' || (s[10] != 'T' && s[10] != 't' && s[10] != ' ') || s[13] != ':' ||
+        s[16] != ':')
+        return 0;
+    for (k = 0; k < 14; k++)
+        if (s[at[k]] < '0' || s[at[k]] > '9') return 0;
+    y = (s[0] - '0') * 1000 + (s[1] - '0') * 100 + (s[2] - '0') * 10 + (s[3] - '0');
+    mo = (s[5] - '0') * 10 + (s[6] - '0');
+    d = (s[8] - '0') * 10 + (s[9] - '0');
+    h = (s[11] - '0') * 10 + (s[12] - '0');
+    mi = (s[14] - '0') * 10 + (s[15] - '0');
+    sec = (s[17] - '0') * 10 + (s[18] - '0');
+    if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60) return 0;
+    if (s[i] == '.') {
+        for (i++; i < n && s[i] >= '0' && s[i] <= '9'; i++, scale /= 10) frac += (s[i] - '0') * scale;
+    }
+    if (i < n && (s[i] == '+' || s[i] == '-') && i + 6 == n && s[i + 3] == ':') {
+        long long oh = (s[i + 1] - '0') * 10 + (s[i + 2] - '0'), om = (s[i + 4] - '0') * 10 + (s[i + 5] - '0');
+        off = (oh * 60 + om) * 60 * (s[i] == '+' ? 1 : -1);
+    } else if (!(i + 1 == n && (s[i] == 'Z' || s[i] == 'z'))) {
+        return 0;
+    }
+    /* days since 1970-01-01 of y-mo-d (proleptic Gregorian) */
+    {
+        long long yy = mo <= 2 ? y - 1 : y;
+        long long era = yy / 400, yoe = yy - era * 400;
+        long long doy = (153 * (mo + (mo > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+        long long doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        days = era * 146097 + doe - 719468;
+    }
+    return (double)(days * 86400 + h * 3600 + mi * 60 + sec - off) + frac;
 }
 
 /* ---- descriptors ------------------------------------------------------- */
@@ -8246,13 +8293,13 @@ SBX__PRIVATE size_t sbx__proc_stderr_tail(sbx__proc *p, char *buf, size_t cap)
 }
 
 /* ======================================================================== */
-/* >>kube: Kubernetes API access, the proxy, claims, watch, leases         */
+/* >>kube: Kubernetes API access, the proxy, the pool, retries, leases     */
 /* ======================================================================== */
 
 /* The Kubernetes side: one client reaches the API server through a kubectl
    proxy child it starts (or a URL it is given), keeps a small pool of
    keep-alive connections to it, discovers which API version the cluster
-   serves, and creates, watches, reads and deletes SandboxClaims.
+   serves; >>claim below creates, watches, reads and deletes SandboxClaims.
 
    RETRIES. A request is re-sent only when it is idempotent: runtime GET/HEAD
    (read, list, exists), a sandboxd PUT of bytes in memory (write), and API
@@ -9107,6 +9154,10 @@ SBX__PRIVATE void sbx__client_free(struct sbx__client *cl)
         sbx__free(&a, cl);
     }
 }
+
+/* ======================================================================== */
+/* >>claim: watching, the claim, what opens remember                        */
+/* ======================================================================== */
 
 /* ---- watching one object ------------------------------------------------ */
 
@@ -11420,7 +11471,7 @@ SBX__PRIVATE int sbx__pm_start_event(const void *msg, size_t n, sbx__pm_event *e
 #endif /* SBX_NO_GRPC */
 
 /* ======================================================================== */
-/* >>api: the public functions                                              */
+/* >>api: the public functions: clients, open, close, lifecycle             */
 /* ======================================================================== */
 
 SBX_API const char *sbx_strerror(sbx_result r)
@@ -12041,8 +12092,6 @@ SBX_API sbx_result sbx_delete_claim(sbx_client *c, const char *ns, const char *c
     return r;
 }
 
-SBX__PRIVATE double sbx__parse_rfc3339(const char *s, size_t n);
-
 /* String token i (or "" when it is absent or not a string) copied into the
    block at *off; unescaping never grows a string, so its raw length + 1 fits. */
 SBX__PRIVATE const char *sbx__claim_str(const char *js, const sbx__jtok *t, int i, char *blk, size_t *off)
@@ -12178,6 +12227,10 @@ SBX_API sbx_result sbx_list_claims(sbx_client *c, const char *ns, const char *la
     sbx__buf_free(&body);
     return r;
 }
+
+/* ======================================================================== */
+/* >>calls: the public functions on an open sandbox (run, files, processes) */
+/* ======================================================================== */
 
 /* ---- calls on a sandbox ------------------------------------------------- */
 
@@ -12877,47 +12930,6 @@ SBX_API sbx_result sbx_read_fd(sbx_sandbox *sb, const char *path, int fd)
     return sbx__read_common(sb, path, NULL, fd);
 }
 
-/* Seconds since the epoch of an RFC 3339 time ("2026-08-22T10:00:00.5Z",
-   "...+02:00"); 0 when it does not parse. No timegm: days from the civil date. */
-SBX__PRIVATE double sbx__parse_rfc3339(const char *s, size_t n)
-{
-    long long y, mo, d, h, mi, sec, days, off = 0;
-    double frac = 0, scale = 0.1;
-    size_t i = 19;
-    int k;
-    static const int at[] = {0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18};
-    if (n < 20 || s[4] != '-' || s[7] != '-' || (s[10] != 'T' && s[10] != 't' && s[10] != ' ') || s[13] != ':' ||
-        s[16] != ':')
-        return 0;
-    for (k = 0; k < 14; k++)
-        if (s[at[k]] < '0' || s[at[k]] > '9') return 0;
-    y = (s[0] - '0') * 1000 + (s[1] - '0') * 100 + (s[2] - '0') * 10 + (s[3] - '0');
-    mo = (s[5] - '0') * 10 + (s[6] - '0');
-    d = (s[8] - '0') * 10 + (s[9] - '0');
-    h = (s[11] - '0') * 10 + (s[12] - '0');
-    mi = (s[14] - '0') * 10 + (s[15] - '0');
-    sec = (s[17] - '0') * 10 + (s[18] - '0');
-    if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60) return 0;
-    if (s[i] == '.') {
-        for (i++; i < n && s[i] >= '0' && s[i] <= '9'; i++, scale /= 10) frac += (s[i] - '0') * scale;
-    }
-    if (i < n && (s[i] == '+' || s[i] == '-') && i + 6 == n && s[i + 3] == ':') {
-        long long oh = (s[i + 1] - '0') * 10 + (s[i + 2] - '0'), om = (s[i + 4] - '0') * 10 + (s[i + 5] - '0');
-        off = (oh * 60 + om) * 60 * (s[i] == '+' ? 1 : -1);
-    } else if (!(i + 1 == n && (s[i] == 'Z' || s[i] == 'z'))) {
-        return 0;
-    }
-    /* days since 1970-01-01 of y-mo-d (proleptic Gregorian) */
-    {
-        long long yy = mo <= 2 ? y - 1 : y;
-        long long era = yy / 400, yoe = yy - era * 400;
-        long long doy = (153 * (mo + (mo > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-        long long doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-        days = era * 146097 + doe - 719468;
-    }
-    return (double)(days * 86400 + h * 3600 + mi * 60 + sec - off) + frac;
-}
-
 SBX_API sbx_result sbx_list_dir(sbx_sandbox *sb, const char *path, sbx_file_entry **entries, size_t *count)
 {
     struct sbx__sandbox *s;
@@ -13107,6 +13119,15 @@ SBX_API void sbx_exec_result_free(sbx_exec_result *res)
 
 /*
 REVISION HISTORY
+    0.3.0  (2026-12-04)  processes on sandboxd over gRPC (a small HTTP/2 +
+                         HPACK + protobuf client, compiled out by SBX_NO_GRPC):
+                         sbx_run works there, sbx_exec (argv, env, cwd,
+                         timeout) everywhere, sbx_process_* streams output and
+                         takes stdin, signals and a PTY; SBX_ERR_DENIED,
+                         SBX_ERR_RPC, err.grpc_status, grpc_port. Breaking:
+                         sbx_list_claims returns sbx_claim_entry (owner, age,
+                         Ready) instead of names. Watch restarts are logged.
+                         The sbx command-line tool (examples/sbx.c).
     0.2.0  (2026-12-04)  one handle for the common case (sbx_open with a NULL
                          client owns a private one, cfg.client); renames:
                          sbx_exec_result.err/err_len -> diag/diag_len,
