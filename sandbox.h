@@ -11260,7 +11260,7 @@ SBX__PRIVATE sbx_result sbx__gchan_get(struct sbx__sandbox *s, long long deadlin
                 if (sbx__buf_printf(&t, "/api/v1/namespaces/%s/pods/%s/portforward?ports=%d", s->ns, s->pod, port) == 0)
                     ws = sbx__ws_new(&cl->a, &cl->api, t.data, &port, 1);
                 sbx__buf_free(&t);
-                if (!ws) return sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
+                if (!ws) return sbx__oom(e, NULL);
             }
             memset(&ep, 0, sizeof ep);
             sbx__fmt(ep.name, sizeof ep.name, "pod/%s:%d (websocket)", s->pod, s->grpc_port);
@@ -11288,7 +11288,7 @@ SBX__PRIVATE sbx_result sbx__gchan_get(struct sbx__sandbox *s, long long deadlin
         if (r != SBX_OK) return r;
     }
     s->gchan = sbx__gchan_new(&cl->a, &ep, ws, auth);
-    if (!s->gchan) return sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
+    if (!s->gchan) return sbx__oom(e, NULL);
     s->gchan->local_port = local;
     return SBX_OK;
 }
@@ -11312,7 +11312,7 @@ SBX__PRIVATE int sbx__pm_utf8(const char *s)
 SBX__PRIVATE sbx_result sbx__pm_str(sbx__buf *b, int field, const char *v, const char *what, int i, sbx_error *e)
 {
     if (!sbx__pm_utf8(v)) return sbx__fail(e, SBX_ERR_INVALID_ARG, "%s[%d] is not valid UTF-8", what, i);
-    if (sbx__pb_bytes(b, field, v, strlen(v)) != 0) return sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
+    if (sbx__pb_bytes(b, field, v, strlen(v)) != 0) return sbx__oom(e, NULL);
     return SBX_OK;
 }
 
@@ -11347,13 +11347,13 @@ SBX__PRIVATE sbx_result sbx__pm_config(sbx__buf *out, int field, const char *con
         kv.len = 0;
         r = sbx__pm_str(&kv, 1, env[i], "env", i, e);
         if (r == SBX_OK) r = sbx__pm_str(&kv, 2, env[i + 1], "env", i + 1, e);
-        if (r == SBX_OK && sbx__pb_bytes(&c, 2, kv.data, kv.len) != 0) r = sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
+        if (r == SBX_OK && sbx__pb_bytes(&c, 2, kv.data, kv.len) != 0) r = sbx__oom(e, NULL);
     }
     if (r == SBX_OK && cwd && *cwd) {
         if (!sbx__pm_utf8(cwd)) r = sbx__fail(e, SBX_ERR_INVALID_ARG, "cwd is not valid UTF-8");
-        else if (sbx__pb_bytes(&c, 3, cwd, strlen(cwd)) != 0) r = sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
+        else if (sbx__pb_bytes(&c, 3, cwd, strlen(cwd)) != 0) r = sbx__oom(e, NULL);
     }
-    if (r == SBX_OK && sbx__pb_bytes(out, field, c.data, c.len) != 0) r = sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
+    if (r == SBX_OK && sbx__pb_bytes(out, field, c.data, c.len) != 0) r = sbx__oom(e, NULL);
     sbx__buf_free(&c);
     sbx__buf_free(&kv);
     return r;
@@ -11368,7 +11368,7 @@ SBX__PRIVATE sbx_result sbx__pm_start_req(sbx__buf *out, const sbx_process_confi
         sbx__buf_init(&t, out->a);
         if (sbx__pb_uint(&t, 1, cfg->cols ? cfg->cols : 80) != 0 || sbx__pb_uint(&t, 2, cfg->rows ? cfg->rows : 24) != 0 ||
             sbx__pb_bytes(out, 2, t.data, t.len) != 0)
-            r = sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
+            r = sbx__oom(e, NULL);
         sbx__buf_free(&t);
     }
     return r;
@@ -12008,13 +12008,15 @@ SBX_API sbx_result sbx_detach(sbx_sandbox *sb)
     return r;
 }
 
-/* Common entry of every call on a sandbox. */
-#define SBX__ENTER(sb)                                                                      \
-    do {                                                                                    \
-        if (!(sb)) return SBX_ERR_INVALID_ARG;                                              \
-        sbx__err_clear(&(sb)->err);                                                         \
-        if (!(sb)->impl) return sbx__fail(&(sb)->err, SBX_ERR_CLOSED, "the sandbox is not open"); \
+/* Common entry of every call on a handle (a sandbox, a process): NULL is a
+   caller mistake, a closed handle says which kind it is. */
+#define SBX__ENTER_HANDLE(h, kind)                                                           \
+    do {                                                                                     \
+        if (!(h)) return SBX_ERR_INVALID_ARG;                                                \
+        sbx__err_clear(&(h)->err);                                                           \
+        if (!(h)->impl) return sbx__fail(&(h)->err, SBX_ERR_CLOSED, "the " kind " is not open"); \
     } while (0)
+#define SBX__ENTER(sb) SBX__ENTER_HANDLE(sb, "sandbox")
 
 SBX_API sbx_result sbx_status(sbx_sandbox *sb, sbx_claim_status *st)
 {
@@ -12358,7 +12360,7 @@ SBX__PRIVATE sbx_result sbx__exec_grpc(sbx_sandbox *sb, const char *what, const 
         res->diag = (char *)sbx__block_alloc(&s->cl->a, x.err_len);
         if (!res->out || !res->diag) {
             sbx_exec_result_free(res);
-            r = sbx__fail(&sb->err, SBX_ERR_NOMEM, "out of memory");
+            r = sbx__oom(&sb->err, NULL);
         } else {
             if (x.out_len) memcpy(res->out, x.out, x.out_len);
             if (x.err_len) memcpy(res->diag, x.err, x.err_len);
@@ -12389,24 +12391,23 @@ SBX_API sbx_result sbx_run(sbx_sandbox *sb, const char *command, sbx_exec_result
 SBX__PRIVATE sbx_result sbx__quote_argv(const char *const *argv, sbx__buf *b, sbx_error *e)
 {
     size_t i, k;
+    int bad = 0;
     for (i = 0; argv[i]; i++) {
         const char *w = argv[i];
         int plain = *w != '\0';
         for (k = 0; w[k] && plain; k++)
             plain = (w[k] >= 'a' && w[k] <= 'z') || (w[k] >= 'A' && w[k] <= 'Z') || (w[k] >= '0' && w[k] <= '9') ||
                     strchr("_@%+=:,./-", w[k]) != NULL;
-        if (i > 0 && sbx__buf_puts(b, " ") != 0) return sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
+        if (i > 0) bad |= sbx__buf_puts(b, " ");
         if (plain) {
-            if (sbx__buf_puts(b, w) != 0) return sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
+            bad |= sbx__buf_puts(b, w);
             continue;
         }
-        if (sbx__buf_puts(b, "'") != 0) return sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
-        for (k = 0; w[k]; k++)
-            if ((w[k] == '\'' ? sbx__buf_puts(b, "'\"'\"'") : sbx__buf_append(b, w + k, 1)) != 0)
-                return sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
-        if (sbx__buf_puts(b, "'") != 0) return sbx__fail(e, SBX_ERR_NOMEM, "out of memory");
+        bad |= sbx__buf_puts(b, "'");
+        for (k = 0; w[k]; k++) bad |= w[k] == '\'' ? sbx__buf_puts(b, "'\"'\"'") : sbx__buf_append(b, w + k, 1);
+        bad |= sbx__buf_puts(b, "'");
     }
-    return SBX_OK;
+    return bad ? sbx__oom(e, NULL) : SBX_OK;
 }
 
 SBX_API sbx_result sbx_exec(sbx_sandbox *sb, const sbx_process_config *cfg, sbx_exec_result *res)
@@ -12435,12 +12436,7 @@ SBX_API sbx_result sbx_exec(sbx_sandbox *sb, const sbx_process_config *cfg, sbx_
 
 /* ---- processes (sandboxd's gRPC ProcessService) ------------------------- */
 
-#define SBX__PENTER(p)                                                                          \
-    do {                                                                                        \
-        if (!(p)) return SBX_ERR_INVALID_ARG;                                                   \
-        sbx__err_clear(&(p)->err);                                                              \
-        if (!(p)->impl) return sbx__fail(&(p)->err, SBX_ERR_CLOSED, "the process is not open"); \
-    } while (0)
+#define SBX__PENTER(p) SBX__ENTER_HANDLE(p, "process")
 
 #ifndef SBX_NO_GRPC
 struct sbx__process {
@@ -12492,7 +12488,7 @@ SBX_API sbx_result sbx_process_start(sbx_process *p, sbx_sandbox *sb, const sbx_
     if (r == SBX_OK) r = sbx__gchan_get(s, start_deadline, &p->err);
     if (r == SBX_OK) {
         pr = (struct sbx__process *)sbx__malloc(&s->cl->a, sizeof *pr);
-        if (!pr) r = sbx__fail(&p->err, SBX_ERR_NOMEM, "out of memory");
+        if (!pr) r = sbx__oom(&p->err, NULL);
     }
     if (r == SBX_OK) {
         memset(pr, 0, sizeof *pr);
@@ -12660,7 +12656,7 @@ SBX__PRIVATE sbx_result sbx__proc_stdin(sbx_process *p, const void *data, size_t
         req.len = 0;
         if (sbx__pb_uint(&req, 1, sbx__pm_enc32(pr->id)) != 0 ||
             (eof ? sbx__pb_bytes(&req, 3, "", 0) : sbx__pb_bytes(&req, 2, d, k)) != 0) {
-            r = sbx__fail(&p->err, SBX_ERR_NOMEM, "out of memory");
+            r = sbx__oom(&p->err, NULL);
             break;
         }
         r = sbx__proc_unary(p, "WriteStdin", &req, eof ? "close stdin" : "write stdin");
@@ -12710,7 +12706,7 @@ SBX_API sbx_result sbx_process_signal(sbx_process *p, int signal)
     sbx__buf_init(&req, &p->impl->ch->a);
     snprintf(what, sizeof what, "signal %d", signal);
     if (sbx__pb_uint(&req, 1, sbx__pm_enc32(p->impl->id)) != 0 || sbx__pb_uint(&req, 2, (unsigned)signal) != 0)
-        r = sbx__fail(&p->err, SBX_ERR_NOMEM, "out of memory");
+        r = sbx__oom(&p->err, NULL);
     else
         r = sbx__proc_unary(p, "SendSignal", &req, what);
     sbx__buf_free(&req);
@@ -12733,7 +12729,7 @@ SBX_API sbx_result sbx_process_resize(sbx_process *p, unsigned cols, unsigned ro
     sbx__buf_init(&req, &p->impl->ch->a);
     if (sbx__pb_uint(&req, 1, sbx__pm_enc32(p->impl->id)) != 0 || sbx__pb_uint(&req, 2, cols) != 0 ||
         sbx__pb_uint(&req, 3, rows) != 0)
-        r = sbx__fail(&p->err, SBX_ERR_NOMEM, "out of memory");
+        r = sbx__oom(&p->err, NULL);
     else
         r = sbx__proc_unary(p, "ResizeTTY", &req, "resize");
     sbx__buf_free(&req);
