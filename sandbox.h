@@ -1397,6 +1397,46 @@ SBX__PRIVATE double sbx__parse_rfc3339(const char *s, size_t n)
     return (double)(days * 86400 + h * 3600 + mi * 60 + sec - off) + frac;
 }
 
+/* pthread_cond_timedwait on CLOCK_MONOTONIC where the system has it. */
+#ifndef SBX__MONO_COND
+#if defined(__APPLE__) || !defined(_POSIX_CLOCK_SELECTION)
+#define SBX__MONO_COND 0
+#elif _POSIX_CLOCK_SELECTION > 0
+#define SBX__MONO_COND 1
+#else
+#define SBX__MONO_COND 0
+#endif
+#endif
+
+/* *mono tells which clock the timed waits on cv must use. */
+SBX__PRIVATE int sbx__cond_init(pthread_cond_t *cv, int *mono)
+{
+    pthread_condattr_t ca;
+    int rc = pthread_condattr_init(&ca);
+    *mono = 0;
+    if (rc != 0) return rc;
+#if SBX__MONO_COND
+    *mono = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) == 0;
+#endif
+    rc = pthread_cond_init(cv, &ca);
+    pthread_condattr_destroy(&ca);
+    return rc;
+}
+
+/* pthread_cond_timedwait for left (> 0) ms on the clock sbx__cond_init chose. */
+SBX__PRIVATE int sbx__cond_wait_ms(pthread_cond_t *cv, pthread_mutex_t *mu, int mono, long long left)
+{
+    struct timespec ts;
+    clock_gettime(mono ? CLOCK_MONOTONIC : CLOCK_REALTIME, &ts);
+    ts.tv_sec += (time_t)(left / 1000);
+    ts.tv_nsec += (long)(left % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    return pthread_cond_timedwait(cv, mu, &ts);
+}
+
 /* ---- descriptors ------------------------------------------------------- */
 
 SBX__PRIVATE int sbx__set_cloexec(int fd)
@@ -5102,16 +5142,6 @@ SBX__PRIVATE int sbx__hpack_field(sbx__buf *b, int static_name, const char *name
 #define SBX__H2_MAX_ID 0x7fffffffu
 #define SBX__H2_NO_DEADLINE (365LL * 86400000LL)
 
-#ifndef SBX__H2_MONO_COND
-#if defined(__APPLE__) || !defined(_POSIX_CLOCK_SELECTION)
-#define SBX__H2_MONO_COND 0
-#elif _POSIX_CLOCK_SELECTION > 0
-#define SBX__H2_MONO_COND 1
-#else
-#define SBX__H2_MONO_COND 0
-#endif
-#endif
-
 enum {
     SBX__H2_DATA = 0, SBX__H2_HEADERS = 1, SBX__H2_PRIORITY = 2, SBX__H2_RST_STREAM = 3, SBX__H2_SETTINGS = 4,
     SBX__H2_PUSH_PROMISE = 5, SBX__H2_PING = 6, SBX__H2_GOAWAY = 7, SBX__H2_WINDOW_UPDATE = 8,
@@ -5270,19 +5300,10 @@ SBX__PRIVATE void sbx__h2_clean(char *out, size_t cap, const unsigned char *p, s
 /* Wait on h->cv until woken or the deadline; mu held. */
 SBX__PRIVATE void sbx__h2_sleep(sbx__h2 *h, long long deadline)
 {
-    struct timespec ts;
     long long left = deadline - sbx__now_ms();
     if (left <= 0) return;
     if (left > 86400000LL) left = 86400000LL;
-    if (h->mono) clock_gettime(CLOCK_MONOTONIC, &ts);
-    else clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += (time_t)(left / 1000);
-    ts.tv_nsec += (long)(left % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
-    pthread_cond_timedwait(&h->cv, &h->mu, &ts);
+    sbx__cond_wait_ms(&h->cv, &h->mu, h->mono, left);
 }
 
 /* ---- streams and connections: lifetime (mu held throughout) ------------------ */
@@ -6092,7 +6113,6 @@ SBX__PRIVATE sbx__h2 *sbx__h2_new(const sbx_allocator *alloc, const sbx__endpoin
                                    void *trs, const char *authority)
 {
     sbx_allocator a = sbx__allocator(alloc);
-    pthread_condattr_t ca;
     int rc;
     sbx__h2 *h = (sbx__h2 *)sbx__malloc(&a, sizeof *h);
     if (!h) return NULL;
@@ -6112,14 +6132,7 @@ SBX__PRIVATE sbx__h2 *sbx__h2_new(const sbx_allocator *alloc, const sbx__endpoin
         sbx__free(&a, h);
         return NULL;
     }
-    rc = pthread_condattr_init(&ca);
-    if (rc == 0) {
-#if SBX__H2_MONO_COND
-        h->mono = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) == 0;
-#endif
-        rc = pthread_cond_init(&h->cv, &ca);
-        pthread_condattr_destroy(&ca);
-    }
+    rc = sbx__cond_init(&h->cv, &h->mono);
     if (rc != 0) {
         pthread_mutex_destroy(&h->mu);
         sbx__free(&a, h->authority);
@@ -6526,14 +6539,6 @@ SBX__PRIVATE sbx_result sbx__grpc_result(int status)
     }
 }
 
-SBX__PRIVATE int sbx__hexval(char ch)
-{
-    if (ch >= '0' && ch <= '9') return ch - '0';
-    if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F') return ch - 'A' + 10;
-    return -1;
-}
-
 /* grpc-message is percent-encoded (gRPC over HTTP/2); bad escapes stay as they are. */
 SBX__PRIVATE void sbx__grpc_pct_decode(char *out, size_t cap, const char *in)
 {
@@ -6541,7 +6546,8 @@ SBX__PRIVATE void sbx__grpc_pct_decode(char *out, size_t cap, const char *in)
     if (!cap) return;
     while (*in && o + 1 < cap) {
         int hi, lo;
-        if (in[0] == '%' && in[1] && in[2] && (hi = sbx__hexval(in[1])) >= 0 && (lo = sbx__hexval(in[2])) >= 0) {
+        if (in[0] == '%' && in[1] && in[2] && (hi = sbx__json_hexval((unsigned char)in[1])) >= 0 &&
+            (lo = sbx__json_hexval((unsigned char)in[2])) >= 0) {
             out[o++] = (char)(hi * 16 + lo);
             in += 3;
         } else {
@@ -6901,46 +6907,6 @@ SBX__PRIVATE sbx_result sbx__grpc_unary(sbx__h2 *h, const char *path, const void
 #ifndef SBX__PROC_STACK
 #define SBX__PROC_STACK (128u * 1024u) /* drainer thread stack */
 #endif
-
-/* pthread_cond_timedwait on CLOCK_MONOTONIC where the system has it. */
-#ifndef SBX__PROC_MONO_COND
-#if defined(__APPLE__) || !defined(_POSIX_CLOCK_SELECTION)
-#define SBX__PROC_MONO_COND 0
-#elif _POSIX_CLOCK_SELECTION > 0
-#define SBX__PROC_MONO_COND 1
-#else
-#define SBX__PROC_MONO_COND 0
-#endif
-#endif
-
-/* *mono tells which clock the timed waits on cv must use. */
-SBX__PRIVATE int sbx__cond_init(pthread_cond_t *cv, int *mono)
-{
-    pthread_condattr_t ca;
-    int rc = pthread_condattr_init(&ca);
-    *mono = 0;
-    if (rc != 0) return rc;
-#if SBX__PROC_MONO_COND
-    *mono = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) == 0;
-#endif
-    rc = pthread_cond_init(cv, &ca);
-    pthread_condattr_destroy(&ca);
-    return rc;
-}
-
-/* pthread_cond_timedwait for left (> 0) ms on the clock sbx__cond_init chose. */
-SBX__PRIVATE int sbx__cond_wait_ms(pthread_cond_t *cv, pthread_mutex_t *mu, int mono, long long left)
-{
-    struct timespec ts;
-    clock_gettime(mono ? CLOCK_MONOTONIC : CLOCK_REALTIME, &ts);
-    ts.tv_sec += (time_t)(left / 1000);
-    ts.tv_nsec += (long)(left % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
-    return pthread_cond_timedwait(cv, mu, &ts);
-}
 
 #ifdef __cplusplus
 extern "C" {
