@@ -10468,24 +10468,35 @@ again:
 /* POD_TUNNEL over WebSocket: s->rt rides on s->ws; a WebSocket that is not
    open (or went stale while idle) is opened here, before anything is sent,
    so a refused upgrade can still change the route. */
+/* The in-process port-forward to one port of the sandbox's pod, through the
+   client's API connection (NULL: out of memory), and the endpoint that names
+   it in messages. */
+SBX__PRIVATE sbx__ws *sbx__pod_ws_new(struct sbx__sandbox *s, int port)
+{
+    sbx__buf t;
+    sbx__ws *ws = NULL;
+    sbx__buf_init(&t, &s->cl->a);
+    if (sbx__buf_printf(&t, "/api/v1/namespaces/%s/pods/%s/portforward?ports=%d", s->ns, s->pod, port) == 0)
+        ws = sbx__ws_new(&s->cl->a, &s->cl->api, t.data, &port, 1);
+    sbx__buf_free(&t);
+    return ws;
+}
+
+SBX__PRIVATE void sbx__pod_ws_endpoint(const struct sbx__sandbox *s, int port, sbx__endpoint *ep)
+{
+    memset(ep, 0, sizeof *ep);
+    sbx__fmt(ep->name, sizeof ep->name, "pod/%s:%d (websocket)", s->pod, port);
+    strcpy(ep->host, "localhost");
+}
+
 SBX__PRIVATE sbx_result sbx__ws_route(struct sbx__sandbox *s, long long deadline, sbx_error *e)
 {
     struct sbx__client *cl = s->cl;
     sbx_result r;
-    if (!s->ws) {
-        sbx__buf t;
-        int port = s->server_port;
-        sbx__buf_init(&t, &cl->a);
-        if (sbx__buf_printf(&t, "/api/v1/namespaces/%s/pods/%s/portforward?ports=%d", s->ns, s->pod, port) == 0)
-            s->ws = sbx__ws_new(&cl->a, &cl->api, t.data, &port, 1);
-        sbx__buf_free(&t);
-        if (!s->ws) return sbx__oom(e, NULL);
-    }
+    if (!s->ws && !(s->ws = sbx__pod_ws_new(s, s->server_port))) return sbx__oom(e, NULL);
     if (!s->rt_ready) {
         sbx__endpoint ep;
-        memset(&ep, 0, sizeof ep);
-        sbx__fmt(ep.name, sizeof ep.name, "pod/%s:%d (websocket)", s->pod, s->server_port);
-        strcpy(ep.host, "localhost");
+        sbx__pod_ws_endpoint(s, s->server_port, &ep);
         sbx__conn_init(&s->rt, &ep, &cl->a);
         sbx__conn_transport(&s->rt, &s->ws->tr, s->ws);
         s->rt_ready = 1;
@@ -11219,18 +11230,8 @@ SBX__PRIVATE sbx_result sbx__gchan_get(struct sbx__sandbox *s, long long deadlin
             /* the upgrade of a (re)connection travels the API connection */
             r = sbx__proxy_ensure(cl, deadline, NULL, e);
             if (r != SBX_OK || s->gchan) return r;
-            {
-                sbx__buf t;
-                int port = s->grpc_port;
-                sbx__buf_init(&t, &cl->a);
-                if (sbx__buf_printf(&t, "/api/v1/namespaces/%s/pods/%s/portforward?ports=%d", s->ns, s->pod, port) == 0)
-                    ws = sbx__ws_new(&cl->a, &cl->api, t.data, &port, 1);
-                sbx__buf_free(&t);
-                if (!ws) return sbx__oom(e, NULL);
-            }
-            memset(&ep, 0, sizeof ep);
-            sbx__fmt(ep.name, sizeof ep.name, "pod/%s:%d (websocket)", s->pod, s->grpc_port);
-            strcpy(ep.host, "localhost");
+            if (!(ws = sbx__pod_ws_new(s, s->grpc_port))) return sbx__oom(e, NULL);
+            sbx__pod_ws_endpoint(s, s->grpc_port, &ep);
         } else {
             if (s->grpc_local <= 0)
                 return sbx__fail(e, SBX_ERR_CONNECT, "kubectl port-forward pod/%s does not forward the gRPC port %d",
@@ -12634,6 +12635,23 @@ SBX__PRIVATE sbx_result sbx__proc_stdin(sbx_process *p, const void *data, size_t
 }
 #endif
 
+#ifndef SBX_NO_GRPC
+/* A unary call whose request is the process id (field 1) and then the numbers
+   v (fields 2, 3, ...): SendSignal, ResizeTTY. */
+SBX__PRIVATE sbx_result sbx__proc_id_call(sbx_process *p, const char *method, const char *what, const unsigned *v, int nv)
+{
+    sbx__buf req;
+    sbx_result r;
+    int i, bad;
+    sbx__buf_init(&req, &p->impl->ch->a);
+    bad = sbx__pb_uint(&req, 1, sbx__pm_enc32(p->impl->id));
+    for (i = 0; i < nv; i++) bad |= sbx__pb_uint(&req, 2 + i, v[i]);
+    r = bad ? sbx__oom(&p->err, NULL) : sbx__proc_unary(p, method, &req, what);
+    sbx__buf_free(&req);
+    return r;
+}
+#endif
+
 SBX_API sbx_result sbx_process_write(sbx_process *p, const void *data, size_t len)
 {
     SBX__PENTER(p);
@@ -12658,8 +12676,7 @@ SBX_API sbx_result sbx_process_close_stdin(sbx_process *p)
 SBX_API sbx_result sbx_process_signal(sbx_process *p, int signal)
 {
 #ifndef SBX_NO_GRPC
-    sbx__buf req;
-    sbx_result r;
+    unsigned v = (unsigned)signal;
     char what[32];
 #endif
     SBX__PENTER(p);
@@ -12669,22 +12686,15 @@ SBX_API sbx_result sbx_process_signal(sbx_process *p, int signal)
 #ifdef SBX_NO_GRPC
     return SBX_ERR_CLOSED;
 #else
-    sbx__buf_init(&req, &p->impl->ch->a);
     snprintf(what, sizeof what, "signal %d", signal);
-    if (sbx__pb_uint(&req, 1, sbx__pm_enc32(p->impl->id)) != 0 || sbx__pb_uint(&req, 2, (unsigned)signal) != 0)
-        r = sbx__oom(&p->err, NULL);
-    else
-        r = sbx__proc_unary(p, "SendSignal", &req, what);
-    sbx__buf_free(&req);
-    return r;
+    return sbx__proc_id_call(p, "SendSignal", what, &v, 1);
 #endif
 }
 
 SBX_API sbx_result sbx_process_resize(sbx_process *p, unsigned cols, unsigned rows)
 {
 #ifndef SBX_NO_GRPC
-    sbx__buf req;
-    sbx_result r;
+    unsigned v[2];
 #endif
     SBX__PENTER(p);
 #ifdef SBX_NO_GRPC
@@ -12692,14 +12702,9 @@ SBX_API sbx_result sbx_process_resize(sbx_process *p, unsigned cols, unsigned ro
     (void)rows;
     return SBX_ERR_CLOSED;
 #else
-    sbx__buf_init(&req, &p->impl->ch->a);
-    if (sbx__pb_uint(&req, 1, sbx__pm_enc32(p->impl->id)) != 0 || sbx__pb_uint(&req, 2, cols) != 0 ||
-        sbx__pb_uint(&req, 3, rows) != 0)
-        r = sbx__oom(&p->err, NULL);
-    else
-        r = sbx__proc_unary(p, "ResizeTTY", &req, "resize");
-    sbx__buf_free(&req);
-    return r;
+    v[0] = cols;
+    v[1] = rows;
+    return sbx__proc_id_call(p, "ResizeTTY", "resize", v, 2);
 #endif
 }
 
