@@ -10211,20 +10211,11 @@ SBX__PRIVATE sbx_result sbx__pf_spawn_ports(struct sbx__client *cl, sbx__proc *p
     return r;
 }
 
-SBX__PRIVATE sbx_result sbx__pf_spawn(struct sbx__client *cl, sbx__proc *p, const char *ns, const char *target,
-                                      int port, sbx_error *e)
+/* The local port of a "Forwarding from 127.0.0.1:L -> ..." line. */
+SBX__PRIVATE sbx_result sbx__pf_line_port(const char *line, int *port, sbx_error *e)
 {
-    return sbx__pf_spawn_ports(cl, p, ns, target, port, 0, e);
-}
-
-/* Wait for "Forwarding from 127.0.0.1:PORT" and return the local port. */
-SBX__PRIVATE sbx_result sbx__pf_port(sbx__proc *p, const char *target, int *port, long long deadline, sbx_error *e)
-{
-    char line[512];
     const char *q;
     long v = 0;
-    sbx_result r = (sbx_result)sbx__proc_wait_line(p, "Forwarding from 127.0.0.1:", line, sizeof line, deadline, e);
-    if (r != SBX_OK) return sbx__err_prefix(e, "kubectl port-forward %s", target);
     for (q = line + strlen("Forwarding from 127.0.0.1:"); *q >= '0' && *q <= '9' && v < 65536; q++)
         v = v * 10 + (*q - '0');
     if (v <= 0 || v > 65535)
@@ -10233,14 +10224,21 @@ SBX__PRIVATE sbx_result sbx__pf_port(sbx__proc *p, const char *target, int *port
     return SBX_OK;
 }
 
+/* Wait for "Forwarding from 127.0.0.1:PORT" and return the local port. */
+SBX__PRIVATE sbx_result sbx__pf_port(sbx__proc *p, const char *target, int *port, long long deadline, sbx_error *e)
+{
+    char line[512];
+    sbx_result r = (sbx_result)sbx__proc_wait_line(p, "Forwarding from 127.0.0.1:", line, sizeof line, deadline, e);
+    if (r != SBX_OK) return sbx__err_prefix(e, "kubectl port-forward %s", target);
+    return sbx__pf_line_port(line, port, e);
+}
+
 /* The local port of the line "Forwarding from 127.0.0.1:L -> REMOTE" (a
    second forwarded port: its line follows the first one's at once). */
 SBX__PRIVATE sbx_result sbx__pf_port2(sbx__proc *p, const char *target, int remote, int *port, long long deadline,
                                       sbx_error *e)
 {
     char line[512], arrow[32];
-    const char *q;
-    long v = 0;
     snprintf(arrow, sizeof arrow, " -> %d", remote);
     while (!sbx__proc_find_line(p, "Forwarding from 127.0.0.1:", arrow, line, sizeof line)) {
         if (!sbx__proc_running(p))
@@ -10251,12 +10249,7 @@ SBX__PRIVATE sbx_result sbx__pf_port2(sbx__proc *p, const char *target, int remo
                              remote);
         poll(NULL, 0, 2);
     }
-    for (q = line + strlen("Forwarding from 127.0.0.1:"); *q >= '0' && *q <= '9' && v < 65536; q++)
-        v = v * 10 + (*q - '0');
-    if (v <= 0 || v > 65535)
-        return sbx__fail(e, SBX_ERR_PROTOCOL, "kubectl port-forward printed an unexpected line: %.100s", line);
-    *port = (int)v;
-    return SBX_OK;
+    return sbx__pf_line_port(line, port, e);
 }
 
 /* Add kubectl's own words ("exited with status 1: error: lost connection to
@@ -10369,7 +10362,7 @@ SBX__PRIVATE sbx_result sbx__rtun_spawn(struct sbx__client *cl, sbx_error *e)
         cl->rtun_started = 0;
         cl->rtun_port = 0;
         cl->rtun_gen++;
-        r = sbx__pf_spawn(cl, &cl->rtun, cl->router_ns, "svc/" SBX__ROUTER_SVC, SBX__ROUTER_PORT, e);
+        r = sbx__pf_spawn_ports(cl, &cl->rtun, cl->router_ns, "svc/" SBX__ROUTER_SVC, SBX__ROUTER_PORT, 0, e);
         if (r == SBX_OK) cl->rtun_started = 1;
     }
     return r;
@@ -11276,9 +11269,12 @@ SBX__PRIVATE int sbx__pm_utf8(const char *s)
     return 1;
 }
 
+/* String v as field of b; what[i] names it in the message (i < 0: what alone). */
 SBX__PRIVATE sbx_result sbx__pm_str(sbx__buf *b, int field, const char *v, const char *what, int i, sbx_error *e)
 {
-    if (!sbx__pm_utf8(v)) return sbx__fail(e, SBX_ERR_INVALID_ARG, "%s[%d] is not valid UTF-8", what, i);
+    if (!sbx__pm_utf8(v))
+        return i < 0 ? sbx__fail(e, SBX_ERR_INVALID_ARG, "%s is not valid UTF-8", what)
+                     : sbx__fail(e, SBX_ERR_INVALID_ARG, "%s[%d] is not valid UTF-8", what, i);
     if (sbx__pb_bytes(b, field, v, strlen(v)) != 0) return sbx__oom(e, NULL);
     return SBX_OK;
 }
@@ -11296,8 +11292,7 @@ SBX__PRIVATE sbx_result sbx__pm_config(sbx__buf *out, int field, const char *con
     sbx__buf_init(&kv, out->a);
     if (command) {
         for (i = 0; i < 2 && r == SBX_OK; i++) r = sbx__pm_str(&c, 1, sh[i], "argv", i, e);
-        if (r == SBX_OK && !sbx__pm_utf8(command)) r = sbx__fail(e, SBX_ERR_INVALID_ARG, "the command is not valid UTF-8");
-        if (r == SBX_OK) r = sbx__pm_str(&c, 1, command, "argv", 2, e);
+        if (r == SBX_OK) r = sbx__pm_str(&c, 1, command, "the command", -1, e);
     } else {
         for (i = 0; argv[i] && r == SBX_OK; i++) r = sbx__pm_str(&c, 1, argv[i], "argv", i, e);
     }
@@ -11316,10 +11311,7 @@ SBX__PRIVATE sbx_result sbx__pm_config(sbx__buf *out, int field, const char *con
         if (r == SBX_OK) r = sbx__pm_str(&kv, 2, env[i + 1], "env", i + 1, e);
         if (r == SBX_OK && sbx__pb_bytes(&c, 2, kv.data, kv.len) != 0) r = sbx__oom(e, NULL);
     }
-    if (r == SBX_OK && cwd && *cwd) {
-        if (!sbx__pm_utf8(cwd)) r = sbx__fail(e, SBX_ERR_INVALID_ARG, "cwd is not valid UTF-8");
-        else if (sbx__pb_bytes(&c, 3, cwd, strlen(cwd)) != 0) r = sbx__oom(e, NULL);
-    }
+    if (r == SBX_OK && cwd && *cwd) r = sbx__pm_str(&c, 3, cwd, "cwd", -1, e);
     if (r == SBX_OK && sbx__pb_bytes(out, field, c.data, c.len) != 0) r = sbx__oom(e, NULL);
     sbx__buf_free(&c);
     sbx__buf_free(&kv);
