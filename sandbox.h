@@ -5419,18 +5419,24 @@ SBX__PRIVATE SBX__PRINTF(3, 4) void sbx__h2c_fail(sbx__h2c *c, sbx_result code, 
 
 /* ---- writing ----------------------------------------------------------------- */
 
+/* A send on c failed (r: -2 deadline, else errno err): c dies of it. */
+SBX__PRIVATE int sbx__h2c_send_failed(sbx__h2c *c, int r, int err)
+{
+    if (r == -2) sbx__h2c_fail(c, SBX_ERR_TIMEOUT, "HTTP/2 connection to %s: sending timed out", c->h->ep.name);
+    else sbx__h2c_fail(c, SBX_ERR_CONNECT, "HTTP/2 connection to %s: send: %s", c->h->ep.name, strerror(err));
+    return c->dead_code;
+}
+
 /* Send with mu held (stream ids must go out in order). */
 SBX__PRIVATE int sbx__h2c_send_locked(sbx__h2c *c, const void *p, size_t n, long long deadline)
 {
-    int r;
+    int r, err;
     if (c->dead) return c->dead_code;
     pthread_mutex_lock(&c->wmu);
     r = sbx__conn_send(&c->io, (const char *)p, n, deadline);
+    err = errno; /* before the unlock, which may change it */
     pthread_mutex_unlock(&c->wmu);
-    if (r == 0) return SBX_OK;
-    if (r == -2) sbx__h2c_fail(c, SBX_ERR_TIMEOUT, "HTTP/2 connection to %s: sending timed out", c->h->ep.name);
-    else sbx__h2c_fail(c, SBX_ERR_CONNECT, "HTTP/2 connection to %s: send: %s", c->h->ep.name, strerror(errno));
-    return c->dead_code;
+    return r == 0 ? SBX_OK : sbx__h2c_send_failed(c, r, err);
 }
 
 /* Send, letting go of mu meanwhile (the caller holds a reference to c). */
@@ -5446,9 +5452,7 @@ SBX__PRIVATE int sbx__h2c_send(sbx__h2c *c, const void *p, size_t n, long long d
     pthread_mutex_unlock(&c->wmu);
     pthread_mutex_lock(&h->mu);
     if (r == 0) return c->dead ? c->dead_code : SBX_OK;
-    if (r == -2) sbx__h2c_fail(c, SBX_ERR_TIMEOUT, "HTTP/2 connection to %s: sending timed out", h->ep.name);
-    else sbx__h2c_fail(c, SBX_ERR_CONNECT, "HTTP/2 connection to %s: send: %s", h->ep.name, strerror(err));
-    return c->dead_code;
+    return sbx__h2c_send_failed(c, r, err);
 }
 
 /* Send the queued control frames (acks, window updates, resets). */
@@ -6291,9 +6295,7 @@ SBX__PRIVATE int sbx__h2_open(sbx__h2 *h, sbx__h2s *s, const unsigned char *bloc
     pthread_mutex_lock(&h->mu);
     sbx__buf_free(&out);
     if (r != 0) {
-        if (r == -2) sbx__h2c_fail(c, SBX_ERR_TIMEOUT, "HTTP/2 connection to %s: sending timed out", h->ep.name);
-        else sbx__h2c_fail(c, SBX_ERR_CONNECT, "HTTP/2 connection to %s: send: %s", h->ep.name, strerror(err));
-        r = c->dead_code;
+        r = sbx__h2c_send_failed(c, r, err);
     } else if (s->failed) {
         r = s->err;
     }
@@ -6318,7 +6320,7 @@ SBX__PRIVATE int sbx__h2_send(sbx__h2s *s, const void *p, size_t n, int end, lon
     sbx__h2 *h = c->h;
     const unsigned char *d = (const unsigned char *)p;
     unsigned char hd[9];
-    int r = SBX_OK;
+    int r = SBX_OK, err;
     pthread_mutex_lock(&h->mu);
     c->refs++;
     for (;;) {
@@ -6352,11 +6354,11 @@ SBX__PRIVATE int sbx__h2_send(sbx__h2s *s, const void *p, size_t n, int end, lon
         pthread_mutex_lock(&c->wmu);
         r = sbx__conn_send(&c->io, (const char *)hd, 9, deadline);
         if (r == 0 && k) r = sbx__conn_send(&c->io, (const char *)d, k, deadline);
+        err = errno; /* before the mutex calls, which may change it */
         pthread_mutex_unlock(&c->wmu);
         pthread_mutex_lock(&h->mu);
         if (r != 0) {
-            if (r == -2) sbx__h2c_fail(c, SBX_ERR_TIMEOUT, "HTTP/2 connection to %s: sending timed out", h->ep.name);
-            else sbx__h2c_fail(c, SBX_ERR_CONNECT, "HTTP/2 connection to %s: send: %s", h->ep.name, strerror(errno));
+            sbx__h2c_send_failed(c, r, err);
             r = sbx__fail(e, s->failed ? s->err : c->dead_code, "%s", s->failed ? s->why : c->dead_why);
             break;
         }
