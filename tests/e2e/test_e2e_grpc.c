@@ -106,6 +106,18 @@ static int wait_process_gone(const char *needle, int ms)
     return 1;
 }
 
+/* The process shows up on the host within ms (its /proc cmdline can read
+   empty for a moment while /bin/sh execs the command). */
+static int wait_process_here(const char *needle, int ms)
+{
+    long long d = sbx__deadline(ms);
+    while (host_has_process(needle) != 1) {
+        if (sbx__ms_left(d) == 0) return 0;
+        poll(NULL, 0, 20);
+    }
+    return 1;
+}
+
 /* Read a process to its end: stdout and stderr appended (cut at cap), exit code. */
 typedef struct drained {
     char out[8192], err[2048];
@@ -447,7 +459,7 @@ TEST(process_timeout_and_close_kills)
     CHECK(wait_process_gone("sleep 30.5", 3000));
     /* close kills a process that still runs */
     CHECK_EQ_INT(start_sh(&p, &SB, "exec sleep 31.5"), SBX_OK);
-    CHECK_EQ_INT(host_has_process("sleep 31.5"), 1);
+    CHECK(wait_process_here("sleep 31.5", 3000));
     CHECK_EQ_INT(sbx_process_close(&p), SBX_OK);
     CHECK(wait_process_gone("sleep 31.5", 3000));
 }
