@@ -331,6 +331,7 @@ def add_flags(ap):
     ap.add_argument("--keep-pod-dirs", action="store_true")
     ap.add_argument("--ready-timeout", type=float, default=30.0)
     ap.add_argument("--cold-start-ms", type=int)
+    ap.add_argument("--pod-start-delay-ms", type=int)
     ap.add_argument("--controller-delay-ms", type=int)
     ap.add_argument("--never-ready", action="store_true")
     ap.add_argument("--delete-claim-after-ms", type=int)
@@ -346,7 +347,7 @@ def add_flags(ap):
     ap.add_argument("--faults", help="JSON object of fault knobs")
 
 
-FAULT_FLAGS = ("cold_start_ms", "controller_delay_ms", "delete_claim_after_ms",
+FAULT_FLAGS = ("cold_start_ms", "pod_start_delay_ms", "controller_delay_ms", "delete_claim_after_ms",
                "api_error_every", "api_error_code", "api_429_every", "retry_after",
                "api_fault_match", "api_latency_ms", "watch_drop_after", "watch_expired")
 

@@ -8,6 +8,15 @@ is removed). Knobs (all optional):
                               reconcile step (slow controller)
   cold_start_ms         int   a sandbox pod becomes Ready no sooner than this
                               after its process was started
+  pod_start_delay_ms    int   the kubelet starts a new pod's process this long
+                              after the Pod was created (a real kubelet's
+                              container start latency; the Pod is Pending
+                              meanwhile). `make bench` sets it: on a real
+                              cluster a warm pool's refill starts on a node,
+                              not on the CPUs of the API server and its
+                              clients; here its ~100 ms of Python start-up
+                              would land inside the measured open that
+                              emptied the pool
   never_ready           bool  pods never turn Ready and claims are not served
                               from the warm pool, so claims never get Ready
   delete_claim_after_ms int   every claim the controller first sees while this

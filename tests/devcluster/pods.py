@@ -32,7 +32,10 @@ it turns Ready: on a real cluster a pod starts on a node, not on the CPU the
 API server and its clients use; here a warm pool's refill (a Python start,
 ~100 ms of CPU per pod) would otherwise compete with the very opens that
 emptied the pool. Where normal priority cannot be restored (no CAP_SYS_NICE),
-the kubelet stops lowering it. Deleting a pod
+the kubelet stops lowering it. With the fault `pod_start_delay_ms` (flag
+--pod-start-delay-ms; `make bench` sets it) a new Pod's process starts that
+long after the Pod was created, as a real kubelet's container start takes a
+while: the refill then stays out of the measured opens altogether. Deleting a pod
 sends SIGTERM to its process group, SIGKILL after 2 s, reaps it, then removes
 the Pod object. A process that exits on its own is restarted (restartPolicy
 Always, the default) or ends the pod Succeeded / Failed.
@@ -192,7 +195,8 @@ class Kubelet:
         md = obj["metadata"]
         key = (md.get("namespace", ""), md["name"])
         if type_ == "ADDED":
-            self.queue.add(("start",) + key + (md["uid"],))
+            self.queue.add(("start",) + key + (md["uid"],),
+                           self.faults.get_float("pod_start_delay_ms", 0) / 1000.0)
         elif type_ == "DELETED":
             self.queue.add(("gone",) + key + (md["uid"],))
 

@@ -205,6 +205,9 @@ class Store:
             md["creationTimestamp"] = now_rfc3339()
             if res.status and not keep_status:
                 obj.pop("status", None)
+            if res.kind == "Pod" and not keep_status:
+                # as the real pod registry does on create, before any kubelet saw it
+                obj["status"] = {"phase": "Pending", "qosClass": "BestEffort"}
             obj["apiVersion"] = res.api_version()
             obj["kind"] = res.kind
             if res.namespaced:

@@ -371,6 +371,30 @@ class ClusterController(unittest.TestCase):
         self.assertEqual(os.getpriority(os.PRIO_PROCESS, new[0]), normal)
         C.delete(claims() + "/nice-1")
 
+    def test_pod_start_delay_holds_the_refill_process_back(self):
+        C.wait_pool_ready()
+
+        def procs():
+            return {p["pod"].split("/", 1)[1] for p in json.loads(C.file("processes.json"))}
+        before = procs()
+        C.faults(pod_start_delay_ms=600)
+        t0 = time.monotonic()
+        C.create_claim("delay-1")
+        adopted = C.wait_claim("delay-1")["status"]["sandbox"]["name"]  # from the pool at once
+        self.assertLess(time.monotonic() - t0, 0.5)
+        pods = C.get("/api/v1/namespaces/default/pods")["items"]
+        fresh = [p for p in pods if p["metadata"]["name"] not in before
+                 and p["metadata"]["name"] != adopted]
+        self.assertEqual(len(fresh), 1, [p["metadata"]["name"] for p in fresh])
+        name = fresh[0]["metadata"]["name"]
+        self.assertEqual(fresh[0]["status"].get("phase"), "Pending")
+        self.assertNotIn(name, procs())  # the Pod exists; its process does not yet
+        C.wait_for(lambda: name in procs(), 5, 0.01, "the delayed pod process")
+        self.assertGreaterEqual(time.monotonic() - t0, 0.6)
+        C.reset_faults()
+        C.wait_pool_ready(timeout=10)
+        C.delete(claims() + "/delay-1")
+
     def test_cold_start_sequence(self):
         C.faults(cold_start_ms=300)
         w = C.watch(claims() + "?watch=true&fieldSelector=metadata.name%3Dcold-1")
