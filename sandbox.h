@@ -241,11 +241,11 @@
        opens a port-forward WebSocket (?ports=9090) per connection, closed
        when the connection is done (the server closed it, or its last call
        ended: a process's at sbx_process_close); the kubectl route's one
-       `kubectl port-forward` child forwards both ports (0:PORT 0:9090), a
-       TCP connection each; in-cluster goes to POD_IP:9090. The router modes
-       and the API server proxy are HTTP/1.1 only: there run, exec and
-       processes answer SBX_ERR_UNSUPPORTED saying so, and sbx_capabilities()
-       lacks SBX_CAP_EXEC / _PROCESS / _EXEC_ENV.
+       `kubectl port-forward` child forwards both ports (0:PORT 0:9090) and
+       each connection is a TCP connection of its own to it; in-cluster goes
+       to POD_IP:9090. The router modes and the API server proxy are HTTP/1.1
+       only: there run, exec and processes answer SBX_ERR_UNSUPPORTED saying
+       so, and sbx_capabilities() lacks SBX_CAP_EXEC / _PROCESS / _EXEC_ENV.
        sbx_close / sbx_detach with processes still open: the processes are
        not freed (no use-after-free): every later call on them fails
        SBX_ERR_CLOSED, except sbx_process_close, which frees them (no kill is
@@ -5176,11 +5176,12 @@ typedef struct sbx__h2s sbx__h2s;
 
 /* The transports of a handle's connections: make(arg, &tr) makes the state
    of a new one (NULL: out of memory); the connection owns it and, when it is
-   freed, closes it and hands it to free(state). make runs with h->mu held and
-   never once sbx__h2_free has begun, so arg must live until that returns. */
+   freed, closes it and hands it to drop(state), which frees it. Both run with
+   h->mu held; make never once sbx__h2_free has begun, so arg must live until
+   that returns. */
 typedef struct sbx__h2_trmaker {
     void *(*make)(void *arg, const sbx__transport **tr);
-    void (*free)(void *state);
+    void (*drop)(void *state);
     void *arg;
 } sbx__h2_trmaker;
 
@@ -5361,7 +5362,7 @@ SBX__PRIVATE void sbx__h2c_free(sbx__h2c *c)
 {
     sbx_allocator *a = &c->h->a;
     sbx__conn_free(&c->io);
-    if (c->io.trs) c->h->mk.free(c->io.trs);
+    if (c->io.trs) c->h->mk.drop(c->io.trs);
     pthread_mutex_destroy(&c->wmu);
     sbx__buf_free(&c->block);
     sbx__buf_free(&c->ctl);
@@ -10470,9 +10471,9 @@ again:
 /* POD_TUNNEL over WebSocket: s->rt rides on s->ws; a WebSocket that is not
    open (or went stale while idle) is opened here, before anything is sent,
    so a refused upgrade can still change the route. */
-/* The in-process port-forward to one port of the sandbox's pod, through the
-   client's API connection (NULL: out of memory), and the endpoint that names
-   it in messages. */
+/* The in-process port-forward to one port of the sandbox's pod: its target
+   (-1: out of memory), the WebSocket through the client's API connection
+   (NULL: out of memory), and the endpoint that names it in messages. */
 SBX__PRIVATE int sbx__pod_ws_target(const struct sbx__sandbox *s, int port, sbx__buf *t)
 {
     return sbx__buf_printf(t, "/api/v1/namespaces/%s/pods/%s/portforward?ports=%d", s->ns, s->pod, port);
@@ -11221,7 +11222,7 @@ SBX__PRIVATE sbx__gchan *sbx__gchan_new(const sbx_allocator *a, const sbx__endpo
         return NULL;
     }
     mk.make = sbx__gchan_ws_make;
-    mk.free = sbx__gchan_ws_free;
+    mk.drop = sbx__gchan_ws_free;
     mk.arg = ch;
     ch->h = sbx__h2_new(&ch->a, ep, ws_target ? &mk : NULL, auth);
     if (!ch->h) {

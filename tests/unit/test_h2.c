@@ -484,7 +484,7 @@ static sbx__h2 *h2_over_tr_sock(const sbx__endpoint *ep, tr_maker_arg *m, tr_cou
     m->ep = *ep;
     m->n = n;
     mk.make = trs_make;
-    mk.free = trs_free;
+    mk.drop = trs_free;
     mk.arg = m;
     return sbx__h2_new(NULL, ep, &mk, "localhost");
 }
@@ -805,7 +805,7 @@ TEST(grpcio_over_websocket_portforward)
     wm.api = relay.ep;
     wm.port = 9090;
     mk.make = ws_make;
-    mk.free = ws_free;
+    mk.drop = ws_free;
     mk.arg = &wm;
     h = sbx__h2_new(NULL, &relay.ep, &mk, "localhost");
     unary_and_stream(h);
@@ -1194,7 +1194,7 @@ TEST(h2_websocket_goaway_new_calls_do_not_wait)
     wm.api = relay.ep;
     wm.port = 9090;
     mk.make = ws_make;
-    mk.free = ws_free;
+    mk.drop = ws_free;
     mk.arg = &wm;
     h = sbx__h2_new(NULL, &relay.ep, &mk, "localhost");
     r = sbx__grpc_start(h, "/fake.H2/goaway_hold", "A", 1, 1, sbx__deadline(10000), &old, &e);
