@@ -1222,8 +1222,19 @@ TEST(h2_websocket_goaway_new_calls_do_not_wait)
         CHECK_EQ_INT(h->connects, 2);
     }
     sbx__h2_free(h);
-    sbx__buf_free(&resp);
     server_stop(&relay);
+    CHECK_EQ_INT(test_fd_count(), fds - 1);
+    /* a WebSocket that cannot connect (the relay is gone): the call fails
+       saying so, and the connection's WebSocket is freed with it (LSan) */
+    wm.made = 0;
+    h = sbx__h2_new(NULL, &relay.ep, &mk, "localhost");
+    r = fake_unary(h, "ok", "x", 1, &resp, 3000, &e);
+    CHECK_MSG(r == SBX_ERR_CONNECT && strstr(e.msg, "connect"), "%d %s", r, e.msg);
+    printf("  a WebSocket that cannot connect: %s\n", e.msg);
+    CHECK_EQ_INT(wm.made, 1);
+    CHECK_EQ_INT(h->nconns, 0);
+    sbx__h2_free(h);
+    sbx__buf_free(&resp);
     CHECK_EQ_INT(test_fd_count(), fds - 1);
 }
 
