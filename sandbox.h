@@ -235,15 +235,17 @@
        The connection: made on the first gRPC call of a sandbox (opening one
        costs nothing more), then kept: ONE HTTP/2 connection per sandbox,
        shared by its runs and all its processes (concurrent streams), made
-       again after it died or got a GOAWAY. Routes: the WebSocket pod route
-       opens a second port-forward WebSocket (?ports=9090) that carries it; the
-       kubectl route's one `kubectl port-forward` child forwards both ports
-       (0:PORT 0:9090); in-cluster goes to POD_IP:9090. The router modes and
-       the API server proxy are HTTP/1.1 only: there run, exec and processes
-       answer SBX_ERR_UNSUPPORTED saying so, and sbx_capabilities() lacks
-       SBX_CAP_EXEC / _PROCESS / _EXEC_ENV. (Over a WebSocket the connection
-       is one byte stream: after a GOAWAY, new calls wait until the streams
-       of the old connection ended.)
+       again after it died or got a GOAWAY. After a GOAWAY the streams the
+       server kept go on over the old connection until they end, while new
+       calls go over the new one at once. Routes: the WebSocket pod route
+       opens a port-forward WebSocket (?ports=9090) per connection, closed
+       when the connection is done (the server closed it, or its last call
+       ended: a process's at sbx_process_close); the kubectl route's one
+       `kubectl port-forward` child forwards both ports (0:PORT 0:9090) and
+       each connection is a TCP connection of its own to it; in-cluster goes
+       to POD_IP:9090. The router modes and the API server proxy are HTTP/1.1
+       only: there run, exec and processes answer SBX_ERR_UNSUPPORTED saying
+       so, and sbx_capabilities() lacks SBX_CAP_EXEC / _PROCESS / _EXEC_ENV.
        sbx_close / sbx_detach with processes still open: the processes are
        not freed (no use-after-free): every later call on them fails
        SBX_ERR_CLOSED, except sbx_process_close, which frees them (no kill is
@@ -5096,8 +5098,11 @@ SBX__PRIVATE int sbx__hpack_field(sbx__buf *b, int static_name, const char *name
 /* One sbx__h2 is a client of one endpoint. It holds at most one current
    connection (sbx__h2c) and makes a new one lazily when there is none, when
    the current one died, got a GOAWAY or used up its stream ids. A retired
-   connection lives on while calls it carries run to their end (over a
-   transport, which is one byte stream, the next connection waits for that).
+   connection lives on while calls it carries run to their end, beside the
+   new one. Over a transport (a WebSocket port-forward is one byte stream)
+   every connection has a transport of its own, made with it by the handle's
+   maker and closed and freed with it, so a retired connection drains on its
+   own stream while new calls go over a new one at once.
 
    CONCURRENCY: leader/follower, no thread of our own. One lock (h->mu)
    guards all state; a connection's writes are serialised by its wmu (taken
@@ -5169,6 +5174,17 @@ typedef struct sbx__h2 sbx__h2;
 typedef struct sbx__h2c sbx__h2c;
 typedef struct sbx__h2s sbx__h2s;
 
+/* The transports of a handle's connections: make(arg, &tr) makes the state
+   of a new one (NULL: out of memory); the connection owns it and, when it is
+   freed, closes it and hands it to drop(state), which frees it. Both run with
+   h->mu held; make never once sbx__h2_free has begun, so arg must live until
+   that returns. */
+typedef struct sbx__h2_trmaker {
+    void *(*make)(void *arg, const sbx__transport **tr);
+    void (*drop)(void *state);
+    void *arg;
+} sbx__h2_trmaker;
+
 /* One stream: the gRPC layer embeds it in its call. Fields are guarded by h->mu. */
 struct sbx__h2s {
     sbx__h2c *c;               /* the connection (a reference held), NULL before open */
@@ -5196,7 +5212,7 @@ struct sbx__h2c {
     sbx__h2 *h;
     sbx__h2c *next;            /* h->conns */
     int refs;                  /* h->cur, open calls, threads inside               */
-    sbx__conn io;
+    sbx__conn io;              /* io.trs: this connection's own transport, if any  */
     pthread_mutex_t wmu;
     int dead;
     sbx_result dead_code;
@@ -5236,8 +5252,7 @@ struct sbx__h2 {
     pthread_cond_t cv;
     int mono;
     sbx__endpoint ep;
-    const sbx__transport *tr;
-    void *trs;
+    sbx__h2_trmaker mk;        /* mk.make NULL: plain sockets */
     char *authority;
     sbx__h2c *cur;
     sbx__h2c *conns;
@@ -5347,6 +5362,7 @@ SBX__PRIVATE void sbx__h2c_free(sbx__h2c *c)
 {
     sbx_allocator *a = &c->h->a;
     sbx__conn_free(&c->io);
+    if (c->io.trs) c->h->mk.drop(c->io.trs);
     pthread_mutex_destroy(&c->wmu);
     sbx__buf_free(&c->block);
     sbx__buf_free(&c->ctl);
@@ -5384,8 +5400,8 @@ SBX__PRIVATE void sbx__h2c_retire(sbx__h2c *c)
 }
 
 /* A dead connection lets go of its socket / transport stream as soon as no
-   reader polls it (the reader does it on its way out), so that a new one can
-   start over a transport while calls of the old one are still held. */
+   reader polls it (the reader does it on its way out), not when the last of
+   its calls is freed, which may be much later. */
 SBX__PRIVATE void sbx__h2c_close_io(sbx__h2c *c)
 {
     if (c->reading || c->io.fd < 0) return;
@@ -5980,7 +5996,6 @@ SBX__PRIVATE sbx__h2c *sbx__h2c_new(sbx__h2 *h)
     memset(c, 0, sizeof *c);
     c->h = h;
     sbx__conn_init(&c->io, &h->ep, &h->a);
-    if (h->tr) sbx__conn_transport(&c->io, h->tr, h->trs);
     c->next_id = 1;
     c->send_window = 65535;
     c->peer_window = 65535;
@@ -5997,6 +6012,15 @@ SBX__PRIVATE sbx__h2c *sbx__h2c_new(sbx__h2 *h)
         sbx__free(&h->a, c->scratch);
         sbx__free(&h->a, c);
         return NULL;
+    }
+    if (h->mk.make) {
+        const sbx__transport *tr = NULL;
+        void *trs = h->mk.make(h->mk.arg, &tr);
+        if (!trs) {
+            sbx__h2c_free(c);
+            return NULL;
+        }
+        sbx__conn_transport(&c->io, tr, trs);
     }
     return c;
 }
@@ -6035,7 +6059,7 @@ SBX__PRIVATE int sbx__h2c_start(sbx__h2c *c, long long deadline, sbx_error *e)
 SBX__PRIVATE sbx__h2c *sbx__h2_conn(sbx__h2 *h, long long deadline, sbx_error *e)
 {
     for (;;) {
-        sbx__h2c *c = h->cur, *old = NULL;
+        sbx__h2c *c = h->cur;
         int r;
         if (h->closed) {
             sbx__fail(e, SBX_ERR_CLOSED, "HTTP/2 connection to %s: closed", h->ep.name);
@@ -6054,30 +6078,14 @@ SBX__PRIVATE sbx__h2c *sbx__h2_conn(sbx__h2 *h, long long deadline, sbx_error *e
             c->refs++;
             return c;
         }
-        /* a transport is one byte stream: the next connection waits until
-           the last one has let go of it (a dead one at once, a retired one
-           when its calls have ended) */
-        if (h->tr && !h->connecting) {
-            sbx__h2c *o;
-            for (o = h->conns; o && o->io.fd < 0; o = o->next) {}
-            old = o;
-        }
-        if (h->connecting || old) {
+        /* one connect at a time; a retired connection is no reason to wait:
+           it has its own socket or transport */
+        if (h->connecting) {
             if (sbx__now_ms() >= deadline) {
-                if (h->connecting) sbx__fail(e, SBX_ERR_TIMEOUT, "HTTP/2 connection to %s: timed out waiting for a connect", h->ep.name);
-                else sbx__fail(e, SBX_ERR_TIMEOUT,
-                              "HTTP/2 connection to %s: timed out waiting for the previous connection's calls to end",
-                              h->ep.name);
+                sbx__fail(e, SBX_ERR_TIMEOUT, "HTTP/2 connection to %s: timed out waiting for a connect", h->ep.name);
                 return NULL;
             }
-            /* help the old connection's calls along: read for them */
-            if (old && !old->reading && !old->dead) {
-                old->refs++;
-                sbx__h2c_wait(old, deadline);
-                sbx__h2c_unref(old);
-            } else {
-                sbx__h2_sleep(h, deadline);
-            }
+            sbx__h2_sleep(h, deadline);
             continue;
         }
         c = sbx__h2c_new(h);
@@ -6108,13 +6116,13 @@ SBX__PRIVATE sbx__h2c *sbx__h2_conn(sbx__h2 *h, long long deadline, sbx_error *e
 
 /* ---- the handle ---------------------------------------------------------------- */
 
-/* A client of ep (host/port, or anything sbx__conn takes); tr/trs: an
-   optional transport (a WebSocket port-forward: tr = &ws->tr, trs = ws), NULL
-   for a plain socket; the transport state stays the caller's. authority: the
-   :authority value (NULL: ep's host). Connects lazily, on the first call, and
-   again after the connection died or went away. NULL: out of memory. */
-SBX__PRIVATE sbx__h2 *sbx__h2_new(const sbx_allocator *alloc, const sbx__endpoint *ep, const sbx__transport *tr,
-                                   void *trs, const char *authority)
+/* A client of ep (host/port, or anything sbx__conn takes); mk: NULL for
+   plain sockets, else what makes each connection's transport (copied; see
+   sbx__h2_trmaker). authority: the :authority value (NULL: ep's host).
+   Connects lazily, on the first call, and again after the connection died or
+   went away. NULL: out of memory. */
+SBX__PRIVATE sbx__h2 *sbx__h2_new(const sbx_allocator *alloc, const sbx__endpoint *ep, const sbx__h2_trmaker *mk,
+                                   const char *authority)
 {
     sbx_allocator a = sbx__allocator(alloc);
     int rc;
@@ -6123,8 +6131,7 @@ SBX__PRIVATE sbx__h2 *sbx__h2_new(const sbx_allocator *alloc, const sbx__endpoin
     memset(h, 0, sizeof *h);
     h->a = a;
     h->ep = *ep;
-    h->tr = tr;
-    h->trs = trs;
+    if (mk) h->mk = *mk;
     h->refs = 1;
     h->authority = sbx__strdup(&a, authority ? authority : ep->host);
     if (!h->authority) {
@@ -6165,7 +6172,8 @@ SBX__PRIVATE void sbx__h2_unref_unlock(sbx__h2 *h)
 
 /* Cancel live calls (their waits return SBX_ERR_CLOSED at once; free them
    as usual, before or after) and close the connections: once this returns,
-   the transport is not touched again and may be freed. */
+   the maker's arg is not used again and may be freed (a connection a live
+   call still holds keeps its transport state, closed here, until it goes). */
 SBX__PRIVATE void sbx__h2_free(sbx__h2 *h)
 {
     sbx__h2c *c;
@@ -6185,7 +6193,7 @@ SBX__PRIVATE void sbx__h2_free(sbx__h2 *h)
         sbx__h2_sleep(h, sbx__deadline(100));
     }
     /* close every socket / transport stream now, not when the last call is
-       freed: the caller may free its transport as soon as we return */
+       freed, which may be long after */
     for (c = h->conns; c;) {
         sbx__h2c *nx = c->next;
         pthread_mutex_lock(&c->wmu);
@@ -10463,16 +10471,20 @@ again:
 /* POD_TUNNEL over WebSocket: s->rt rides on s->ws; a WebSocket that is not
    open (or went stale while idle) is opened here, before anything is sent,
    so a refused upgrade can still change the route. */
-/* The in-process port-forward to one port of the sandbox's pod, through the
-   client's API connection (NULL: out of memory), and the endpoint that names
-   it in messages. */
+/* The in-process port-forward to one port of the sandbox's pod: its target
+   (-1: out of memory), the WebSocket through the client's API connection
+   (NULL: out of memory), and the endpoint that names it in messages. */
+SBX__PRIVATE int sbx__pod_ws_target(const struct sbx__sandbox *s, int port, sbx__buf *t)
+{
+    return sbx__buf_printf(t, "/api/v1/namespaces/%s/pods/%s/portforward?ports=%d", s->ns, s->pod, port);
+}
+
 SBX__PRIVATE sbx__ws *sbx__pod_ws_new(struct sbx__sandbox *s, int port)
 {
     sbx__buf t;
     sbx__ws *ws = NULL;
     sbx__buf_init(&t, &s->cl->a);
-    if (sbx__buf_printf(&t, "/api/v1/namespaces/%s/pods/%s/portforward?ports=%d", s->ns, s->pod, port) == 0)
-        ws = sbx__ws_new(&s->cl->a, &s->cl->api, t.data, &port, 1);
+    if (sbx__pod_ws_target(s, port, &t) == 0) ws = sbx__ws_new(&s->cl->a, &s->cl->api, t.data, &port, 1);
     sbx__buf_free(&t);
     return ws;
 }
@@ -11094,7 +11106,9 @@ SBX__PRIVATE sbx_result sbx__pod_route(struct sbx__sandbox *s, sbx_error *e)
 /* sandboxd's processes are gRPC (HTTP/2, >>h2) on grpc_port. One connection
    per sandbox (sbx__gchan, made on the first gRPC call), shared by sbx_exec,
    sbx_run and every process of the sandbox:
-     POD_TUNNEL websocket  a second sbx__ws, ?ports=GRPC_PORT, carries it
+     POD_TUNNEL websocket  a port-forward WebSocket (?ports=GRPC_PORT) per
+                           HTTP/2 connection, made by h2 with the connection
+                           (sbx__gchan_ws_make) and freed with it
      POD_TUNNEL kubectl    the sandbox's one kubectl port-forward child forwards
                            both ports (0:PORT 0:GRPC_PORT): 127.0.0.1:L2
      IN_CLUSTER            POD_IP:GRPC_PORT
@@ -11103,8 +11117,11 @@ SBX__PRIVATE sbx_result sbx__pod_route(struct sbx__sandbox *s, sbx_error *e)
    process may outlive its sandbox's handle safely: sbx_close marks the
    channel closed (later process calls fail SBX_ERR_CLOSED) and the last
    process close frees it. The h2 connection itself reconnects after it died
-   or got a GOAWAY; on the kubectl route a restarted tunnel has a new local
-   port, so the sandbox moves to a new channel (old processes keep the old). */
+   or got a GOAWAY, while the streams of a GOAWAY'd one go on: over their own
+   WebSocket on the WebSocket route, their own TCP connection through kubectl
+   (which forwards each as a stream of its own) on the kubectl route. There a
+   restarted tunnel has a new local port, so the sandbox moves to a new
+   channel (old processes keep the old). */
 #ifndef SBX_NO_GRPC
 
 #define SBX__GRPC_SVC "/process.v1.ProcessService/"
@@ -11116,9 +11133,27 @@ typedef struct sbx__gchan {
     int refs;                 /* the sandbox's + one per open process */
     int closed;               /* the sandbox handle is gone: calls fail SBX_ERR_CLOSED */
     sbx__h2 *h;               /* set at creation, freed with the last reference */
-    sbx__ws *ws;              /* WebSocket route: h's transport (freed after h) */
+    char *ws_target;          /* WebSocket route: the port-forward target of every */
+    int ws_port;              /* connection's WebSocket, through ws_api (h2 uses  */
+    sbx__endpoint ws_api;     /* these until sbx__h2_free returns)                 */
     int local_port;           /* kubectl route: the local port h connects to */
 } sbx__gchan;
+
+/* h2's transport maker on the WebSocket route: a fresh port-forward
+   WebSocket for each HTTP/2 connection. The connection owns it; h2 closes it
+   and frees it (sbx__gchan_ws_free) with the connection, under h->mu. */
+SBX__PRIVATE void *sbx__gchan_ws_make(void *arg, const sbx__transport **tr)
+{
+    sbx__gchan *ch = (sbx__gchan *)arg;
+    sbx__ws *ws = sbx__ws_new(&ch->a, &ch->ws_api, ch->ws_target, &ch->ws_port, 1);
+    if (ws) *tr = &ws->tr;
+    return ws;
+}
+
+SBX__PRIVATE void sbx__gchan_ws_free(void *state)
+{
+    sbx__ws_free((sbx__ws *)state);
+}
 
 SBX__PRIVATE void sbx__gchan_unref(sbx__gchan *ch)
 {
@@ -11130,9 +11165,9 @@ SBX__PRIVATE void sbx__gchan_unref(sbx__gchan *ch)
     pthread_mutex_unlock(&ch->mu);
     if (!last) return;
     sbx__h2_free(ch->h);
-    sbx__ws_free(ch->ws);
     pthread_mutex_destroy(&ch->mu);
     a = ch->a;
+    sbx__free(&a, ch->ws_target);
     sbx__free(&a, ch);
 }
 
@@ -11166,23 +11201,30 @@ SBX__PRIVATE void sbx__gchan_drop(struct sbx__sandbox *s, int close_it)
     sbx__gchan_unref(ch);
 }
 
-SBX__PRIVATE sbx__gchan *sbx__gchan_new(const sbx_allocator *a, const sbx__endpoint *ep, sbx__ws *ws, const char *auth)
+/* ws_target non-NULL: the WebSocket route, through api to ws_port. */
+SBX__PRIVATE sbx__gchan *sbx__gchan_new(const sbx_allocator *a, const sbx__endpoint *ep, const char *ws_target,
+                                         const sbx__endpoint *api, int ws_port, const char *auth)
 {
+    sbx__h2_trmaker mk;
     sbx__gchan *ch = (sbx__gchan *)sbx__malloc(a, sizeof *ch);
-    if (!ch) {
-        sbx__ws_free(ws);
-        return NULL;
-    }
+    if (!ch) return NULL;
     memset(ch, 0, sizeof *ch);
     ch->a = *a;
-    ch->ws = ws;
     ch->refs = 1;
-    if (pthread_mutex_init(&ch->mu, NULL) != 0) {
-        sbx__ws_free(ws);
+    if (ws_target) {
+        ch->ws_target = sbx__strdup(&ch->a, ws_target);
+        ch->ws_api = *api;
+        ch->ws_port = ws_port;
+    }
+    if ((ws_target && !ch->ws_target) || pthread_mutex_init(&ch->mu, NULL) != 0) {
+        sbx__free(a, ch->ws_target);
         sbx__free(a, ch);
         return NULL;
     }
-    ch->h = sbx__h2_new(&ch->a, ep, ws ? &ws->tr : NULL, ws, auth);
+    mk.make = sbx__gchan_ws_make;
+    mk.drop = sbx__gchan_ws_free;
+    mk.arg = ch;
+    ch->h = sbx__h2_new(&ch->a, ep, ws_target ? &mk : NULL, auth);
     if (!ch->h) {
         sbx__gchan_unref(ch);
         return NULL;
@@ -11209,11 +11251,12 @@ SBX__PRIVATE sbx_result sbx__gchan_get(struct sbx__sandbox *s, long long deadlin
 {
     struct sbx__client *cl = s->cl;
     sbx__endpoint ep;
-    sbx__ws *ws = NULL;
+    sbx__buf target;
     char url[128], auth[80];
     sbx_result r;
     int local = 0;
     url[0] = '\0';
+    sbx__buf_init(&target, &cl->a);
     snprintf(auth, sizeof auth, "localhost:%d", s->grpc_port);
     if (cl->mode == SBX_MODE_POD_TUNNEL) {
         if (s->pod_ws < 0 ||
@@ -11225,7 +11268,10 @@ SBX__PRIVATE sbx_result sbx__gchan_get(struct sbx__sandbox *s, long long deadlin
             /* the upgrade of a (re)connection travels the API connection */
             r = sbx__proxy_ensure(cl, deadline, NULL, e);
             if (r != SBX_OK || s->gchan) return r;
-            if (!(ws = sbx__pod_ws_new(s, s->grpc_port))) return sbx__oom(e, NULL);
+            if (sbx__pod_ws_target(s, s->grpc_port, &target) != 0) {
+                sbx__buf_free(&target);
+                return sbx__oom(e, NULL);
+            }
             sbx__pod_ws_endpoint(s, s->grpc_port, &ep);
         } else {
             if (s->grpc_local <= 0)
@@ -11249,7 +11295,8 @@ SBX__PRIVATE sbx_result sbx__gchan_get(struct sbx__sandbox *s, long long deadlin
         r = (sbx_result)sbx__endpoint_parse(url, &ep, e);
         if (r != SBX_OK) return r;
     }
-    s->gchan = sbx__gchan_new(&cl->a, &ep, ws, auth);
+    s->gchan = sbx__gchan_new(&cl->a, &ep, target.data, &cl->api, s->grpc_port, auth);
+    sbx__buf_free(&target);
     if (!s->gchan) return sbx__oom(e, NULL);
     s->gchan->local_port = local;
     return SBX_OK;
@@ -12727,8 +12774,7 @@ SBX_API sbx_result sbx_process_close(sbx_process *p)
     pr = p->impl;
     if (!pr) return SBX_OK;
     /* the stream goes first: a connection that got a GOAWAY is held by its
-       streams, and over the WebSocket route the kill's new connection waits
-       for the old one to end */
+       streams, and lets go of its socket or WebSocket when the last ends */
     if (pr->call) sbx__grpc_free(pr->call);
     pr->call = NULL;
     /* still running as far as we know: SIGKILL (one that is gone already,

@@ -10,7 +10,8 @@
    processes at once; 100 MB of stdout through a small -O2 client whose peak
    RSS is measured (build/grpc_rss); the python runtime and the router mode
    answering UNSUPPORTED; the dev cluster's gRPC faults (slow stream, GOAWAY
-   mid-stream, RST_STREAM, a deadline only the client ends, an oversized
+   mid-stream, new calls not waiting for a GOAWAY'd connection's streams,
+   RST_STREAM, a deadline only the client ends, an oversized
    message, large HPACK table updates). Nothing is left behind. Skips (saying
    why) when /usr/bin/python3 has no grpc. */
 #define SANDBOX_IMPLEMENTATION
@@ -718,6 +719,113 @@ TEST(fault_goaway_mid_stream)
     sbx_exec_result_free(&res);
 }
 
+/* A graceful GOAWAY (grpcio's stop with a long grace: the open stream is
+   below the last stream id and goes on) while `cat` streams: a new call goes
+   over a new connection at once - on the WebSocket route over a port-forward
+   WebSocket of its own, on the kubectl route over a TCP connection of its
+   own - while the old stream still carries the process's output and exit
+   (its stdin goes over the new connection). Once the old stream is closed,
+   its connection's descriptor is gone too. */
+/* White-box: the sandbox's connection has taken the server's GOAWAY (it no
+   longer takes new streams). */
+static int goaway_seen(sbx_sandbox *sb)
+{
+    sbx__h2 *h = sb->impl && sb->impl->gchan ? sb->impl->gchan->h : NULL;
+    int seen;
+    if (!h) return 0;
+    pthread_mutex_lock(&h->mu);
+    seen = !h->cur || h->cur->retired;
+    pthread_mutex_unlock(&h->mu);
+    return seen;
+}
+
+static int goaway_under_cat(sbx_sandbox *sb, sbx_process *p)
+{
+    sbx_process_event ev;
+    int ok = 1, i;
+    if (grpc_fault("{\"grpc_goaway_mid_stream\":{\"after_messages\":1,\"grace_ms\":30000}}") != 0) return 0;
+    if (start_sh(p, sb, "exec cat") != SBX_OK) {
+        printf("  start: %s\n", p->err.msg);
+        grpc_fault(NULL);
+        return 0;
+    }
+    ok &= sbx_process_write(p, "one\n", 4) == SBX_OK;
+    ok &= sbx_process_read(p, &ev, 5000) == SBX_OK && ev.stream == SBX_STREAM_STDOUT && ev.len == 4 &&
+          memcmp(ev.data, "one\n", 4) == 0;
+    ok &= grpc_fault(NULL) == 0; /* one GOAWAY is enough */
+    /* the GOAWAY follows that output: reading on meets only it */
+    for (i = 0; i < 25 && !goaway_seen(sb); i++) ok &= sbx_process_read(p, &ev, 200) == SBX_ERR_TIMEOUT;
+    if (!goaway_seen(sb)) printf("  no GOAWAY within 5 s\n");
+    return ok && goaway_seen(sb);
+}
+
+TEST(fault_goaway_new_calls_do_not_wait)
+{
+    sbx_sandbox sb;
+    sbx_process p;
+    sbx_process_config pc;
+    sbx_process_event ev;
+    sbx_exec_result res;
+    drained d;
+    long long t0, took;
+    int fds_one;
+    if (open_sandboxd(&sb) != 0) { CHECK(0); return; }
+    CHECK_EQ_INT(sbx_run(&sb, "true", &res), SBX_OK); /* the connection is made */
+    sbx_exec_result_free(&res);
+    fds_one = test_fd_count();
+    CHECK(goaway_under_cat(&sb, &p));
+    memset(&pc, 0, sizeof pc);
+    pc.command = "echo new";
+    pc.timeout_ms = 10000;
+    t0 = sbx__now_ms();
+    CHECK_MSG(sbx_exec(&sb, &pc, &res) == SBX_OK, "%s", sb.err.msg);
+    took = em_since(t0);
+    CHECK_STR(res.out, "new\n");
+    sbx_exec_result_free(&res);
+    printf("  a new call after the GOAWAY: %lld ms\n", took);
+    CHECK_MSG(took < 2000, "%lld ms: it waited for the old connection's stream", took);
+    /* the old stream goes on; its stdin is a new call too */
+    CHECK_MSG(sbx_process_write(&p, "two\n", 4) == SBX_OK, "%s", p.err.msg);
+    CHECK_EQ_INT(sbx_process_read(&p, &ev, 5000), SBX_OK);
+    CHECK(ev.stream == SBX_STREAM_STDOUT && ev.len == 4 && memcmp(ev.data, "two\n", 4) == 0);
+    CHECK_EQ_INT(sbx_process_close_stdin(&p), SBX_OK);
+    drain(&p, &d, 5000);
+    CHECK_MSG(d.r == SBX_OK, "%s", d.msg);
+    CHECK_EQ_INT(d.exit_code, 0);
+    CHECK_EQ_INT(sbx_process_close(&p), SBX_OK);
+    CHECK_EQ_INT(test_fd_count(), fds_one); /* the old connection's descriptor is gone */
+    CHECK_EQ_INT(sbx_run(&sb, "echo later", &res), SBX_OK);
+    CHECK_STR(res.out, "later\n");
+    sbx_exec_result_free(&res);
+    CHECK_EQ_INT(test_fd_count(), fds_one);
+    CHECK_EQ_INT(sbx_close(&sb), SBX_OK);
+}
+
+/* The same GOAWAY, then the sandbox is closed while the old connection still
+   carries the process's stream and a new one is open: the process's calls
+   fail SBX_ERR_CLOSED, its close frees it, and no descriptor (socket,
+   WebSocket) is left (memory: LeakSanitizer). */
+TEST(fault_goaway_sandbox_closed_while_draining)
+{
+    sbx_sandbox sb;
+    sbx_process p;
+    sbx_process_event ev;
+    sbx_exec_result res;
+    int fds0 = test_fd_count();
+    if (open_sandboxd(&sb) != 0) { CHECK(0); return; }
+    CHECK_EQ_INT(sbx_run(&sb, "true", &res), SBX_OK);
+    sbx_exec_result_free(&res);
+    CHECK(goaway_under_cat(&sb, &p));
+    CHECK_EQ_INT(sbx_run(&sb, "echo new", &res), SBX_OK); /* the new connection */
+    CHECK_STR(res.out, "new\n");
+    sbx_exec_result_free(&res);
+    CHECK_EQ_INT(sbx_close(&sb), SBX_OK);
+    CHECK_EQ_INT(sbx_process_read(&p, &ev, 1000), SBX_ERR_CLOSED);
+    CHECK_EQ_INT(sbx_process_write(&p, "x", 1), SBX_ERR_CLOSED);
+    CHECK_EQ_INT(sbx_process_close(&p), SBX_OK);
+    CHECK_EQ_INT(test_fd_count(), fds0);
+}
+
 TEST(fault_rst_stream)
 {
     sbx_sandbox sb;
@@ -873,6 +981,8 @@ int main(void)
         EM_RUN(in_cluster_mode);
         EM_RUN(fault_slow_stream);
         EM_RUN(fault_goaway_mid_stream);
+        EM_RUN(fault_goaway_new_calls_do_not_wait);
+        EM_RUN(fault_goaway_sandbox_closed_while_draining);
         EM_RUN(fault_rst_stream);
         EM_RUN(fault_deadline_only_the_client_ends);
         EM_RUN(fault_oversized_message);

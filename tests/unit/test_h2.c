@@ -417,23 +417,32 @@ static void server_stop(server *s)
 }
 
 /* A transport that is just a socket of its own, so the transport code path
-   (poll, then read under the write lock) runs against the real server. */
+   (poll, then read under the write lock) runs against the real server. h2
+   makes one per connection (trs_make) and frees it with the connection
+   (trs_free); tr_counts, the test's, outlives them all and counts. */
+typedef struct tr_counts {
+    int made, freed, opens, closes;
+} tr_counts;
+typedef struct tr_maker_arg {
+    sbx__endpoint ep;
+    tr_counts *n;
+} tr_maker_arg;
 typedef struct tr_sock {
     sbx__conn inner;
-    int opens, closes;
+    tr_counts *n;
 } tr_sock;
 static int trs_open(void *st, long long deadline, sbx_error *e)
 {
     tr_sock *t = (tr_sock *)st;
     int r = sbx__http_connect(&t->inner, deadline, e);
     if (r != SBX_OK) return r;
-    t->opens++;
+    t->n->opens++;
     return t->inner.fd;
 }
 static void trs_close(void *st)
 {
     tr_sock *t = (tr_sock *)st;
-    t->closes++;
+    t->n->closes++;
     sbx__conn_close(&t->inner);
 }
 static long trs_recv(void *st, char *p, size_t n, long long deadline)
@@ -449,6 +458,36 @@ static int trs_stale(void *st)
     return sbx__conn_stale(&((tr_sock *)st)->inner);
 }
 static const sbx__transport tr_sock_ops = {trs_open, trs_close, trs_recv, trs_send, trs_stale};
+static void *trs_make(void *arg, const sbx__transport **tr)
+{
+    tr_maker_arg *m = (tr_maker_arg *)arg;
+    tr_sock *t = (tr_sock *)calloc(1, sizeof *t);
+    if (!t) return NULL;
+    sbx__conn_init(&t->inner, &m->ep, NULL);
+    t->n = m->n;
+    t->n->made++;
+    *tr = &tr_sock_ops;
+    return t;
+}
+static void trs_free(void *st)
+{
+    tr_sock *t = (tr_sock *)st;
+    t->n->freed++;
+    sbx__conn_free(&t->inner);
+    free(t);
+}
+/* h over tr_sock transports to ep; m (the maker's arg) must outlive sbx__h2_free(h) */
+static sbx__h2 *h2_over_tr_sock(const sbx__endpoint *ep, tr_maker_arg *m, tr_counts *n)
+{
+    sbx__h2_trmaker mk;
+    memset(n, 0, sizeof *n);
+    m->ep = *ep;
+    m->n = n;
+    mk.make = trs_make;
+    mk.drop = trs_free;
+    mk.arg = m;
+    return sbx__h2_new(NULL, ep, &mk, "localhost");
+}
 
 static int grpc_ok = -1;
 static server gs = {-1, -1, 0, {0, 0, {{{0}}}, {0}, {0}, {0}, {0}}};
@@ -512,7 +551,7 @@ TEST(grpcio_unary_and_streaming)
     int fds;
     if (!need_grpc()) SKIP("no grpcio server: /usr/bin/python3 lacks grpc (apt-get install -y python3-grpcio)");
     fds = test_fd_count();
-    h = sbx__h2_new(NULL, &gs.ep, NULL, NULL, "localhost");
+    h = sbx__h2_new(NULL, &gs.ep, NULL, "localhost");
     CHECK(h != NULL);
     unary_and_stream(h);
     CHECK_EQ_INT(h->connects, 1);
@@ -523,19 +562,19 @@ TEST(grpcio_unary_and_streaming)
 TEST(grpcio_over_transport_hook)
 {
     sbx__h2 *h;
-    tr_sock t;
+    tr_maker_arg m;
+    tr_counts n;
     int fds;
     if (!need_grpc()) SKIP("no grpcio server: /usr/bin/python3 lacks grpc (apt-get install -y python3-grpcio)");
     fds = test_fd_count();
-    memset(&t, 0, sizeof t);
-    sbx__conn_init(&t.inner, &gs.ep, NULL);
-    h = sbx__h2_new(NULL, &gs.ep, &tr_sock_ops, &t, "localhost");
+    h = h2_over_tr_sock(&gs.ep, &m, &n);
     CHECK(h != NULL);
     unary_and_stream(h);
-    CHECK_EQ_INT(t.opens, 1);
+    CHECK_EQ_INT(n.opens, 1);
     sbx__h2_free(h);
-    CHECK_EQ_INT(t.closes, 1);
-    sbx__conn_free(&t.inner);
+    CHECK_EQ_INT(n.closes, 1);
+    CHECK_EQ_INT(n.made, 1);
+    CHECK_EQ_INT(n.freed, 1);
     CHECK_EQ_INT(test_fd_count(), fds);
 }
 
@@ -591,7 +630,7 @@ TEST(grpcio_16_threads_one_connection)
     int i, fds;
     if (!need_grpc()) SKIP("no grpcio server: /usr/bin/python3 lacks grpc (apt-get install -y python3-grpcio)");
     fds = test_fd_count();
-    h = sbx__h2_new(NULL, &gs.ep, NULL, NULL, "localhost");
+    h = sbx__h2_new(NULL, &gs.ep, NULL, "localhost");
     for (i = 0; i < 16; i++) {
         w[i].h = h;
         w[i].id = i;
@@ -620,7 +659,7 @@ TEST(grpcio_deadlines)
     int r;
     if (!need_grpc()) SKIP("no grpcio server: /usr/bin/python3 lacks grpc (apt-get install -y python3-grpcio)");
     sbx__buf_init(&resp, &a);
-    h = sbx__h2_new(NULL, &gs.ep, NULL, NULL, "localhost");
+    h = sbx__h2_new(NULL, &gs.ep, NULL, "localhost");
     /* the call's deadline: the server sees grpc-timeout, we stop waiting at it */
     t0 = sbx__now_ms();
     r = sbx__grpc_unary(h, "/test.Echo/Sleep", "3000", 4, &resp, sbx__deadline(400), &e);
@@ -660,7 +699,7 @@ TEST(grpcio_status_codes)
     int code;
     if (!need_grpc()) SKIP("no grpcio server: /usr/bin/python3 lacks grpc (apt-get install -y python3-grpcio)");
     sbx__buf_init(&resp, &a);
-    h = sbx__h2_new(NULL, &gs.ep, NULL, NULL, "localhost");
+    h = sbx__h2_new(NULL, &gs.ep, NULL, "localhost");
     for (code = 1; code <= 16; code++) {
         char req[80], want[200];
         int r;
@@ -693,7 +732,7 @@ TEST(grpcio_unread_call_does_not_stall_others)
     int i, r;
     if (!need_grpc()) SKIP("no grpcio server: /usr/bin/python3 lacks grpc (apt-get install -y python3-grpcio)");
     sbx__buf_init(&resp, &a);
-    h = sbx__h2_new(NULL, &gs.ep, NULL, NULL, "localhost");
+    h = sbx__h2_new(NULL, &gs.ep, NULL, "localhost");
     /* 100 MB offered, never read */
     r = sbx__grpc_start(h, "/test.Echo/Stream", "100000 1000", 11, 1, sbx__deadline(60000), &idle, &e);
     CHECK_MSG(r == SBX_OK, "%d %s", r, e.msg);
@@ -721,6 +760,25 @@ TEST(grpcio_unread_call_does_not_stall_others)
     sbx__buf_free(&resp);
 }
 
+/* A port-forward WebSocket per connection, as the WebSocket route makes them. */
+typedef struct ws_maker_arg {
+    sbx__endpoint api;
+    int port;
+    int made;
+} ws_maker_arg;
+static void *ws_make(void *arg, const sbx__transport **tr)
+{
+    ws_maker_arg *m = (ws_maker_arg *)arg;
+    sbx__ws *ws = sbx__ws_new(NULL, &m->api, "/api/v1/namespaces/default/pods/relay/portforward?ports=9090", &m->port, 1);
+    if (ws) *tr = &ws->tr;
+    m->made++;
+    return ws;
+}
+static void ws_free(void *st)
+{
+    sbx__ws_free((sbx__ws *)st);
+}
+
 /* The in-process WebSocket route: sbx__ws (the kubelet's v4.channel.k8s.io
    port-forward, served by the dev cluster's own portforward.py in front of
    the grpcio server) as the connection's transport, with 4 threads at once. */
@@ -728,8 +786,9 @@ TEST(grpcio_over_websocket_portforward)
 {
     server relay = {-1, -1, 0, {0, 0, {{{0}}}, {0}, {0}, {0}, {0}}};
     char arg[16];
-    int port = 9090, i, fds;
-    sbx__ws *ws;
+    int i, fds;
+    ws_maker_arg wm;
+    sbx__h2_trmaker mk;
     sbx__h2 *h;
     pthread_t th[4];
     worker w[4];
@@ -742,9 +801,13 @@ TEST(grpcio_over_websocket_portforward)
         return;
     }
     fds += 1; /* the relay's stdin pipe, closed below */
-    ws = sbx__ws_new(NULL, &relay.ep, "/api/v1/namespaces/default/pods/relay/portforward?ports=9090", &port, 1);
-    CHECK(ws != NULL);
-    h = sbx__h2_new(NULL, &relay.ep, &ws->tr, ws, "localhost");
+    memset(&wm, 0, sizeof wm);
+    wm.api = relay.ep;
+    wm.port = 9090;
+    mk.make = ws_make;
+    mk.drop = ws_free;
+    mk.arg = &wm;
+    h = sbx__h2_new(NULL, &relay.ep, &mk, "localhost");
     unary_and_stream(h);
     for (i = 0; i < 4; i++) {
         w[i].h = h;
@@ -757,8 +820,8 @@ TEST(grpcio_over_websocket_portforward)
         CHECK_MSG(w[i].ok, "worker %d: %s", i, w[i].why);
     }
     CHECK_EQ_INT(h->connects, 1);
+    CHECK_EQ_INT(wm.made, 1);
     sbx__h2_free(h);
-    sbx__ws_free(ws);
     server_stop(&relay);
     CHECK_EQ_INT(test_fd_count(), fds - 1);
 }
@@ -774,7 +837,7 @@ TEST(grpcio_stream_ids_run_out)
     int i, r;
     if (!need_grpc()) SKIP("no grpcio server: /usr/bin/python3 lacks grpc (apt-get install -y python3-grpcio)");
     sbx__buf_init(&resp, &a);
-    h = sbx__h2_new(NULL, &gs.ep, NULL, NULL, "localhost");
+    h = sbx__h2_new(NULL, &gs.ep, NULL, "localhost");
     r = sbx__grpc_unary(h, "/test.Echo/Unary", "1", 1, &resp, sbx__deadline(10000), &e);
     CHECK_MSG(r == SBX_OK, "%d %s", r, e.msg);
     pthread_mutex_lock(&h->mu);
@@ -827,7 +890,7 @@ TEST(h2_well_formed_oddities)
     fds = test_fd_count();
     sbx__buf_init(&resp, &a);
     for (i = 0; i < sizeof names / sizeof names[0]; i++) {
-        sbx__h2 *h = sbx__h2_new(NULL, &hs.ep, NULL, NULL, "localhost");
+        sbx__h2 *h = sbx__h2_new(NULL, &hs.ep, NULL, "localhost");
         char body[64];
         int r, k;
         E2E_FMT(body, sizeof body, "hello %s", names[i]);
@@ -841,7 +904,7 @@ TEST(h2_well_formed_oddities)
         sbx__h2_free(h);
     }
     {   /* after new SETTINGS (frames up to 64 KiB, window 70000): a 100 kB request */
-        sbx__h2 *h = sbx__h2_new(NULL, &hs.ep, NULL, NULL, "localhost");
+        sbx__h2 *h = sbx__h2_new(NULL, &hs.ep, NULL, "localhost");
         static char big[100000];
         int r;
         memset(big, 'q', sizeof big);
@@ -867,7 +930,7 @@ TEST(h2_goaway_mid_stream)
     sbx__buf resp;
     NEED_H2FAKE();
     sbx__buf_init(&resp, &al);
-    h = sbx__h2_new(NULL, &hs.ep, NULL, NULL, "localhost");
+    h = sbx__h2_new(NULL, &hs.ep, NULL, "localhost");
     CHECK(sbx__grpc_start(h, "/fake.H2/goaway", "A", 1, 1, sbx__deadline(10000), &a1, &e) == SBX_OK);
     CHECK(sbx__grpc_start(h, "/fake.H2/goaway", "B", 1, 1, sbx__deadline(10000), &b1, &e) == SBX_OK);
     if (a1 && b1) {
@@ -901,7 +964,7 @@ TEST(h2_rst_stream)
     sbx__buf resp;
     NEED_H2FAKE();
     sbx__buf_init(&resp, &al);
-    h = sbx__h2_new(NULL, &hs.ep, NULL, NULL, "localhost");
+    h = sbx__h2_new(NULL, &hs.ep, NULL, "localhost");
     CHECK(sbx__grpc_start(h, "/fake.H2/rst", "R", 1, 1, sbx__deadline(10000), &c, &e) == SBX_OK);
     if (c) {
         r = sbx__grpc_recv(c, &m, &ml, 0, &e);
@@ -916,7 +979,7 @@ TEST(h2_rst_stream)
     CHECK_MSG(r == SBX_OK && resp.len == 6, "%d %s", r, e.msg);
     CHECK_EQ_INT(h->connects, 1);
     sbx__h2_free(h);
-    h = sbx__h2_new(NULL, &hs.ep, NULL, NULL, "localhost");
+    h = sbx__h2_new(NULL, &hs.ep, NULL, "localhost");
     r = fake_unary(h, "refused", "x", 1, &resp, 10000, &e);
     CHECK_MSG(r == SBX_ERR_CONNECT && strstr(e.msg, "REFUSED_STREAM") && strstr(e.msg, "may be retried"), "%d %s", r, e.msg);
     sbx__h2_free(h);
@@ -956,7 +1019,7 @@ TEST(h2_flow_control_windows)
     memcpy(big, "0123456789", 10);
     /* 1 MiB back through our window updates; then a 5000-byte request through a
        1000-byte window the server replenishes */
-    h = sbx__h2_new(NULL, &hs.ep, NULL, NULL, "localhost");
+    h = sbx__h2_new(NULL, &hs.ep, NULL, "localhost");
     r = stream_count(h, "/fake.H2/window", "abcdefghij", 10, "abcdefghij", &e);
     CHECK_MSG(r == 65, "%d %s", r, e.msg);
     r = stream_count(h, "/fake.H2/window", big, sizeof big, "0123456789", &e);
@@ -964,7 +1027,7 @@ TEST(h2_flow_control_windows)
     CHECK_EQ_INT(h->connects, 1);
     sbx__h2_free(h);
     /* a server that never gives window back: the send waits to its deadline */
-    h = sbx__h2_new(NULL, &hs.ep, NULL, NULL, "localhost");
+    h = sbx__h2_new(NULL, &hs.ep, NULL, "localhost");
     r = fake_unary(h, "window_stuck", "x", 1, &resp, 10000, &e);
     CHECK_MSG(r == SBX_OK, "%d %s", r, e.msg);
     t0 = sbx__now_ms();
@@ -1002,7 +1065,7 @@ TEST(h2_hostile_answers)
     fds = test_fd_count();
     sbx__buf_init(&resp, &al);
     for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        sbx__h2 *h = sbx__h2_new(NULL, &hs.ep, NULL, NULL, "localhost");
+        sbx__h2 *h = sbx__h2_new(NULL, &hs.ep, NULL, "localhost");
         int r = fake_unary(h, cases[i].name, "x", 1, &resp, 10000, &e);
         CHECK_MSG(r == cases[i].code, "%s: %d %s", cases[i].name, r, e.msg);
         CHECK_MSG(strstr(e.msg, cases[i].words) != NULL, "%s: %s", cases[i].name, e.msg);
@@ -1026,7 +1089,7 @@ TEST(h2_silent_server_deadline)
     sbx__buf resp;
     NEED_H2FAKE();
     sbx__buf_init(&resp, &al);
-    h = sbx__h2_new(NULL, &hs.ep, NULL, NULL, "localhost");
+    h = sbx__h2_new(NULL, &hs.ep, NULL, "localhost");
     t0 = sbx__now_ms();
     r = fake_unary(h, "silent", "x", 1, &resp, 500, &e);
     CHECK_MSG(r == SBX_ERR_TIMEOUT && strstr(e.msg, "deadline"), "%d %s", r, e.msg);
@@ -1050,7 +1113,7 @@ TEST(h2_http1_server)
         return;
     }
     sbx__buf_init(&resp, &al);
-    h = sbx__h2_new(NULL, &relay.ep, NULL, NULL, "localhost");
+    h = sbx__h2_new(NULL, &relay.ep, NULL, "localhost");
     r = fake_unary(h, "ok", "x", 1, &resp, 5000, &e);
     CHECK_MSG(r == SBX_ERR_PROTOCOL && strstr(e.msg, "answered in HTTP/1 (\"HTTP/1.1 400") &&
                   strstr(e.msg, "is this the gRPC port?"), "%d %s", r, e.msg);
@@ -1059,12 +1122,12 @@ TEST(h2_http1_server)
     server_stop(&relay);
 }
 
-/* Over a transport (one byte stream), a connection that died lets go of it at
-   once: a new call reconnects while a failed call of the old one is still
-   held; a GOAWAY'd one is waited for. */
+/* Over a transport, a connection that died lets go of it at once (not when
+   its failed call is freed): a new call reconnects over a new one. */
 TEST(h2_transport_reconnect_after_failure)
 {
-    tr_sock t;
+    tr_maker_arg tm;
+    tr_counts t;
     sbx__h2 *h;
     sbx__grpc_call *held = NULL;
     sbx_error e;
@@ -1076,9 +1139,7 @@ TEST(h2_transport_reconnect_after_failure)
     NEED_H2FAKE();
     fds = test_fd_count();
     sbx__buf_init(&resp, &al);
-    memset(&t, 0, sizeof t);
-    sbx__conn_init(&t.inner, &hs.ep, NULL);
-    h = sbx__h2_new(NULL, &hs.ep, &tr_sock_ops, &t, "localhost");
+    h = h2_over_tr_sock(&hs.ep, &tm, &t);
     CHECK(sbx__grpc_start(h, "/fake.H2/eof_mid", "x", 1, 1, sbx__deadline(10000), &held, &e) == SBX_OK);
     if (held) {
         r = sbx__grpc_recv(held, &m, &ml, 0, &e);
@@ -1088,12 +1149,93 @@ TEST(h2_transport_reconnect_after_failure)
     CHECK_MSG(r == SBX_OK && resp.len == 5, "%d %s", r, e.msg);
     CHECK_EQ_INT(t.opens, 2);
     CHECK_EQ_INT(t.closes, 1);
+    CHECK_EQ_INT(t.made, 2);
+    CHECK_EQ_INT(t.freed, 0); /* the dead one's state goes with its held call */
     sbx__grpc_free(held);
+    CHECK_EQ_INT(t.freed, 1);
     sbx__h2_free(h);
     CHECK_EQ_INT(t.closes, 2);
-    sbx__conn_free(&t.inner);
+    CHECK_EQ_INT(t.freed, 2);
     sbx__buf_free(&resp);
     CHECK_EQ_INT(test_fd_count(), fds);
+}
+
+/* Over the WebSocket route (ws_relay.py in front of h2_fake.py), after a
+   GOAWAY that keeps a stream going: a new call goes at once over a new
+   connection with a WebSocket of its own (it does not wait the 2 s the old
+   stream has left), the old stream still delivers its message and status on
+   the old WebSocket, which closes when that call is freed. */
+TEST(h2_websocket_goaway_new_calls_do_not_wait)
+{
+    server relay = {-1, -1, 0, {0, 0, {{{0}}}, {0}, {0}, {0}, {0}}};
+    char arg[16];
+    ws_maker_arg wm;
+    sbx__h2_trmaker mk;
+    sbx__h2 *h;
+    sbx__grpc_call *old = NULL;
+    sbx_error e;
+    const unsigned char *m;
+    size_t ml;
+    int r, fds, fds_two;
+    long long t0, took;
+    sbx_allocator al = sbx__allocator(NULL);
+    sbx__buf resp;
+    NEED_H2FAKE();
+    E2E_FMT(arg, sizeof arg, "%d", hs.port);
+    fds = test_fd_count();
+    if (server_start(&relay, "tests/fakes/servers/ws_relay.py", arg) != 0) {
+        server_stop(&relay);
+        CHECK_MSG(0, "ws_relay.py did not start");
+        return;
+    }
+    fds += 1; /* the relay's stdin pipe, closed below */
+    sbx__buf_init(&resp, &al);
+    memset(&wm, 0, sizeof wm);
+    wm.api = relay.ep;
+    wm.port = 9090;
+    mk.make = ws_make;
+    mk.drop = ws_free;
+    mk.arg = &wm;
+    h = sbx__h2_new(NULL, &relay.ep, &mk, "localhost");
+    r = sbx__grpc_start(h, "/fake.H2/goaway_hold", "A", 1, 1, sbx__deadline(10000), &old, &e);
+    CHECK_MSG(r == SBX_OK, "%d %s", r, e.msg);
+    if (old) {
+        r = sbx__grpc_recv(old, &m, &ml, 0, &e); /* after the GOAWAY on the wire */
+        CHECK_MSG(r == 1 && ml == 1 && m[0] == 'A', "%d %s", r, e.msg);
+        t0 = sbx__now_ms();
+        r = fake_unary(h, "ok", "new", 3, &resp, 5000, &e);
+        took = sbx__now_ms() - t0;
+        CHECK_MSG(r == SBX_OK && resp.len == 3 && memcmp(resp.data, "new", 3) == 0, "%d %s", r, e.msg);
+        CHECK_MSG(took < 1000, "the new call took %lld ms (the old stream holds its connection 2 s)", took);
+        printf("  new call after GOAWAY: %lld ms\n", took);
+        CHECK_EQ_INT(h->connects, 2);
+        CHECK_EQ_INT(wm.made, 2);
+        fds_two = test_fd_count(); /* two WebSockets open */
+        r = sbx__grpc_recv(old, &m, &ml, 0, &e);
+        CHECK_MSG(r == 1 && ml == 1 && m[0] == 'A', "%d %s", r, e.msg);
+        r = sbx__grpc_recv(old, &m, &ml, 0, &e);
+        CHECK_MSG(r == 0 && sbx__grpc_status(old, NULL) == 0, "%d %s", r, e.msg);
+        sbx__grpc_free(old);
+        CHECK_EQ_INT(test_fd_count(), fds_two - 1); /* the old one closed with its last call */
+        r = fake_unary(h, "ok", "more", 4, &resp, 5000, &e);
+        CHECK_MSG(r == SBX_OK && resp.len == 4, "%d %s", r, e.msg);
+        CHECK_EQ_INT(h->connects, 2);
+    }
+    sbx__h2_free(h);
+    server_stop(&relay);
+    CHECK_EQ_INT(test_fd_count(), fds - 1);
+    /* a WebSocket that cannot connect (the relay is gone): the call fails
+       saying so, and the connection's WebSocket is freed with it (LSan) */
+    wm.made = 0;
+    h = sbx__h2_new(NULL, &relay.ep, &mk, "localhost");
+    r = fake_unary(h, "ok", "x", 1, &resp, 3000, &e);
+    CHECK_MSG(r == SBX_ERR_CONNECT && strstr(e.msg, "connect"), "%d %s", r, e.msg);
+    printf("  a WebSocket that cannot connect: %s\n", e.msg);
+    CHECK_EQ_INT(wm.made, 1);
+    CHECK_EQ_INT(h->nconns, 0);
+    sbx__h2_free(h);
+    sbx__buf_free(&resp);
+    CHECK_EQ_INT(test_fd_count(), fds - 1);
 }
 
 typedef struct blocked {
@@ -1125,7 +1267,7 @@ TEST(h2_free_with_live_calls)
     int fds;
     NEED_H2FAKE();
     fds = test_fd_count();
-    h = sbx__h2_new(NULL, &hs.ep, NULL, NULL, "localhost");
+    h = sbx__h2_new(NULL, &hs.ep, NULL, "localhost");
     memset(&b, 0, sizeof b);
     CHECK(sbx__grpc_start(h, "/fake.H2/silent", "x", 1, 1, 0, &b.c, &e) == SBX_OK);
     if (!b.c) return;
@@ -1141,24 +1283,26 @@ TEST(h2_free_with_live_calls)
     CHECK_MSG(b.r == SBX_ERR_CLOSED, "%d %s", b.r, b.why);
     sbx__grpc_free(b.c);
     CHECK_EQ_INT(test_fd_count(), fds);
-    {   /* over a transport, which the caller frees right after sbx__h2_free:
-           the live call must not touch it again (ASan would see it) */
-        tr_sock *t = (tr_sock *)calloc(1, sizeof *t);
+    {   /* over a transport, whose maker's arg the caller frees right after
+           sbx__h2_free: the live call must not use it again (ASan would see
+           it); the connection's own transport state goes with the call */
+        tr_maker_arg *tm = (tr_maker_arg *)calloc(1, sizeof *tm);
+        tr_counts t;
         sbx__grpc_call *c = NULL;
         const unsigned char *m;
         size_t ml;
-        sbx__conn_init(&t->inner, &hs.ep, NULL);
-        h = sbx__h2_new(NULL, &hs.ep, &tr_sock_ops, t, "localhost");
+        h = h2_over_tr_sock(&hs.ep, tm, &t);
         CHECK(sbx__grpc_start(h, "/fake.H2/silent", "x", 1, 1, 0, &c, &e) == SBX_OK);
         sbx__h2_free(h);
-        CHECK_EQ_INT(t->opens, 1);
-        CHECK_EQ_INT(t->closes, 1);
-        sbx__conn_free(&t->inner);
-        free(t);
+        free(tm);
+        CHECK_EQ_INT(t.opens, 1);
+        CHECK_EQ_INT(t.closes, 1);
+        CHECK_EQ_INT(test_fd_count(), fds);
         if (c) {
             CHECK(sbx__grpc_recv(c, &m, &ml, 0, &e) == SBX_ERR_CLOSED);
             sbx__grpc_free(c);
         }
+        CHECK_EQ_INT(t.freed, 1);
         CHECK_EQ_INT(test_fd_count(), fds);
     }
 }
@@ -1190,6 +1334,7 @@ int main(void)
     RUN(h2_silent_server_deadline);
     RUN(h2_http1_server);
     RUN(h2_transport_reconnect_after_failure);
+    RUN(h2_websocket_goaway_new_calls_do_not_wait);
     RUN(h2_free_with_live_calls);
     server_stop(&gs);
     server_stop(&hs);

@@ -22,6 +22,9 @@ with grpc-status 0. Scenarios:
   hpack_over     a size update to 65536 (more than we allow): COMPRESSION_ERROR
   goaway         waits for two calls; answers stream 1 with one message, sends
                  GOAWAY(last 1, NO_ERROR, "going away"), then stream 1's trailers
+  goaway_hold    response headers, GOAWAY(last 1, NO_ERROR, "draining"), one
+                 message; 2 s later a second message and the trailers (a client
+                 holding the first message has seen the GOAWAY)
   rst            one message, then RST_STREAM(INTERNAL_ERROR); later calls on the
                  connection get the echo
   refused        RST_STREAM(REFUSED_STREAM) at once
@@ -300,6 +303,15 @@ def scenario(c, sid, handled):
         c.raw(frame(DATA, 0, first, grpc_msg(c.request_body(first))))
         c.raw(frame(GOAWAY, 0, 0, struct.pack(">II", first, 0) + b"going away"))
         c.headers(first, OK_TRAILERS, end=True)
+        c.pump(lambda: False, timeout=0.5)
+        return False
+    elif name == "goaway_hold":
+        c.headers(sid, RESP)
+        c.raw(frame(GOAWAY, 0, 0, struct.pack(">II", sid, 0) + b"draining"))
+        c.raw(frame(DATA, 0, sid, grpc_msg(body)))
+        c.pump(lambda: False, timeout=2.0)
+        c.raw(frame(DATA, 0, sid, grpc_msg(body)))
+        c.headers(sid, OK_TRAILERS, end=True)
         c.pump(lambda: False, timeout=0.5)
         return False
     elif name == "rst":
