@@ -4436,6 +4436,13 @@ SBX__PRIVATE long sbx__ws_read(sbx__ws *ws, int *port, char *p, size_t n, long l
     }
 }
 
+SBX__PRIVATE void sbx__ws_say_close(sbx__ws *ws, long long deadline)
+{
+    static const unsigned char normal[2] = {0x03, 0xe8}; /* 1000 */
+    ws->close_sent = 1;
+    if (sbx__ws_send_frame(ws, SBX__WS_CLOSE, normal, 2, NULL, 0, deadline) != 0) ws->close_got = 1;
+}
+
 SBX__PRIVATE void sbx__ws_close(sbx__ws *ws)
 {
     if (ws->fd < 0) return;
@@ -4443,15 +4450,20 @@ SBX__PRIVATE void sbx__ws_close(sbx__ws *ws)
         long long deadline = sbx__deadline(SBX__WS_CLOSE_WAIT_MS);
         char sink[512];
         int port;
-        if (!ws->close_sent) {
-            static const unsigned char normal[2] = {0x03, 0xe8}; /* 1000 */
-            ws->close_sent = 1;
-            if (sbx__ws_send_frame(ws, SBX__WS_CLOSE, normal, 2, NULL, 0, deadline) != 0) ws->close_got = 1;
-        }
+        if (!ws->close_sent) sbx__ws_say_close(ws, deadline);
         while (!ws->close_got && sbx__ws_read(ws, &port, sink, sizeof sink, deadline) > 0) {}
     }
     close(ws->fd);
     ws->fd = -1;
+}
+
+/* Our close frame if the socket takes it at once, and no wait for the
+   server's: for a caller holding a lock that other calls wait on. The next
+   sbx__ws_close only closes the descriptor. */
+SBX__PRIVATE void sbx__ws_hangup(sbx__ws *ws)
+{
+    if (ws->fd >= 0 && !ws->close_sent && !ws->close_got && !ws->d.bad) sbx__ws_say_close(ws, sbx__deadline(1));
+    ws->close_got = 1;
 }
 
 SBX__PRIVATE int sbx__ws_open(sbx__ws *ws, long long deadline, sbx_error *e)
@@ -11152,6 +11164,9 @@ SBX__PRIVATE void *sbx__gchan_ws_make(void *arg, const sbx__transport **tr)
 
 SBX__PRIVATE void sbx__gchan_ws_free(void *state)
 {
+    /* under h->mu: the calls on the connection that replaced this one must
+       not wait up to SBX__WS_CLOSE_WAIT_MS for the server's close frame */
+    sbx__ws_hangup((sbx__ws *)state);
     sbx__ws_free((sbx__ws *)state);
 }
 
