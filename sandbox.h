@@ -220,7 +220,8 @@
        RESOURCE_EXHAUSTED SBX_ERR_TOO_BIG; UNIMPLEMENTED SBX_ERR_UNSUPPORTED;
        CANCELLED SBX_ERR_CLOSED; others SBX_ERR_RPC. A response message over
        SBX_GRPC_MAX_MESSAGE (4 MiB, as gRPC's own default) is SBX_ERR_TOO_BIG,
-       so a one-shot run's output is capped there: stream bigger output.
+       except Execute's answer (sbx_run, sbx_exec): its stdout and stderr are
+       capped by max_output_bytes each, as on the python runtime.
        Streaming (sbx_process_start, pull-style): Start's stream names the
        process (sbx_process_id), then sbx_process_read returns its stdout /
        stderr chunks (up to 4096 bytes each from sandboxd; PTY output is all
@@ -331,7 +332,8 @@
                                    HPACK and gRPC client that sandboxd's process
                                    API rides on
        SBX_GRPC_MAX_MESSAGE        4 MiB; one gRPC response message (a bigger one
-                                   is SBX_ERR_TOO_BIG and cancels the call)
+                                   is SBX_ERR_TOO_BIG and cancels the call);
+                                   Execute's answer is bounded by max_output_bytes
    Environment (read, never written): SANDBOX_KUBECTL, SANDBOX_API_URL,
    SANDBOX_POD_ROUTE; kubectl itself reads KUBECONFIG and the rest of its usual
    environment.
@@ -1250,6 +1252,11 @@ SBX__PRIVATE void sbx__buf_free(sbx__buf *b)
 }
 
 /* Room for `extra` more bytes plus a NUL. 0 on success, -1 on overflow or no memory. */
+SBX__PRIVATE int sbx__same_allocator(const sbx_allocator *x, const sbx_allocator *y)
+{
+    return x->alloc == y->alloc && x->realloc == y->realloc && x->free == y->free && x->user == y->user;
+}
+
 SBX__PRIVATE int sbx__buf_reserve(sbx__buf *b, size_t extra)
 {
     size_t need, ncap;
@@ -6442,6 +6449,7 @@ SBX__PRIVATE void sbx__h2_close(sbx__h2s *s)
 #ifndef SBX_GRPC_MAX_MESSAGE
 #define SBX_GRPC_MAX_MESSAGE (4u * 1024u * 1024u)
 #endif
+#define SBX__GRPC_RESERVE (256u * 1024u) /* a message buffer's first size, at most */
 
 /* ---- protobuf ----------------------------------------------------------------- */
 
@@ -6587,6 +6595,7 @@ struct sbx__grpc_call {
     long long deadline;        /* the call's own, 0 = none */
     sbx__buf msg;              /* the message being gathered / last returned */
     size_t need;               /* its length, once the prefix is read */
+    size_t max_msg;            /* a longer response message is SBX_ERR_TOO_BIG */
     int in_msg;                /* the prefix was read */
     int ended;                 /* recv returned 0: status is known */
     int status;
@@ -6623,6 +6632,7 @@ SBX__PRIVATE sbx_result sbx__grpc_start(sbx__h2 *h, const char *path, const void
     memset(c, 0, sizeof *c);
     c->h = h;
     c->deadline = deadline;
+    c->max_msg = SBX_GRPC_MAX_MESSAGE;
     memcpy(c->path, path, pl + 1);
     sbx__buf_init(&c->msg, &h->a);
     sbx__buf_init(&hb, &h->a);
@@ -6740,9 +6750,10 @@ SBX__PRIVATE int sbx__grpc_recv(sbx__grpc_call *c, const unsigned char **msg, si
                 sbx__h2s_reset(s, SBX__H2E_CANCEL, SBX_ERR_PROTOCOL, c->why);
                 break;
             }
-            if (n > SBX_GRPC_MAX_MESSAGE) {
-                sbx__grpc_fail(c, SBX_ERR_TOO_BIG, "gRPC %s: a response message of %lu bytes passes SBX_GRPC_MAX_MESSAGE (%lu)",
-                               c->path, n, (unsigned long)SBX_GRPC_MAX_MESSAGE);
+            if (n > c->max_msg) {
+                sbx__grpc_fail(c, SBX_ERR_TOO_BIG, "gRPC %s: a response message of %lu bytes passes %s (%lu)", c->path,
+                               n, c->max_msg == SBX_GRPC_MAX_MESSAGE ? "SBX_GRPC_MAX_MESSAGE" : "this call's limit",
+                               (unsigned long)c->max_msg);
                 sbx__h2s_reset(s, SBX__H2E_CANCEL, SBX_ERR_TOO_BIG, c->why);
                 break;
             }
@@ -6750,7 +6761,9 @@ SBX__PRIVATE int sbx__grpc_recv(sbx__grpc_call *c, const unsigned char **msg, si
             c->in_msg = 1;
             c->need = n;
             c->msg.len = 0;
-            if (sbx__buf_reserve(&c->msg, n) != 0) {
+            /* the length is the server's word: memory follows the bytes that
+               arrive, beyond a first SBX__GRPC_RESERVE */
+            if (sbx__buf_reserve(&c->msg, n < SBX__GRPC_RESERVE ? n : SBX__GRPC_RESERVE) != 0) {
                 sbx__grpc_fail(c, SBX_ERR_NOMEM, "gRPC %s: out of memory for a %lu-byte message", c->path, n);
                 sbx__h2s_reset(s, SBX__H2E_CANCEL, SBX_ERR_NOMEM, c->why);
                 break;
@@ -6760,6 +6773,12 @@ SBX__PRIVATE int sbx__grpc_recv(sbx__grpc_call *c, const unsigned char **msg, si
         if (c->in_msg) {
             size_t take = c->need - c->msg.len;
             if (take > avail) take = avail;
+            if (take && sbx__buf_reserve(&c->msg, take) != 0) {
+                sbx__grpc_fail(c, SBX_ERR_NOMEM, "gRPC %s: out of memory for a %lu-byte message", c->path,
+                               (unsigned long)c->need);
+                sbx__h2s_reset(s, SBX__H2E_CANCEL, SBX_ERR_NOMEM, c->why);
+                break;
+            }
             if (take) {
                 memcpy(c->msg.data + c->msg.len, s->in.data + s->in_pos, take);
                 c->msg.len += take;
@@ -6844,7 +6863,7 @@ SBX__PRIVATE void sbx__grpc_free(sbx__grpc_call *c)
    non-OK status is sbx__grpc_result(status) with e->grpc_status set and
    e->msg "gRPC PATH: STATUS_NAME: message". */
 SBX__PRIVATE sbx_result sbx__grpc_unary(sbx__h2 *h, const char *path, const void *req, size_t n, sbx__buf *resp,
-                                        long long deadline, sbx_error *e)
+                                        size_t max_msg, long long deadline, sbx_error *e)
 {
     sbx__grpc_call *c = NULL;
     const unsigned char *m;
@@ -6857,13 +6876,22 @@ SBX__PRIVATE sbx_result sbx__grpc_unary(sbx__h2 *h, const char *path, const void
         sbx__err_prefix(e, "gRPC %s", path);
         return (sbx_result)r;
     }
+    if (max_msg > 0) c->max_msg = max_msg;
     resp->len = 0;
     while ((r = sbx__grpc_recv(c, &m, &ml, 0, e)) == 1) {
         if (got++) {
             sbx__grpc_free(c);
             return sbx__fail(e, SBX_ERR_PROTOCOL, "gRPC %s: the server sent more than one response message", path);
         }
-        if (sbx__buf_append(resp, m, ml) != 0) {
+        if (m == (const unsigned char *)c->msg.data && sbx__same_allocator(resp->a, c->msg.a)) {
+            sbx__buf t = *resp; /* the message moves, not copied: a big output is in memory once */
+            resp->data = c->msg.data;
+            resp->len = ml;
+            resp->cap = c->msg.cap;
+            c->msg.data = t.data;
+            c->msg.cap = t.cap;
+            c->msg.len = 0;
+        } else if (sbx__buf_append(resp, m, ml) != 0) {
             sbx__grpc_free(c);
             return sbx__fail(e, SBX_ERR_NOMEM, "gRPC %s: out of memory", path);
         }
@@ -12367,7 +12395,11 @@ SBX__PRIVATE sbx_result sbx__exec_grpc(sbx_sandbox *sb, const char *what, const 
     r = sbx__pm_config(&req, 1, argv, command, env, cwd, &sb->err);
     if (r == SBX_OK) r = sbx__gchan_get(s, deadline, &sb->err);
     if (r == SBX_OK) {
-        r = sbx__grpc_unary(s->gchan->h, SBX__GRPC_SVC "Execute", req.data, req.len, &resp, deadline, &sb->err);
+        /* the output is capped by max_output_bytes, as on the python runtime,
+           not by SBX_GRPC_MAX_MESSAGE: stdout and stderr may each reach it */
+        size_t lim = s->max_output < (0xffffffffu - 65536u) / 2 ? 2 * s->max_output + 65536u : 0xffffffffu;
+        r = sbx__grpc_unary(s->gchan->h, SBX__GRPC_SVC "Execute", req.data, req.len, &resp,
+                            lim > SBX_GRPC_MAX_MESSAGE ? lim : 0, deadline, &sb->err);
         if (r == SBX_ERR_CONNECT && s->cl->mode == SBX_MODE_POD_TUNNEL && s->pod_ws == 0)
             sbx__pf_explain(&s->tunnel, s->tunnel_started, 0, &sb->err);
     }
@@ -12660,7 +12692,7 @@ SBX__PRIVATE sbx_result sbx__proc_unary(sbx_process *p, const char *method, cons
         return sbx__fail(&p->err, SBX_ERR_CLOSED, "process %d: %s: its sandbox was closed", pr->id, what);
     snprintf(path, sizeof path, SBX__GRPC_SVC "%s", method);
     sbx__buf_init(&resp, &pr->ch->a);
-    r = sbx__grpc_unary(pr->ch->h, path, req->data, req->len, &resp, sbx__deadline(pr->call_timeout_ms), &p->err);
+    r = sbx__grpc_unary(pr->ch->h, path, req->data, req->len, &resp, 0, sbx__deadline(pr->call_timeout_ms), &p->err);
     sbx__buf_free(&resp);
     if (r != SBX_OK) sbx__err_prefix(&p->err, "process %d: %s", pr->id, what);
     return r;

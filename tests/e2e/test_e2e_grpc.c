@@ -878,14 +878,38 @@ TEST(fault_oversized_message)
     sbx_process p;
     drained d;
     if (!shared_ok) { CHECK(0); return; }
+    sbx_sandbox small;
+    sbx_sandbox_config cfg;
+    size_t want = 4u * 1024 * 1024 + 1024, i, bad = 0;
     CHECK_EQ_INT(grpc_fault("{\"grpc_oversized\":true}"), 0);
     {
+        /* one-shot output past gRPC's 4 MiB message default: bounded by
+           max_output_bytes (256 MiB here), as on the python runtime */
         sbx_result r = sbx_run(&SB, "echo small", &res);
         printf("  oversized Execute: %s (%d, %lu bytes)\n", r == SBX_OK ? "ok" : SB.err.msg, (int)r,
                (unsigned long)res.out_len);
-        /* either taken whole (within our caps) or refused as too big: never a crash or a hang */
-        CHECK(r == SBX_OK ? res.out_len > 4u * 1024 * 1024 : r == SBX_ERR_TOO_BIG || r == SBX_ERR_PROTOCOL);
+        CHECK_EQ_INT(r, SBX_OK);
+        CHECK_EQ_INT(res.exit_code, 0);
+        CHECK_EQ_INT((long long)res.out_len, (long long)want);
+        if (r == SBX_OK && res.out_len == want) {
+            CHECK(memcmp(res.out, "small\n", 6) == 0);
+            for (i = 6; i < want; i++) bad += res.out[i] != 'x';
+            CHECK_EQ_INT((long long)bad, 0);
+        }
         sbx_exec_result_free(&res);
+    }
+    cfg_sandboxd(&cfg);
+    cfg.max_output_bytes = 3u * 1024 * 1024; /* under the padded output, over gRPC's 4 MiB / 2 */
+    if (sbx_open(&small, &CL, &cfg) != SBX_OK) {
+        printf("  open: %s\n", small.err.msg);
+        CHECK(0);
+    } else {
+        sbx_result r = sbx_run(&small, "echo small", &res);
+        printf("  oversized Execute, max_output_bytes 3 MiB: %s\n", small.err.msg);
+        CHECK_EQ_INT(r, SBX_ERR_TOO_BIG);
+        CHECK_MSG(strstr(small.err.msg, "max_output_bytes"), "%s", small.err.msg);
+        CHECK(res.out == NULL && res.out_len == 0);
+        CHECK_EQ_INT(sbx_close(&small), SBX_OK);
     }
     CHECK_EQ_INT(start_sh(&p, &SB, "echo s"), SBX_OK);
     drain(&p, &d, 10000);

@@ -512,11 +512,11 @@ static void unary_and_stream(sbx__h2 *h)
     unsigned long long total = 0;
     sbx__buf_init(&resp, &a);
     memset(&e, 0, sizeof e);
-    r = sbx__grpc_unary(h, "/test.Echo/Unary", "hello\0world", 11, &resp, sbx__deadline(10000), &e);
+    r = sbx__grpc_unary(h, "/test.Echo/Unary", "hello\0world", 11, &resp, 0, sbx__deadline(10000), &e);
     CHECK_MSG(r == SBX_OK, "%d %s", r, e.msg);
     CHECK(resp.len == 11 && memcmp(resp.data, "hello\0world", 11) == 0);
     /* an empty request and answer */
-    r = sbx__grpc_unary(h, "/test.Echo/Unary", "", 0, &resp, sbx__deadline(10000), &e);
+    r = sbx__grpc_unary(h, "/test.Echo/Unary", "", 0, &resp, 0, sbx__deadline(10000), &e);
     CHECK_MSG(r == SBX_OK && resp.len == 0, "%d %s", r, e.msg);
     /* server streaming: 2000 messages of 16 KiB (32 MB) through a 256 KiB window */
     r = sbx__grpc_start(h, "/test.Echo/Stream", "2000 16384", 10, 1, sbx__deadline(60000), &c, &e);
@@ -598,7 +598,7 @@ static void *work(void *arg)
         char req[64];
         int r;
         E2E_FMT(req, sizeof req, "worker %d call %d", w->id, i);
-        r = sbx__grpc_unary(w->h, "/test.Echo/Unary", req, strlen(req), &resp, sbx__deadline(30000), &e);
+        r = sbx__grpc_unary(w->h, "/test.Echo/Unary", req, strlen(req), &resp, 0, sbx__deadline(30000), &e);
         if (r != SBX_OK || resp.len != strlen(req) || memcmp(resp.data, req, resp.len) != 0) {
             w->ok = 0;
             E2E_FMT(w->why, sizeof w->why, "call %d: %d %s", i, r, e.msg);
@@ -662,7 +662,7 @@ TEST(grpcio_deadlines)
     h = sbx__h2_new(NULL, &gs.ep, NULL, "localhost");
     /* the call's deadline: the server sees grpc-timeout, we stop waiting at it */
     t0 = sbx__now_ms();
-    r = sbx__grpc_unary(h, "/test.Echo/Sleep", "3000", 4, &resp, sbx__deadline(400), &e);
+    r = sbx__grpc_unary(h, "/test.Echo/Sleep", "3000", 4, &resp, 0, sbx__deadline(400), &e);
     CHECK_MSG(r == SBX_ERR_TIMEOUT, "%d %s", r, e.msg);
     CHECK(sbx__now_ms() - t0 < 2000);
     /* a wait shorter than the call: TIMEOUT, and the call goes on to its answer */
@@ -683,7 +683,7 @@ TEST(grpcio_deadlines)
         CHECK(sbx__grpc_recv(c, &m, &ml, 0, &e) == 1);
         sbx__grpc_free(c);
     }
-    r = sbx__grpc_unary(h, "/test.Echo/Unary", "x", 1, &resp, sbx__deadline(10000), &e);
+    r = sbx__grpc_unary(h, "/test.Echo/Unary", "x", 1, &resp, 0, sbx__deadline(10000), &e);
     CHECK_MSG(r == SBX_OK, "%d %s", r, e.msg);
     CHECK_EQ_INT(h->connects, 1);
     sbx__h2_free(h);
@@ -705,7 +705,7 @@ TEST(grpcio_status_codes)
         int r;
         E2E_FMT(req, sizeof req, "%d no such thing: 100%% \xe2\x9c\x93", code);
         memset(&e, 0, sizeof e);
-        r = sbx__grpc_unary(h, "/test.Echo/Status", req, strlen(req), &resp, sbx__deadline(10000), &e);
+        r = sbx__grpc_unary(h, "/test.Echo/Status", req, strlen(req), &resp, 0, sbx__deadline(10000), &e);
         CHECK_MSG(r == (int)sbx__grpc_result(code), "code %d: %d %s", code, r, e.msg);
         CHECK_EQ_INT(e.grpc_status, code);
         E2E_FMT(want, sizeof want, "gRPC /test.Echo/Status: %s: no such thing: 100%% \xe2\x9c\x93",
@@ -713,7 +713,7 @@ TEST(grpcio_status_codes)
         CHECK_STR(e.msg, want);
     }
     {   /* an unknown method: UNIMPLEMENTED from the server */
-        int r = sbx__grpc_unary(h, "/test.Echo/Nope", "", 0, &resp, sbx__deadline(10000), &e);
+        int r = sbx__grpc_unary(h, "/test.Echo/Nope", "", 0, &resp, 0, sbx__deadline(10000), &e);
         CHECK_MSG(r == SBX_ERR_UNSUPPORTED && e.grpc_status == 12, "%d %s", r, e.msg);
     }
     sbx__h2_free(h);
@@ -737,7 +737,7 @@ TEST(grpcio_unread_call_does_not_stall_others)
     r = sbx__grpc_start(h, "/test.Echo/Stream", "100000 1000", 11, 1, sbx__deadline(60000), &idle, &e);
     CHECK_MSG(r == SBX_OK, "%d %s", r, e.msg);
     for (i = 0; i < 20; i++) {
-        r = sbx__grpc_unary(h, "/test.Echo/Unary", "u", 1, &resp, sbx__deadline(10000), &e);
+        r = sbx__grpc_unary(h, "/test.Echo/Unary", "u", 1, &resp, 0, sbx__deadline(10000), &e);
         CHECK_MSG(r == SBX_OK, "%d %s", r, e.msg);
     }
     w.h = h;
@@ -753,7 +753,7 @@ TEST(grpcio_unread_call_does_not_stall_others)
         pthread_mutex_unlock(&h->mu);
         sbx__grpc_free(idle);
     }
-    r = sbx__grpc_unary(h, "/test.Echo/Unary", "after", 5, &resp, sbx__deadline(10000), &e);
+    r = sbx__grpc_unary(h, "/test.Echo/Unary", "after", 5, &resp, 0, sbx__deadline(10000), &e);
     CHECK_MSG(r == SBX_OK, "%d %s", r, e.msg);
     CHECK_EQ_INT(h->connects, 1);
     sbx__h2_free(h);
@@ -838,13 +838,13 @@ TEST(grpcio_stream_ids_run_out)
     if (!need_grpc()) SKIP("no grpcio server: /usr/bin/python3 lacks grpc (apt-get install -y python3-grpcio)");
     sbx__buf_init(&resp, &a);
     h = sbx__h2_new(NULL, &gs.ep, NULL, "localhost");
-    r = sbx__grpc_unary(h, "/test.Echo/Unary", "1", 1, &resp, sbx__deadline(10000), &e);
+    r = sbx__grpc_unary(h, "/test.Echo/Unary", "1", 1, &resp, 0, sbx__deadline(10000), &e);
     CHECK_MSG(r == SBX_OK, "%d %s", r, e.msg);
     pthread_mutex_lock(&h->mu);
     if (h->cur) h->cur->next_id = 0x7ffffffdu;
     pthread_mutex_unlock(&h->mu);
     for (i = 0; i < 3; i++) {
-        r = sbx__grpc_unary(h, "/test.Echo/Unary", "abc", 3, &resp, sbx__deadline(10000), &e);
+        r = sbx__grpc_unary(h, "/test.Echo/Unary", "abc", 3, &resp, 0, sbx__deadline(10000), &e);
         CHECK_MSG(r == SBX_OK && resp.len == 3, "call %d: %d %s", i, r, e.msg);
     }
     CHECK_EQ_INT(h->connects, 2);
@@ -875,7 +875,7 @@ static int fake_unary(sbx__h2 *h, const char *name, const void *body, size_t n, 
     char path[96];
     E2E_FMT(path, sizeof path, "/fake.H2/%s", name);
     memset(e, 0, sizeof *e);
-    return sbx__grpc_unary(h, path, body, n, resp, sbx__deadline(ms), e);
+    return sbx__grpc_unary(h, path, body, n, resp, 0, sbx__deadline(ms), e);
 }
 
 TEST(h2_well_formed_oddities)
