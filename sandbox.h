@@ -238,7 +238,16 @@
        shared by its runs and all its processes (concurrent streams), made
        again after it died or got a GOAWAY. After a GOAWAY the streams the
        server kept go on over the old connection until they end, while new
-       calls go over the new one at once. Routes: the WebSocket pod route
+       calls go over the new one at once. A peer that vanishes silently (a
+       NAT or load balancer dropping the flow, a frozen pod network: no FIN,
+       no reset) is noticed by keepalive PINGs: while a call waits on the
+       connection and nothing has arrived for SBX_H2_KEEPALIVE_MS (5 min), a
+       PING goes out; if nothing comes back within SBX_H2_PING_TIMEOUT_MS
+       (20 s), every call on the connection fails with SBX_ERR_CONNECT ("no
+       answer to PING in 20 s") and the next call connects again. So a quiet
+       process read with long timeouts ends within about 5 min 20 s of its
+       connection's death instead of never. Nothing is sent on a connection
+       no call waits on. Routes: the WebSocket pod route
        opens a port-forward WebSocket (?ports=9090) per connection, closed
        when the connection is done (the server closed it, or its last call
        ended: a process's at sbx_process_close); the kubectl route's one
@@ -334,6 +343,14 @@
        SBX_GRPC_MAX_MESSAGE        4 MiB; one gRPC response message (a bigger one
                                    is SBX_ERR_TOO_BIG and cancels the call);
                                    Execute's answer is bounded by max_output_bytes
+       SBX_H2_KEEPALIVE_MS         300000 (5 min); silence on a gRPC connection
+                                   with a call waiting after which a PING goes
+                                   out (0: never). Default gRPC servers (Go and
+                                   C core) refuse more than one per 5 min on a
+                                   stream that sends nothing (GOAWAY
+                                   too_many_pings, which doubles it)
+       SBX_H2_PING_TIMEOUT_MS      20000; no answer to that PING (nothing at all
+                                   received) within it: the connection is dead
    Environment (read, never written): SANDBOX_KUBECTL, SANDBOX_API_URL,
    SANDBOX_POD_ROUTE; kubectl itself reads KUBECONFIG and the rest of its usual
    environment.
@@ -5147,6 +5164,24 @@ SBX__PRIVATE int sbx__hpack_field(sbx__buf *b, int static_name, const char *name
    data is buffered (the stream windows already bound memory). Our sends wait
    for the server's windows.
 
+   KEEPALIVE: a peer that vanishes without a FIN or RST (a NAT or load
+   balancer dropping an idle flow, a frozen pod network) would otherwise be
+   noticed only at each call's deadline, and a quiet process looks just like
+   it. So while a stream is open and a reader waits, the reader stops its
+   read when nothing has been received for SBX_H2_KEEPALIVE_MS and sends a
+   PING (opaque data "sbxk" + a counter); if still nothing at all arrives
+   within SBX_H2_PING_TIMEOUT_MS, the connection fails (SBX_ERR_CONNECT, "no
+   answer to PING in ..."), and the next call makes a new one. Any bytes
+   count as an answer, not only our ACK: a server whose ACK waits behind the
+   DATA it is sending is alive, and it is silence that we look for. The ACK
+   is matched by its opaque data (counted in c->ping_acks); an ACK we did not
+   ask for is ignored, as RFC 9113 6.7 makes only a PING on a stream other
+   than 0 or of other than 8 bytes an error. With no stream open or nobody
+   reading, nothing is sent: no timer, no thread. Pings are at least the
+   interval apart (the clock restarts at whatever arrives, ACKs included);
+   a GOAWAY too_many_pings (ENHANCE_YOUR_CALM) says so in the failed calls'
+   messages, and the handle's later connections wait twice as long.
+
    ERRORS: a connection error by the server (RFC 9113 5.4.1) sends GOAWAY and
    fails every unfinished stream with SBX_ERR_PROTOCOL naming the rule; a
    dead socket fails them with SBX_ERR_CONNECT; GOAWAY fails the streams
@@ -5165,6 +5200,26 @@ SBX__PRIVATE int sbx__hpack_field(sbx__buf *b, int static_name, const char *name
 #define SBX__H2_CTL_WAIT_MS 5000                  /* control frames (acks, updates, resets)    */
 #define SBX__H2_MAX_ID 0x7fffffffu
 #define SBX__H2_NO_DEADLINE (365LL * 86400000LL)
+
+/* Keepalive (see KEEPALIVE above). 5 minutes is the shortest interval a
+   default gRPC server takes on a stream that sends nothing: grpc-go's
+   EnforcementPolicy.MinTime and gRPC core's
+   GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS both default to
+   5 minutes and apply WITH active streams too; a ping sooner than that after
+   the last one is a strike unless the server sent DATA or HEADERS in
+   between (which resets the strikes), and the third strike (max 2) gets
+   GOAWAY(ENHANCE_YOUR_CALM, "too_many_pings") and a closed connection. As we
+   ping only after silence, the server has sent nothing in between, so every
+   ping sooner than 5 minutes would be a strike: 30 s would kill a quiet
+   stream after 2 minutes. Without streams those servers want 2 hours
+   between pings unless PermitWithoutStream: we never ping then. 20 s to
+   answer is gRPC's own GRPC_ARG_KEEPALIVE_TIMEOUT_MS default. */
+#ifndef SBX_H2_KEEPALIVE_MS
+#define SBX_H2_KEEPALIVE_MS 300000
+#endif
+#ifndef SBX_H2_PING_TIMEOUT_MS
+#define SBX_H2_PING_TIMEOUT_MS 20000
+#endif
 
 enum {
     SBX__H2_DATA = 0, SBX__H2_HEADERS = 1, SBX__H2_PRIORITY = 2, SBX__H2_RST_STREAM = 3, SBX__H2_SETTINGS = 4,
@@ -5263,6 +5318,13 @@ struct sbx__h2c {
     unsigned char *scratch;    /* SBX__H2_MAX_HEADER_LIST bytes for HPACK           */
     sbx__buf ctl;              /* control frames waiting to be sent                 */
     unsigned long long frames; /* frames received                                   */
+    long long quiet_since;     /* nothing received since (a stream open)            */
+    long long ping_at;         /* our keepalive PING went out then, unanswered; 0   */
+    unsigned long pings;       /* keepalive PINGs sent (the opaque data counts them) */
+    unsigned long ping_acked;  /* the last of them the server acknowledged          */
+    unsigned long ping_acks;   /* acknowledgements of ours received                 */
+    unsigned long ping_stray;  /* PING acks we did not ask for (ignored)            */
+    char goaway_why[300];      /* the GOAWAY's code and debug text, for messages    */
 };
 
 struct sbx__h2 {
@@ -5280,6 +5342,8 @@ struct sbx__h2 {
     int refs;                  /* the handle + calls */
     int closed;
     unsigned long connects;    /* connections made */
+    long keepalive_ms;         /* SBX_H2_KEEPALIVE_MS, doubled by each too_many_pings */
+    long ping_timeout_ms;      /* SBX_H2_PING_TIMEOUT_MS                            */
 };
 
 /* ---- small helpers --------------------------------------------------------- */
@@ -5776,26 +5840,36 @@ SBX__PRIVATE int sbx__h2c_goaway(sbx__h2c *c, const unsigned char *p, size_t len
     char debug[160];
     unsigned long last = sbx__h2_u32(p) & SBX__H2_MAX_ID, code = sbx__h2_u32(p + 4);
     sbx__h2s *s, *nx;
+    sbx__h2 *h = c->h;
     sbx__h2_clean(debug, sizeof debug, p + 8, len - 8 > 150 ? 150 : len - 8);
     if (c->goaway && last > c->goaway_last)
         return sbx__h2c_error(c, SBX__H2E_PROTOCOL, "GOAWAY raised its last stream id");
     c->goaway = 1;
     c->goaway_last = last;
     c->goaway_code = code;
+    sbx__fmt(c->goaway_why, sizeof c->goaway_why, "%s%s%s", sbx__h2_errname(code), debug[0] ? ": " : "", debug);
+    if (code == SBX__H2E_CALM && strstr(debug, "too_many_pings") && c->pings > 0 && h->keepalive_ms > 0) {
+        /* our keepalive broke the server's ping policy: say so, and back off
+           as gRPC clients do (this connection is done; the next waits longer) */
+        long was = h->keepalive_ms;
+        if (h->keepalive_ms < 86400000L) h->keepalive_ms *= 2;
+        sbx__fmt(c->goaway_why + strlen(c->goaway_why), sizeof c->goaway_why - strlen(c->goaway_why),
+                 "; the server allows fewer keepalive PINGs than one per %ld ms of silence (SBX_H2_KEEPALIVE_MS): "
+                 "the next connection waits %ld ms", was, h->keepalive_ms);
+    }
     sbx__h2c_retire(c);
     for (s = c->streams; s; s = nx) {
         nx = s->next;
         if (s->id > last) {
             sbx__h2s_fail(s, SBX_ERR_CONNECT,
-                          "HTTP/2 connection to %s: the server sent GOAWAY (%s%s%s) before it processed stream "
+                          "HTTP/2 connection to %s: the server sent GOAWAY (%s) before it processed stream "
                           "%u; it may be retried",
-                          c->h->ep.name, sbx__h2_errname(code), debug[0] ? ": " : "", debug, s->id);
+                          h->ep.name, c->goaway_why, s->id);
             sbx__h2s_unlink(s);
         }
     }
     if (code != SBX__H2E_NO_ERROR && c->nstreams == 0)
-        sbx__h2c_fail(c, SBX_ERR_CONNECT, "HTTP/2 connection to %s: GOAWAY (%s%s%s)", c->h->ep.name,
-                      sbx__h2_errname(code), debug[0] ? ": " : "", debug);
+        sbx__h2c_fail(c, SBX_ERR_CONNECT, "HTTP/2 connection to %s: GOAWAY (%s)", h->ep.name, c->goaway_why);
     return 0;
 }
 
@@ -5871,7 +5945,17 @@ SBX__PRIVATE int sbx__h2c_frame(sbx__h2c *c, int type, int flags, unsigned long 
     case SBX__H2_PING:
         if (sid != 0) return sbx__h2c_error(c, SBX__H2E_PROTOCOL, "PING on stream %lu", sid);
         if (len != 8) return sbx__h2c_error(c, SBX__H2E_FRAME_SIZE, "PING of %lu bytes", (unsigned long)len);
-        if (!(flags & SBX__H2F_ACK)) sbx__h2_frame(&c->ctl, SBX__H2_PING, SBX__H2F_ACK, 0, p, 8);
+        if (!(flags & SBX__H2F_ACK)) {
+            sbx__h2_frame(&c->ctl, SBX__H2_PING, SBX__H2F_ACK, 0, p, 8);
+            return 0;
+        }
+        if (memcmp(p, "sbxk", 4) == 0 && sbx__h2_u32(p + 4) > c->ping_acked && sbx__h2_u32(p + 4) <= c->pings) {
+            c->ping_acked = sbx__h2_u32(p + 4);
+            c->ping_acks++;
+            c->ping_at = 0;
+        } else {
+            c->ping_stray++; /* not ours: ignored (RFC 9113 6.7 names no error for it) */
+        }
         return 0;
     case SBX__H2_GOAWAY:
         if (sid != 0) return sbx__h2c_error(c, SBX__H2E_PROTOCOL, "GOAWAY on stream %lu", sid);
@@ -5947,25 +6031,60 @@ SBX__PRIVATE int sbx__h2c_frames(sbx__h2c *c)
     return r;
 }
 
-/* Take the read role for one read (mu held, a reference held). */
+/* ms as "20 s" or "300 ms", for messages. */
+SBX__PRIVATE const char *sbx__h2_ms(char *out, size_t cap, long ms)
+{
+    if (ms >= 1000 && ms % 1000 == 0) sbx__fmt(out, cap, "%ld s", ms / 1000);
+    else sbx__fmt(out, cap, "%ld ms", ms);
+    return out;
+}
+
+/* Take the read role for one read (mu held, a reference held). The read
+   ends at the deadline or at the next keepalive moment, whichever is first
+   (the callers loop until their own deadline). */
 SBX__PRIVATE void sbx__h2c_read(sbx__h2c *c, long long deadline)
 {
     sbx__h2 *h = c->h;
     long got;
-    int err = 0;
+    int err = 0, sent = 0, sr = 0, serr = 0;
+    unsigned char ping[17];
+    long long now = sbx__now_ms(), rd = deadline;
+    if (h->keepalive_ms > 0 && c->nstreams > 0 && !c->dead) {
+        if (!c->ping_at && now - c->quiet_since >= h->keepalive_ms) {
+            c->pings++;
+            sbx__h2_head(ping, 8, SBX__H2_PING, 0, 0);
+            memcpy(ping + 9, "sbxk", 4);
+            sbx__h2_put32(ping + 13, c->pings);
+            c->ping_at = now;
+            sent = 1;
+        }
+        if (c->ping_at) now = c->ping_at + h->ping_timeout_ms;
+        else now = c->quiet_since + h->keepalive_ms;
+        if (now < rd) rd = now;
+    }
     c->reading = 1;
     c->refs++;
     pthread_mutex_unlock(&h->mu);
-    if (!c->io.tr) {
-        got = sbx__http_recv(c->io.fd, (char *)c->rbuf + c->rlen, SBX__H2_RBUF - c->rlen, deadline);
+    if (sent) {
+        /* the ping timeout bounds the send too: a peer that reads nothing
+           fills our socket buffer, which is the same silence */
+        pthread_mutex_lock(&c->wmu);
+        sr = sbx__conn_send(&c->io, (const char *)ping, sizeof ping, sbx__deadline(h->ping_timeout_ms));
+        serr = errno;
+        pthread_mutex_unlock(&c->wmu);
+    }
+    if (sr != 0) {
+        got = -3;
+    } else if (!c->io.tr) {
+        got = sbx__http_recv(c->io.fd, (char *)c->rbuf + c->rlen, SBX__H2_RBUF - c->rlen, rd);
         err = errno;
     } else {
         int pr = 1;
-        if (!c->drain) pr = sbx__poll1(c->io.fd, POLLIN, deadline);
+        if (!c->drain) pr = sbx__poll1(c->io.fd, POLLIN, rd);
         if (pr > 0) {
             long long d = sbx__now_ms() + 1;
             pthread_mutex_lock(&c->wmu);
-            got = c->io.tr->recv(c->io.trs, (char *)c->rbuf + c->rlen, SBX__H2_RBUF - c->rlen, d < deadline ? d : deadline);
+            got = c->io.tr->recv(c->io.trs, (char *)c->rbuf + c->rlen, SBX__H2_RBUF - c->rlen, d < rd ? d : rd);
             err = errno;
             pthread_mutex_unlock(&c->wmu);
             c->drain = got > 0;
@@ -5978,17 +6097,31 @@ SBX__PRIVATE void sbx__h2c_read(sbx__h2c *c, long long deadline)
     c->reading = 0;
     if (c->dead) sbx__h2c_close_io(c);
     if (got > 0) {
+        c->quiet_since = sbx__now_ms();
+        c->ping_at = 0;
         c->rlen += (size_t)got;
         sbx__h2c_frames(c);
+    } else if (got == -3 && !c->dead) {
+        char t[32];
+        sbx__h2c_fail(c, SBX_ERR_CONNECT, "HTTP/2 connection to %s: a keepalive PING could not be sent in %s (%s)",
+                      h->ep.name, sbx__h2_ms(t, sizeof t, h->ping_timeout_ms),
+                      sr == -2 ? "the server reads nothing" : strerror(serr));
+    } else if (got == -2 && c->ping_at && !c->dead && sbx__now_ms() >= c->ping_at + h->ping_timeout_ms) {
+        char t[32], q[32];
+        sbx__h2c_fail(c, SBX_ERR_CONNECT,
+                      "HTTP/2 connection to %s: no answer to PING in %s (nothing received for %s): the server or "
+                      "the path to it is gone",
+                      h->ep.name, sbx__h2_ms(t, sizeof t, h->ping_timeout_ms),
+                      sbx__h2_ms(q, sizeof q, (long)(sbx__now_ms() - c->quiet_since)));
     } else if (got == 0) {
         if (c->goaway)
             sbx__h2c_fail(c, SBX_ERR_CONNECT, "HTTP/2 connection to %s: closed by the server after GOAWAY (%s)",
-                          h->ep.name, sbx__h2_errname(c->goaway_code));
+                          h->ep.name, c->goaway_why);
         else sbx__h2c_fail(c, SBX_ERR_CONNECT, "HTTP/2 connection to %s: closed by the server", h->ep.name);
     } else if (got == -1 && err == ECONNRESET && !c->dead) {
         /* a server that closes with our bytes unread resets instead of ending */
-        sbx__h2c_fail(c, SBX_ERR_CONNECT, "HTTP/2 connection to %s: closed by the server (reset)%s", h->ep.name,
-                      c->goaway ? " after GOAWAY" : "");
+        sbx__h2c_fail(c, SBX_ERR_CONNECT, "HTTP/2 connection to %s: closed by the server (reset)%s%s%s", h->ep.name,
+                      c->goaway ? " after GOAWAY (" : "", c->goaway ? c->goaway_why : "", c->goaway ? ")" : "");
     } else if (got == -1 && !c->dead) {
         sbx__h2c_fail(c, SBX_ERR_CONNECT, "HTTP/2 connection to %s: read: %s", h->ep.name, strerror(err));
     }
@@ -6021,6 +6154,7 @@ SBX__PRIVATE sbx__h2c *sbx__h2c_new(sbx__h2 *h)
     c->peer_frame = 16384;
     c->peer_streams = (unsigned long)-1;
     c->recv_window = SBX__H2_CONN_WINDOW;
+    c->quiet_since = sbx__now_ms();
     sbx__hpack_init(&c->dec, SBX__HPACK_TABLE_MAX);
     sbx__buf_init(&c->block, &h->a);
     sbx__buf_init(&c->ctl, &h->a);
@@ -6152,6 +6286,8 @@ SBX__PRIVATE sbx__h2 *sbx__h2_new(const sbx_allocator *alloc, const sbx__endpoin
     h->ep = *ep;
     if (mk) h->mk = *mk;
     h->refs = 1;
+    h->keepalive_ms = SBX_H2_KEEPALIVE_MS;
+    h->ping_timeout_ms = SBX_H2_PING_TIMEOUT_MS;
     h->authority = sbx__strdup(&a, authority ? authority : ep->host);
     if (!h->authority) {
         sbx__free(&a, h);
@@ -6305,6 +6441,12 @@ SBX__PRIVATE int sbx__h2_open(sbx__h2 *h, sbx__h2s *s, const unsigned char *bloc
         sbx__h2c_unref(c);
         pthread_mutex_unlock(&h->mu);
         return sbx__fail(e, SBX_ERR_NOMEM, "HTTP/2: out of memory");
+    }
+    if (c->nstreams == 0) {
+        /* the keepalive clock counts silence while streams are open, not the
+           idle time before (nor a ping of a stream long gone) */
+        c->quiet_since = sbx__now_ms();
+        c->ping_at = 0;
     }
     s->open = 1;
     s->next = c->streams;
