@@ -6854,6 +6854,12 @@ SBX__PRIVATE void sbx__grpc_finish(sbx__grpc_call *c)
         sbx__fmt(c->message, sizeof c->message, "the server ended the call without a grpc-status%s",
                  s->grpc_ct ? "" : " (and its content-type is not application/grpc)");
     }
+    /* gRPC core ends the calls of a client that pings too often with
+       UNAVAILABLE "Too many pings" besides its GOAWAY: name our keepalive */
+    if (c->status != 0 && s->c && s->c->goaway && s->c->goaway_code == SBX__H2E_CALM) {
+        size_t n = strlen(c->message);
+        sbx__fmt(c->message + n, sizeof c->message - n, " (GOAWAY %s)", s->c->goaway_why);
+    }
 }
 
 /* Next response message: 1 with *msg,*len (valid until the next recv or free

@@ -1307,6 +1307,210 @@ TEST(h2_free_with_live_calls)
     }
 }
 
+/* ---- keepalive PING ---------------------------------------------------------------- */
+
+/* A peer that vanished without FIN or RST (h2_fake "dead": the response
+   headers, then it reads and answers nothing, the connection open): a read
+   with a long wait fails with SBX_ERR_CONNECT at keepalive + ping timeout,
+   naming the PING, over a plain socket and over a transport; the next call
+   reconnects. */
+TEST(h2_keepalive_dead_peer)
+{
+    sbx_allocator al = sbx__allocator(NULL);
+    sbx__buf resp;
+    int k, fds;
+    NEED_H2FAKE();
+    fds = test_fd_count();
+    sbx__buf_init(&resp, &al);
+    for (k = 0; k < 2; k++) {
+        tr_maker_arg tm;
+        tr_counts t;
+        sbx__h2 *h = k == 0 ? sbx__h2_new(NULL, &hs.ep, NULL, "localhost") : h2_over_tr_sock(&hs.ep, &tm, &t);
+        sbx__grpc_call *c = NULL;
+        sbx_error e;
+        const unsigned char *m;
+        size_t ml;
+        long long t0, took;
+        int r;
+        h->keepalive_ms = 300;
+        h->ping_timeout_ms = 500;
+        r = sbx__grpc_start(h, "/fake.H2/dead", "x", 1, 1, 0, &c, &e);
+        CHECK_MSG(r == SBX_OK, "%d %s", r, e.msg);
+        if (r != SBX_OK) {
+            sbx__h2_free(h);
+            continue;
+        }
+        t0 = sbx__now_ms();
+        r = sbx__grpc_recv(c, &m, &ml, sbx__deadline(20000), &e);
+        took = sbx__now_ms() - t0;
+        CHECK_MSG(r == SBX_ERR_CONNECT && strstr(e.msg, "no answer to PING in 500 ms"), "%d %s", r, e.msg);
+        CHECK_MSG(took >= 650 && took < 2500, "failed after %lld ms (keepalive 300 + ping timeout 500)", took);
+        CHECK_EQ_INT(c->s.c->pings, 1);
+        CHECK(c->s.c->dead);
+        printf("  %s: %lld ms: %s\n", k == 0 ? "socket" : "transport", took, e.msg);
+        sbx__grpc_free(c);
+        r = fake_unary(h, "ok", "again", 5, &resp, 5000, &e);
+        CHECK_MSG(r == SBX_OK && resp.len == 5 && memcmp(resp.data, "again", 5) == 0, "%d %s", r, e.msg);
+        CHECK_EQ_INT(h->connects, 2);
+        sbx__h2_free(h);
+    }
+    sbx__buf_free(&resp);
+    CHECK_EQ_INT(test_fd_count(), fds);
+}
+
+/* A live stream that sends nothing for several keepalive intervals (h2_fake
+   "quiet", whose h2 acks the PINGs): PINGs go out and are acked, the call
+   is not failed, and the server counted the PINGs it got. */
+TEST(h2_keepalive_quiet_stream_lives)
+{
+    sbx_allocator al = sbx__allocator(NULL);
+    sbx__buf resp;
+    sbx_error e;
+    sbx__h2 *h;
+    long n = -1;
+    int r;
+    NEED_H2FAKE();
+    sbx__buf_init(&resp, &al);
+    h = sbx__h2_new(NULL, &hs.ep, NULL, "localhost");
+    h->keepalive_ms = 200;
+    h->ping_timeout_ms = 1000;
+    r = fake_unary(h, "quiet", "1500", 4, &resp, 10000, &e);
+    CHECK_MSG(r == SBX_OK, "%d %s", r, e.msg);
+    if (r == SBX_OK && h->cur) {
+        char txt[32];
+        E2E_FMT(txt, sizeof txt, "%.*s", (int)resp.len, resp.data);
+        n = atol(txt);
+        printf("  1.5 s quiet, keepalive 200 ms: %lu PINGs sent, %lu acked, %ld seen by the server\n",
+               h->cur->pings, h->cur->ping_acks, n);
+        CHECK_MSG(n >= 4, "the server saw %ld PINGs", n);
+        /* one more may have gone out after the server stopped reading for its answer */
+        CHECK_MSG(h->cur->pings == (unsigned long)n || h->cur->pings == (unsigned long)n + 1, "%lu sent, %ld seen",
+                  h->cur->pings, n);
+        CHECK_EQ_INT((long)h->cur->ping_acks, n);
+        CHECK_EQ_INT(h->cur->ping_stray, 0);
+        CHECK(!h->cur->dead);
+    }
+    CHECK_EQ_INT(h->connects, 1);
+    sbx__h2_free(h);
+    sbx__buf_free(&resp);
+}
+
+/* No stream open, nobody reading: nothing is sent, however long. */
+TEST(h2_keepalive_not_without_streams)
+{
+    sbx_allocator al = sbx__allocator(NULL);
+    sbx__buf resp;
+    sbx_error e;
+    sbx__h2 *h;
+    int r;
+    struct timespec ts = {0, 600000000L};
+    NEED_H2FAKE();
+    sbx__buf_init(&resp, &al);
+    h = sbx__h2_new(NULL, &hs.ep, NULL, "localhost");
+    h->keepalive_ms = 100;
+    h->ping_timeout_ms = 1000;
+    r = fake_unary(h, "count", "", 0, &resp, 5000, &e);
+    CHECK_MSG(r == SBX_OK && resp.len == 1 && resp.data[0] == '0', "%d %s", r, e.msg);
+    nanosleep(&ts, NULL); /* six keepalive intervals without a stream */
+    r = fake_unary(h, "count", "", 0, &resp, 5000, &e);
+    CHECK_MSG(r == SBX_OK && resp.len == 1 && resp.data[0] == '0', "%d %s: the server saw PINGs", r, e.msg);
+    CHECK(h->cur && h->cur->pings == 0);
+    CHECK_EQ_INT(h->connects, 1);
+    sbx__h2_free(h);
+    sbx__buf_free(&resp);
+}
+
+/* PING acks that are not the answer to ours: ignored, never counted as
+   acks (RFC 9113 6.7 makes them no error). Unsolicited ones do not disturb
+   a call; acks with the wrong data (h2_fake "wrong_ack") are not taken for
+   ours, but, as any bytes from the server, they prove it alive: the call
+   lives on past several ping timeouts. */
+TEST(h2_keepalive_stray_acks)
+{
+    sbx_allocator al = sbx__allocator(NULL);
+    sbx__buf resp;
+    sbx_error e;
+    sbx__h2 *h;
+    int r;
+    NEED_H2FAKE();
+    sbx__buf_init(&resp, &al);
+    h = sbx__h2_new(NULL, &hs.ep, NULL, "localhost");
+    r = fake_unary(h, "stray_ack", "hello", 5, &resp, 5000, &e);
+    CHECK_MSG(r == SBX_OK && resp.len == 5 && memcmp(resp.data, "hello", 5) == 0, "%d %s", r, e.msg);
+    CHECK(h->cur && h->cur->ping_stray == 2 && h->cur->ping_acks == 0 && !h->cur->dead);
+    sbx__h2_free(h);
+    h = sbx__h2_new(NULL, &hs.ep, NULL, "localhost");
+    h->keepalive_ms = 200;
+    h->ping_timeout_ms = 300;
+    r = fake_unary(h, "wrong_ack", "1500", 4, &resp, 10000, &e);
+    CHECK_MSG(r == SBX_OK, "%d %s", r, e.msg);
+    if (r == SBX_OK && h->cur) {
+        char txt[32];
+        long n;
+        E2E_FMT(txt, sizeof txt, "%.*s", (int)resp.len, resp.data);
+        n = atol(txt);
+        CHECK_MSG(n >= 3, "the server saw %ld PINGs", n);
+        CHECK_EQ_INT(h->cur->ping_acks, 0);
+        CHECK_EQ_INT((long)h->cur->ping_stray, n);
+    }
+    sbx__h2_free(h);
+    sbx__buf_free(&resp);
+}
+
+/* The real grpcio server. With a ping policy that allows it, a quiet call
+   (Sleep) lives through PINGs every 200 ms, all acked. With gRPC's DEFAULT
+   policy (5 minutes between pings while the server sends nothing, 2
+   strikes), the same call dies of GOAWAY ENHANCE_YOUR_CALM too_many_pings
+   after the fourth PING, which is why SBX_H2_KEEPALIVE_MS is 5 minutes: the
+   message says so, the handle's next connection waits twice as long, and
+   the next call works. */
+TEST(grpcio_keepalive_policy)
+{
+    server ps = {-1, -1, 0, {0, 0, {{{0}}}, {0}, {0}, {0}, {0}}};
+    sbx_allocator al = sbx__allocator(NULL);
+    sbx__buf resp;
+    sbx_error e;
+    sbx__h2 *h;
+    long long t0;
+    int r;
+    if (!need_grpc()) SKIP("no grpcio server: /usr/bin/python3 lacks grpc (apt-get install -y python3-grpcio)");
+    sbx__buf_init(&resp, &al);
+    if (server_start(&ps, "tests/fakes/servers/grpc_echo.py", "pings") != 0) {
+        server_stop(&ps);
+        CHECK_MSG(0, "grpc_echo.py pings did not start");
+    } else {
+        h = sbx__h2_new(NULL, &ps.ep, NULL, "localhost");
+        h->keepalive_ms = 200;
+        h->ping_timeout_ms = 2000;
+        r = sbx__grpc_unary(h, "/test.Echo/Sleep", "1500", 4, &resp, 0, sbx__deadline(10000), &e);
+        CHECK_MSG(r == SBX_OK && resp.len == 5, "%d %s", r, e.msg);
+        if (h->cur) {
+            printf("  grpcio allowing 100 ms: %lu PINGs in 1.5 s, %lu acked\n", h->cur->pings, h->cur->ping_acks);
+            CHECK_MSG(h->cur->pings >= 4, "%lu PINGs", h->cur->pings);
+            CHECK(h->cur->ping_acks + 1 >= h->cur->pings);
+            CHECK_EQ_INT(h->cur->ping_stray, 0);
+        }
+        CHECK_EQ_INT(h->connects, 1);
+        sbx__h2_free(h);
+        server_stop(&ps);
+    }
+    h = sbx__h2_new(NULL, &gs.ep, NULL, "localhost");
+    h->keepalive_ms = 200;
+    h->ping_timeout_ms = 2000;
+    t0 = sbx__now_ms();
+    r = sbx__grpc_unary(h, "/test.Echo/Sleep", "5000", 4, &resp, 0, sbx__deadline(10000), &e);
+    printf("  grpcio's default policy, PINGs every 200 ms: %lld ms: %s\n", sbx__now_ms() - t0, e.msg);
+    CHECK_MSG(r == SBX_ERR_CONNECT && strstr(e.msg, "ENHANCE_YOUR_CALM: too_many_pings") &&
+                  strstr(e.msg, "SBX_H2_KEEPALIVE_MS") && strstr(e.msg, "waits 400 ms"), "%d %s", r, e.msg);
+    CHECK(sbx__now_ms() - t0 < 4000);
+    CHECK_EQ_INT(h->keepalive_ms, 400);
+    r = sbx__grpc_unary(h, "/test.Echo/Unary", "after", 5, &resp, 0, sbx__deadline(10000), &e);
+    CHECK_MSG(r == SBX_OK && resp.len == 5, "%d %s", r, e.msg);
+    CHECK_EQ_INT(h->connects, 2);
+    sbx__h2_free(h);
+    sbx__buf_free(&resp);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -1336,6 +1540,11 @@ int main(void)
     RUN(h2_transport_reconnect_after_failure);
     RUN(h2_websocket_goaway_new_calls_do_not_wait);
     RUN(h2_free_with_live_calls);
+    RUN(h2_keepalive_dead_peer);
+    RUN(h2_keepalive_quiet_stream_lives);
+    RUN(h2_keepalive_not_without_streams);
+    RUN(h2_keepalive_stray_acks);
+    RUN(grpcio_keepalive_policy);
     server_stop(&gs);
     server_stop(&hs);
     return test_summary("test_h2");

@@ -2,12 +2,17 @@
 """A REAL gRPC server (Debian's python3-grpcio) for tests/unit/test_h2.c, with
 bytes-in/bytes-out generic handlers, so no protoc is needed.
 
-    grpc_echo.py
+    grpc_echo.py [pings]
 
 Needs grpcio: run with /usr/bin/python3 (it re-executes itself there when the
 python3 on PATH lacks grpc). Listens on 127.0.0.1, port 0, prints "PORT <n>"
 as its first stdout line (or "SKIP <why>" when grpc is missing) and exits when
 its stdin reaches EOF or after 600 s.
+
+With "pings", the server's ping policy lets clients ping every 100 ms
+(grpc.http2.min_ping_interval_without_data_ms); without, it is gRPC's default
+(5 minutes between pings while it sends nothing, 2 strikes, then GOAWAY
+ENHANCE_YOUR_CALM "too_many_pings").
 
 Methods of service test.Echo (requests are ASCII text where they carry numbers):
   Unary      answers the request bytes
@@ -87,9 +92,11 @@ def main():
         "Stream": grpc.unary_stream_rpc_method_handler(counted(stream), request_deserializer=ident,
                                                        response_serializer=ident),
     }
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=40),
-                         options=[("grpc.max_send_message_length", 64 * 1024 * 1024),
-                                  ("grpc.max_receive_message_length", 64 * 1024 * 1024)])
+    options = [("grpc.max_send_message_length", 64 * 1024 * 1024),
+               ("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+    if sys.argv[1:] == ["pings"]:
+        options.append(("grpc.http2.min_ping_interval_without_data_ms", 100))
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=40), options=options)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("test.Echo", handlers),))
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()

@@ -42,7 +42,19 @@ with grpc-status 0. Scenarios:
   compressed     a message with the compressed flag
   trailers_only  HEADERS with grpc-status 5 and a percent-encoded grpc-message
   http503        :status 503, no grpc-status
-  silent         never answers
+  silent         never answers (but h2 still acks PINGs while it waits)
+  dead           response headers, then reads nothing and answers nothing
+                 (PINGs included) for 30 s with the connection open: a peer
+                 that vanished without FIN or RST
+  quiet          response headers, then nothing for the request's "MS"
+                 milliseconds while PINGs are acked (by h2); then one message
+                 with the number of PINGs received on the connection, and OK
+  count          the echo of the number of PINGs received on the connection
+  stray_ack      two PING acks nobody asked for (opaque "notours!", and "sbxk"
+                 with counter 99), then the echo
+  wrong_ack      response headers; for "MS" ms every PING is answered with an
+                 ack of other opaque data ("wrongack"), never its own; then a
+                 message with the number of PINGs, and OK
   eof_mid        response headers and half a message, then the socket closes
   bad_frame      DATA on stream 0
   big_frame      a frame of 20000 bytes (more than our 16384)
@@ -92,6 +104,7 @@ class Conn:
         self.reqs = {}
         self.order = []
         self.ping_acks = 0
+        self.pings = 0
         self.settings_acked = 0
         self.window_updates = 0
         self.closed = False
@@ -163,6 +176,8 @@ class Conn:
                     self.order.append(ev.stream_id)
             elif isinstance(ev, h2.events.PingAckReceived):
                 self.ping_acks += 1
+            elif isinstance(ev, h2.events.PingReceived):
+                self.pings += 1
             elif isinstance(ev, h2.events.SettingsAcknowledged):
                 self.settings_acked += 1
             elif isinstance(ev, h2.events.WindowUpdated):
@@ -382,6 +397,45 @@ def scenario(c, sid, handled):
         c.headers(sid, [(b":status", b"503"), (b"content-type", b"text/plain")], end=True)
     elif name == "silent":
         c.pump(lambda: False, timeout=10)
+        return False
+    elif name == "dead":
+        c.headers(sid, RESP)
+        time.sleep(30)  # no recv: the client's PINGs sit unread in our socket
+        return False
+    elif name == "quiet":
+        c.headers(sid, RESP)
+        c.pump(lambda: False, timeout=int(body) / 1000.0)
+        c.raw(frame(DATA, 0, sid, grpc_msg(b"%d" % c.pings)))
+        c.headers(sid, OK_TRAILERS, end=True)
+    elif name == "count":
+        c.echo(sid, b"%d" % c.pings)
+    elif name == "stray_ack":
+        c.raw(frame(PING, 1, 0, b"notours!"))
+        c.raw(frame(PING, 1, 0, b"sbxk" + struct.pack(">I", 99)))
+        c.echo(sid, body)
+    elif name == "wrong_ack":
+        # past h2 from here on (it would ack with the right data): raw frames
+        c.headers(sid, RESP)
+        buf, pings, end = b"", 0, time.time() + int(body) / 1000.0
+        while time.time() < end:
+            c.sock.settimeout(max(0.01, end - time.time()))
+            try:
+                d = c.sock.recv(65536)
+            except socket.timeout:
+                continue
+            if not d:
+                return False
+            buf += d
+            while len(buf) >= 9 and len(buf) >= 9 + int.from_bytes(buf[:3], "big"):
+                ln = int.from_bytes(buf[:3], "big")
+                if buf[3] == PING and not buf[4] & 1:
+                    pings += 1
+                    c.sock.sendall(frame(PING, 1, 0, b"wrongack"))
+                buf = buf[9 + ln:]
+        c.sock.settimeout(None)
+        c.raw(frame(DATA, 0, sid, grpc_msg(b"%d" % pings)))
+        c.headers(sid, OK_TRAILERS, end=True)
+        c.pump(lambda: False, timeout=0.3)
         return False
     elif name == "eof_mid":
         c.headers(sid, RESP)
