@@ -1358,6 +1358,40 @@ TEST(h2_keepalive_dead_peer)
     CHECK_EQ_INT(test_fd_count(), fds);
 }
 
+/* Two calls on that dead connection, each read by a thread of its own that
+   would wait forever: the read role passes between them across the
+   keepalive moments, and both end with the connection's death. */
+TEST(h2_keepalive_dead_peer_two_readers)
+{
+    sbx__h2 *h;
+    sbx_error e;
+    blocked b[2];
+    pthread_t th[2];
+    long long t0, took;
+    int i, fds;
+    NEED_H2FAKE();
+    fds = test_fd_count();
+    h = sbx__h2_new(NULL, &hs.ep, NULL, "localhost");
+    h->keepalive_ms = 300;
+    h->ping_timeout_ms = 500;
+    memset(b, 0, sizeof b);
+    for (i = 0; i < 2; i++) CHECK(sbx__grpc_start(h, "/fake.H2/dead", "x", 1, 1, 0, &b[i].c, &e) == SBX_OK);
+    if (b[0].c && b[1].c) {
+        t0 = sbx__now_ms();
+        for (i = 0; i < 2; i++) pthread_create(&th[i], NULL, recv_blocked, &b[i]);
+        for (i = 0; i < 2; i++) pthread_join(th[i], NULL);
+        took = sbx__now_ms() - t0;
+        for (i = 0; i < 2; i++)
+            CHECK_MSG(b[i].r == SBX_ERR_CONNECT && strstr(b[i].why, "no answer to PING"), "%d %s", b[i].r, b[i].why);
+        CHECK_MSG(took >= 650 && took < 2500, "failed after %lld ms", took);
+        CHECK_EQ_INT(b[0].c->s.c->pings, 1);
+    }
+    for (i = 0; i < 2; i++) sbx__grpc_free(b[i].c);
+    CHECK_EQ_INT(h->connects, 1);
+    sbx__h2_free(h);
+    CHECK_EQ_INT(test_fd_count(), fds);
+}
+
 /* A live stream that sends nothing for several keepalive intervals (h2_fake
    "quiet", whose h2 acks the PINGs): PINGs go out and are acked, the call
    is not failed, and the server counted the PINGs it got. */
@@ -1541,6 +1575,7 @@ int main(void)
     RUN(h2_websocket_goaway_new_calls_do_not_wait);
     RUN(h2_free_with_live_calls);
     RUN(h2_keepalive_dead_peer);
+    RUN(h2_keepalive_dead_peer_two_readers);
     RUN(h2_keepalive_quiet_stream_lives);
     RUN(h2_keepalive_not_without_streams);
     RUN(h2_keepalive_stray_acks);
