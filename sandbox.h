@@ -5220,6 +5220,9 @@ SBX__PRIVATE int sbx__hpack_field(sbx__buf *b, int static_name, const char *name
 #ifndef SBX_H2_PING_TIMEOUT_MS
 #define SBX_H2_PING_TIMEOUT_MS 20000
 #endif
+#if SBX_H2_PING_TIMEOUT_MS < 1
+#error "SBX_H2_PING_TIMEOUT_MS must be at least 1 (SBX_H2_KEEPALIVE_MS 0 turns keepalive off)"
+#endif
 
 enum {
     SBX__H2_DATA = 0, SBX__H2_HEADERS = 1, SBX__H2_PRIORITY = 2, SBX__H2_RST_STREAM = 3, SBX__H2_SETTINGS = 4,
@@ -6048,7 +6051,7 @@ SBX__PRIVATE void sbx__h2c_read(sbx__h2c *c, long long deadline)
     long got;
     int err = 0, sent = 0, sr = 0, serr = 0;
     unsigned char ping[17];
-    long long now = sbx__now_ms(), rd = deadline;
+    long long now = sbx__now_ms(), rd = deadline, due;
     if (h->keepalive_ms > 0 && c->nstreams > 0 && !c->dead) {
         if (!c->ping_at && now - c->quiet_since >= h->keepalive_ms) {
             c->pings++;
@@ -6058,9 +6061,8 @@ SBX__PRIVATE void sbx__h2c_read(sbx__h2c *c, long long deadline)
             c->ping_at = now;
             sent = 1;
         }
-        if (c->ping_at) now = c->ping_at + h->ping_timeout_ms;
-        else now = c->quiet_since + h->keepalive_ms;
-        if (now < rd) rd = now;
+        due = c->ping_at ? c->ping_at + h->ping_timeout_ms : c->quiet_since + h->keepalive_ms;
+        if (due < rd) rd = due;
     }
     c->reading = 1;
     c->refs++;

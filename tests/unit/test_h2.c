@@ -10,6 +10,10 @@
      unary, server streaming with flat memory, 16 concurrent calls from
      threads on one connection, deadlines, every status code, and the same
      over an sbx__conn transport hook.
+   - keepalive PING (handles set small intervals): a dead peer fails reads
+     naming the PING, a quiet live stream is pinged and lives, no PING
+     without a stream, stray acks ignored, and grpcio's real ping policy
+     (permissive; default: GOAWAY too_many_pings).
    Python parts run on /usr/bin/python3 (Debian's grpcio, h2, hpack); a test
    whose module is missing SKIPs, naming it. No descriptor leaks. */
 #define SBX_GRPC_MAX_MESSAGE (1024u * 1024u) /* small, so the bound is testable */
