@@ -1495,6 +1495,35 @@ TEST(h2_keepalive_stray_acks)
     sbx__buf_free(&resp);
 }
 
+/* grpc-go's answer to pings too often (h2_fake "calm"): GOAWAY
+   ENHANCE_YOUR_CALM too_many_pings keeping our stream, then the connection
+   closes: the call fails saying so and naming SBX_H2_KEEPALIVE_MS, the
+   handle doubles its interval, the next call reconnects. */
+TEST(h2_keepalive_goaway_too_many_pings)
+{
+    sbx_allocator al = sbx__allocator(NULL);
+    sbx__buf resp;
+    sbx_error e;
+    sbx__h2 *h;
+    int r;
+    NEED_H2FAKE();
+    sbx__buf_init(&resp, &al);
+    h = sbx__h2_new(NULL, &hs.ep, NULL, "localhost");
+    h->keepalive_ms = 200;
+    h->ping_timeout_ms = 2000;
+    r = fake_unary(h, "calm", "x", 1, &resp, 10000, &e);
+    CHECK_MSG(r == SBX_ERR_CONNECT && strstr(e.msg, "closed by the server") &&
+                  strstr(e.msg, "after GOAWAY (ENHANCE_YOUR_CALM: too_many_pings; the server allows fewer keepalive "
+                                "PINGs than one per 200 ms of silence (SBX_H2_KEEPALIVE_MS): the next connection "
+                                "waits 400 ms)"), "%d %s", r, e.msg);
+    CHECK_EQ_INT(h->keepalive_ms, 400);
+    r = fake_unary(h, "ok", "again", 5, &resp, 5000, &e);
+    CHECK_MSG(r == SBX_OK && resp.len == 5, "%d %s", r, e.msg);
+    CHECK_EQ_INT(h->connects, 2);
+    sbx__h2_free(h);
+    sbx__buf_free(&resp);
+}
+
 /* The real grpcio server. With a ping policy that allows it, a quiet call
    (Sleep) lives through PINGs every 200 ms, all acked. With gRPC's DEFAULT
    policy (5 minutes between pings while the server sends nothing, 2
@@ -1583,6 +1612,7 @@ int main(void)
     RUN(h2_keepalive_quiet_stream_lives);
     RUN(h2_keepalive_not_without_streams);
     RUN(h2_keepalive_stray_acks);
+    RUN(h2_keepalive_goaway_too_many_pings);
     RUN(grpcio_keepalive_policy);
     server_stop(&gs);
     server_stop(&hs);

@@ -50,6 +50,9 @@ with grpc-status 0. Scenarios:
                  milliseconds while PINGs are acked (by h2); then one message
                  with the number of PINGs received on the connection, and OK
   count          the echo of the number of PINGs received on the connection
+  calm           response headers; at the first PING, as grpc-go's ping
+                 policy does: GOAWAY(last = this stream, ENHANCE_YOUR_CALM,
+                 "too_many_pings"), then the connection closes (no trailers)
   stray_ack      two PING acks nobody asked for (opaque "notours!", and "sbxk"
                  with counter 99), then the echo
   wrong_ack      response headers; for "MS" ms every PING is answered with an
@@ -409,6 +412,12 @@ def scenario(c, sid, handled):
         c.headers(sid, OK_TRAILERS, end=True)
     elif name == "count":
         c.echo(sid, b"%d" % c.pings)
+    elif name == "calm":
+        c.headers(sid, RESP)
+        c.pump(lambda: c.pings > 0, timeout=10)
+        c.raw(frame(GOAWAY, 0, 0, struct.pack(">II", sid, 11) + b"too_many_pings"))
+        time.sleep(0.1)
+        return False
     elif name == "stray_ack":
         c.raw(frame(PING, 1, 0, b"notours!"))
         c.raw(frame(PING, 1, 0, b"sbxk" + struct.pack(">I", 99)))
