@@ -265,7 +265,7 @@
        SBX_NO_GRPC leaves the HTTP/2, HPACK, gRPC and process code out: then
        sbx_run and sbx_exec on sandboxd and sbx_process_start answer
        SBX_ERR_UNSUPPORTED ("built without gRPC"). Object size (gcc 12 -Os,
-       x86-64, `size` text): about 161 kB with gRPC, 124 kB with SBX_NO_GRPC.
+       x86-64, `size` text): about 163 kB with gRPC, 124 kB with SBX_NO_GRPC.
 
    RETRIES
        A command is never sent twice: run, python uploads, writes from a
@@ -6062,6 +6062,8 @@ SBX__PRIVATE void sbx__h2c_read(sbx__h2c *c, long long deadline)
             sent = 1;
         }
         due = c->ping_at ? c->ping_at + h->ping_timeout_ms : c->quiet_since + h->keepalive_ms;
+        /* past due (nobody read meanwhile): still look at what has come */
+        if (due < now + 5) due = now + 5;
         if (due < rd) rd = due;
     }
     c->reading = 1;
@@ -6108,7 +6110,8 @@ SBX__PRIVATE void sbx__h2c_read(sbx__h2c *c, long long deadline)
         sbx__h2c_fail(c, SBX_ERR_CONNECT, "HTTP/2 connection to %s: a keepalive PING could not be sent in %s (%s)",
                       h->ep.name, sbx__h2_ms(t, sizeof t, h->ping_timeout_ms),
                       sr == -2 ? "the server reads nothing" : strerror(serr));
-    } else if (got == -2 && c->ping_at && !c->dead && sbx__now_ms() >= c->ping_at + h->ping_timeout_ms) {
+    } else if (got == -2 && c->ping_at && !c->dead && sbx__now_ms() >= c->ping_at + h->ping_timeout_ms &&
+               sbx__poll1(c->io.fd, POLLIN, 0) == 0) {
         char t[32], q[32];
         sbx__h2c_fail(c, SBX_ERR_CONNECT,
                       "HTTP/2 connection to %s: no answer to PING in %s (nothing received for %s): the server or "

@@ -1433,6 +1433,40 @@ TEST(h2_keepalive_quiet_stream_lives)
     sbx__buf_free(&resp);
 }
 
+/* The answer to a PING that came while nobody was reading counts: the next
+   read, starting past the ping's deadline, finds it instead of failing
+   (h2_fake "late_ack" holds the ack until 400 ms, after our read ended). */
+TEST(h2_keepalive_answer_while_nobody_reads)
+{
+    sbx__h2 *h;
+    sbx__grpc_call *c = NULL;
+    sbx_error e;
+    const unsigned char *m;
+    size_t ml;
+    int r;
+    struct timespec ts = {0, 800000000L};
+    NEED_H2FAKE();
+    h = sbx__h2_new(NULL, &hs.ep, NULL, "localhost");
+    h->keepalive_ms = 200;
+    h->ping_timeout_ms = 300;
+    r = sbx__grpc_start(h, "/fake.H2/late_ack", "400", 3, 1, 0, &c, &e);
+    CHECK_MSG(r == SBX_OK, "%d %s", r, e.msg);
+    if (c) {
+        r = sbx__grpc_recv(c, &m, &ml, sbx__deadline(250), &e); /* a PING goes out at 200 ms */
+        CHECK_MSG(r == SBX_ERR_TIMEOUT, "%d %s", r, e.msg);
+        CHECK_EQ_INT(c->s.c->pings, 1);
+        nanosleep(&ts, NULL); /* its ack arrives at 400 ms; nobody reads */
+        r = sbx__grpc_recv(c, &m, &ml, sbx__deadline(5000), &e);
+        CHECK_MSG(r == 1, "%d %s", r, e.msg);
+        r = sbx__grpc_recv(c, &m, &ml, sbx__deadline(5000), &e);
+        CHECK_MSG(r == 0 && sbx__grpc_status(c, NULL) == 0, "%d %s", r, e.msg);
+        CHECK(c->s.c->ping_acks >= 1 && !c->s.c->dead);
+        sbx__grpc_free(c);
+    }
+    CHECK_EQ_INT(h->connects, 1);
+    sbx__h2_free(h);
+}
+
 /* No stream open, nobody reading: nothing is sent, however long. */
 TEST(h2_keepalive_not_without_streams)
 {
@@ -1610,6 +1644,7 @@ int main(void)
     RUN(h2_keepalive_dead_peer);
     RUN(h2_keepalive_dead_peer_two_readers);
     RUN(h2_keepalive_quiet_stream_lives);
+    RUN(h2_keepalive_answer_while_nobody_reads);
     RUN(h2_keepalive_not_without_streams);
     RUN(h2_keepalive_stray_acks);
     RUN(h2_keepalive_goaway_too_many_pings);

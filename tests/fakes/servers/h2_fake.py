@@ -49,6 +49,9 @@ with grpc-status 0. Scenarios:
   quiet          response headers, then nothing for the request's "MS"
                  milliseconds while PINGs are acked (by h2); then one message
                  with the number of PINGs received on the connection, and OK
+  late_ack       response headers; reads nothing for the request's "MS"
+                 milliseconds (PINGs wait), then acks them (h2) for 0.5 s; then
+                 a message with the number of PINGs, and OK
   count          the echo of the number of PINGs received on the connection
   calm           response headers; at the first PING, as grpc-go's ping
                  policy does: GOAWAY(last = this stream, ENHANCE_YOUR_CALM,
@@ -408,6 +411,12 @@ def scenario(c, sid, handled):
     elif name == "quiet":
         c.headers(sid, RESP)
         c.pump(lambda: False, timeout=int(body) / 1000.0)
+        c.raw(frame(DATA, 0, sid, grpc_msg(b"%d" % c.pings)))
+        c.headers(sid, OK_TRAILERS, end=True)
+    elif name == "late_ack":
+        c.headers(sid, RESP)
+        time.sleep(int(body) / 1000.0)
+        c.pump(lambda: False, timeout=0.5)
         c.raw(frame(DATA, 0, sid, grpc_msg(b"%d" % c.pings)))
         c.headers(sid, OK_TRAILERS, end=True)
     elif name == "count":
