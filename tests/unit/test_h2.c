@@ -1348,7 +1348,7 @@ TEST(h2_keepalive_dead_peer)
         r = sbx__grpc_recv(c, &m, &ml, sbx__deadline(20000), &e);
         took = sbx__now_ms() - t0;
         CHECK_MSG(r == SBX_ERR_CONNECT && strstr(e.msg, "no answer to PING in 500 ms"), "%d %s", r, e.msg);
-        CHECK_MSG(took >= 650 && took < 2500, "failed after %lld ms (keepalive 300 + ping timeout 500)", took);
+        CHECK_MSG(took >= 650 && took < 4000, "failed after %lld ms (keepalive 300 + ping timeout 500)", took);
         CHECK_EQ_INT(c->s.c->pings, 1);
         CHECK(c->s.c->dead);
         printf("  %s: %lld ms: %s\n", k == 0 ? "socket" : "transport", took, e.msg);
@@ -1387,7 +1387,7 @@ TEST(h2_keepalive_dead_peer_two_readers)
         took = sbx__now_ms() - t0;
         for (i = 0; i < 2; i++)
             CHECK_MSG(b[i].r == SBX_ERR_CONNECT && strstr(b[i].why, "no answer to PING"), "%d %s", b[i].r, b[i].why);
-        CHECK_MSG(took >= 650 && took < 2500, "failed after %lld ms", took);
+        CHECK_MSG(took >= 650 && took < 4000, "failed after %lld ms", took);
         CHECK_EQ_INT(b[0].c->s.c->pings, 1);
     }
     for (i = 0; i < 2; i++) sbx__grpc_free(b[i].c);
@@ -1435,7 +1435,7 @@ TEST(h2_keepalive_quiet_stream_lives)
 
 /* The answer to a PING that came while nobody was reading counts: the next
    read, starting past the ping's deadline, finds it instead of failing
-   (h2_fake "late_ack" holds the ack until 400 ms, after our read ended). */
+   (h2_fake "late_ack" holds the ack until 600 ms, after our read ended). */
 TEST(h2_keepalive_answer_while_nobody_reads)
 {
     sbx__h2 *h;
@@ -1444,18 +1444,18 @@ TEST(h2_keepalive_answer_while_nobody_reads)
     const unsigned char *m;
     size_t ml;
     int r;
-    struct timespec ts = {0, 800000000L};
+    struct timespec ts = {1, 0};
     NEED_H2FAKE();
     h = sbx__h2_new(NULL, &hs.ep, NULL, "localhost");
     h->keepalive_ms = 200;
     h->ping_timeout_ms = 300;
-    r = sbx__grpc_start(h, "/fake.H2/late_ack", "400", 3, 1, 0, &c, &e);
+    r = sbx__grpc_start(h, "/fake.H2/late_ack", "600", 3, 1, 0, &c, &e);
     CHECK_MSG(r == SBX_OK, "%d %s", r, e.msg);
     if (c) {
-        r = sbx__grpc_recv(c, &m, &ml, sbx__deadline(250), &e); /* a PING goes out at 200 ms */
+        r = sbx__grpc_recv(c, &m, &ml, sbx__deadline(400), &e); /* a PING goes out at 200 ms */
         CHECK_MSG(r == SBX_ERR_TIMEOUT, "%d %s", r, e.msg);
         CHECK_EQ_INT(c->s.c->pings, 1);
-        nanosleep(&ts, NULL); /* its ack arrives at 400 ms; nobody reads */
+        nanosleep(&ts, NULL); /* its ack arrives at 600 ms; nobody reads */
         r = sbx__grpc_recv(c, &m, &ml, sbx__deadline(5000), &e);
         CHECK_MSG(r == 1, "%d %s", r, e.msg);
         r = sbx__grpc_recv(c, &m, &ml, sbx__deadline(5000), &e);
@@ -1475,15 +1475,15 @@ TEST(h2_keepalive_not_without_streams)
     sbx_error e;
     sbx__h2 *h;
     int r;
-    struct timespec ts = {0, 600000000L};
+    struct timespec ts = {2, 0};
     NEED_H2FAKE();
     sbx__buf_init(&resp, &al);
     h = sbx__h2_new(NULL, &hs.ep, NULL, "localhost");
-    h->keepalive_ms = 100;
+    h->keepalive_ms = 500;
     h->ping_timeout_ms = 1000;
     r = fake_unary(h, "count", "", 0, &resp, 5000, &e);
     CHECK_MSG(r == SBX_OK && resp.len == 1 && resp.data[0] == '0', "%d %s", r, e.msg);
-    nanosleep(&ts, NULL); /* six keepalive intervals without a stream */
+    nanosleep(&ts, NULL); /* four keepalive intervals without a stream */
     r = fake_unary(h, "count", "", 0, &resp, 5000, &e);
     CHECK_MSG(r == SBX_OK && resp.len == 1 && resp.data[0] == '0', "%d %s: the server saw PINGs", r, e.msg);
     CHECK(h->cur && h->cur->pings == 0);
@@ -1603,7 +1603,7 @@ TEST(grpcio_keepalive_policy)
     printf("  grpcio's default policy, PINGs every 200 ms: %lld ms: %s\n", sbx__now_ms() - t0, e.msg);
     CHECK_MSG(r == SBX_ERR_CONNECT && strstr(e.msg, "ENHANCE_YOUR_CALM: too_many_pings") &&
                   strstr(e.msg, "SBX_H2_KEEPALIVE_MS") && strstr(e.msg, "waits 400 ms"), "%d %s", r, e.msg);
-    CHECK(sbx__now_ms() - t0 < 4000);
+    CHECK(sbx__now_ms() - t0 < 4500); /* not the 5 s Sleep's end */
     CHECK_EQ_INT(h->keepalive_ms, 400);
     r = sbx__grpc_unary(h, "/test.Echo/Unary", "after", 5, &resp, 0, sbx__deadline(10000), &e);
     CHECK_MSG(r == SBX_OK && resp.len == 5, "%d %s", r, e.msg);
