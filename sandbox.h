@@ -220,8 +220,8 @@
        RESOURCE_EXHAUSTED SBX_ERR_TOO_BIG; UNIMPLEMENTED SBX_ERR_UNSUPPORTED;
        CANCELLED SBX_ERR_CLOSED; others SBX_ERR_RPC. A response message over
        SBX_GRPC_MAX_MESSAGE (4 MiB, as gRPC's own default) is SBX_ERR_TOO_BIG,
-       except Execute's answer (sbx_run, sbx_exec): its stdout and stderr are
-       capped by max_output_bytes each, as on the python runtime.
+       except Execute's answer (sbx_run, sbx_exec): its stdout and stderr
+       together are capped by max_output_bytes, as on the python runtime.
        Streaming (sbx_process_start, pull-style): Start's stream names the
        process (sbx_process_id), then sbx_process_read returns its stdout /
        stderr chunks (up to 4096 bytes each from sandboxd; PTY output is all
@@ -249,8 +249,9 @@
        connection's death instead of never. Nothing is sent on a connection
        no call waits on. Routes: the WebSocket pod route
        opens a port-forward WebSocket (?ports=9090) per connection, closed
-       when the connection is done (the server closed it, or its last call
-       ended: a process's at sbx_process_close); the kubectl route's one
+       with it: when it died, or after a GOAWAY once its last call ended (a
+       process's at sbx_process_close), or when the sandbox and its last
+       process are closed; the kubectl route's one
        `kubectl port-forward` child forwards both ports (0:PORT 0:9090) and
        each connection is a TCP connection of its own to it; in-cluster goes
        to POD_IP:9090. The router modes and the API server proxy are HTTP/1.1
@@ -1268,12 +1269,13 @@ SBX__PRIVATE void sbx__buf_free(sbx__buf *b)
     b->len = b->cap = 0;
 }
 
-/* Room for `extra` more bytes plus a NUL. 0 on success, -1 on overflow or no memory. */
+/* Memory of one may be freed by the other. */
 SBX__PRIVATE int sbx__same_allocator(const sbx_allocator *x, const sbx_allocator *y)
 {
     return x->alloc == y->alloc && x->realloc == y->realloc && x->free == y->free && x->user == y->user;
 }
 
+/* Room for `extra` more bytes plus a NUL. 0 on success, -1 on overflow or no memory. */
 SBX__PRIVATE int sbx__buf_reserve(sbx__buf *b, size_t extra)
 {
     size_t need, ncap;
@@ -4632,6 +4634,15 @@ SBX__PRIVATE void sbx__ws_free(sbx__ws *ws)
     sbx__free(&a, ws);
 }
 
+/* sbx__ws_free without waiting for the server's close frame (sbx__ws_hangup),
+   for a caller holding a lock: an HTTP/2 transport maker's drop (>>h2). */
+SBX__PRIVATE void sbx__ws_drop(void *state)
+{
+    if (!state) return;
+    sbx__ws_hangup((sbx__ws *)state);
+    sbx__ws_free((sbx__ws *)state);
+}
+
 SBX__PRIVATE sbx__ws *sbx__ws_new(const sbx_allocator *alloc, const sbx__endpoint *api, const char *target,
                                    const int *ports, int nports)
 {
@@ -5253,9 +5264,10 @@ typedef struct sbx__h2s sbx__h2s;
 
 /* The transports of a handle's connections: make(arg, &tr) makes the state
    of a new one (NULL: out of memory); the connection owns it and, when it is
-   freed, closes it and hands it to drop(state), which frees it. Both run with
-   h->mu held; make never once sbx__h2_free has begun, so arg must live until
-   that returns. */
+   freed, hands it to drop(state), which closes it WITHOUT waiting on the peer
+   and frees it. Both run with h->mu held (calls on other connections wait);
+   make never once sbx__h2_free has begun, so arg must live until that
+   returns. */
 typedef struct sbx__h2_trmaker {
     void *(*make)(void *arg, const sbx__transport **tr);
     void (*drop)(void *state);
@@ -5447,8 +5459,11 @@ SBX__PRIVATE sbx__h2s *sbx__h2c_find(sbx__h2c *c, unsigned long id)
 SBX__PRIVATE void sbx__h2c_free(sbx__h2c *c)
 {
     sbx_allocator *a = &c->h->a;
+    if (c->io.trs) { /* drop closes it: sbx__conn_close's transport close may wait on the peer */
+        c->h->mk.drop(c->io.trs);
+        c->io.fd = -1;
+    }
     sbx__conn_free(&c->io);
-    if (c->io.trs) c->h->mk.drop(c->io.trs);
     pthread_mutex_destroy(&c->wmu);
     sbx__buf_free(&c->block);
     sbx__buf_free(&c->ctl);
@@ -6589,8 +6604,8 @@ SBX__PRIVATE void sbx__h2_close(sbx__h2s *s)
    A message is length-prefixed (gRPC over HTTP/2: a flag byte, a 4-byte
    big-endian length); the compressed flag is refused (we send no
    grpc-accept-encoding, so a server must not compress), and a response
-   message over SBX_GRPC_MAX_MESSAGE is SBX_ERR_TOO_BIG (the stream is
-   cancelled). Threads: any number may start calls on one sbx__h2 at once;
+   message over the call's limit (SBX_GRPC_MAX_MESSAGE unless sbx__grpc_unary
+   was given one) is SBX_ERR_TOO_BIG (the stream is cancelled). Threads: any number may start calls on one sbx__h2 at once;
    one call is used by one thread at a time. */
 
 #ifndef SBX_GRPC_MAX_MESSAGE
@@ -6743,6 +6758,7 @@ struct sbx__grpc_call {
     sbx__buf msg;              /* the message being gathered / last returned */
     size_t need;               /* its length, once the prefix is read */
     size_t max_msg;            /* a longer response message is SBX_ERR_TOO_BIG */
+    const char *max_name;      /* the limit's name in that error */
     int in_msg;                /* the prefix was read */
     int ended;                 /* recv returned 0: status is known */
     int status;
@@ -6780,6 +6796,7 @@ SBX__PRIVATE sbx_result sbx__grpc_start(sbx__h2 *h, const char *path, const void
     c->h = h;
     c->deadline = deadline;
     c->max_msg = SBX_GRPC_MAX_MESSAGE;
+    c->max_name = "SBX_GRPC_MAX_MESSAGE";
     memcpy(c->path, path, pl + 1);
     sbx__buf_init(&c->msg, &h->a);
     sbx__buf_init(&hb, &h->a);
@@ -6867,6 +6884,25 @@ SBX__PRIVATE void sbx__grpc_finish(sbx__grpc_call *c)
     }
 }
 
+/* Room in c->msg for `take` more bytes of the message being gathered. Its
+   length is the server's word, so memory follows the bytes that arrived: at
+   most SBX__GRPC_RESERVE before any, doubling after, and the exact remainder
+   once doubling would pass it (a 256 MiB message is not put in 512 MiB). */
+SBX__PRIVATE int sbx__grpc_room(sbx__grpc_call *c, size_t take)
+{
+    size_t want, cap = c->msg.cap; /* sizes with the NUL; need < 2^31 (max_msg) */
+    char *p;
+    if (c->msg.data && c->msg.len + take + 1 <= cap) return 0;
+    want = cap < SBX__GRPC_RESERVE / 2 ? SBX__GRPC_RESERVE : cap > (size_t)-1 / 2 ? (size_t)-1 : cap * 2;
+    if (want < c->msg.len + take + 1) want = c->msg.len + take + 1;
+    if (want > c->need + 1) want = c->need + 1;
+    p = (char *)sbx__realloc(c->msg.a, c->msg.data, want);
+    if (!p) return -1;
+    c->msg.data = p;
+    c->msg.cap = want;
+    return 0;
+}
+
 /* Next response message: 1 with *msg,*len (valid until the next recv or free
    on this call), 0 at the end of the call (status known), < 0 an sbx_result.
    wait_deadline: absolute ms, 0 = the call's deadline; passing it is
@@ -6905,8 +6941,7 @@ SBX__PRIVATE int sbx__grpc_recv(sbx__grpc_call *c, const unsigned char **msg, si
             }
             if (n > c->max_msg) {
                 sbx__grpc_fail(c, SBX_ERR_TOO_BIG, "gRPC %s: a response message of %lu bytes passes %s (%lu)", c->path,
-                               n, c->max_msg == SBX_GRPC_MAX_MESSAGE ? "SBX_GRPC_MAX_MESSAGE" : "this call's limit",
-                               (unsigned long)c->max_msg);
+                               n, c->max_name, (unsigned long)c->max_msg);
                 sbx__h2s_reset(s, SBX__H2E_CANCEL, SBX_ERR_TOO_BIG, c->why);
                 break;
             }
@@ -6914,19 +6949,12 @@ SBX__PRIVATE int sbx__grpc_recv(sbx__grpc_call *c, const unsigned char **msg, si
             c->in_msg = 1;
             c->need = n;
             c->msg.len = 0;
-            /* the length is the server's word: memory follows the bytes that
-               arrive, beyond a first SBX__GRPC_RESERVE */
-            if (sbx__buf_reserve(&c->msg, n < SBX__GRPC_RESERVE ? n : SBX__GRPC_RESERVE) != 0) {
-                sbx__grpc_fail(c, SBX_ERR_NOMEM, "gRPC %s: out of memory for a %lu-byte message", c->path, n);
-                sbx__h2s_reset(s, SBX__H2E_CANCEL, SBX_ERR_NOMEM, c->why);
-                break;
-            }
             continue;
         }
         if (c->in_msg) {
             size_t take = c->need - c->msg.len;
             if (take > avail) take = avail;
-            if (take && sbx__buf_reserve(&c->msg, take) != 0) {
+            if (sbx__grpc_room(c, take) != 0) {
                 sbx__grpc_fail(c, SBX_ERR_NOMEM, "gRPC %s: out of memory for a %lu-byte message", c->path,
                                (unsigned long)c->need);
                 sbx__h2s_reset(s, SBX__H2E_CANCEL, SBX_ERR_NOMEM, c->why);
@@ -7012,11 +7040,14 @@ SBX__PRIVATE void sbx__grpc_free(sbx__grpc_call *c)
     sbx__free(&a, c);
 }
 
-/* start + the one response message into *resp (replaced) + the status. A
-   non-OK status is sbx__grpc_result(status) with e->grpc_status set and
-   e->msg "gRPC PATH: STATUS_NAME: message". */
+/* start + the one response message into *resp (replaced; its buffer may be
+   swapped with the call's, never copied when both use one allocator) + the
+   status. max_msg > 0 replaces SBX_GRPC_MAX_MESSAGE as the answer's limit
+   (under 2 GiB), named max_name in the TOO_BIG message. A non-OK status is
+   sbx__grpc_result(status) with e->grpc_status set and e->msg "gRPC PATH:
+   STATUS_NAME: message". */
 SBX__PRIVATE sbx_result sbx__grpc_unary(sbx__h2 *h, const char *path, const void *req, size_t n, sbx__buf *resp,
-                                        size_t max_msg, long long deadline, sbx_error *e)
+                                        size_t max_msg, const char *max_name, long long deadline, sbx_error *e)
 {
     sbx__grpc_call *c = NULL;
     const unsigned char *m;
@@ -7029,7 +7060,10 @@ SBX__PRIVATE sbx_result sbx__grpc_unary(sbx__h2 *h, const char *path, const void
         sbx__err_prefix(e, "gRPC %s", path);
         return (sbx_result)r;
     }
-    if (max_msg > 0) c->max_msg = max_msg;
+    if (max_msg > 0) {
+        c->max_msg = max_msg < 0x7fffffffu ? max_msg : 0x7fffffffu;
+        c->max_name = max_name ? max_name : "this call's limit";
+    }
     resp->len = 0;
     while ((r = sbx__grpc_recv(c, &m, &ml, 0, e)) == 1) {
         if (got++) {
@@ -7037,7 +7071,7 @@ SBX__PRIVATE sbx_result sbx__grpc_unary(sbx__h2 *h, const char *path, const void
             return sbx__fail(e, SBX_ERR_PROTOCOL, "gRPC %s: the server sent more than one response message", path);
         }
         if (m == (const unsigned char *)c->msg.data && sbx__same_allocator(resp->a, c->msg.a)) {
-            sbx__buf t = *resp; /* the message moves, not copied: a big output is in memory once */
+            sbx__buf t = *resp; /* the message moves instead of being copied */
             resp->data = c->msg.data;
             resp->len = ml;
             resp->cap = c->msg.cap;
@@ -11334,21 +11368,13 @@ typedef struct sbx__gchan {
 
 /* h2's transport maker on the WebSocket route: a fresh port-forward
    WebSocket for each HTTP/2 connection. The connection owns it; h2 closes it
-   and frees it (sbx__gchan_ws_free) with the connection, under h->mu. */
+   and frees it (sbx__ws_drop) with the connection, under h->mu. */
 SBX__PRIVATE void *sbx__gchan_ws_make(void *arg, const sbx__transport **tr)
 {
     sbx__gchan *ch = (sbx__gchan *)arg;
     sbx__ws *ws = sbx__ws_new(&ch->a, &ch->ws_api, ch->ws_target, &ch->ws_port, 1);
     if (ws) *tr = &ws->tr;
     return ws;
-}
-
-SBX__PRIVATE void sbx__gchan_ws_free(void *state)
-{
-    /* under h->mu: the calls on the connection that replaced this one must
-       not wait up to SBX__WS_CLOSE_WAIT_MS for the server's close frame */
-    sbx__ws_hangup((sbx__ws *)state);
-    sbx__ws_free((sbx__ws *)state);
 }
 
 SBX__PRIVATE void sbx__gchan_unref(sbx__gchan *ch)
@@ -11418,7 +11444,7 @@ SBX__PRIVATE sbx__gchan *sbx__gchan_new(const sbx_allocator *a, const sbx__endpo
         return NULL;
     }
     mk.make = sbx__gchan_ws_make;
-    mk.drop = sbx__gchan_ws_free;
+    mk.drop = sbx__ws_drop;
     mk.arg = ch;
     ch->h = sbx__h2_new(&ch->a, ep, ws_target ? &mk : NULL, auth);
     if (!ch->h) {
@@ -12548,17 +12574,18 @@ SBX__PRIVATE sbx_result sbx__exec_grpc(sbx_sandbox *sb, const char *what, const 
     r = sbx__pm_config(&req, 1, argv, command, env, cwd, &sb->err);
     if (r == SBX_OK) r = sbx__gchan_get(s, deadline, &sb->err);
     if (r == SBX_OK) {
-        /* the output is capped by max_output_bytes, as on the python runtime,
-           not by SBX_GRPC_MAX_MESSAGE: stdout and stderr may each reach it */
-        size_t lim = s->max_output < (0xffffffffu - 65536u) / 2 ? 2 * s->max_output + 65536u : 0xffffffffu;
-        r = sbx__grpc_unary(s->gchan->h, SBX__GRPC_SVC "Execute", req.data, req.len, &resp,
-                            lim > SBX_GRPC_MAX_MESSAGE ? lim : 0, deadline, &sb->err);
+        /* the output is capped by max_output_bytes (stdout and stderr
+           together), as on the python runtime, not by SBX_GRPC_MAX_MESSAGE;
+           the slack is the answer's framing */
+        size_t lim = s->max_output < 0x7fffffffu - 65536u ? s->max_output + 65536u : 0x7fffffffu;
+        r = sbx__grpc_unary(s->gchan->h, SBX__GRPC_SVC "Execute", req.data, req.len, &resp, lim,
+                            "max_output_bytes", deadline, &sb->err);
         if (r == SBX_ERR_CONNECT && s->cl->mode == SBX_MODE_POD_TUNNEL && s->pod_ws == 0)
             sbx__pf_explain(&s->tunnel, s->tunnel_started, 0, &sb->err);
     }
     if (r == SBX_OK && sbx__pm_exec_resp(resp.data, resp.len, &x) != 0)
         r = sbx__fail(&sb->err, SBX_ERR_PROTOCOL, "a malformed ExecuteResponse (%lu bytes)", (unsigned long)resp.len);
-    if (r == SBX_OK && (x.out_len > s->max_output || x.err_len > s->max_output))
+    if (r == SBX_OK && (x.out_len > s->max_output || x.err_len > s->max_output - x.out_len))
         r = sbx__fail(&sb->err, SBX_ERR_TOO_BIG, "the output (%lu bytes of stdout, %lu of stderr) is over "
                       "max_output_bytes (%lu)", (unsigned long)x.out_len, (unsigned long)x.err_len,
                       (unsigned long)s->max_output);
@@ -12845,7 +12872,8 @@ SBX__PRIVATE sbx_result sbx__proc_unary(sbx_process *p, const char *method, cons
         return sbx__fail(&p->err, SBX_ERR_CLOSED, "process %d: %s: its sandbox was closed", pr->id, what);
     snprintf(path, sizeof path, SBX__GRPC_SVC "%s", method);
     sbx__buf_init(&resp, &pr->ch->a);
-    r = sbx__grpc_unary(pr->ch->h, path, req->data, req->len, &resp, 0, sbx__deadline(pr->call_timeout_ms), &p->err);
+    r = sbx__grpc_unary(pr->ch->h, path, req->data, req->len, &resp, 0, NULL, sbx__deadline(pr->call_timeout_ms),
+                        &p->err);
     sbx__buf_free(&resp);
     if (r != SBX_OK) sbx__err_prefix(&p->err, "process %d: %s", pr->id, what);
     return r;

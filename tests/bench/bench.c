@@ -157,17 +157,24 @@ static int pool_full(int timeout_ms)
 
 /* ---- the floor: claim create + Ready + 2 API round trips -------------- */
 
+/* The claim at token obj has condition Ready=True. */
+static int ready_cond(const char *js, const sbx__jtok *t, int n, int obj)
+{
+    int conds = sbx__json_get(js, t, n, obj, "status.conditions"), k, i;
+    if (conds >= 0 && t[conds].type == SBX__JSON_ARRAY)
+        for (k = 0; k < t[conds].size; k++) {
+            i = sbx__json_index(t, n, conds, k);
+            if (i >= 0 && sbx__json_eq(js, t, sbx__json_get(js, t, n, i, "type"), "Ready") &&
+                sbx__json_eq(js, t, sbx__json_get(js, t, n, i, "status"), "True"))
+                return 1;
+        }
+    return 0;
+}
+
 static int claim_ready(const char *body, size_t len, sbx_allocator *a)
 {
     sbx__jtok *t = NULL;
-    int n = sbx__json_parse_alloc(a, body, len, &t), ok = 0, conds, k, i;
-    if (n > 0 && (conds = sbx__json_get(body, t, n, 0, "status.conditions")) >= 0 && t[conds].type == SBX__JSON_ARRAY)
-        for (k = 0; k < t[conds].size; k++) {
-            i = sbx__json_index(t, n, conds, k);
-            if (i >= 0 && sbx__json_eq(body, t, sbx__json_get(body, t, n, i, "type"), "Ready") &&
-                sbx__json_eq(body, t, sbx__json_get(body, t, n, i, "status"), "True"))
-                ok = 1;
-        }
+    int n = sbx__json_parse_alloc(a, body, len, &t), ok = n > 0 && ready_cond(body, t, n, 0);
     sbx__free(a, t);
     return ok;
 }
@@ -193,7 +200,7 @@ static long long floor_sample(sbx_client *cl, int i)
     if (sbx__api_call(ci, "POST", CLAIMS_PATH, body, strlen(body), "application/json", &b, &st, deadline, &e) !=
             SBX_OK ||
         st != 201) {
-        printf("  floor: create claim: HTTP %d %s\n", st, st ? "" : e.msg);
+        printf("  floor: create claim: HTTP %d %.300s\n", st, st ? (b.data ? b.data : "") : e.msg);
         sbx__buf_free(&b);
         return -1;
     }
@@ -429,18 +436,9 @@ typedef struct floor_arg {
 
 static int floor_ready_ev(void *ctx, int ev, const char *js, const sbx__jtok *t, int n, int obj, sbx_error *e)
 {
-    int conds = sbx__json_get(js, t, n, obj, "status.conditions"), k, i;
     (void)ctx;
-    (void)e;
-    if (ev == SBX__EV_DELETED) return -1;
-    if (conds >= 0 && t[conds].type == SBX__JSON_ARRAY)
-        for (k = 0; k < t[conds].size; k++) {
-            i = sbx__json_index(t, n, conds, k);
-            if (i >= 0 && sbx__json_eq(js, t, sbx__json_get(js, t, n, i, "type"), "Ready") &&
-                sbx__json_eq(js, t, sbx__json_get(js, t, n, i, "status"), "True"))
-                return 1;
-        }
-    return 0;
+    if (ev == SBX__EV_DELETED) return sbx__fail(e, SBX_ERR_DELETED, "the claim was deleted");
+    return ready_cond(js, t, n, obj);
 }
 
 static void *floor_one(void *p)
@@ -465,7 +463,7 @@ static void *floor_one(void *p)
     if (sbx__api_call(ci, "POST", CLAIMS_PATH, body, strlen(body), "application/json", &b, &st, deadline, &e) !=
             SBX_OK ||
         st != 201) {
-        printf("  floor: create claim: HTTP %d %s\n", st, st ? "" : e.msg);
+        printf("  floor: create claim: HTTP %d %.300s\n", st, st ? (b.data ? b.data : "") : e.msg);
     } else if (sbx__watch(ci, CLAIMS_PATH, name, "", deadline, "watch claim", floor_ready_ev, NULL, &e) == SBX_OK) {
         f->end = now_us(); /* the wall time ends at the last Ready, not its delete */
         f->took = f->end - t0;

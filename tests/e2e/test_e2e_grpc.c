@@ -877,10 +877,10 @@ TEST(fault_oversized_message)
     sbx_exec_result res;
     sbx_process p;
     drained d;
-    if (!shared_ok) { CHECK(0); return; }
     sbx_sandbox small;
     sbx_sandbox_config cfg;
     size_t want = 4u * 1024 * 1024 + 1024, i, bad = 0;
+    if (!shared_ok) { CHECK(0); return; }
     CHECK_EQ_INT(grpc_fault("{\"grpc_oversized\":true}"), 0);
     {
         /* one-shot output past gRPC's 4 MiB message default: bounded by
@@ -899,15 +899,15 @@ TEST(fault_oversized_message)
         sbx_exec_result_free(&res);
     }
     cfg_sandboxd(&cfg);
-    cfg.max_output_bytes = 3u * 1024 * 1024; /* under the padded output, over gRPC's 4 MiB / 2 */
+    cfg.max_output_bytes = want - 512; /* the answer fits its framing slack; its stdout does not */
     if (sbx_open(&small, &CL, &cfg) != SBX_OK) {
         printf("  open: %s\n", small.err.msg);
         CHECK(0);
     } else {
         sbx_result r = sbx_run(&small, "echo small", &res);
-        printf("  oversized Execute, max_output_bytes 3 MiB: %s\n", small.err.msg);
+        printf("  oversized Execute, max_output_bytes 512 bytes under it: %s\n", small.err.msg);
         CHECK_EQ_INT(r, SBX_ERR_TOO_BIG);
-        CHECK_MSG(strstr(small.err.msg, "max_output_bytes"), "%s", small.err.msg);
+        CHECK_MSG(strstr(small.err.msg, "is over max_output_bytes (4194816)"), "%s", small.err.msg);
         CHECK(res.out == NULL && res.out_len == 0);
         CHECK_EQ_INT(sbx_close(&small), SBX_OK);
     }

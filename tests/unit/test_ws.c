@@ -360,7 +360,7 @@ TEST(decoder_refusals_and_bound)
 /* ---- a WebSocket peer on 127.0.0.1 ------------------------------------- */
 
 enum { P_ECHO, P_HTTP, P_REFUSE, P_NOTFOUND, P_BADACCEPT, P_NOPROTO, P_PINGCLOSE, P_SPLIT, P_ERRCHAN, P_PORTS,
-       P_ABRUPT };
+       P_ABRUPT, P_MUTE };
 
 typedef struct peer {
     int lfd, port, mode;
@@ -500,6 +500,10 @@ static void serve(peer *pp, int fd)
         if (op == 10) { if (k == 3 && memcmp(p, "sbx", 3) == 0) pp->pongs++; continue; }
         if (op == 8) {
             pp->client_close = k == 2 && p[0] == 3 && p[1] == 0xe8;
+            if (pp->mode == P_MUTE) { /* never answers a close: waits for the client's TCP close */
+                while (read(fd, p, sizeof p) > 0) {}
+                return;
+            }
             n = srv_frame(f, 1, 8, p, k);
             wr(fd, f, n, 0);
             return;
@@ -630,6 +634,37 @@ TEST(open_write_read_close)
     CHECK(pp.client_close);
     CHECK(pp.all_masked);
     CHECK(pp.masks_differ);
+    CHECK_EQ_INT(test_fd_count(), fds);
+}
+
+/* A peer that never answers our close frame: sbx__ws_close waits
+   SBX__WS_CLOSE_WAIT_MS for it, sbx__ws_drop (an HTTP/2 connection's
+   transport, freed under a lock others wait on) sends it and goes at once. */
+TEST(drop_does_not_wait_for_the_close_answer)
+{
+    int port = 8888, fds = test_fd_count(), k;
+    long long took[2];
+    for (k = 0; k < 2; k++) {
+        peer pp;
+        sbx__ws *ws;
+        sbx_error e;
+        long long t0;
+        peer_start(&pp, P_MUTE);
+        ws = ws_for(&pp, &port, 1);
+        CHECK(ws != NULL);
+        if (!ws) { peer_stop(&pp); return; }
+        sbx__err_clear(&e);
+        CHECK(sbx__ws_open(ws, sbx__deadline(5000), &e) >= 0);
+        t0 = sbx__now_ms();
+        if (k == 0) sbx__ws_free(ws);
+        else sbx__ws_drop(ws);
+        took[k] = sbx__now_ms() - t0;
+        peer_stop(&pp);
+        CHECK(pp.client_close); /* the close frame went out either way */
+    }
+    printf("  free %lld ms, drop %lld ms\n", took[0], took[1]);
+    CHECK(took[0] >= SBX__WS_CLOSE_WAIT_MS - 20); /* the peer really does not answer */
+    CHECK(took[1] < 50);
     CHECK_EQ_INT(test_fd_count(), fds);
 }
 
@@ -867,6 +902,7 @@ int main(void)
     RUN(decoder_refusals_and_bound);
     RUN(open_write_read_close);
     RUN(upgrade_refusals);
+    RUN(drop_does_not_wait_for_the_close_answer);
     RUN(ping_pong_and_server_close);
     RUN(split_frames_one_byte_per_send);
     RUN(error_channel_is_the_message);
