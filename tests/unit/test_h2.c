@@ -1630,7 +1630,7 @@ TEST(grpcio_keepalive_policy)
         h = sbx__h2_new(NULL, &ps.ep, NULL, "localhost");
         h->keepalive_ms = 200;
         h->ping_timeout_ms = 2000;
-        r = sbx__grpc_unary(h, "/test.Echo/Sleep", "1500", 4, &resp, 0, sbx__deadline(10000), &e);
+        r = sbx__grpc_unary(h, "/test.Echo/Sleep", "1500", 4, &resp, 0, NULL, sbx__deadline(10000), &e);
         CHECK_MSG(r == SBX_OK && resp.len == 5, "%d %s", r, e.msg);
         if (h->cur) {
             printf("  grpcio allowing 100 ms: %lu PINGs in 1.5 s, %lu acked\n", h->cur->pings, h->cur->ping_acks);
@@ -1646,13 +1646,13 @@ TEST(grpcio_keepalive_policy)
     h->keepalive_ms = 200;
     h->ping_timeout_ms = 2000;
     t0 = sbx__now_ms();
-    r = sbx__grpc_unary(h, "/test.Echo/Sleep", "5000", 4, &resp, 0, sbx__deadline(10000), &e);
+    r = sbx__grpc_unary(h, "/test.Echo/Sleep", "5000", 4, &resp, 0, NULL, sbx__deadline(10000), &e);
     printf("  grpcio's default policy, PINGs every 200 ms: %lld ms: %s\n", sbx__now_ms() - t0, e.msg);
     CHECK_MSG(r == SBX_ERR_CONNECT && strstr(e.msg, "ENHANCE_YOUR_CALM: too_many_pings") &&
                   strstr(e.msg, "SBX_H2_KEEPALIVE_MS") && strstr(e.msg, "waits 400 ms"), "%d %s", r, e.msg);
     CHECK(sbx__now_ms() - t0 < 4500); /* not the 5 s Sleep's end */
     CHECK_EQ_INT(h->keepalive_ms, 400);
-    r = sbx__grpc_unary(h, "/test.Echo/Unary", "after", 5, &resp, 0, sbx__deadline(10000), &e);
+    r = sbx__grpc_unary(h, "/test.Echo/Unary", "after", 5, &resp, 0, NULL, sbx__deadline(10000), &e);
     CHECK_MSG(r == SBX_OK && resp.len == 5, "%d %s", r, e.msg);
     CHECK_EQ_INT(h->connects, 2);
     sbx__h2_free(h);
