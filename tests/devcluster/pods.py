@@ -439,13 +439,22 @@ class Kubelet:
                          daemon=True, name="kill-%s" % key[1]).start()
 
     def _forget(self, key, pp):
+        # The directory goes while the pod still holds its name here: a new
+        # pod of that name (the controller makes one as soon as the old Pod
+        # object is removed) waits in _do_start until then, and its start
+        # makes the same directory. Removed after the release, it could take
+        # the new pod's directory between its makedirs and its process's
+        # start (the start failed and the pod stayed Pending for good).
+        if pp is not None and not self.config.get("keep_pod_dirs"):
+            with self.lock:
+                mine = self.procs.get(key) is pp
+            if mine:
+                shutil.rmtree(pp.dir, ignore_errors=True)
         with self.lock:
             if pp is not None and self.procs.get(key) is pp:
                 del self.procs[key]
                 self.ipblock.release(pp.ip)
         self._write_process_list()
-        if pp is not None and not self.config.get("keep_pod_dirs"):
-            shutil.rmtree(pp.dir, ignore_errors=True)
 
     @staticmethod
     def _kill_session(sid, sig):

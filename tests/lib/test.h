@@ -55,6 +55,14 @@ static TEST_UNUSED int test_passed, test_failed, test_skipped;
 static TEST_UNUSED const char *test_current;
 static TEST_UNUSED int test_skip_flag;
 
+/* TEST_ONLY=name in the environment runs that one test of a suite (to loop
+   a flaky one); the suite's set-up and checks around the tests still run. */
+static TEST_UNUSED int test_selected(const char *name)
+{
+    const char *only = getenv("TEST_ONLY");
+    return !only || !*only || strcmp(only, name) == 0;
+}
+
 #define TEST(name) static void name(void)
 #define CHECK(c)                                                                  \
     do {                                                                          \
@@ -96,6 +104,7 @@ static TEST_UNUSED int test_skip_flag;
     } while (0)
 #define RUN(name)                                                                 \
     do {                                                                          \
+        if (!test_selected(#name)) break;                                         \
         test_current = #name;                                                     \
         test_failures_in_current = 0;                                             \
         test_skip_flag = 0;                                                       \
@@ -560,7 +569,9 @@ static E2E_UNUSED int em_http(e2e_cluster *c, const char *method, const char *ta
 /* RUN with the test's duration printed. */
 #define EM_RUN(name)                                                  \
     do {                                                              \
-        long long em_t0_ = sbx__now_ms();                             \
+        long long em_t0_;                                             \
+        if (!test_selected(#name)) break;                             \
+        em_t0_ = sbx__now_ms();                                       \
         RUN(name);                                                    \
         printf("  (%lld ms)\n", em_since(em_t0_));                    \
     } while (0)

@@ -900,6 +900,30 @@ typedef struct worker {
     char err[SBX_ERRMSG_SIZE + 600];
 } worker;
 
+/* Descriptors the process pid has open (/proc/PID/fd), or -1 without /proc. */
+static int pid_fd_count(pid_t pid)
+{
+    char path[64];
+    DIR *d;
+    struct dirent *de;
+    int n = 0;
+    snprintf(path, sizeof path, "/proc/%ld/fd", (long)pid);
+    d = opendir(path);
+    if (!d) return -1;
+    while ((de = readdir(d)) != NULL)
+        if (de->d_name[0] != '.') n++;
+    closedir(d);
+    return n;
+}
+
+/* The grace each stop gives its child. A stop ends at the reap, which needs
+   no timer: the child dies of the SIGTERM, the drainer reads end-of-file and
+   reaps, the stopper wakes and joins the drainer. Under TSan at load 20 on 2
+   cores each of those steps waited up to 0.8 s for a CPU or for TSan's global
+   lock (which every fork in the 15 other threads takes), 2.8 s in all; the
+   only bound the code sets is this grace, so that is what is checked. */
+#define STOP_GRACE_MS 10000
+
 static void *worker_main(void *arg)
 {
     worker *w = (worker *)arg;
@@ -926,9 +950,20 @@ static void *worker_main(void *arg)
             sbx__proc_stop(&p, SIGKILL, 0);
             return NULL;
         }
+        /* only 0, 1 and 2, though 15 other threads fork while its pipes are
+           open: a sibling's pipe end here would keep that sibling's stop
+           waiting until this child ends */
+        {
+            int nfd = pid_fd_count(p.pid);
+            if (nfd >= 0 && nfd != 3) {
+                snprintf(w->err, sizeof w->err, "child %s has %d descriptors open, not 0-2", want, nfd);
+                sbx__proc_stop(&p, SIGKILL, 0);
+                return NULL;
+            }
+        }
         t0 = sbx__now_ms();
-        /* a long grace: a stop that waits for it means a sibling child kept our pipes */
-        if (sbx__proc_stop(&p, SIGTERM, 5000) != SBX_OK ||
+        /* a stop that waits out the grace means something else kept our pipes */
+        if (sbx__proc_stop(&p, SIGTERM, STOP_GRACE_MS) != SBX_OK ||
             !(WIFSIGNALED(sbx__proc_status(&p)) && WTERMSIG(sbx__proc_status(&p)) == SIGTERM)) {
             snprintf(w->err, sizeof w->err, "stop: status %d", sbx__proc_status(&p));
             return NULL;
@@ -961,7 +996,7 @@ CLEAN_TEST(t_16_threads)
     }
     printf("  info: 16 threads x 4 rounds (spawn, wait line, stop) in %lld ms; slowest stop %lld ms\n",
            sbx__now_ms() - t0, worst);
-    CHECK_MSG(worst < 2000, "a stop took %lld ms", worst);
+    CHECK_MSG(worst < STOP_GRACE_MS, "a stop took %lld ms: it waited out its grace", worst);
 }
 
 /* ---- the real kubectl ---------------------------------------------------------- */
