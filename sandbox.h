@@ -1,4 +1,4 @@
-/* sandbox.h - v0.3.0 - agent sandboxes on Kubernetes, from C - MIT license (end of file)
+/* sandbox.h - v0.3.1 - agent sandboxes on Kubernetes, from C - MIT license (end of file)
 
    Creates, uses and destroys agent sandboxes on clusters running the
    kubernetes-sigs/agent-sandbox controller: a SandboxClaim is created and
@@ -465,8 +465,8 @@
 
 #define SANDBOX_VERSION_MAJOR 0
 #define SANDBOX_VERSION_MINOR 3
-#define SANDBOX_VERSION_PATCH 0
-#define SANDBOX_VERSION_STRING "0.3.0"
+#define SANDBOX_VERSION_PATCH 1
+#define SANDBOX_VERSION_STRING "0.3.1"
 
 #ifndef SBX_API
 #ifdef SBX_STATIC
@@ -13354,6 +13354,14 @@ SBX_API void sbx_exec_result_free(sbx_exec_result *res)
 
 /*
 REVISION HISTORY
+    0.3.1  (2026-12-05)  gRPC: keepalive PINGs notice a silently dead peer
+                         (SBX_H2_KEEPALIVE_MS, SBX_H2_PING_TIMEOUT_MS); after a
+                         GOAWAY new calls no longer wait for the old
+                         connection's streams on the WebSocket route (one
+                         port-forward WebSocket per HTTP/2 connection);
+                         sandboxd's one-shot output is capped by
+                         max_output_bytes like the python runtime's, not by
+                         gRPC's 4 MiB message default.
     0.3.0  (2026-12-04)  processes on sandboxd over gRPC (a small HTTP/2 +
                          HPACK + protobuf client, compiled out by SBX_NO_GRPC):
                          sbx_run works there, sbx_exec (argv, env, cwd,
