@@ -8276,6 +8276,15 @@ fail:
     return rc;
 }
 
+/* Stdout line i of those kept (st->mu held): the first lines, then the
+   recent ones, oldest first; i < nkept + nrecent. */
+SBX__PRIVATE const char *sbx__proc_line_at(const struct sbx__proc_state *st, int i)
+{
+    return i < st->nkept ? st->kept[i]
+                         : st->recent[(st->recent_next + SBX__PROC_KEEP_LINES - st->nrecent + i - st->nkept) %
+                                      SBX__PROC_KEEP_LINES];
+}
+
 /* Append s to the NUL-terminated buf, cutting at cap - 1 bytes. */
 SBX__PRIVATE void sbx__proc_cat(char *buf, size_t cap, const char *s)
 {
@@ -8303,9 +8312,7 @@ SBX__PRIVATE int sbx__proc_wait_line(sbx__proc *p, const char *prefix, char *lin
                          SBX__PROC_LINE_MAX);
     pthread_mutex_lock(&st->mu);
     for (i = 0; i < st->nkept + st->nrecent; i++) {
-        const char *l = i < st->nkept ? st->kept[i]
-                        : st->recent[(st->recent_next + SBX__PROC_KEEP_LINES - st->nrecent + i - st->nkept) %
-                                     SBX__PROC_KEEP_LINES];
+        const char *l = sbx__proc_line_at(st, i);
         if (strncmp(l, prefix, plen) == 0) {
             if (line && cap) sbx__proc_cat(line, cap, l);
             pthread_mutex_unlock(&st->mu);
@@ -8365,9 +8372,7 @@ SBX__PRIVATE int sbx__proc_find_line(sbx__proc *p, const char *prefix, const cha
     if (!st) return 0;
     pthread_mutex_lock(&st->mu);
     for (i = 0; i < st->nkept + st->nrecent && !found; i++) {
-        const char *l = i < st->nkept ? st->kept[i]
-                        : st->recent[(st->recent_next + SBX__PROC_KEEP_LINES - st->nrecent + i - st->nkept) %
-                                     SBX__PROC_KEEP_LINES];
+        const char *l = sbx__proc_line_at(st, i);
         size_t n = strlen(l);
         if (n >= plen + elen && strncmp(l, prefix, plen) == 0 && memcmp(l + n - elen, end, elen) == 0) {
             if (cap) line[0] = '\0';
