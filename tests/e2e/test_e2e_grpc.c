@@ -80,17 +80,9 @@ static int host_has_process(const char *needle)
     int found = 0;
     if (!d) return -1;
     while (!found && (de = readdir(d)) != NULL) {
-        char path[300], buf[4096];
-        size_t len, i;
-        FILE *f;
+        char buf[4096];
         if (de->d_name[0] < '0' || de->d_name[0] > '9') continue;
-        E2E_FMT(path, sizeof path, "/proc/%s/cmdline", de->d_name);
-        if (!(f = fopen(path, "r"))) continue;
-        len = fread(buf, 1, sizeof buf - 1, f);
-        fclose(f);
-        for (i = 0; i < len; i++)
-            if (buf[i] == '\0') buf[i] = ' ';
-        buf[len] = '\0';
+        if (test_cmdline(de->d_name, buf, sizeof buf, 1) < 0) continue;
         if (strstr(buf, needle) && !strstr(buf, "test_e2e_grpc")) found = 1;
     }
     closedir(d);

@@ -175,22 +175,13 @@ static pid_t child_with(const char *a, const char *b)
     pid_t found = 0;
     if (!d) return 0;
     while (!found && (de = readdir(d)) != NULL) {
-        char path[300], buf[4096];
-        FILE *f;
-        size_t n, i;
+        char buf[4096];
         int ppid = 0;
         char state;
         unsigned long long start;
         if (de->d_name[0] < '0' || de->d_name[0] > '9') continue;
         if (!test_proc_read(atoi(de->d_name), &state, &ppid, &start) || ppid != (int)getpid() || state == 'Z') continue;
-        E2E_FMT(path, sizeof path, "/proc/%s/cmdline", de->d_name);
-        f = fopen(path, "r");
-        if (!f) continue;
-        n = fread(buf, 1, sizeof buf - 1, f);
-        fclose(f);
-        for (i = 0; i < n; i++)
-            if (buf[i] == '\0') buf[i] = ' ';
-        buf[n] = '\0';
+        if (test_cmdline(de->d_name, buf, sizeof buf, 1) < 0) continue;
         if (strstr(buf, a) && strstr(buf, b)) found = (pid_t)atoi(de->d_name);
     }
     closedir(d);

@@ -138,6 +138,24 @@ static TEST_UNUSED int test_fd_count(void)
     return n - 1; /* the listing's own descriptor */
 }
 
+/* The command line of process `pid` (its /proc entry's name) into buf,
+   NUL-terminated: its arguments NUL-separated, or joined by spaces when
+   `spaces`. Its length, or -1 if it cannot be read. */
+static TEST_UNUSED long test_cmdline(const char *pid, char *buf, size_t cap, int spaces)
+{
+    char path[300];
+    size_t len, i;
+    FILE *f;
+    E2E_FMT(path, sizeof path, "/proc/%s/cmdline", pid);
+    if (!(f = fopen(path, "r"))) return -1;
+    len = fread(buf, 1, cap - 1, f);
+    fclose(f);
+    buf[len] = '\0';
+    for (i = 0; spaces && i < len; i++)
+        if (buf[i] == '\0') buf[i] = ' ';
+    return (long)len;
+}
+
 /* state, parent and start time of pid from /proc; 0 if it does not exist */
 static TEST_UNUSED int test_proc_read(int pid, char *state, int *ppid, unsigned long long *start)
 {
@@ -375,16 +393,11 @@ static E2E_UNUSED int e2e_supervisor_count(void)
     if (!d) return -1;
     E2E_FMT(want, sizeof want, "sandbox.h-supervisor:%d", (int)getpid());
     while ((de = readdir(d)) != NULL) {
-        char path[300], buf[8192];
-        size_t len, i;
-        FILE *f;
+        char buf[8192];
+        long len, i;
         if (de->d_name[0] < '0' || de->d_name[0] > '9') continue;
-        E2E_FMT(path, sizeof path, "/proc/%s/cmdline", de->d_name);
-        if (!(f = fopen(path, "r"))) continue;
-        len = fread(buf, 1, sizeof buf - 1, f);
-        fclose(f);
-        buf[len] = '\0';
-        for (i = 0; i < len; i += strlen(buf + i) + 1)
+        if ((len = test_cmdline(de->d_name, buf, sizeof buf, 0)) < 0) continue;
+        for (i = 0; i < len; i += (long)strlen(buf + i) + 1)
             if (strcmp(buf + i, want) == 0) {
                 n++;
                 break;
