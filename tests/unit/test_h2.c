@@ -830,13 +830,34 @@ static void *ws_make(void *arg, const sbx__transport **tr)
     return ws;
 }
 
+/* ws_relay.py in *relay in front of 127.0.0.1:target, and an h2 handle
+   whose every connection gets a WebSocket of its own through it (wm, mk:
+   the caller's, living until the handle is freed); NULL when the relay did
+   not start (a failed check says so). */
+static sbx__h2 *h2_over_ws_relay(server *relay, int target, ws_maker_arg *wm, sbx__h2_trmaker *mk)
+{
+    char arg[16];
+    E2E_FMT(arg, sizeof arg, "%d", target);
+    if (server_start(relay, "tests/fakes/servers/ws_relay.py", arg) != 0) {
+        server_stop(relay);
+        CHECK_MSG(0, "ws_relay.py did not start");
+        return NULL;
+    }
+    memset(wm, 0, sizeof *wm);
+    wm->api = relay->ep;
+    wm->port = 9090;
+    mk->make = ws_make;
+    mk->drop = sbx__ws_drop;
+    mk->arg = wm;
+    return sbx__h2_new(NULL, &relay->ep, mk, "localhost");
+}
+
 /* The in-process WebSocket route: sbx__ws (the kubelet's v4.channel.k8s.io
    port-forward, served by the dev cluster's own portforward.py in front of
    the grpcio server) as the connection's transport, with 4 threads at once. */
 TEST(grpcio_over_websocket_portforward)
 {
     server relay = {-1, -1, 0, {0, 0, {{{0}}}, {0}, {0}, {0}, {0}}};
-    char arg[16];
     int i, fds;
     ws_maker_arg wm;
     sbx__h2_trmaker mk;
@@ -844,21 +865,9 @@ TEST(grpcio_over_websocket_portforward)
     pthread_t th[4];
     worker w[4];
     if (!need_grpc()) SKIP("no grpcio server: /usr/bin/python3 lacks grpc (apt-get install -y python3-grpcio)");
-    E2E_FMT(arg, sizeof arg, "%d", gs.port);
     fds = test_fd_count();
-    if (server_start(&relay, "tests/fakes/servers/ws_relay.py", arg) != 0) {
-        server_stop(&relay);
-        CHECK_MSG(0, "ws_relay.py did not start");
-        return;
-    }
+    if (!(h = h2_over_ws_relay(&relay, gs.port, &wm, &mk))) return;
     fds += 1; /* the relay's stdin pipe, closed below */
-    memset(&wm, 0, sizeof wm);
-    wm.api = relay.ep;
-    wm.port = 9090;
-    mk.make = ws_make;
-    mk.drop = sbx__ws_drop;
-    mk.arg = &wm;
-    h = sbx__h2_new(NULL, &relay.ep, &mk, "localhost");
     unary_and_stream(h);
     for (i = 0; i < 4; i++) {
         w[i].h = h;
@@ -1219,7 +1228,6 @@ TEST(h2_transport_reconnect_after_failure)
 TEST(h2_websocket_goaway_new_calls_do_not_wait)
 {
     server relay = {-1, -1, 0, {0, 0, {{{0}}}, {0}, {0}, {0}, {0}}};
-    char arg[16];
     ws_maker_arg wm;
     sbx__h2_trmaker mk;
     sbx__h2 *h;
@@ -1232,22 +1240,10 @@ TEST(h2_websocket_goaway_new_calls_do_not_wait)
     sbx_allocator al = sbx__allocator(NULL);
     sbx__buf resp;
     NEED_H2FAKE();
-    E2E_FMT(arg, sizeof arg, "%d", hs.port);
     fds = test_fd_count();
-    if (server_start(&relay, "tests/fakes/servers/ws_relay.py", arg) != 0) {
-        server_stop(&relay);
-        CHECK_MSG(0, "ws_relay.py did not start");
-        return;
-    }
+    if (!(h = h2_over_ws_relay(&relay, hs.port, &wm, &mk))) return;
     fds += 1; /* the relay's stdin pipe, closed below */
     sbx__buf_init(&resp, &al);
-    memset(&wm, 0, sizeof wm);
-    wm.api = relay.ep;
-    wm.port = 9090;
-    mk.make = ws_make;
-    mk.drop = sbx__ws_drop;
-    mk.arg = &wm;
-    h = sbx__h2_new(NULL, &relay.ep, &mk, "localhost");
     r = sbx__grpc_start(h, "/fake.H2/goaway_hold", "A", 1, 1, sbx__deadline(10000), &old, &e);
     CHECK_MSG(r == SBX_OK, "%d %s", r, e.msg);
     if (old) {
