@@ -179,31 +179,53 @@ static int claim_ready(const char *body, size_t len, sbx_allocator *a)
     return ok;
 }
 
+/* POST a claim `name` on the warm pool: 0 when created (201), else -1 (said). */
+static int create_claim(struct sbx__client *ci, const char *name, long long deadline)
+{
+    char body[512];
+    sbx__buf b;
+    sbx_error e;
+    int st = 0;
+    snprintf(body, sizeof body,
+             "{\"apiVersion\":\"extensions.agents.x-k8s.io/v1beta1\",\"kind\":\"SandboxClaim\","
+             "\"metadata\":{\"name\":\"%s\"},\"spec\":{\"warmPoolRef\":{\"name\":\"" POOL "\"}}}",
+             name);
+    sbx__buf_init(&b, &ci->a);
+    if (sbx__api_call(ci, "POST", CLAIMS_PATH, body, strlen(body), "application/json", &b, &st, deadline, &e) !=
+            SBX_OK ||
+        st != 201)
+        printf("  floor: create claim: HTTP %d %.300s\n", st, st ? (b.data ? b.data : "") : e.msg);
+    sbx__buf_free(&b);
+    return st == 201 ? 0 : -1;
+}
+
+static void delete_claim(struct sbx__client *ci, const char *name)
+{
+    char path[256];
+    sbx__buf b;
+    sbx_error e;
+    int st = 0;
+    snprintf(path, sizeof path, CLAIMS_PATH "/%s", name);
+    sbx__buf_init(&b, &ci->a);
+    sbx__api_call(ci, "DELETE", path, NULL, 0, NULL, &b, &st, sbx__deadline(10000), &e);
+    sbx__buf_free(&b);
+}
+
 /* One floor sample: create a claim on the warm pool and GET it back to back
    until Ready; microseconds, or -1. The claim is deleted afterwards. */
 static long long floor_sample(sbx_client *cl, int i)
 {
     struct sbx__client *ci = cl->impl;
-    char name[64], path[256], body[512];
+    char name[64], path[256];
     sbx__buf b;
     sbx_error e;
     int st = 0, ready = 0;
     long long t0, took = -1, deadline = sbx__deadline(10000);
     snprintf(name, sizeof name, "bench-floor-%d-%d", (int)getpid(), i);
-    snprintf(body, sizeof body,
-             "{\"apiVersion\":\"extensions.agents.x-k8s.io/v1beta1\",\"kind\":\"SandboxClaim\","
-             "\"metadata\":{\"name\":\"%s\"},\"spec\":{\"warmPoolRef\":{\"name\":\"" POOL "\"}}}",
-             name);
     snprintf(path, sizeof path, CLAIMS_PATH "/%s", name);
-    sbx__buf_init(&b, &ci->a);
     t0 = now_us();
-    if (sbx__api_call(ci, "POST", CLAIMS_PATH, body, strlen(body), "application/json", &b, &st, deadline, &e) !=
-            SBX_OK ||
-        st != 201) {
-        printf("  floor: create claim: HTTP %d %.300s\n", st, st ? (b.data ? b.data : "") : e.msg);
-        sbx__buf_free(&b);
-        return -1;
-    }
+    if (create_claim(ci, name, deadline) != 0) return -1;
+    sbx__buf_init(&b, &ci->a);
     while (!ready && now_us() < deadline * 1000) {
         b.len = 0;
         if (sbx__api_call(ci, "GET", path, NULL, 0, NULL, &b, &st, deadline, &e) != SBX_OK || st != 200) break;
@@ -214,9 +236,8 @@ static long long floor_sample(sbx_client *cl, int i)
     } else {
         printf("  floor: claim %s did not get Ready\n", name);
     }
-    b.len = 0;
-    sbx__api_call(ci, "DELETE", path, NULL, 0, NULL, &b, &st, sbx__deadline(10000), &e);
     sbx__buf_free(&b);
+    delete_claim(ci, name);
     return took;
 }
 
@@ -445,33 +466,22 @@ static void *floor_one(void *p)
 {
     floor_arg *f = (floor_arg *)p;
     struct sbx__client *ci = f->cl->impl;
-    char name[64], body[512];
-    sbx__buf b;
+    char name[64];
     sbx_error e;
-    int st = 0;
     long long t0, deadline;
     snprintf(name, sizeof name, "bench-many-%d-%d", (int)getpid(), f->i);
-    snprintf(body, sizeof body,
-             "{\"apiVersion\":\"extensions.agents.x-k8s.io/v1beta1\",\"kind\":\"SandboxClaim\","
-             "\"metadata\":{\"name\":\"%s\"},\"spec\":{\"warmPoolRef\":{\"name\":\"" POOL "\"}}}",
-             name);
-    sbx__buf_init(&b, &ci->a);
     f->took = -1;
     pthread_barrier_wait(f->go);
     deadline = sbx__deadline(10000);
     t0 = now_us();
-    if (sbx__api_call(ci, "POST", CLAIMS_PATH, body, strlen(body), "application/json", &b, &st, deadline, &e) !=
-            SBX_OK ||
-        st != 201) {
-        printf("  floor: create claim: HTTP %d %.300s\n", st, st ? (b.data ? b.data : "") : e.msg);
-    } else if (sbx__watch(ci, CLAIMS_PATH, name, "", deadline, "watch claim", floor_ready_ev, NULL, &e) == SBX_OK) {
+    f->created = create_claim(ci, name, deadline) == 0;
+    if (!f->created) return NULL;
+    if (sbx__watch(ci, CLAIMS_PATH, name, "", deadline, "watch claim", floor_ready_ev, NULL, &e) == SBX_OK) {
         f->end = now_us(); /* the wall time ends at the last Ready, not its delete */
         f->took = f->end - t0;
     } else {
         printf("  floor: claim %s did not get Ready: %s\n", name, e.msg);
     }
-    f->created = st == 201;
-    sbx__buf_free(&b);
     return NULL;
 }
 
@@ -505,14 +515,9 @@ static double many_floor(sbx_client *cl)
     }
     for (i = 0; i < MANY; i++) /* after the last Ready: no delete loads the server while others wait */
         if (f[i].created) {
-            char path[256];
-            sbx__buf b;
-            sbx_error e;
-            int st = 0;
-            snprintf(path, sizeof path, CLAIMS_PATH "/bench-many-%d-%d", (int)getpid(), i);
-            sbx__buf_init(&b, &cl->impl->a);
-            sbx__api_call(cl->impl, "DELETE", path, NULL, 0, NULL, &b, &st, sbx__deadline(10000), &e);
-            sbx__buf_free(&b);
+            char name[64];
+            snprintf(name, sizeof name, "bench-many-%d-%d", (int)getpid(), i);
+            delete_claim(cl->impl, name);
         }
     return measured("floor: 32 claims at once", good, MANY, (end - start) / 1000.0) ? (end - start) / 1000.0 : 0.0;
 }
