@@ -5673,7 +5673,12 @@ SBX__PRIVATE int sbx__h2_on_header(void *u, const char *n, size_t nl, const char
         x->ct = vl >= 16 && memcmp(v, "application/grpc", 16) == 0 && (vl == 16 || v[16] == '+' || v[16] == ';');
     } else if (sbx__h2_name_is(n, nl, "grpc-status")) {
         int st = 0;
-        if (vl == 0 || vl > 5) x->bad = "a bad grpc-status";
+        /* At most five digits, checked before the loop so a long digit
+         * string cannot overflow st. */
+        if (vl == 0 || vl > 5) {
+            x->bad = "a bad grpc-status";
+            vl = 0;
+        }
         for (i = 0; i < vl; i++) {
             if (v[i] < '0' || v[i] > '9') {
                 x->bad = "a bad grpc-status";

@@ -1110,6 +1110,7 @@ TEST(h2_hostile_answers)
         {"compressed", SBX_ERR_PROTOCOL, "compressed message", 0},
         {"trailers_only", SBX_ERR_NOT_FOUND, "gRPC /fake.H2/trailers_only: NOT_FOUND: no such thing: \xe2\x9c\x93.", 5},
         {"http503", SBX_ERR_CONNECT, "UNAVAILABLE: HTTP status 503", 14},
+        {"status_long", SBX_ERR_PROTOCOL, "a bad grpc-status", 0},
         {"eof_mid", SBX_ERR_CONNECT, "closed by the server", 0},
         {"bad_frame", SBX_ERR_PROTOCOL, "(PROTOCOL_ERROR): DATA on stream 0", 0},
         {"big_frame", SBX_ERR_PROTOCOL, "(FRAME_SIZE_ERROR): a frame of 20000 bytes", 0},

@@ -42,6 +42,8 @@ with grpc-status 0. Scenarios:
   compressed     a message with the compressed flag
   trailers_only  HEADERS with grpc-status 5 and a percent-encoded grpc-message
   http503        :status 503, no grpc-status
+  status_long    trailers whose grpc-status is 20 digits (an int would
+                 overflow reading it)
   silent         never answers (but h2 still acks PINGs while it waits)
   dead           response headers, then reads nothing and answers nothing
                  (PINGs included) for 30 s with the connection open: a peer
@@ -399,6 +401,10 @@ def scenario(c, sid, handled):
     elif name == "trailers_only":
         c.headers(sid, RESP + [(b"grpc-status", b"5"),
                                (b"grpc-message", b"no%20such%20thing%3A%20%E2%9C%93%2E")], end=True)
+    elif name == "status_long":
+        c.headers(sid, RESP)
+        c.raw(frame(DATA, 0, sid, grpc_msg(body)))
+        c.headers(sid, [(b"grpc-status", b"9" * 20)], end=True)
     elif name == "http503":
         c.headers(sid, [(b":status", b"503"), (b"content-type", b"text/plain")], end=True)
     elif name == "silent":
