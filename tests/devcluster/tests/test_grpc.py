@@ -445,7 +445,11 @@ class GrpcProcessServiceTest(GrpcBase, unittest.TestCase):
         self.d.events("nopty")
 
     def test_pty_size_echo_resize_and_sigint(self):
-        script = 'stty size; read line; echo "got:$line"; stty size; sleep 30'
+        # ends in `exec cat`, and the SIGINT goes only once cat has copied a
+        # line: `sh -c` (dash) catches SIGINT, and one that lands between its
+        # fork and the exec of a child is lost, so `...; sleep 30` could
+        # outlive the signal (half the time under load)
+        script = 'stty size; read line; echo "got:$line"; stty size; exec cat'
         self.d.start("pty", ["/bin/sh", "-c", script], pty=(91, 27))
         pid = self.d.next("pty")["event"]["init"]["process_id"]
         self.d.read_until("pty", r"27 91\r\n")
@@ -457,6 +461,9 @@ class GrpcProcessServiceTest(GrpcBase, unittest.TestCase):
         self.assertIn("hi there\r\n", text)           # the terminal's echo
         self.assertIn("got:hi there\r\n", text)
         self.assertFalse([e for e in evs if "stderr" in e], "a PTY has no stderr")
+        self.d.unary("WriteStdin", {"process_id": pid,
+                                    "input": base64.b64encode(b"cat-up\n").decode()})
+        self.d.read_until("pty", r"cat-up\r\n(.|\n)*cat-up\r\n")   # echo, then cat's copy
         self.assertEqual(self.d.unary("SendSignal", {"process_id": pid, "signal": 2})["code"],
                          "OK")
         evs, end = self.d.events("pty")
