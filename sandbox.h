@@ -137,7 +137,7 @@
        lease_seconds every lease_seconds / 3 (a failed renewal is retried after
        1 s; a renewal never waits longer than lease_seconds / 3). Once the
        program or its machine is gone, the controller deletes the claim at most
-       lease_seconds later. With ttl_seconds too, the earlier end wins: the
+       lease_seconds (+ 1, as shutdownTime rounds up to whole seconds) later. With ttl_seconds too, the earlier end wins: the
        lease never moves shutdownTime past creation + ttl_seconds. sbx_detach
        lifts the lease (shutdownTime back to the TTL's end, or no lifecycle);
        if that PATCH fails, detach returns the error and the claim expires at
@@ -666,8 +666,9 @@ typedef struct sbx_sandbox_config {
     const char *const *pod_labels;      /* spec.additionalPodMetadata.labels (keys need an
                                            allowed domain prefix, e.g. sandbox.users.io/) */
     const char *const *pod_annotations; /* spec.additionalPodMetadata.annotations          */
-    int ttl_seconds;           /* > 0: the claim expires N s after creation
-                                  (spec.lifecycle.shutdownTime); default none           */
+    int ttl_seconds;           /* > 0: the claim expires N s after sbx_open sends it
+                                  (spec.lifecycle.shutdownTime, whole seconds rounded
+                                  up: it lives N to N + 1 s); default none              */
     const char *shutdown_policy; /* with ttl_seconds or lease_seconds: "Delete" (default),
                                   "DeleteForeground" or "Retain" (the claim stays, its
                                   sandbox goes)                                          */
@@ -1361,19 +1362,29 @@ SBX__PRIVATE int sbx__ms_left(long long deadline)
     return (int)left;
 }
 
-/* Wall clock as RFC 3339 UTC: 2026-08-22T10:00:00Z, or with microseconds
-   2026-08-22T10:00:00.123456Z. `offset_s` seconds are added first (expiry). */
-SBX__PRIVATE void sbx__rfc3339(char out[40], long long offset_s, int with_fraction)
+/* The wall clock in whole seconds since the epoch, rounded up. Expiries are
+   made from it: shutdownTime has whole seconds, and a claim given N seconds
+   must live at least N, not N - 1 and a fraction. */
+SBX__PRIVATE long long sbx__epoch_up(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (long long)ts.tv_sec + (ts.tv_nsec > 0);
+}
+
+/* RFC 3339 UTC: epoch second `at` as 2026-08-22T10:00:00Z, or, with at < 0,
+   now with microseconds: 2026-08-22T10:00:00.123456Z. */
+SBX__PRIVATE void sbx__rfc3339(char out[40], long long at)
 {
     struct timespec ts;
     struct tm tm;
     time_t t;
     size_t n;
     clock_gettime(CLOCK_REALTIME, &ts);
-    t = (time_t)(ts.tv_sec + offset_s);
+    t = at < 0 ? ts.tv_sec : (time_t)at;
     gmtime_r(&t, &tm);
     n = strftime(out, 40, "%Y-%m-%dT%H:%M:%S", &tm);
-    if (with_fraction && n + 9 < 40) {
+    if (at < 0 && n + 9 < 40) {
         unsigned long us = (unsigned long)(ts.tv_nsec / 1000) % 1000000ul;
         int i;
         out[n++] = '.';
@@ -9252,7 +9263,7 @@ SBX__PRIVATE int sbx__lease_patch(struct sbx__client *cl, const char *ns, const 
     sbx_result r;
     snprintf(target, sizeof target, "/apis/" SBX__GROUP_EXT "/%s/namespaces/%s/sandboxclaims/%s", cl->ext_version, ns,
              claim);
-    sbx__rfc3339(when, until - (long long)time(NULL), 0);
+    sbx__rfc3339(when, until);
     snprintf(body, sizeof body, "{\"spec\":{\"lifecycle\":{\"shutdownTime\":\"%s\"}}}", when);
     sbx__buf_init(&out, &cl->a);
     r = sbx__api_call(cl, "PATCH", target, body, strlen(body), "application/merge-patch+json", &out, &status,
@@ -9282,7 +9293,7 @@ SBX__PRIVATE void *sbx__lease_thread(void *arg)
         }
         period = (long long)due->lease_s * 1000 / 3;
         if (period < 200) period = 200;
-        until = (long long)time(NULL) + due->lease_s;
+        until = sbx__epoch_up() + due->lease_s;
         if (due->expiry && until >= due->expiry) until = due->expiry;
         memcpy(ns, due->ns, sizeof ns);
         memcpy(claim, due->claim, sizeof claim);
@@ -9795,7 +9806,7 @@ SBX__PRIVATE sbx_result sbx__claim_body(const struct sbx__sandbox *s, const sbx_
         if (strcmp(kv[0], "agents.x-k8s.io/created-by") == 0) has_created_by = 1;
     for (kv = cfg->annotations; kv && kv[0] && kv[1]; kv += 2)
         if (strcmp(kv[0], "agents.x-k8s.io/client-first-requested-at") == 0) has_requested_at = 1;
-    sbx__rfc3339(now, 0, 1);
+    sbx__rfc3339(now, -1);
     if (sbx__buf_printf(b, "{\"apiVersion\":\"" SBX__GROUP_EXT "/%s\",\"kind\":\"SandboxClaim\","
                            "\"metadata\":{\"name\":\"%s\",\"labels\":{", s->cl->ext_version, s->claim) != 0)
         return sbx__oom(e, NULL);
@@ -9836,9 +9847,10 @@ SBX__PRIVATE sbx_result sbx__claim_body(const struct sbx__sandbox *s, const sbx_
     if (cfg->ttl_seconds > 0 || cfg->lease_seconds > 0) {
         /* the earlier of TTL and lease; the policy was checked against the
            three known values */
-        long long off = cfg->ttl_seconds > 0 ? cfg->ttl_seconds : cfg->lease_seconds;
-        if (cfg->lease_seconds > 0 && cfg->lease_seconds < off) off = cfg->lease_seconds;
-        sbx__rfc3339(expiry, off, 0);
+        long long base = sbx__epoch_up(), at = s->expiry;
+        if (cfg->ttl_seconds > 0 && !at) at = base + cfg->ttl_seconds;
+        if (cfg->lease_seconds > 0 && (!at || base + cfg->lease_seconds < at)) at = base + cfg->lease_seconds;
+        sbx__rfc3339(expiry, at);
         sbx__buf_printf(b, ",\"lifecycle\":{\"shutdownTime\":\"%s\",\"shutdownPolicy\":\"%s\"}", expiry,
                         cfg->shutdown_policy && *cfg->shutdown_policy ? cfg->shutdown_policy : "Delete");
     }
@@ -10274,7 +10286,7 @@ SBX__PRIVATE sbx_result sbx__lease_lift(struct sbx__client *cl, const char *ns, 
     snprintf(suffix, sizeof suffix, "/%s", claim);
     sbx__claims_path(cl, ns, target, sizeof target, suffix);
     if (expiry) {
-        sbx__rfc3339(when, expiry - (long long)time(NULL), 0);
+        sbx__rfc3339(when, expiry);
         snprintf(body, sizeof body, "{\"spec\":{\"lifecycle\":{\"shutdownTime\":\"%s\"}}}", when);
     } else {
         snprintf(body, sizeof body, "{\"spec\":{\"lifecycle\":null}}");
@@ -12078,7 +12090,7 @@ SBX_API sbx_result sbx_open(sbx_sandbox *sb, sbx_client *c, const sbx_sandbox_co
             for (i = 0; i < 8; i++) snprintf(s->nonce + 2 * i, 3, "%02x", rnd[i]);
         }
         s->lease_s = cfg->lease_seconds;
-        s->expiry = cfg->ttl_seconds > 0 ? (long long)time(NULL) + cfg->ttl_seconds : 0;
+        s->expiry = cfg->ttl_seconds > 0 ? sbx__epoch_up() + cfg->ttl_seconds : 0;
         r = sbx__create_claim(s, cfg, rv, sizeof rv, api_deadline, &sb->err);
         t0 = sbx__now_ms();
         if (r == SBX_OK)

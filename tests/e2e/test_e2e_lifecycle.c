@@ -258,9 +258,9 @@ TEST(status_ready_not_ready_gone)
 }
 
 /* The claim as stored: its spec.lifecycle. */
-/* `before`: time(NULL) just before the open. The library writes the second
-   of the create + ttl, so that lies between before + ttl and now + ttl
-   however long the open took. */
+/* `before`: time(NULL) just before the open. The library writes the create
+   + ttl rounded up to a whole second, so that lies between before + ttl and
+   now + ttl + 1 however long the open took. */
 static void check_lifecycle(const char *claim, const char *policy, int ttl, long long before)
 {
     sbx__buf out;
@@ -277,7 +277,7 @@ static void check_lifecycle(const char *claim, const char *policy, int ttl, long
     {
         double at = sbx__parse_rfc3339(when, strlen(when));
         double now = (double)time(NULL);
-        CHECK_MSG(at >= (double)before + ttl && at <= now + ttl, "shutdownTime %s is not the create + %d s (open %lld..%.0f)",
+        CHECK_MSG(at >= (double)before + ttl && at <= now + ttl + 1, "shutdownTime %s is not the create + %d s (open %lld..%.0f)",
                   when, ttl, before, now);
     }
     sbx__free(&C.a, t);
@@ -300,7 +300,7 @@ static void expire_now(const char *claim)
     char target[300], body[160], now[40];
     sbx__buf out;
     E2E_FMT(target, sizeof target, CLAIMS_NS "/%s", claim);
-    sbx__rfc3339(now, 0, 0);
+    sbx__rfc3339(now, (long long)time(NULL));
     E2E_FMT(body, sizeof body, "{\"spec\":{\"lifecycle\":{\"shutdownTime\":\"%s\"}}}", now);
     CHECK_EQ_INT(e2e_http(&C, "PATCH", target, body, &out), 200);
     sbx__buf_free(&out);

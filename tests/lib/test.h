@@ -125,6 +125,14 @@ static TEST_UNUSED int test_summary(const char *suite)
 /* ==== processes and descriptors =========================================== */
 
 /* Descriptors open in this process (/proc, else /dev/fd). */
+/* The wall clock in seconds since the epoch, with its fraction. */
+static TEST_UNUSED double test_realtime(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
 static TEST_UNUSED int test_fd_count(void)
 {
     DIR *d = opendir("/proc/self/fd");

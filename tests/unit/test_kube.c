@@ -195,6 +195,7 @@ TEST(claim_body_fields)
     static const char *const env[] = {"FOO", "bar", "EMPTY", "", NULL};
     static const char *const podl[] = {"sandbox.users.io/x", "1", NULL};
     char v[128];
+    double before;
     memset(&cl, 0, sizeof cl);
     memset(&s, 0, sizeof s);
     memset(&cfg, 0, sizeof cfg);
@@ -209,6 +210,7 @@ TEST(claim_body_fields)
     cfg.pod_labels = podl;
     cfg.ttl_seconds = 3600;
     sbx__buf_init(&b, &A);
+    before = test_realtime();
     CHECK_EQ_INT(sbx__claim_body(&s, &cfg, &b, &e), SBX_OK);
     n = sbx__json_parse_alloc(&A, b.data, b.len, &t);
     CHECK_MSG(n > 0, "body is not JSON: %s", b.data);
@@ -226,6 +228,13 @@ TEST(claim_body_fields)
     CHECK_MSG(strlen(v) == 27 && v[4] == '-' && v[10] == 'T' && v[19] == '.' && v[26] == 'Z', "%s", v);
     sbx__json_copy(b.data, t, sbx__json_get(b.data, t, n, 0, "spec.lifecycle.shutdownTime"), v, sizeof v);
     CHECK_MSG(strlen(v) == 20 && v[19] == 'Z', "%s", v);
+    {
+        /* whole seconds, rounded up: at least the TTL from before the call,
+           at most a second more than from after it */
+        double at = sbx__parse_rfc3339(v, strlen(v));
+        CHECK_MSG(at >= before + 3600 && at <= test_realtime() + 3601, "%s: %.3f..%.3f + 3600", v, before,
+                  test_realtime());
+    }
     CHECK(sbx__json_eq(b.data, t, sbx__json_get(b.data, t, n, 0, "spec.lifecycle.shutdownPolicy"), "Delete"));
     CHECK(sbx__json_eq(b.data, t, sbx__json_get(b.data, t, n, 0, "spec.env[1].name"), "EMPTY"));
     CHECK(sbx__json_eq(b.data, t, sbx__json_get(b.data, t, n, 0, "spec.env[1].value"), ""));
