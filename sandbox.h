@@ -12132,6 +12132,13 @@ SBX_API sbx_result sbx_open(sbx_sandbox *sb, sbx_client *c, const sbx_sandbox_co
     }
     if (r != SBX_OK) goto fail;
     r = sbx__pod_route(s, &sb->err);
+    if (r != SBX_OK && r != SBX_ERR_NOMEM && s->expiry && (long long)time(NULL) >= s->expiry) {
+        /* the controller took the sandbox away at its TTL: say that, not
+           what the tunnel saw of it (kubectl's "pods ... not found", a
+           closed connection) */
+        sbx__err_prefix(&sb->err, "its ttl_seconds (%d s) ran out before the route was up", cfg->ttl_seconds);
+        r = SBX_ERR_DELETED;
+    }
     if (r != SBX_OK) goto fail;
     sbx__memo_set_port(s, s->template_port);
     sbx__log(&cl->log, SBX_LOG_INFO, SBX_EVENT_ROUTE, s->claim, 0, "%s", sbx_route(sb));

@@ -398,6 +398,29 @@ TEST(ttl_delete_foreground_policy)
     settle();
 }
 
+/* A TTL that runs out while the route comes up (the runtime's first answer
+   is slowed past it): the open fails as DELETED and says the TTL did it,
+   not what the tunnel saw of the vanished pod; nothing is left. */
+TEST(ttl_running_out_during_the_open_says_so)
+{
+    sbx_sandbox sb;
+    sbx_sandbox_config cfg;
+    sbx_result r;
+    long long t0 = sbx__now_ms();
+    cfg_python(&cfg);
+    cfg.ttl_seconds = 1;
+    cfg.claim_name = "ttl-runs-out";
+    CHECK_EQ_INT(e2e_faults(&C, "{\"runtime\":{\"slow_ms\":4000,\"fail_methods\":[\"GET\"]}}"), 0);
+    r = sbx_open(&sb, &client, &cfg);
+    CHECK_EQ_INT(e2e_faults(&C, "{\"runtime\":null}"), 0);
+    printf("  %lld ms: %s\n", em_since(t0), sb.err.msg);
+    CHECK_EQ_INT(r, SBX_ERR_DELETED);
+    CHECK_MSG(strstr(sb.err.msg, "ttl_seconds (1 s) ran out") != NULL, "%s", sb.err.msg);
+    CHECK(sb.impl == NULL);
+    CHECK(!claim_exists("ttl-runs-out"));
+    settle();
+}
+
 TEST(bad_shutdown_policy_is_refused)
 {
     sbx_sandbox sb;
@@ -537,6 +560,7 @@ int main(void)
     EM_RUN(ttl_delete_policy_by_default);
     EM_RUN(ttl_retain_policy_keeps_the_claim);
     EM_RUN(ttl_delete_foreground_policy);
+    EM_RUN(ttl_running_out_during_the_open_says_so);
     EM_RUN(bad_shutdown_policy_is_refused);
     EM_RUN(env_and_pod_metadata_reach_the_pod);
     EM_RUN(identity_accessors);
