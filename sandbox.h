@@ -8411,6 +8411,24 @@ SBX__PRIVATE int sbx__proc_running(sbx__proc *p)
     return r;
 }
 
+/* Wait up to ms for the child to end on its own (no signal is sent): 1 when
+   it has, 0 when it still runs. */
+SBX__PRIVATE int sbx__proc_wait_gone(sbx__proc *p, int ms)
+{
+    struct sbx__proc_state *st = p ? p->st : NULL;
+    long long dl = sbx__deadline(ms);
+    int kind, value, gone;
+    if (!st) return 1;
+    pthread_mutex_lock(&st->mu);
+    while (!(gone = sbx__proc_exited(st, &kind, &value)))
+        if (sbx__proc_cond_wait(st, dl)) {
+            gone = sbx__proc_exited(st, &kind, &value);
+            break;
+        }
+    pthread_mutex_unlock(&st->mu);
+    return gone;
+}
+
 SBX__PRIVATE int sbx__proc_stop(sbx__proc *p, int first_signal, int grace_ms)
 {
     struct sbx__proc_state *st = p ? p->st : NULL;
@@ -10512,20 +10530,21 @@ SBX__PRIVATE sbx_result sbx__pf_port2(sbx__proc *p, const char *target, int remo
 }
 
 /* Add kubectl's own words ("exited with status 1: error: lost connection to
-   pod") to the message when the tunnel died. With `stop`, a tunnel that still
-   runs is given SBX__PF_DIE_MS to end on its own (a failed connection ends
-   kubectl port-forward within milliseconds) and is then killed: that gets its
-   last words and makes the next call start a new one. */
+   pod") to the message when the tunnel died. With `wait`, a tunnel that still
+   runs is given SBX__PF_DIE_MS to end on its own: a connection the pod
+   refused or reset ends kubectl port-forward within milliseconds, while one
+   the runtime merely closed leaves it up, and then it is kept (on the kubectl
+   route it also carries the sandbox's gRPC streams). */
 #ifndef SBX__PF_DIE_MS
 #define SBX__PF_DIE_MS 300
 #endif
-SBX__PRIVATE void sbx__pf_explain(sbx__proc *p, int started, int stop, sbx_error *e)
+SBX__PRIVATE void sbx__pf_explain(sbx__proc *p, int started, int wait, sbx_error *e)
 {
     char why[256];
     const char *said;
     int ws;
     if (!started) return;
-    if (sbx__proc_running(p) && (!stop || sbx__proc_stop(p, 0, SBX__PF_DIE_MS) != 0)) return;
+    if (sbx__proc_running(p) && (!wait || !sbx__proc_wait_gone(p, SBX__PF_DIE_MS))) return;
     sbx__proc_describe(p, why, sizeof why);
     if (strcmp(why, "running") == 0 || strcmp(why, "not started") == 0) return;
     ws = sbx__proc_status(p);
@@ -10984,12 +11003,16 @@ SBX__PRIVATE sbx_result sbx__rt_fail_context(struct sbx__sandbox *s, sbx_error *
     return sbx__err_prefix(e, "%s", what);
 }
 
-/* Before a retry after a connection failure: a pod tunnel is started afresh
-   (a failed connection ends kubectl port-forward). */
+/* Before a retry after a connection failure: a kubectl pod tunnel that ended
+   (as it does when the pod refused or reset the connection) is started
+   afresh; one that stays up is kept, and with it the gRPC streams it
+   carries. */
 SBX__PRIVATE void sbx__route_reset(struct sbx__sandbox *s)
 {
     if (s->rt_ready) sbx__conn_close(&s->rt);
-    if (s->cl->mode == SBX_MODE_POD_TUNNEL && s->pod_ws != 1) sbx__tunnel_stop(s);
+    if (s->cl->mode == SBX_MODE_POD_TUNNEL && s->pod_ws != 1 &&
+        (!s->tunnel_started || sbx__proc_wait_gone(&s->tunnel, SBX__PF_DIE_MS)))
+        sbx__tunnel_stop(s);
 }
 
 /* A runtime call whose connection failed goes again on a fresh route: 1 after

@@ -793,6 +793,39 @@ TEST(fault_goaway_new_calls_do_not_wait)
     CHECK_EQ_INT(sbx_close(&sb), SBX_OK);
 }
 
+/* A REST call whose connection the runtime closes without an answer (it is
+   retried) does not cut a live process stream: on the kubectl route both
+   ride the same kubectl port-forward child, which stays up after such a
+   close, so it must not be restarted. */
+TEST(rest_connection_lost_keeps_process_streams)
+{
+    sbx_sandbox sb;
+    sbx_process p;
+    sbx_process_event ev;
+    char *data = NULL;
+    size_t len = 0;
+    long pid0 = 0;
+    if (open_sandboxd(&sb) != 0) { CHECK(0); return; }
+    if (sb.impl->tunnel_started) pid0 = (long)sb.impl->tunnel.pid;
+    CHECK_EQ_INT(sbx_write(&sb, "kept.txt", "kept", 4), SBX_OK);
+    CHECK_EQ_INT(start_sh(&p, &sb, "exec cat"), SBX_OK);
+    CHECK_EQ_INT(sbx_process_write(&p, "one\n", 4), SBX_OK);
+    CHECK(sbx_process_read(&p, &ev, 5000) == SBX_OK && ev.len == 4 && memcmp(ev.data, "one\n", 4) == 0);
+    CHECK_EQ_INT(e2e_faults(&C, "{\"runtime\":{\"close_early\":\"headers\",\"fail_first\":2,"
+                                "\"fail_methods\":[\"GET\"]}}"), 0);
+    CHECK_MSG(sbx_read(&sb, "kept.txt", &data, &len) == SBX_OK, "%s", sb.err.msg);
+    CHECK(len == 4 && data && memcmp(data, "kept", 4) == 0);
+    sbx_free(data);
+    CHECK_EQ_INT(e2e_faults(&C, "{\"runtime\":null}"), 0);
+    if (pid0) CHECK_MSG((long)sb.impl->tunnel.pid == pid0, "kubectl port-forward %ld was replaced by %ld", pid0,
+                        (long)sb.impl->tunnel.pid);
+    CHECK_MSG(sbx_process_write(&p, "two\n", 4) == SBX_OK, "%s", p.err.msg);
+    CHECK_MSG(sbx_process_read(&p, &ev, 5000) == SBX_OK && ev.len == 4 && memcmp(ev.data, "two\n", 4) == 0,
+              "%s", p.err.msg);
+    CHECK_EQ_INT(sbx_process_close(&p), SBX_OK);
+    CHECK_EQ_INT(sbx_close(&sb), SBX_OK);
+}
+
 /* The same GOAWAY, then the sandbox is closed while the old connection still
    carries the process's stream and a new one is open: the process's calls
    fail SBX_ERR_CLOSED, its close frees it, and no descriptor (socket,
@@ -998,6 +1031,7 @@ int main(void)
         EM_RUN(fault_slow_stream);
         EM_RUN(fault_goaway_mid_stream);
         EM_RUN(fault_goaway_new_calls_do_not_wait);
+        EM_RUN(rest_connection_lost_keeps_process_streams);
         EM_RUN(fault_goaway_sandbox_closed_while_draining);
         EM_RUN(fault_rst_stream);
         EM_RUN(fault_deadline_only_the_client_ends);
