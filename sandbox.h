@@ -454,7 +454,7 @@
 
    THE SOURCE
        Below the API the implementation reads bottom-up: each section uses only
-       those above it. Search for ">>name": util, json, http, ws, [hpack, h2,
+       those above it. Search for ">>name": util, json, http, conn, ws, [hpack, h2,
        grpc: the gRPC transport, compiled out as a unit by SBX_NO_GRPC], proc,
        kube, claim, route, api, calls.
 */
@@ -2319,35 +2319,13 @@ SBX__PRIVATE int sbx__json_write_str(sbx__buf *b, const char *s, size_t n)
 }
 
 /* ======================================================================== */
-/* >>http: HTTP/1.1 client over TCP or unix sockets                         */
+/* >>http: HTTP/1.1 messages: head, chunked and line parsers (no I/O)       */
 /* ======================================================================== */
-/* A small, strict HTTP/1.1 client. One exchange at a time per connection
-   (keep-alive; not thread-safe; connects lazily); every wait is bounded by an
-   absolute deadline; never raises SIGPIPE (held back in this thread while
-   writing); never follows redirects. An HTTP error status is NOT a failure
-   here: the caller reads resp.status. There is no TLS, so "https://" is
-   refused; "unix:PATH" reaches kubectl proxy --unix-socket.
-
-   Order: sbx__http_send (request out, head in; 1xx skipped), then exactly one
-   body reader (mem, fd, line, discard). resp owns no memory: its views point
-   into the connection until the next send. The connection is kept only when
-   the body was read to its end and neither side said "Connection: close";
-   any error, and any body left unread at the next send, closes it.
-
-   Why the request rules: Host, Content-Length and Transfer-Encoding are ours
-   (a caller's copy could frame the body twice); multipart names with control
-   bytes, '"' or '\\' are refused rather than encoded (servers disagree on
-   the escapes). A request is sent again once on a new connection only when it
-   is idempotent, its body is in memory and a kept-alive connection turned out
-   closed before any answer; otherwise that is SBX_ERR_CONNECT ("... may have
-   reached the server"): a POST must not run twice.
-
-   Parsers (sbx__http_parse_head, sbx__chunked_decode, sbx__linesplit_feed)
-   never allocate and accept any split of the input: they are fuzzed.
-   A transport (sbx__conn_transport, used by >>ws) carries the bytes of one
-   kept-alive connection instead of the socket, with the same reuse rules;
-   req.upgrade = 1 makes a 101 the final answer and leaves the socket and the
-   bytes after the head (c->buf[rpos, rlen)) to the caller. */
+/* The pure half of the HTTP/1.1 client (>>conn does the I/O): the response
+   head parser, the chunked decoder, a line splitter, an error response's
+   text. Parsers (sbx__http_parse_head, sbx__chunked_decode,
+   sbx__linesplit_feed) never allocate and accept any split of the input:
+   they are fuzzed. */
 
 #if SBX_MAX_HEADER_BYTES > 0x3fffffff || SBX_MAX_HEADER_BYTES < 256
 #error "SBX_MAX_HEADER_BYTES must be between 256 and 2^30"
@@ -2800,6 +2778,36 @@ SBX__PRIVATE size_t sbx__http_error_text(int status, const char *body, size_t le
     out[o] = '\0';
     return o;
 }
+
+/* ======================================================================== */
+/* >>conn: endpoints, connections, the HTTP/1.1 exchange over them          */
+/* ======================================================================== */
+/* A small, strict HTTP/1.1 client over TCP or unix sockets. One exchange at a
+   time per connection (keep-alive; not thread-safe; connects lazily); every
+   wait is bounded by an absolute deadline; never raises SIGPIPE (held back
+   in this thread while writing); never follows redirects. An HTTP error
+   status is NOT a failure here: the caller reads resp.status. There is no
+   TLS, so "https://" is refused; "unix:PATH" reaches kubectl proxy
+   --unix-socket.
+
+   Order: sbx__http_send (request out, head in; 1xx skipped), then exactly one
+   body reader (mem, fd, line, discard). resp owns no memory: its views point
+   into the connection until the next send. The connection is kept only when
+   the body was read to its end and neither side said "Connection: close";
+   any error, and any body left unread at the next send, closes it.
+
+   Why the request rules: Host, Content-Length and Transfer-Encoding are ours
+   (a caller's copy could frame the body twice); multipart names with control
+   bytes, '"' or '\\' are refused rather than encoded (servers disagree on
+   the escapes). A request is sent again once on a new connection only when it
+   is idempotent, its body is in memory and a kept-alive connection turned out
+   closed before any answer; otherwise that is SBX_ERR_CONNECT ("... may have
+   reached the server"): a POST must not run twice.
+
+   A transport (sbx__conn_transport, used by >>ws) carries the bytes of one
+   kept-alive connection instead of the socket, with the same reuse rules;
+   req.upgrade = 1 makes a 101 the final answer and leaves the socket and the
+   bytes after the head (c->buf[rpos, rlen)) to the caller. */
 
 /* ---- endpoints ---------------------------------------------------------- */
 
@@ -3947,7 +3955,7 @@ SBX__PRIVATE int sbx__http_do(sbx__conn *c, const sbx__http_req *q, sbx__http_re
 /* >>ws: SHA-1, base64, RFC 6455 client, port-forward channels              */
 /* ======================================================================== */
 /* The kubelet's plain WebSocket port-forward (subprotocol v4.channel.k8s.io)
-   as a transport of sbx__conn (see >>http): a sandbox's runtime connection is
+   as a transport of sbx__conn (see >>conn): a sandbox's runtime connection is
    one WebSocket made through the client's own API connection, so no process
    runs per sandbox. One WebSocket = one kept-alive HTTP connection; there is
    no half-close.
@@ -8535,7 +8543,7 @@ SBX__PRIVATE size_t sbx__proc_stderr_tail(sbx__proc *p, char *buf, size_t cap)
 }
 
 /* ======================================================================== */
-/* >>kube: Kubernetes API access, the proxy, the pool, retries, leases     */
+/* >>kube: Kubernetes API access, the proxy, the pool, retries, leases      */
 /* ======================================================================== */
 
 /* The Kubernetes side: one client reaches the API server through a kubectl

@@ -1,4 +1,4 @@
-/* tests/unit/test_http.c - the >>http section: parsers (every prefix, per byte,
+/* tests/unit/test_http.c - the >>http and >>conn sections: parsers (every prefix, per byte,
    guard pages), endpoints, and the client against tests/fakes/servers/http_fake.py
    (well-behaved and hostile answers). Every network test checks that no
    descriptor is left open; ASan checks that nothing leaks. */
