@@ -57,7 +57,7 @@ $(B)/replay_%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c $(TEST_HDRS) | $(B)
 
 # libFuzzer builds (clang only).
 $(B)/fuzz_%: tests/fuzz/fuzz_%.c $(TEST_HDRS) | $(B)
-	$(CLANG) $(CSTD) -g -O1 -I. -Itests/lib -fsanitize=fuzzer,address,undefined $< -o $@ $(LDLIBS)
+	$(CLANG) $(CSTD) -g -O1 -I. -Itests/lib -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all $< -o $@ $(LDLIBS)
 
 # The flat-memory client of test_e2e_grpc: -O2, no sanitizers, so its peak RSS
 # is the library's own.

@@ -5046,7 +5046,11 @@ SBX__PRIVATE int sbx__hpack_decode(sbx__hpack *t, const unsigned char *p, size_t
         int indexing = 0, have = 1; /* have: the field's bytes are in scratch */
         long r;
         if (c & 0x80) { /* 6.1 indexed field */
-            if (sbx__hpack_get_int(&p, end, 7, &idx) != 0 || sbx__hpack_get(t, idx, &name, &nlen, &val, &vlen) != 0) {
+            if (sbx__hpack_get_int(&p, end, 7, &idx) != 0) {
+                sbx__fmt(t->why, sizeof t->why, "bad indexed field (its index is cut short or over 2^28)");
+                return -1;
+            }
+            if (sbx__hpack_get(t, idx, &name, &nlen, &val, &vlen) != 0) {
                 sbx__fmt(t->why, sizeof t->why, "indexed field %lu is not in the table (%u dynamic entries)",
                          idx, t->n);
                 return -1;
@@ -5061,7 +5065,11 @@ SBX__PRIVATE int sbx__hpack_decode(sbx__hpack *t, const unsigned char *p, size_t
                 sbx__fmt(t->why, sizeof t->why, "table size update after a field");
                 return -1;
             }
-            if (sbx__hpack_get_int(&p, end, 5, &idx) != 0 || idx > t->limit) {
+            if (sbx__hpack_get_int(&p, end, 5, &idx) != 0) {
+                sbx__fmt(t->why, sizeof t->why, "bad table size update (its size is cut short or over 2^28)");
+                return -1;
+            }
+            if (idx > t->limit) {
                 sbx__fmt(t->why, sizeof t->why, "table size update to %lu passes our limit of %lu", idx,
                          (unsigned long)t->limit);
                 return -1;
@@ -9515,7 +9523,7 @@ SBX__PRIVATE sbx_result sbx__watch(struct sbx__client *cl, const char *base, con
                         transient = 1;
                         sbx__fail(e, SBX_ERR_HTTP, "%s: error event %lld: %s", what, code, msg);
                     } else {
-                        if (e) e->http_status = (int)code;
+                        if (e && code >= 100 && code <= 599) e->http_status = (int)code; /* else no status */
                         result = sbx__fail(e, SBX_ERR_HTTP, "%s: error event %lld: %s", what, code, msg);
                         done = 1;
                     }

@@ -295,6 +295,13 @@ TEST(hpack_size_updates_and_limits)
     CHECK(sbx__hpack_decode(&t, blk, n, scratch, sizeof scratch, 65536, collect, &out) == -1);
     n = unhex("80", blk); /* index 0 */
     CHECK(sbx__hpack_decode(&t, blk, n, scratch, sizeof scratch, 65536, collect, &out) == -1);
+    /* integers cut short name the field, not a made-up number */
+    n = unhex("ff80", blk);
+    CHECK(sbx__hpack_decode(&t, blk, n, scratch, sizeof scratch, 65536, collect, &out) == -1);
+    CHECK_MSG(strstr(t.why, "bad indexed field") != NULL, "%s", t.why);
+    n = unhex("3f", blk);
+    CHECK(sbx__hpack_decode(&t, blk, n, scratch, sizeof scratch, 65536, collect, &out) == -1);
+    CHECK_MSG(strstr(t.why, "bad table size update") != NULL, "%s", t.why);
     /* a string running past the block */
     n = unhex("000a6162", blk);
     CHECK(sbx__hpack_decode(&t, blk, n, scratch, sizeof scratch, 65536, collect, &out) == -1);
