@@ -105,7 +105,7 @@ faults: $(B)/faults
 # The pod-tunnel suites again on the kubectl port-forward route (the default
 # is the in-process WebSocket route).
 KUBECTL_ROUTE_SUITES := test_e2e test_e2e_alpha test_e2e_lifecycle test_e2e_retry test_e2e_modes test_e2e_sbx \
-                        test_e2e_grpc
+                        test_e2e_grpc test_e2e_keepalive
 
 SUITES = compile="sh tests/compile/run.sh" \
          $(foreach t,$(UNIT_BINS),$(notdir $(t))="$(t)") \
