@@ -312,24 +312,9 @@ int main(void)
 {
     long long t0 = sbx__now_ms();
     const char *route = getenv("SANDBOX_POD_ROUTE");
+    int stop;
     e2e_pick_kubectl();
-    if (system("/usr/bin/python3 -c 'import grpc, google.protobuf' >/dev/null 2>&1") != 0 ||
-        system("command -v protoc >/dev/null 2>&1") != 0) {
-        printf("SKIP e2e_keepalive: /usr/bin/python3 has no grpc/protobuf or protoc is missing "
-               "(apt-get install -y python3-grpcio python3-protobuf protobuf-compiler)\n");
-        printf("e2e_keepalive: 0 passed, 0 failed, 1 skipped\n");
-        return 0;
-    }
-    if (e2e_up(&C, "e2e-keepalive", "") != 0) {
-        printf("e2e_keepalive: 0 passed, 1 failed\n");
-        return 1;
-    }
-    if (em_sandboxd_setup(&C, 2) != 0) {
-        e2e_down(&C);
-        printf("e2e_keepalive: 0 passed, 1 failed\n");
-        return 1;
-    }
-    em_baseline(&C, &B);
+    if ((stop = em_sandboxd_suite_up(&C, &B, "e2e_keepalive", 2)) >= 0) return stop;
     printf("route: %s; keepalive %d ms, PING timeout %d ms; baseline: %d fds, %d pods, %d children\n",
            route ? route : "(default)", SBX_H2_KEEPALIVE_MS, SBX_H2_PING_TIMEOUT_MS, B.fds, B.pods, B.children);
     if (em_client(&C, &CL, SBX_MODE_POD_TUNNEL, NULL) == SBX_OK) {

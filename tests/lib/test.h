@@ -524,6 +524,38 @@ static E2E_UNUSED int em_sandboxd_setup(e2e_cluster *c, int replicas)
     return -1;
 }
 
+/* The start of a sandboxd suite: without Debian's grpcio, protobuf and protoc
+   it is skipped (saying why, with its closing line); else a dev cluster named
+   after it (e2e_grpc -> e2e-grpc) with the sandboxd pool of `replicas`, and
+   the leftovers baseline. -1: go on; else the suite's exit status, its
+   closing line printed. */
+static E2E_UNUSED int em_sandboxd_suite_up(e2e_cluster *c, em_base *b, const char *suite, int replicas)
+{
+    char name[64];
+    size_t i;
+    if (system("/usr/bin/python3 -c 'import grpc, google.protobuf' >/dev/null 2>&1") != 0 ||
+        system("command -v protoc >/dev/null 2>&1") != 0) {
+        printf("SKIP %s: /usr/bin/python3 has no grpc/protobuf or protoc is missing "
+               "(apt-get install -y python3-grpcio python3-protobuf protobuf-compiler)\n", suite);
+        printf("%s: 0 passed, 0 failed, 1 skipped\n", suite);
+        return 0;
+    }
+    E2E_FMT(name, sizeof name, "%s", suite);
+    for (i = 0; name[i]; i++)
+        if (name[i] == '_') name[i] = '-';
+    if (e2e_up(c, name, "") != 0) {
+        printf("%s: 0 passed, 1 failed\n", suite);
+        return 1;
+    }
+    if (em_sandboxd_setup(c, replicas) != 0) {
+        e2e_down(c);
+        printf("%s: 0 passed, 1 failed\n", suite);
+        return 1;
+    }
+    em_baseline(c, b);
+    return -1;
+}
+
 /* GET http://ip:port/_runtime/stats: the runtime's exec_count and how many
    requests "<METHOD> <raw path>" it received (key NULL: skip). 0 on success. */
 static E2E_UNUSED int em_runtime_stats(e2e_cluster *c, const char *ip, int port, const char *key, long long *exec_count,
