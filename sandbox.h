@@ -1,4 +1,4 @@
-/* sandbox.h - v0.3.1 - agent sandboxes on Kubernetes, from C - MIT license (end of file)
+/* sandbox.h - v0.3.2 - agent sandboxes on Kubernetes, from C - MIT license (end of file)
 
    Creates, uses and destroys agent sandboxes on clusters running the
    kubernetes-sigs/agent-sandbox controller: a SandboxClaim is created and
@@ -465,8 +465,8 @@
 
 #define SANDBOX_VERSION_MAJOR 0
 #define SANDBOX_VERSION_MINOR 3
-#define SANDBOX_VERSION_PATCH 1
-#define SANDBOX_VERSION_STRING "0.3.1"
+#define SANDBOX_VERSION_PATCH 2
+#define SANDBOX_VERSION_STRING "0.3.2"
 
 #ifndef SBX_API
 #ifdef SBX_STATIC
@@ -13422,6 +13422,15 @@ SBX_API void sbx_exec_result_free(sbx_exec_result *res)
 
 /*
 REVISION HISTORY
+    0.3.2  (2026-12-05)  fixes: a grpc-status of ten or more digits overflowed
+                         an int (undefined behaviour on a hostile server's
+                         answer); ttl_seconds and leases round shutdownTime
+                         up, so a claim lives at least what it was given; a
+                         TTL that runs out during sbx_open fails it as
+                         SBX_ERR_DELETED and says so; on the kubectl route a
+                         REST connection the runtime closed no longer
+                         restarts a kubectl port-forward that stays up (its
+                         gRPC process streams survive).
     0.3.1  (2026-12-05)  gRPC: keepalive PINGs notice a silently dead peer
                          (SBX_H2_KEEPALIVE_MS, SBX_H2_PING_TIMEOUT_MS); after a
                          GOAWAY new calls no longer wait for the old
