@@ -38,10 +38,16 @@
 #define TEST_UNUSED
 #endif
 #define E2E_UNUSED TEST_UNUSED
+#if defined(__GNUC__) || defined(__clang__)
+#define TEST_PRINTF(f, a) __attribute__((format(printf, f, a)))
+#else
+#define TEST_PRINTF(f, a)
+#endif
 
 /* snprintf where a cut-off is acceptable (keeps gcc's truncation warning for
-   the library itself, where it matters) */
-static TEST_UNUSED void E2E_FMT(char *buf, size_t cap, const char *fmt, ...)
+   the library itself, where it matters); checked like printf, which also
+   lets clang's -Wformat-nonliteral accept the vsnprintf below */
+static TEST_UNUSED TEST_PRINTF(3, 4) void E2E_FMT(char *buf, size_t cap, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
