@@ -137,8 +137,9 @@
        lease_seconds every lease_seconds / 3 (a failed renewal is retried after
        1 s; a renewal never waits longer than lease_seconds / 3). Once the
        program or its machine is gone, the controller deletes the claim at most
-       lease_seconds (+ 1, as shutdownTime rounds up to whole seconds) later. With ttl_seconds too, the earlier end wins: the
-       lease never moves shutdownTime past creation + ttl_seconds. sbx_detach
+       lease_seconds later (+ 1 s: shutdownTime rounds up to whole seconds).
+       With ttl_seconds too, the earlier end wins: the lease never moves
+       shutdownTime past creation + ttl_seconds. sbx_detach
        lifts the lease (shutdownTime back to the TTL's end, or no lifecycle);
        if that PATCH fails, detach returns the error and the claim expires at
        its last shutdownTime. Pick a lease well above the API's worst latency
@@ -666,7 +667,7 @@ typedef struct sbx_sandbox_config {
     const char *const *pod_labels;      /* spec.additionalPodMetadata.labels (keys need an
                                            allowed domain prefix, e.g. sandbox.users.io/) */
     const char *const *pod_annotations; /* spec.additionalPodMetadata.annotations          */
-    int ttl_seconds;           /* > 0: the claim expires N s after sbx_open sends it
+    int ttl_seconds;           /* > 0: the claim expires N s after sbx_open first sends it
                                   (spec.lifecycle.shutdownTime, whole seconds rounded
                                   up: it lives N to N + 1 s); default none              */
     const char *shutdown_policy; /* with ttl_seconds or lease_seconds: "Delete" (default),
@@ -1370,6 +1371,15 @@ SBX__PRIVATE long long sbx__epoch_up(void)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (long long)ts.tv_sec + (ts.tv_nsec > 0);
+}
+
+/* The wall clock in whole seconds since the epoch (the clock expiries are
+   made from; time() may lag it by a tick). */
+SBX__PRIVATE long long sbx__epoch_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (long long)ts.tv_sec;
 }
 
 /* RFC 3339 UTC: epoch second `at` as 2026-08-22T10:00:00Z, or, with at < 0,
@@ -5700,8 +5710,8 @@ SBX__PRIVATE int sbx__h2_on_header(void *u, const char *n, size_t nl, const char
         x->ct = vl >= 16 && memcmp(v, "application/grpc", 16) == 0 && (vl == 16 || v[16] == '+' || v[16] == ';');
     } else if (sbx__h2_name_is(n, nl, "grpc-status")) {
         int st = 0;
-        /* At most five digits, checked before the loop so a long digit
-         * string cannot overflow st. */
+        /* at most five digits, checked before the loop so that a long
+           digit string cannot overflow st */
         if (vl == 0 || vl > 5) {
             x->bad = "a bad grpc-status";
             vl = 0;
@@ -8427,8 +8437,9 @@ SBX__PRIVATE int sbx__proc_running(sbx__proc *p)
     return r;
 }
 
-/* Wait up to ms for the child to end on its own (no signal is sent): 1 when
-   it has, 0 when it still runs. */
+/* Wait up to ms for the child to end on its own (no signal is sent) and be
+   reaped, so that its last stderr bytes are in: 1 when it has ended, 0 when
+   it still runs. */
 SBX__PRIVATE int sbx__proc_wait_gone(sbx__proc *p, int ms)
 {
     struct sbx__proc_state *st = p ? p->st : NULL;
@@ -8436,11 +8447,9 @@ SBX__PRIVATE int sbx__proc_wait_gone(sbx__proc *p, int ms)
     int kind, value, gone;
     if (!st) return 1;
     pthread_mutex_lock(&st->mu);
-    while (!(gone = sbx__proc_exited(st, &kind, &value)))
-        if (sbx__proc_cond_wait(st, dl)) {
-            gone = sbx__proc_exited(st, &kind, &value);
-            break;
-        }
+    while (!st->reaped)
+        if (sbx__proc_cond_wait(st, dl)) break;
+    gone = sbx__proc_exited(st, &kind, &value);
     pthread_mutex_unlock(&st->mu);
     return gone;
 }
@@ -9617,6 +9626,7 @@ struct sbx__sandbox {
     unsigned rt_gen;          /* ROUTER_TUNNEL: the tunnel generation rt points at */
     sbx__proc tunnel;         /* POD_TUNNEL over kubectl port-forward */
     int tunnel_started;
+    int tunnel_fails;         /* connections failed in a row through the running tunnel */
     int pod_ws;               /* POD_TUNNEL: 1 WebSocket, 0 kubectl, -1 not chosen yet */
     sbx__ws *ws;              /* POD_TUNNEL over WebSocket: rt's transport */
     int local_port;
@@ -10546,21 +10556,21 @@ SBX__PRIVATE sbx_result sbx__pf_port2(sbx__proc *p, const char *target, int remo
 }
 
 /* Add kubectl's own words ("exited with status 1: error: lost connection to
-   pod") to the message when the tunnel died. With `wait`, a tunnel that still
-   runs is given SBX__PF_DIE_MS to end on its own: a connection the pod
+   pod") to the message when the tunnel died. A tunnel is given `wait_ms` (at
+   most SBX__PF_DIE_MS) to end on its own and be reaped: a connection the pod
    refused or reset ends kubectl port-forward within milliseconds, while one
-   the runtime merely closed leaves it up, and then it is kept (on the kubectl
-   route it also carries the sandbox's gRPC streams). */
+   the runtime merely closed leaves it up. It is never stopped here. */
 #ifndef SBX__PF_DIE_MS
 #define SBX__PF_DIE_MS 300
 #endif
-SBX__PRIVATE void sbx__pf_explain(sbx__proc *p, int started, int wait, sbx_error *e)
+SBX__PRIVATE void sbx__pf_explain(sbx__proc *p, int started, long long wait_ms, sbx_error *e)
 {
     char why[256];
     const char *said;
     int ws;
     if (!started) return;
-    if (sbx__proc_running(p) && (!wait || !sbx__proc_wait_gone(p, SBX__PF_DIE_MS))) return;
+    if (wait_ms > 0 && !sbx__proc_wait_gone(p, wait_ms < SBX__PF_DIE_MS ? (int)wait_ms : SBX__PF_DIE_MS)) return;
+    if (sbx__proc_running(p)) return;
     sbx__proc_describe(p, why, sizeof why);
     if (strcmp(why, "running") == 0 || strcmp(why, "not started") == 0) return;
     ws = sbx__proc_status(p);
@@ -10640,6 +10650,7 @@ SBX__PRIVATE sbx_result sbx__tunnel_start(struct sbx__sandbox *s, long long dead
     r = sbx__pf_spawn_ports(s->cl, &s->tunnel, s->ns, target, s->server_port, gport, e);
     if (r != SBX_OK) return r;
     s->tunnel_started = 1;
+    s->tunnel_fails = 0;
     r = sbx__pf_port(&s->tunnel, target, &s->local_port, deadline, e);
     if (r == SBX_OK && gport) r = sbx__pf_port2(&s->tunnel, target, gport, &s->grpc_local, deadline, e);
     if (r == SBX_OK && !gport && s->grpc_port == s->server_port) s->grpc_local = s->local_port;
@@ -10727,13 +10738,13 @@ again:
             /* a broken tunnel is not kept: the next call starts a new one (a
                failed start, SBX_ERR_SPAWN, already carries kubectl's words);
                one that failed on a transient server error is started again */
-            if (r != SBX_ERR_SPAWN) sbx__pf_explain(&cl->rtun, cl->rtun_started, 1, e);
             if (r == SBX_ERR_SPAWN && sbx__pf_retry(&cl->rtun, cl->rtun_started, attempt, deadline)) {
                 attempt++;
                 r = SBX_OK;
                 goto again;
             }
             if (cl->rtun_started) sbx__proc_stop(&cl->rtun, SIGINT, 500);
+            if (r != SBX_ERR_SPAWN) sbx__pf_explain(&cl->rtun, cl->rtun_started, 0, e);
             memset(&cl->rtun, 0, sizeof cl->rtun);
             cl->rtun_started = 0;
             cl->rtun_port = 0;
@@ -10879,7 +10890,9 @@ SBX__PRIVATE sbx_result sbx__route_ensure(struct sbx__sandbox *s, long long dead
             s->pod_ws = 0;
             sbx__err_clear(e);
         }
-        if (s->tunnel_started && s->rt_ready && sbx__proc_running(&s->tunnel)) return SBX_OK;
+        /* a tunnel that ended is started again, and so is one that is up but
+           failed two connections in a row (see sbx__tunnel_failed) */
+        if (s->tunnel_started && s->rt_ready && s->tunnel_fails < 2 && sbx__proc_running(&s->tunnel)) return SBX_OK;
         for (attempt = 1;; attempt++) { /* a start that failed on a transient server error is retried */
             sbx__tunnel_stop(s);
             r = sbx__tunnel_start(s, deadline, e);
@@ -11002,14 +11015,28 @@ SBX__PRIVATE void sbx__rtio_init(sbx__rtio *io, sbx__buf *mem, int fd, int want)
     io->want = want;
 }
 
-/* Explain a failed runtime call, adding kubectl's words if the tunnel died
-   (a pod tunnel after a connection failure is stopped: see sbx__pf_explain). */
-SBX__PRIVATE sbx_result sbx__rt_fail_context(struct sbx__sandbox *s, sbx_error *e, const char *what, sbx_result r)
+/* A connection through the sandbox's kubectl port-forward failed. One that
+   ended (the pod refused or reset the connection: kubectl exits) is started
+   again by the next attempt. One that stays up (the runtime merely closed
+   the connection) is kept after one failure, and with it the gRPC streams
+   it also carries; after a second failure in a row it is taken for wedged
+   and replaced (sbx__route_ensure). A response resets the count. */
+SBX__PRIVATE void sbx__tunnel_failed(struct sbx__sandbox *s)
+{
+    if (s->cl->mode == SBX_MODE_POD_TUNNEL && s->pod_ws != 1 && s->tunnel_started) s->tunnel_fails++;
+}
+
+/* Explain a failed runtime call, adding kubectl's words if the tunnel died;
+   after a connection failure the tunnel gets until the deadline (at most
+   SBX__PF_DIE_MS) to end and say why. */
+SBX__PRIVATE sbx_result sbx__rt_fail_context(struct sbx__sandbox *s, sbx_error *e, const char *what, sbx_result r,
+                                             long long deadline)
 {
     if (s->cl->mode == SBX_MODE_POD_TUNNEL && s->pod_ws == 1) {
         if (s->ws && s->ws->why[0]) sbx__err_prefix(e, "port-forward WebSocket: %s", s->ws->why);
     } else if (s->cl->mode == SBX_MODE_POD_TUNNEL) {
-        sbx__pf_explain(&s->tunnel, s->tunnel_started, r == SBX_ERR_CONNECT, e);
+        if (r == SBX_ERR_CONNECT) sbx__tunnel_failed(s);
+        sbx__pf_explain(&s->tunnel, s->tunnel_started, r == SBX_ERR_CONNECT ? sbx__ms_left(deadline) : 0, e);
     } else if (s->cl->mode == SBX_MODE_ROUTER_TUNNEL) {
         pthread_mutex_lock(&s->cl->tmu);
         if (s->cl->rtun_started && !sbx__proc_running(&s->cl->rtun))
@@ -11019,16 +11046,11 @@ SBX__PRIVATE sbx_result sbx__rt_fail_context(struct sbx__sandbox *s, sbx_error *
     return sbx__err_prefix(e, "%s", what);
 }
 
-/* Before a retry after a connection failure: a kubectl pod tunnel that ended
-   (as it does when the pod refused or reset the connection) is started
-   afresh; one that stays up is kept, and with it the gRPC streams it
-   carries. */
+/* Before a retry after a connection failure (see sbx__tunnel_failed). */
 SBX__PRIVATE void sbx__route_reset(struct sbx__sandbox *s)
 {
     if (s->rt_ready) sbx__conn_close(&s->rt);
-    if (s->cl->mode == SBX_MODE_POD_TUNNEL && s->pod_ws != 1 &&
-        (!s->tunnel_started || sbx__proc_wait_gone(&s->tunnel, SBX__PF_DIE_MS)))
-        sbx__tunnel_stop(s);
+    sbx__tunnel_failed(s);
 }
 
 /* A runtime call whose connection failed goes again on a fresh route: 1 after
@@ -11079,6 +11101,7 @@ SBX__PRIVATE sbx_result sbx__rt_call(struct sbx__sandbox *s, const sbx__http_req
             break;
         }
         r = (sbx_result)sbx__http_send(&s->rt, &req, &resp, deadline, e);
+        if (r == SBX_OK) s->tunnel_fails = 0; /* the tunnel forwards */
         if (r != SBX_OK) {
             sbx__conn_close(&s->rt);
             if (r == SBX_ERR_CONNECT && retry_ok && sbx__ms_left(deadline) > 0 &&
@@ -11086,7 +11109,7 @@ SBX__PRIVATE sbx_result sbx__rt_call(struct sbx__sandbox *s, const sbx__http_req
                 r = SBX_OK;
                 continue;
             }
-            sbx__rt_fail_context(s, e, in->target, r);
+            sbx__rt_fail_context(s, e, in->target, r, deadline);
             break;
         }
         io->status = resp.status;
@@ -11129,7 +11152,7 @@ SBX__PRIVATE sbx_result sbx__rt_call(struct sbx__sandbox *s, const sbx__http_req
         }
         if (r != SBX_OK) {
             sbx__conn_close(&s->rt);
-            sbx__rt_fail_context(s, e, in->target, r);
+            sbx__rt_fail_context(s, e, in->target, r, deadline);
         }
         break;
     }
@@ -12171,18 +12194,20 @@ SBX_API sbx_result sbx_open(sbx_sandbox *sb, sbx_client *c, const sbx_sandbox_co
     }
     if (r != SBX_OK) goto fail;
     r = sbx__pod_route(s, &sb->err);
-    if (r != SBX_OK && r != SBX_ERR_NOMEM && s->expiry && (long long)time(NULL) >= s->expiry) {
-        /* the controller took the sandbox away at its TTL: say that, not
-           what the tunnel saw of it (kubectl's "pods ... not found", a
-           closed connection) */
-        sbx__err_prefix(&sb->err, "its ttl_seconds (%d s) ran out before the route was up", cfg->ttl_seconds);
-        r = SBX_ERR_DELETED;
-    }
     if (r != SBX_OK) goto fail;
     sbx__memo_set_port(s, s->template_port);
     sbx__log(&cl->log, SBX_LOG_INFO, SBX_EVENT_ROUTE, s->claim, 0, "%s", sbx_route(sb));
     return SBX_OK;
 fail:
+    if (s->expiry && sbx__epoch_now() >= s->expiry &&
+        (r == SBX_ERR_DELETED || r == SBX_ERR_NOT_FOUND || r == SBX_ERR_CONNECT || r == SBX_ERR_SPAWN ||
+         r == SBX_ERR_TIMEOUT)) {
+        /* the controller took the claim or its sandbox away at the TTL: say
+           that, not only what was seen of it (deleted while we waited,
+           kubectl's "pods ... not found", a closed connection) */
+        sbx__err_prefix(&sb->err, "its ttl_seconds (%d s) ran out during the open", cfg->ttl_seconds);
+        r = SBX_ERR_DELETED;
+    }
     sbx__err_prefix(&sb->err, "open sandbox (claim %s)", s->claim ? s->claim : "?");
     sbx__sandbox_release(s, &sb->err);  /* rollback: tunnel stopped, claim deleted */
     sbx__sandbox_free(s);

@@ -796,7 +796,8 @@ TEST(fault_goaway_new_calls_do_not_wait)
 /* A REST call whose connection the runtime closes without an answer (it is
    retried) does not cut a live process stream: on the kubectl route both
    ride the same kubectl port-forward child, which stays up after such a
-   close, so it must not be restarted. */
+   close, so it must not be restarted for one failure. Two in a row, and it
+   is. */
 TEST(rest_connection_lost_keeps_process_streams)
 {
     sbx_sandbox sb;
@@ -823,6 +824,17 @@ TEST(rest_connection_lost_keeps_process_streams)
     CHECK_MSG(sbx_process_read(&p, &ev, 5000) == SBX_OK && ev.len == 4 && memcmp(ev.data, "two\n", 4) == 0,
               "%s", p.err.msg);
     CHECK_EQ_INT(sbx_process_close(&p), SBX_OK);
+    /* a tunnel that stays up but fails two connections in a row is taken for
+       wedged and replaced; the read still succeeds */
+    CHECK_EQ_INT(e2e_faults(&C, "{\"runtime\":{\"close_early\":\"headers\",\"fail_first\":3,"
+                                "\"fail_methods\":[\"GET\"]}}"), 0);
+    data = NULL;
+    CHECK_MSG(sbx_read(&sb, "kept.txt", &data, &len) == SBX_OK, "%s", sb.err.msg);
+    CHECK(len == 4 && data && memcmp(data, "kept", 4) == 0);
+    sbx_free(data);
+    CHECK_EQ_INT(e2e_faults(&C, "{\"runtime\":null}"), 0);
+    if (pid0) CHECK_MSG((long)sb.impl->tunnel.pid != pid0, "kubectl port-forward %ld was kept after two failures",
+                        pid0);
     CHECK_EQ_INT(sbx_close(&sb), SBX_OK);
 }
 

@@ -295,7 +295,9 @@ TEST(quiet_stream_is_not_cut)
     CHECK_EQ_INT(k.keepalive_ms, SBX_H2_KEEPALIVE_MS); /* no GOAWAY too_many_pings */
 #if SBX_H2_KEEPALIVE_MS > 0 && SBX_H2_KEEPALIVE_MS <= 1000
     /* the silence was long enough for keepalive to act (else this proves nothing) */
-    CHECK_MSG(k.pings >= 2, "%lu PINGs in 2.5 s of silence", k.pings);
+    /* PINGs went out and came back: a second one depends on how fast the
+       first was answered, so it is not asserted */
+    CHECK_MSG(k.pings >= 1 && k.acks >= 1, "%lu PINGs, %lu answered in 2.5 s of silence", k.pings, k.acks);
     CHECK(k.acks + 1 >= k.pings);
 #endif
     CHECK_EQ_INT(sbx_process_close(&p), SBX_OK);

@@ -399,8 +399,9 @@ TEST(ttl_delete_foreground_policy)
 }
 
 /* A TTL that runs out while the route comes up (the runtime's first answer
-   is slowed past it): the open fails as DELETED and says the TTL did it,
-   not what the tunnel saw of the vanished pod; nothing is left. */
+   is slowed past it; on a loaded machine it may run out before Ready): the
+   open fails as DELETED and says the TTL did it, not only what was seen of
+   the vanished claim or pod; nothing is left. */
 TEST(ttl_running_out_during_the_open_says_so)
 {
     sbx_sandbox sb;
@@ -415,7 +416,7 @@ TEST(ttl_running_out_during_the_open_says_so)
     CHECK_EQ_INT(e2e_faults(&C, "{\"runtime\":null}"), 0);
     printf("  %lld ms: %s\n", em_since(t0), sb.err.msg);
     CHECK_EQ_INT(r, SBX_ERR_DELETED);
-    CHECK_MSG(strstr(sb.err.msg, "ttl_seconds (1 s) ran out") != NULL, "%s", sb.err.msg);
+    CHECK_MSG(strstr(sb.err.msg, "ttl_seconds (1 s) ran out during the open") != NULL, "%s", sb.err.msg);
     CHECK(sb.impl == NULL);
     CHECK(!claim_exists("ttl-runs-out"));
     settle();

@@ -130,7 +130,6 @@ static TEST_UNUSED int test_summary(const char *suite)
 
 /* ==== processes and descriptors =========================================== */
 
-/* Descriptors open in this process (/proc, else /dev/fd). */
 /* The wall clock in seconds since the epoch, with its fraction. */
 static TEST_UNUSED double test_realtime(void)
 {
@@ -139,6 +138,7 @@ static TEST_UNUSED double test_realtime(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/* Descriptors open in this process (/proc, else /dev/fd). */
 static TEST_UNUSED int test_fd_count(void)
 {
     DIR *d = opendir("/proc/self/fd");
