@@ -13455,7 +13455,8 @@ REVISION HISTORY
                          SBX_ERR_DELETED and says so; on the kubectl route a
                          REST connection the runtime closed no longer
                          restarts a kubectl port-forward that stays up (its
-                         gRPC process streams survive).
+                         gRPC process streams survive); two failures in a
+                         row still replace it.
     0.3.1  (2026-12-05)  gRPC: keepalive PINGs notice a silently dead peer
                          (SBX_H2_KEEPALIVE_MS, SBX_H2_PING_TIMEOUT_MS); after a
                          GOAWAY new calls no longer wait for the old
