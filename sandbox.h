@@ -9888,12 +9888,12 @@ SBX__PRIVATE sbx_result sbx__claim_body(const struct sbx__sandbox *s, const sbx_
         sbx__buf_printf(b, "\"sandboxTemplateRef\":{\"name\":\"%s\"}", s->template_name);
         if (s->pool) sbx__buf_printf(b, ",\"warmpool\":\"%s\"", s->pool);
     }
-    if (cfg->ttl_seconds > 0 || cfg->lease_seconds > 0) {
-        /* the earlier of TTL and lease; the policy was checked against the
-           three known values */
-        long long base = sbx__epoch_up(), at = s->expiry;
-        if (cfg->ttl_seconds > 0 && !at) at = base + cfg->ttl_seconds;
-        if (cfg->lease_seconds > 0 && (!at || base + cfg->lease_seconds < at)) at = base + cfg->lease_seconds;
+    if (s->expiry || cfg->lease_seconds > 0) {
+        /* the earlier of the TTL's end (fixed by sbx_open before the first
+           create) and the lease's; the policy was checked against the three
+           known values */
+        long long at = s->expiry, lease_end = sbx__epoch_up() + cfg->lease_seconds;
+        if (cfg->lease_seconds > 0 && (!at || lease_end < at)) at = lease_end;
         sbx__rfc3339(expiry, at);
         sbx__buf_printf(b, ",\"lifecycle\":{\"shutdownTime\":\"%s\",\"shutdownPolicy\":\"%s\"}", expiry,
                         cfg->shutdown_policy && *cfg->shutdown_policy ? cfg->shutdown_policy : "Delete");
@@ -10570,7 +10570,6 @@ SBX__PRIVATE void sbx__pf_explain(sbx__proc *p, int started, long long wait_ms, 
     int ws;
     if (!started) return;
     if (wait_ms > 0 && !sbx__proc_wait_gone(p, wait_ms < SBX__PF_DIE_MS ? (int)wait_ms : SBX__PF_DIE_MS)) return;
-    if (sbx__proc_running(p)) return;
     sbx__proc_describe(p, why, sizeof why);
     if (strcmp(why, "running") == 0 || strcmp(why, "not started") == 0) return;
     ws = sbx__proc_status(p);

@@ -211,6 +211,7 @@ TEST(claim_body_fields)
     cfg.ttl_seconds = 3600;
     sbx__buf_init(&b, &A);
     before = test_realtime();
+    s.expiry = sbx__epoch_up() + cfg.ttl_seconds; /* as sbx_open fixes it before the first create */
     CHECK_EQ_INT(sbx__claim_body(&s, &cfg, &b, &e), SBX_OK);
     n = sbx__json_parse_alloc(&A, b.data, b.len, &t);
     CHECK_MSG(n > 0, "body is not JSON: %s", b.data);
@@ -249,6 +250,7 @@ TEST(claim_body_fields)
     s.pool = NULL;
     s.template_name = tmpl_name;
     memset(&cfg, 0, sizeof cfg);
+    s.expiry = 0; /* no ttl_seconds */
     sbx__buf_init(&b, &A);
     CHECK_EQ_INT(sbx__claim_body(&s, &cfg, &b, &e), SBX_OK);
     n = sbx__json_parse_alloc(&A, b.data, b.len, &t);
@@ -292,6 +294,7 @@ TEST(claim_body_owner_and_lease)
     cfg.lease_seconds = 60;
     cfg.ttl_seconds = 3600;
     cfg.shutdown_policy = "Retain";
+    s.expiry = sbx__epoch_up() + cfg.ttl_seconds;
     sbx__buf_init(&b, &A);
     CHECK_EQ_INT(sbx__claim_body(&s, &cfg, &b, &e), SBX_OK);
     n = sbx__json_parse_alloc(&A, b.data, b.len, &t);
