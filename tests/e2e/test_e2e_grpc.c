@@ -25,23 +25,6 @@ static sbx_client CL;
 static sbx_sandbox SB;     /* the shared sandboxd sandbox */
 static int shared_ok;
 
-static void cfg_sandboxd(sbx_sandbox_config *cfg)
-{
-    memset(cfg, 0, sizeof *cfg);
-    cfg->template_name = "sandboxd-template";
-}
-
-static int open_sandboxd(sbx_sandbox *sb)
-{
-    sbx_sandbox_config cfg;
-    cfg_sandboxd(&cfg);
-    if (sbx_open(sb, &CL, &cfg) != SBX_OK) {
-        printf("  open sandboxd: %s\n", sb->err.msg);
-        return -1;
-    }
-    return 0;
-}
-
 /* runtime faults of every sandboxd pod: {"grpc":{"*":{...}}} */
 static int grpc_fault(const char *knobs)
 {
@@ -109,53 +92,6 @@ static int wait_process_here(const char *needle, int ms)
         poll(NULL, 0, 20);
     }
     return 1;
-}
-
-/* Read a process to its end: stdout and stderr appended (cut at cap), exit code. */
-typedef struct drained {
-    char out[8192], err[2048];
-    size_t out_len, err_len;
-    unsigned long long total;
-    int exit_code, events;
-    sbx_result r;
-    char msg[SBX_ERRMSG_SIZE];
-} drained;
-
-static void drain(sbx_process *p, drained *d, int timeout_ms)
-{
-    sbx_process_event ev;
-    memset(d, 0, sizeof *d);
-    d->exit_code = -999;
-    for (;;) {
-        d->r = sbx_process_read(p, &ev, timeout_ms);
-        if (d->r != SBX_OK) {
-            snprintf(d->msg, sizeof d->msg, "%s", p->err.msg);
-            return;
-        }
-        d->events++;
-        if (ev.stream == SBX_STREAM_EXIT) {
-            d->exit_code = ev.exit_code;
-            return;
-        }
-        d->total += ev.len;
-        if (ev.stream == SBX_STREAM_STDOUT) {
-            size_t k = ev.len < sizeof d->out - 1 - d->out_len ? ev.len : sizeof d->out - 1 - d->out_len;
-            memcpy(d->out + d->out_len, ev.data, k);
-            d->out_len += k;
-        } else {
-            size_t k = ev.len < sizeof d->err - 1 - d->err_len ? ev.len : sizeof d->err - 1 - d->err_len;
-            memcpy(d->err + d->err_len, ev.data, k);
-            d->err_len += k;
-        }
-    }
-}
-
-static sbx_result start_sh(sbx_process *p, sbx_sandbox *sb, const char *cmd)
-{
-    sbx_process_config pc;
-    memset(&pc, 0, sizeof pc);
-    pc.command = cmd;
-    return sbx_process_start(p, sb, &pc);
 }
 
 /* ---- sbx_run / sbx_exec ---------------------------------------------------- */
@@ -279,11 +215,11 @@ TEST(process_streams_and_exit)
 {
     sbx_process p;
     sbx_process_event ev;
-    drained d;
+    em_drained d;
     if (!shared_ok) { CHECK(0); return; }
-    CHECK_EQ_INT(start_sh(&p, &SB, "for i in 1 2 3; do echo $i; done; echo e >&2; exit 7"), SBX_OK);
+    CHECK_EQ_INT(em_start_sh(&p, &SB, "for i in 1 2 3; do echo $i; done; echo e >&2; exit 7"), SBX_OK);
     CHECK(sbx_process_id(&p) > 0);
-    drain(&p, &d, 10000);
+    em_drain(&p, &d, 10000);
     CHECK_EQ_INT(d.r, SBX_OK);
     CHECK_STR(d.out, "1\n2\n3\n");
     CHECK_STR(d.err, "e\n");
@@ -322,10 +258,10 @@ TEST(process_stdin_eof_and_read_timeout)
     sbx_process p;
     sbx_process_event ev;
     static char big[300 * 1024];
-    drained d;
+    em_drained d;
     size_t i;
     if (!shared_ok) { CHECK(0); return; }
-    CHECK_EQ_INT(start_sh(&p, &SB, "cat"), SBX_OK);
+    CHECK_EQ_INT(em_start_sh(&p, &SB, "cat"), SBX_OK);
     /* nothing yet: the read times out, the process goes on */
     CHECK_EQ_INT(sbx_process_read(&p, &ev, 150), SBX_ERR_TIMEOUT);
     CHECK(strstr(p.err.msg, "goes on") != NULL);
@@ -337,7 +273,7 @@ TEST(process_stdin_eof_and_read_timeout)
     for (i = 0; i < sizeof big; i++) big[i] = (char)('a' + i % 26);
     CHECK_EQ_INT(sbx_process_write(&p, big, sizeof big), SBX_OK);
     CHECK_EQ_INT(sbx_process_close_stdin(&p), SBX_OK);
-    drain(&p, &d, 10000);
+    em_drain(&p, &d, 10000);
     CHECK_EQ_INT(d.r, SBX_OK);
     CHECK_EQ_INT(d.total, sizeof big);
     CHECK(memcmp(d.out, big, 4096) == 0);
@@ -354,23 +290,23 @@ TEST(process_signals)
 {
     static const int sigs[] = {2, 15, 9};
     sbx_process p;
-    drained d;
+    em_drained d;
     int i;
     if (!shared_ok) { CHECK(0); return; }
     for (i = 0; i < 3; i++) {
-        CHECK_EQ_INT(start_sh(&p, &SB, "echo ready; exec sleep 30"), SBX_OK);
+        CHECK_EQ_INT(em_start_sh(&p, &SB, "echo ready; exec sleep 30"), SBX_OK);
         {
             sbx_process_event ev;
             CHECK_EQ_INT(sbx_process_read(&p, &ev, 5000), SBX_OK);
             CHECK(ev.stream == SBX_STREAM_STDOUT && ev.len == 6);
         }
         CHECK_EQ_INT(sbx_process_signal(&p, sigs[i]), SBX_OK);
-        drain(&p, &d, 5000);
+        em_drain(&p, &d, 5000);
         CHECK_EQ_INT(d.r, SBX_OK);
         CHECK_MSG(d.exit_code == -1, "signal %d: exit %d", sigs[i], d.exit_code);
         CHECK_EQ_INT(sbx_process_close(&p), SBX_OK);
     }
-    CHECK_EQ_INT(start_sh(&p, &SB, "exec sleep 30"), SBX_OK);
+    CHECK_EQ_INT(em_start_sh(&p, &SB, "exec sleep 30"), SBX_OK);
     CHECK_EQ_INT(sbx_process_signal(&p, 3), SBX_ERR_INVALID_ARG);
     CHECK(strstr(p.err.msg, "SIGINT") != NULL);
     /* resize without a terminal: FAILED_PRECONDITION -> INVALID_ARG, in the server's words */
@@ -451,7 +387,7 @@ TEST(process_timeout_and_close_kills)
     CHECK_EQ_INT(sbx_process_close(&p), SBX_OK);
     CHECK(wait_process_gone("sleep 30.5", 3000));
     /* close kills a process that still runs */
-    CHECK_EQ_INT(start_sh(&p, &SB, "exec sleep 31.5"), SBX_OK);
+    CHECK_EQ_INT(em_start_sh(&p, &SB, "exec sleep 31.5"), SBX_OK);
     CHECK(wait_process_here("sleep 31.5", 3000));
     CHECK_EQ_INT(sbx_process_close(&p), SBX_OK);
     CHECK(wait_process_gone("sleep 31.5", 3000));
@@ -461,13 +397,13 @@ TEST(process_timeout_and_close_kills)
 typedef struct conc_job {
     sbx_process p;
     int k;
-    drained d;
+    em_drained d;
 } conc_job;
 
 static void *conc_reader(void *arg)
 {
     conc_job *j = (conc_job *)arg;
-    drain(&j->p, &j->d, 20000);
+    em_drain(&j->p, &j->d, 20000);
     return NULL;
 }
 
@@ -483,7 +419,7 @@ TEST(sixteen_processes_at_once)
         jobs[i].k = i;
         E2E_FMT(cmd, sizeof cmd, "i=0; while [ $i -lt 200 ]; do echo P%d-$i; i=$((i+1)); done; sleep 0.2; exit %d", i,
                 i);
-        CHECK_EQ_INT(start_sh(&jobs[i].p, &SB, cmd), SBX_OK);
+        CHECK_EQ_INT(em_start_sh(&jobs[i].p, &SB, cmd), SBX_OK);
     }
     for (i = 0; i < 16; i++) {
         if (pthread_create(&th[i], NULL, conc_reader, &jobs[i]) != 0) break;
@@ -560,8 +496,8 @@ TEST(sandbox_closed_under_a_live_process)
     sbx_sandbox sb;
     sbx_process p;
     sbx_process_event ev;
-    if (open_sandboxd(&sb) != 0) { CHECK(0); return; }
-    CHECK_EQ_INT(start_sh(&p, &sb, "exec sleep 32.5"), SBX_OK);
+    if (em_open_sandboxd(&CL, &sb) != 0) { CHECK(0); return; }
+    CHECK_EQ_INT(em_start_sh(&p, &sb, "exec sleep 32.5"), SBX_OK);
     CHECK_EQ_INT(sbx_close(&sb), SBX_OK);
     CHECK_EQ_INT(sbx_process_read(&p, &ev, 1000), SBX_ERR_CLOSED);
     CHECK_EQ_INT(sbx_process_write(&p, "x", 1), SBX_ERR_CLOSED);
@@ -610,7 +546,7 @@ TEST(router_mode_says_unsupported)
     sbx_process p;
     sbx_exec_result res;
     if (em_client(&C, &cl, SBX_MODE_ROUTER_TUNNEL, NULL) != SBX_OK) { CHECK(0); return; }
-    cfg_sandboxd(&cfg);
+    em_cfg_sandboxd(&cfg);
     if (sbx_open(&sb, &cl, &cfg) != SBX_OK) {
         printf("  %s\n", sb.err.msg);
         CHECK(0);
@@ -619,7 +555,7 @@ TEST(router_mode_says_unsupported)
         CHECK_EQ_INT(sbx_run(&sb, "true", &res), SBX_ERR_UNSUPPORTED);
         CHECK_MSG(strstr(sb.err.msg, "HTTP/1.1") && strstr(sb.err.msg, "router"), "%s", sb.err.msg);
         printf("  router: %s\n", sb.err.msg);
-        CHECK_EQ_INT(start_sh(&p, &sb, "true"), SBX_ERR_UNSUPPORTED);
+        CHECK_EQ_INT(em_start_sh(&p, &sb, "true"), SBX_ERR_UNSUPPORTED);
         CHECK(strstr(p.err.msg, "HTTP/1.1") != NULL);
         CHECK_EQ_INT(sbx_process_close(&p), SBX_OK);
         /* files still work there */
@@ -638,9 +574,9 @@ TEST(in_cluster_mode)
     sbx_sandbox_config cfg;
     sbx_exec_result res;
     sbx_process p;
-    drained d;
+    em_drained d;
     if (em_client(&C, &cl, SBX_MODE_IN_CLUSTER, NULL) != SBX_OK) { CHECK(0); return; }
-    cfg_sandboxd(&cfg);
+    em_cfg_sandboxd(&cfg);
     if (sbx_open(&sb, &cl, &cfg) != SBX_OK) {
         printf("  %s\n", sb.err.msg);
         CHECK(0);
@@ -649,8 +585,8 @@ TEST(in_cluster_mode)
         CHECK_EQ_INT(sbx_run(&sb, "echo in-cluster", &res), SBX_OK);
         CHECK_STR(res.out, "in-cluster\n");
         sbx_exec_result_free(&res);
-        CHECK_EQ_INT(start_sh(&p, &sb, "echo s; exit 5"), SBX_OK);
-        drain(&p, &d, 5000);
+        CHECK_EQ_INT(em_start_sh(&p, &sb, "echo s; exit 5"), SBX_OK);
+        em_drain(&p, &d, 5000);
         CHECK_STR(d.out, "s\n");
         CHECK_EQ_INT(d.exit_code, 5);
         CHECK_EQ_INT(sbx_process_close(&p), SBX_OK);
@@ -667,15 +603,15 @@ TEST(in_cluster_mode)
 TEST(fault_slow_stream)
 {
     sbx_process p;
-    drained d;
+    em_drained d;
     long long t0;
     if (!shared_ok) { CHECK(0); return; }
     CHECK_EQ_INT(grpc_fault("{\"grpc_slow_stream\":150}"), 0);
-    CHECK_EQ_INT(start_sh(&p, &SB, "echo a; sleep 0.05; echo b; sleep 0.05; echo c"), SBX_OK);
+    CHECK_EQ_INT(em_start_sh(&p, &SB, "echo a; sleep 0.05; echo b; sleep 0.05; echo c"), SBX_OK);
     t0 = sbx__now_ms();
-    drain(&p, &d, 100); /* 100 ms per read is less than each chunk's delay */
+    em_drain(&p, &d, 100); /* 100 ms per read is less than each chunk's delay */
     CHECK_EQ_INT(d.r, SBX_ERR_TIMEOUT);
-    drain(&p, &d, 5000);
+    em_drain(&p, &d, 5000);
     CHECK_EQ_INT(d.r, SBX_OK);
     CHECK_EQ_INT(d.exit_code, 0);
     CHECK_MSG(em_since(t0) >= 250, "%lld ms", em_since(t0));
@@ -687,19 +623,19 @@ TEST(fault_goaway_mid_stream)
 {
     sbx_process p;
     sbx_exec_result res;
-    drained d;
+    em_drained d;
     if (!shared_ok) { CHECK(0); return; }
     CHECK_EQ_INT(grpc_fault("{\"grpc_goaway_mid_stream\":{\"after_messages\":2,\"grace_ms\":300}}"), 0);
-    CHECK_EQ_INT(start_sh(&p, &SB, "i=0; while [ $i -lt 50 ]; do echo line$i; i=$((i+1)); sleep 0.05; done"), SBX_OK);
-    drain(&p, &d, 10000);
+    CHECK_EQ_INT(em_start_sh(&p, &SB, "i=0; while [ $i -lt 50 ]; do echo line$i; i=$((i+1)); sleep 0.05; done"), SBX_OK);
+    em_drain(&p, &d, 10000);
     /* the stream dies with the old server (cancelled after the grace): an error that says so */
     CHECK_MSG(d.r != SBX_OK || d.exit_code != -999, "no end");
     printf("  GOAWAY: %s (exit %d, %llu bytes)\n", d.r == SBX_OK ? "ended" : d.msg, d.exit_code, d.total);
     CHECK_EQ_INT(sbx_process_close(&p), SBX_OK);
     /* a stream that ends within the grace finishes on the old connection */
     CHECK_EQ_INT(grpc_fault("{\"grpc_goaway_mid_stream\":{\"after_messages\":2,\"grace_ms\":5000}}"), 0);
-    CHECK_EQ_INT(start_sh(&p, &SB, "echo a; sleep 0.1; echo b; sleep 0.1; echo c; sleep 0.3; echo d"), SBX_OK);
-    drain(&p, &d, 10000);
+    CHECK_EQ_INT(em_start_sh(&p, &SB, "echo a; sleep 0.1; echo b; sleep 0.1; echo c; sleep 0.3; echo d"), SBX_OK);
+    em_drain(&p, &d, 10000);
     CHECK_EQ_INT(d.r, SBX_OK);
     CHECK_STR(d.out, "a\nb\nc\nd\n");
     CHECK_EQ_INT(d.exit_code, 0);
@@ -736,7 +672,7 @@ static int goaway_under_cat(sbx_sandbox *sb, sbx_process *p)
     sbx_process_event ev;
     int ok = 1, i;
     if (grpc_fault("{\"grpc_goaway_mid_stream\":{\"after_messages\":1,\"grace_ms\":30000}}") != 0) return 0;
-    if (start_sh(p, sb, "exec cat") != SBX_OK) {
+    if (em_start_sh(p, sb, "exec cat") != SBX_OK) {
         printf("  start: %s\n", p->err.msg);
         grpc_fault(NULL);
         return 0;
@@ -758,10 +694,10 @@ TEST(fault_goaway_new_calls_do_not_wait)
     sbx_process_config pc;
     sbx_process_event ev;
     sbx_exec_result res;
-    drained d;
+    em_drained d;
     long long t0, took;
     int fds_one;
-    if (open_sandboxd(&sb) != 0) { CHECK(0); return; }
+    if (em_open_sandboxd(&CL, &sb) != 0) { CHECK(0); return; }
     CHECK_EQ_INT(sbx_run(&sb, "true", &res), SBX_OK); /* the connection is made */
     sbx_exec_result_free(&res);
     fds_one = test_fd_count();
@@ -781,7 +717,7 @@ TEST(fault_goaway_new_calls_do_not_wait)
     CHECK_EQ_INT(sbx_process_read(&p, &ev, 5000), SBX_OK);
     CHECK(ev.stream == SBX_STREAM_STDOUT && ev.len == 4 && memcmp(ev.data, "two\n", 4) == 0);
     CHECK_EQ_INT(sbx_process_close_stdin(&p), SBX_OK);
-    drain(&p, &d, 5000);
+    em_drain(&p, &d, 5000);
     CHECK_MSG(d.r == SBX_OK, "%s", d.msg);
     CHECK_EQ_INT(d.exit_code, 0);
     CHECK_EQ_INT(sbx_process_close(&p), SBX_OK);
@@ -806,10 +742,10 @@ TEST(rest_connection_lost_keeps_process_streams)
     char *data = NULL;
     size_t len = 0;
     long pid0 = 0;
-    if (open_sandboxd(&sb) != 0) { CHECK(0); return; }
+    if (em_open_sandboxd(&CL, &sb) != 0) { CHECK(0); return; }
     if (sb.impl->tunnel_started) pid0 = (long)sb.impl->tunnel.pid;
     CHECK_EQ_INT(sbx_write(&sb, "kept.txt", "kept", 4), SBX_OK);
-    CHECK_EQ_INT(start_sh(&p, &sb, "exec cat"), SBX_OK);
+    CHECK_EQ_INT(em_start_sh(&p, &sb, "exec cat"), SBX_OK);
     CHECK_EQ_INT(sbx_process_write(&p, "one\n", 4), SBX_OK);
     CHECK(sbx_process_read(&p, &ev, 5000) == SBX_OK && ev.len == 4 && memcmp(ev.data, "one\n", 4) == 0);
     CHECK_EQ_INT(e2e_faults(&C, "{\"runtime\":{\"close_early\":\"headers\",\"fail_first\":2,"
@@ -849,7 +785,7 @@ TEST(fault_goaway_sandbox_closed_while_draining)
     sbx_process_event ev;
     sbx_exec_result res;
     int fds0 = test_fd_count();
-    if (open_sandboxd(&sb) != 0) { CHECK(0); return; }
+    if (em_open_sandboxd(&CL, &sb) != 0) { CHECK(0); return; }
     CHECK_EQ_INT(sbx_run(&sb, "true", &res), SBX_OK);
     sbx_exec_result_free(&res);
     CHECK(goaway_under_cat(&sb, &p));
@@ -868,16 +804,16 @@ TEST(fault_rst_stream)
     sbx_sandbox sb;
     sbx_exec_result res;
     sbx_process p;
-    drained d;
+    em_drained d;
     CHECK_EQ_INT(grpc_fault("{\"grpc_rst_stream\":{\"code\":2,\"after_messages\":1}}"), 0);
-    if (open_sandboxd(&sb) != 0) { CHECK(0); grpc_fault(NULL); return; }
+    if (em_open_sandboxd(&CL, &sb) != 0) { CHECK(0); grpc_fault(NULL); return; }
     CHECK(sbx_run(&sb, "echo x", &res) != SBX_OK);
     printf("  RST_STREAM (run): %s\n", sb.err.msg);
     CHECK(strstr(sb.err.msg, "RST_STREAM") != NULL || strstr(sb.err.msg, "reset") != NULL);
     sbx_exec_result_free(&res);
     /* the reset comes after the init event (start succeeds) or before it */
-    if (start_sh(&p, &sb, "echo y; sleep 5") == SBX_OK) {
-        drain(&p, &d, 5000);
+    if (em_start_sh(&p, &sb, "echo y; sleep 5") == SBX_OK) {
+        em_drain(&p, &d, 5000);
         CHECK(d.r != SBX_OK);
         printf("  RST_STREAM (stream): %s\n", d.msg);
     } else {
@@ -897,7 +833,7 @@ TEST(fault_deadline_only_the_client_ends)
     sbx_exec_result res;
     long long t0;
     CHECK_EQ_INT(grpc_fault("{\"grpc_deadline\":{\"extra_ms\":3000}}"), 0);
-    if (open_sandboxd(&sb) != 0) { CHECK(0); grpc_fault(NULL); return; }
+    if (em_open_sandboxd(&CL, &sb) != 0) { CHECK(0); grpc_fault(NULL); return; }
     memset(&pc, 0, sizeof pc);
     pc.command = "echo late";
     pc.timeout_ms = 500;
@@ -913,7 +849,7 @@ TEST(fault_oversized_message)
 {
     sbx_exec_result res;
     sbx_process p;
-    drained d;
+    em_drained d;
     sbx_sandbox small;
     sbx_sandbox_config cfg;
     size_t want = 4u * 1024 * 1024 + 1024, i, bad = 0;
@@ -935,7 +871,7 @@ TEST(fault_oversized_message)
         }
         sbx_exec_result_free(&res);
     }
-    cfg_sandboxd(&cfg);
+    em_cfg_sandboxd(&cfg);
     cfg.max_output_bytes = want - 512; /* the answer fits its framing slack; its stdout does not */
     if (sbx_open(&small, &CL, &cfg) != SBX_OK) {
         printf("  open: %s\n", small.err.msg);
@@ -948,8 +884,8 @@ TEST(fault_oversized_message)
         CHECK(res.out == NULL && res.out_len == 0);
         CHECK_EQ_INT(sbx_close(&small), SBX_OK);
     }
-    CHECK_EQ_INT(start_sh(&p, &SB, "echo s"), SBX_OK);
-    drain(&p, &d, 10000);
+    CHECK_EQ_INT(em_start_sh(&p, &SB, "echo s"), SBX_OK);
+    em_drain(&p, &d, 10000);
     printf("  oversized stream event: %s (%llu bytes)\n", d.r == SBX_OK ? "ok" : d.msg, d.total);
     CHECK(d.r == SBX_OK ? d.total > 4u * 1024 * 1024 : d.r == SBX_ERR_TOO_BIG || d.r == SBX_ERR_PROTOCOL);
     CHECK_EQ_INT(sbx_process_close(&p), SBX_OK);
@@ -963,10 +899,10 @@ TEST(fault_hpack_table_updates)
     sbx_sandbox sb;
     sbx_exec_result res;
     sbx_process p;
-    drained d;
+    em_drained d;
     int i, bad = 0;
     CHECK_EQ_INT(grpc_fault("{\"grpc_hpack_updates\":{\"headers\":40,\"value_bytes\":300}}"), 0);
-    if (open_sandboxd(&sb) != 0) { CHECK(0); grpc_fault(NULL); return; }
+    if (em_open_sandboxd(&CL, &sb) != 0) { CHECK(0); grpc_fault(NULL); return; }
     for (i = 0; i < 20; i++) {
         char cmd[32], want[32];
         E2E_FMT(cmd, sizeof cmd, "echo h%d", i);
@@ -985,8 +921,8 @@ TEST(fault_hpack_table_updates)
         pc.argv = nosuch;
         CHECK_EQ_INT(sbx_exec(&sb, &pc, &res), SBX_ERR_NOT_FOUND); /* status in HPACK-coded trailers */
     }
-    CHECK_EQ_INT(start_sh(&p, &sb, "echo s; exit 4"), SBX_OK);
-    drain(&p, &d, 5000);
+    CHECK_EQ_INT(em_start_sh(&p, &sb, "echo s; exit 4"), SBX_OK);
+    em_drain(&p, &d, 5000);
     CHECK_EQ_INT(d.r, SBX_OK);
     CHECK_EQ_INT(d.exit_code, 4);
     CHECK_EQ_INT(sbx_process_close(&p), SBX_OK);
@@ -1009,7 +945,7 @@ int main(void)
     printf("route: %s; baseline: %d fds, %d pods, %d children\n", route ? route : "(default)", B.fds, B.pods,
            B.children);
     if (em_client(&C, &CL, SBX_MODE_POD_TUNNEL, NULL) == SBX_OK) {
-        shared_ok = open_sandboxd(&SB) == 0;
+        shared_ok = em_open_sandboxd(&CL, &SB) == 0;
         EM_RUN(run_on_sandboxd);
         EM_RUN(exec_argv_env_cwd);
         EM_RUN(exec_status_codes);

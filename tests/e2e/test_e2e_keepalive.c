@@ -34,26 +34,6 @@ static em_base B;
 static sbx_client CL;
 static pid_t frozen; /* a gRPC server we stopped: thawed on every path */
 
-static int open_sandboxd(sbx_sandbox *sb)
-{
-    sbx_sandbox_config cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.template_name = "sandboxd-template";
-    if (sbx_open(sb, &CL, &cfg) != SBX_OK) {
-        printf("  open sandboxd: %s\n", sb->err.msg);
-        return -1;
-    }
-    return 0;
-}
-
-static sbx_result start_sh(sbx_process *p, sbx_sandbox *sb, const char *cmd)
-{
-    sbx_process_config pc;
-    memset(&pc, 0, sizeof pc);
-    pc.command = cmd;
-    return sbx_process_start(p, sb, &pc);
-}
-
 /* Descriptors of this process but the client's idle keep-alive
    connections to the API (its pool grows as opens overlap requests; they are
    the client's, closed by sbx_client_close, which no_leftovers checks). */
@@ -214,8 +194,8 @@ TEST(frozen_runtime_fails_calls_by_ping)
     pid_t srv;
     char msg[SBX_ERRMSG_SIZE];
     int fds0 = own_fds();
-    if (open_sandboxd(&sb) != 0) { CHECK(0); return; }
-    CHECK_EQ_INT(start_sh(&p, &sb, "exec cat"), SBX_OK);
+    if (em_open_sandboxd(&CL, &sb) != 0) { CHECK(0); return; }
+    CHECK_EQ_INT(em_start_sh(&p, &sb, "exec cat"), SBX_OK);
     CHECK_EQ_INT(sbx_process_write(&p, "ping?\n", 6), SBX_OK);
     CHECK_EQ_INT(sbx_process_read(&p, &ev, 5000), SBX_OK);
     CHECK(ev.stream == SBX_STREAM_STDOUT && ev.len == 6 && memcmp(ev.data, "ping?\n", 6) == 0);
@@ -263,40 +243,26 @@ TEST(quiet_stream_is_not_cut)
 {
     sbx_sandbox sb;
     sbx_process p;
-    sbx_process_event ev;
     ka_counts k;
-    char out[256];
-    size_t out_len = 0;
-    int exit_code = -999;
-    long long t0, deadline;
-    sbx_result r = SBX_OK;
+    em_drained d;
+    long long t0;
     int fds0 = own_fds();
-    if (open_sandboxd(&sb) != 0) { CHECK(0); return; }
-    CHECK_EQ_INT(start_sh(&p, &sb, "sleep 2.5; echo late"), SBX_OK);
+    if (em_open_sandboxd(&CL, &sb) != 0) { CHECK(0); return; }
+    CHECK_EQ_INT(em_start_sh(&p, &sb, "sleep 2.5; echo late"), SBX_OK);
     t0 = sbx__now_ms();
-    deadline = sbx__deadline(15000);
-    while (exit_code == -999 && sbx__ms_left(deadline) > 0) {
-        r = sbx_process_read(&p, &ev, 10000);
-        if (r != SBX_OK) break;
-        if (ev.stream == SBX_STREAM_EXIT) exit_code = ev.exit_code;
-        else if (ev.stream == SBX_STREAM_STDOUT && ev.len < sizeof out - out_len) {
-            memcpy(out + out_len, ev.data, ev.len);
-            out_len += ev.len;
-        }
-    }
-    out[out_len] = '\0';
+    em_drain(&p, &d, 10000);
     k = ka_of(&sb);
     printf("  %lld ms quiet then \"late\": %lu PINGs sent, %lu acked, %lu connection(s), keepalive now %ld ms\n",
            em_since(t0), k.pings, k.acks, k.connects, k.keepalive_ms);
-    CHECK_MSG(r == SBX_OK, "%s", p.err.msg);
-    CHECK_STR(out, "late\n");
-    CHECK_EQ_INT(exit_code, 0);
+    CHECK_MSG(d.r == SBX_OK, "%s", d.msg);
+    CHECK_STR(d.out, "late\n");
+    CHECK_EQ_INT(d.exit_code, 0);
     CHECK_EQ_INT(k.connects, 1);
     CHECK_EQ_INT(k.keepalive_ms, SBX_H2_KEEPALIVE_MS); /* no GOAWAY too_many_pings */
 #if SBX_H2_KEEPALIVE_MS > 0 && SBX_H2_KEEPALIVE_MS <= 1000
-    /* the silence was long enough for keepalive to act (else this proves nothing) */
-    /* PINGs went out and came back: a second one depends on how fast the
-       first was answered, so it is not asserted */
+    /* the silence was long enough for keepalive to act (else this proves
+       nothing): PINGs went out and came back (a second one depends on how
+       fast the first was answered, so it is not asserted) */
     CHECK_MSG(k.pings >= 1 && k.acks >= 1, "%lu PINGs, %lu answered in 2.5 s of silence", k.pings, k.acks);
     CHECK(k.acks + 1 >= k.pings);
 #endif

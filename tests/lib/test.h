@@ -562,6 +562,73 @@ static E2E_UNUSED int em_sandboxd_suite_up(e2e_cluster *c, em_base *b, const cha
     return -1;
 }
 
+/* A sandbox on em_sandboxd_setup's template. */
+static E2E_UNUSED void em_cfg_sandboxd(sbx_sandbox_config *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    cfg->template_name = "sandboxd-template";
+}
+
+/* Open one on client cl: 0, or -1 after saying why. */
+static E2E_UNUSED int em_open_sandboxd(sbx_client *cl, sbx_sandbox *sb)
+{
+    sbx_sandbox_config cfg;
+    em_cfg_sandboxd(&cfg);
+    if (sbx_open(sb, cl, &cfg) != SBX_OK) {
+        printf("  open sandboxd: %s\n", sb->err.msg);
+        return -1;
+    }
+    return 0;
+}
+
+/* `sh -c cmd` as a process of sb. */
+static E2E_UNUSED sbx_result em_start_sh(sbx_process *p, sbx_sandbox *sb, const char *cmd)
+{
+    sbx_process_config pc;
+    memset(&pc, 0, sizeof pc);
+    pc.command = cmd;
+    return sbx_process_start(p, sb, &pc);
+}
+
+/* Read a process to its end: stdout and stderr appended (cut at cap), exit code. */
+typedef struct em_drained {
+    char out[8192], err[2048];
+    size_t out_len, err_len;
+    unsigned long long total;
+    int exit_code, events;
+    sbx_result r;
+    char msg[SBX_ERRMSG_SIZE];
+} em_drained;
+
+static E2E_UNUSED void em_drain(sbx_process *p, em_drained *d, int timeout_ms)
+{
+    sbx_process_event ev;
+    memset(d, 0, sizeof *d);
+    d->exit_code = -999;
+    for (;;) {
+        d->r = sbx_process_read(p, &ev, timeout_ms);
+        if (d->r != SBX_OK) {
+            snprintf(d->msg, sizeof d->msg, "%s", p->err.msg);
+            return;
+        }
+        d->events++;
+        if (ev.stream == SBX_STREAM_EXIT) {
+            d->exit_code = ev.exit_code;
+            return;
+        }
+        d->total += ev.len;
+        if (ev.stream == SBX_STREAM_STDOUT) {
+            size_t k = ev.len < sizeof d->out - 1 - d->out_len ? ev.len : sizeof d->out - 1 - d->out_len;
+            memcpy(d->out + d->out_len, ev.data, k);
+            d->out_len += k;
+        } else {
+            size_t k = ev.len < sizeof d->err - 1 - d->err_len ? ev.len : sizeof d->err - 1 - d->err_len;
+            memcpy(d->err + d->err_len, ev.data, k);
+            d->err_len += k;
+        }
+    }
+}
+
 /* GET http://ip:port/_runtime/stats: the runtime's exec_count and how many
    requests "<METHOD> <raw path>" it received (key NULL: skip). 0 on success. */
 static E2E_UNUSED int em_runtime_stats(e2e_cluster *c, const char *ip, int port, const char *key, long long *exec_count,

@@ -1364,6 +1364,24 @@ TEST(h2_free_with_live_calls)
 
 /* ---- keepalive PING ---------------------------------------------------------------- */
 
+/* h with keepalive shortened for a test (white-box: the handle's fields). */
+static sbx__h2 *ka_set(sbx__h2 *h, long keepalive_ms, long ping_timeout_ms)
+{
+    if (h) {
+        h->keepalive_ms = keepalive_ms;
+        h->ping_timeout_ms = ping_timeout_ms;
+    }
+    return h;
+}
+
+/* The decimal number a fake answered with (a count of PINGs it saw). */
+static long resp_long(const sbx__buf *resp)
+{
+    char txt[32];
+    E2E_FMT(txt, sizeof txt, "%.*s", (int)resp->len, resp->data);
+    return atol(txt);
+}
+
 /* A peer that vanished without FIN or RST (h2_fake "dead": the response
    headers, then it reads and answers nothing, the connection open): a read
    with a long wait fails with SBX_ERR_CONNECT at keepalive + ping timeout,
@@ -1380,15 +1398,14 @@ TEST(h2_keepalive_dead_peer)
     for (k = 0; k < 2; k++) {
         tr_maker_arg tm;
         tr_counts t;
-        sbx__h2 *h = k == 0 ? sbx__h2_new(NULL, &hs.ep, NULL, "localhost") : h2_over_tr_sock(&hs.ep, &tm, &t);
+        sbx__h2 *h = ka_set(k == 0 ? sbx__h2_new(NULL, &hs.ep, NULL, "localhost") : h2_over_tr_sock(&hs.ep, &tm, &t),
+                            300, 500);
         sbx__grpc_call *c = NULL;
         sbx_error e;
         const unsigned char *m;
         size_t ml;
         long long t0, took;
         int r;
-        h->keepalive_ms = 300;
-        h->ping_timeout_ms = 500;
         r = sbx__grpc_start(h, "/fake.H2/dead", "x", 1, 1, 0, &c, &e);
         CHECK_MSG(r == SBX_OK, "%d %s", r, e.msg);
         if (r != SBX_OK) {
@@ -1426,9 +1443,7 @@ TEST(h2_keepalive_dead_peer_two_readers)
     int i, fds;
     NEED_H2FAKE();
     fds = test_fd_count();
-    h = sbx__h2_new(NULL, &hs.ep, NULL, "localhost");
-    h->keepalive_ms = 300;
-    h->ping_timeout_ms = 500;
+    h = ka_set(sbx__h2_new(NULL, &hs.ep, NULL, "localhost"), 300, 500);
     memset(b, 0, sizeof b);
     for (i = 0; i < 2; i++) CHECK(sbx__grpc_start(h, "/fake.H2/dead", "x", 1, 1, 0, &b[i].c, &e) == SBX_OK);
     if (b[0].c && b[1].c) {
@@ -1460,15 +1475,11 @@ TEST(h2_keepalive_quiet_stream_lives)
     int r;
     NEED_H2FAKE();
     sbx__buf_init(&resp, &al);
-    h = sbx__h2_new(NULL, &hs.ep, NULL, "localhost");
-    h->keepalive_ms = 200;
-    h->ping_timeout_ms = 1000;
+    h = ka_set(sbx__h2_new(NULL, &hs.ep, NULL, "localhost"), 200, 1000);
     r = fake_unary(h, "quiet", "1500", 4, &resp, 10000, &e);
     CHECK_MSG(r == SBX_OK, "%d %s", r, e.msg);
     if (r == SBX_OK && h->cur) {
-        char txt[32];
-        E2E_FMT(txt, sizeof txt, "%.*s", (int)resp.len, resp.data);
-        n = atol(txt);
+        n = resp_long(&resp);
         printf("  1.5 s quiet, keepalive 200 ms: %lu PINGs sent, %lu acked, %ld seen by the server\n",
                h->cur->pings, h->cur->ping_acks, n);
         CHECK_MSG(n >= 4, "the server saw %ld PINGs", n);
@@ -1497,9 +1508,7 @@ TEST(h2_keepalive_answer_while_nobody_reads)
     int r;
     struct timespec ts = {1, 0};
     NEED_H2FAKE();
-    h = sbx__h2_new(NULL, &hs.ep, NULL, "localhost");
-    h->keepalive_ms = 200;
-    h->ping_timeout_ms = 300;
+    h = ka_set(sbx__h2_new(NULL, &hs.ep, NULL, "localhost"), 200, 300);
     r = sbx__grpc_start(h, "/fake.H2/late_ack", "600", 3, 1, 0, &c, &e);
     CHECK_MSG(r == SBX_OK, "%d %s", r, e.msg);
     if (c) {
@@ -1529,9 +1538,7 @@ TEST(h2_keepalive_not_without_streams)
     struct timespec ts = {2, 0};
     NEED_H2FAKE();
     sbx__buf_init(&resp, &al);
-    h = sbx__h2_new(NULL, &hs.ep, NULL, "localhost");
-    h->keepalive_ms = 500;
-    h->ping_timeout_ms = 1000;
+    h = ka_set(sbx__h2_new(NULL, &hs.ep, NULL, "localhost"), 500, 1000);
     r = fake_unary(h, "count", "", 0, &resp, 5000, &e);
     CHECK_MSG(r == SBX_OK && resp.len == 1 && resp.data[0] == '0', "%d %s", r, e.msg);
     nanosleep(&ts, NULL); /* four keepalive intervals without a stream */
@@ -1562,16 +1569,11 @@ TEST(h2_keepalive_stray_acks)
     CHECK_MSG(r == SBX_OK && resp.len == 5 && memcmp(resp.data, "hello", 5) == 0, "%d %s", r, e.msg);
     CHECK(h->cur && h->cur->ping_stray == 2 && h->cur->ping_acks == 0 && !h->cur->dead);
     sbx__h2_free(h);
-    h = sbx__h2_new(NULL, &hs.ep, NULL, "localhost");
-    h->keepalive_ms = 200;
-    h->ping_timeout_ms = 300;
+    h = ka_set(sbx__h2_new(NULL, &hs.ep, NULL, "localhost"), 200, 300);
     r = fake_unary(h, "wrong_ack", "1500", 4, &resp, 10000, &e);
     CHECK_MSG(r == SBX_OK, "%d %s", r, e.msg);
     if (r == SBX_OK && h->cur) {
-        char txt[32];
-        long n;
-        E2E_FMT(txt, sizeof txt, "%.*s", (int)resp.len, resp.data);
-        n = atol(txt);
+        long n = resp_long(&resp);
         CHECK_MSG(n >= 3, "the server saw %ld PINGs", n);
         CHECK_EQ_INT(h->cur->ping_acks, 0);
         CHECK_EQ_INT((long)h->cur->ping_stray, n);
@@ -1593,9 +1595,7 @@ TEST(h2_keepalive_goaway_too_many_pings)
     int r;
     NEED_H2FAKE();
     sbx__buf_init(&resp, &al);
-    h = sbx__h2_new(NULL, &hs.ep, NULL, "localhost");
-    h->keepalive_ms = 200;
-    h->ping_timeout_ms = 2000;
+    h = ka_set(sbx__h2_new(NULL, &hs.ep, NULL, "localhost"), 200, 2000);
     r = fake_unary(h, "calm", "x", 1, &resp, 10000, &e);
     CHECK_MSG(r == SBX_ERR_CONNECT && strstr(e.msg, "closed by the server") &&
                   strstr(e.msg, "after GOAWAY (ENHANCE_YOUR_CALM: too_many_pings; the server allows fewer keepalive "
@@ -1631,9 +1631,7 @@ TEST(grpcio_keepalive_policy)
         server_stop(&ps);
         CHECK_MSG(0, "grpc_echo.py pings did not start");
     } else {
-        h = sbx__h2_new(NULL, &ps.ep, NULL, "localhost");
-        h->keepalive_ms = 200;
-        h->ping_timeout_ms = 2000;
+        h = ka_set(sbx__h2_new(NULL, &ps.ep, NULL, "localhost"), 200, 2000);
         r = sbx__grpc_unary(h, "/test.Echo/Sleep", "1500", 4, &resp, 0, NULL, sbx__deadline(10000), &e);
         CHECK_MSG(r == SBX_OK && resp.len == 5, "%d %s", r, e.msg);
         if (h->cur) {
@@ -1646,9 +1644,7 @@ TEST(grpcio_keepalive_policy)
         sbx__h2_free(h);
         server_stop(&ps);
     }
-    h = sbx__h2_new(NULL, &gs.ep, NULL, "localhost");
-    h->keepalive_ms = 200;
-    h->ping_timeout_ms = 2000;
+    h = ka_set(sbx__h2_new(NULL, &gs.ep, NULL, "localhost"), 200, 2000);
     t0 = sbx__now_ms();
     r = sbx__grpc_unary(h, "/test.Echo/Sleep", "5000", 4, &resp, 0, NULL, sbx__deadline(10000), &e);
     printf("  grpcio's default policy, PINGs every 200 ms: %lld ms: %s\n", sbx__now_ms() - t0, e.msg);
