@@ -157,18 +157,13 @@ static int pool_full(int timeout_ms)
 
 /* ---- the floor: claim create + Ready + 2 API round trips -------------- */
 
-/* The claim at token obj has condition Ready=True. */
+/* The claim at token obj has condition Ready=True (found as the library
+   finds it: sbx__claim_info_read). */
 static int ready_cond(const char *js, const sbx__jtok *t, int n, int obj)
 {
-    int conds = sbx__json_get(js, t, n, obj, "status.conditions"), k, i;
-    if (conds >= 0 && t[conds].type == SBX__JSON_ARRAY)
-        for (k = 0; k < t[conds].size; k++) {
-            i = sbx__json_index(t, n, conds, k);
-            if (i >= 0 && sbx__json_eq(js, t, sbx__json_get(js, t, n, i, "type"), "Ready") &&
-                sbx__json_eq(js, t, sbx__json_get(js, t, n, i, "status"), "True"))
-                return 1;
-        }
-    return 0;
+    int conds = sbx__json_get(js, t, n, obj, "status.conditions");
+    int ready = conds >= 0 && t[conds].type == SBX__JSON_ARRAY ? sbx__json_find(js, t, n, conds, "type", "Ready") : -1;
+    return ready >= 0 && sbx__json_eq(js, t, sbx__json_mem(js, t, n, ready, "status"), "True");
 }
 
 static int claim_ready(const char *body, size_t len, sbx_allocator *a)
